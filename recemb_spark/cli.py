@@ -1,0 +1,110 @@
+"""The ``recemb`` command line (also what every ``jobs/*.py`` spark-submit entry calls)."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from typing import Optional
+
+from .config import Config, load_config
+from .errors import ConfigError, RecembError
+from .logs import setup_logging
+
+log = logging.getLogger("recemb_spark.cli")
+
+COMMANDS = {
+    "run": "run every enabled stage for one run date (the whole pipeline)",
+    "tables": "input -> ratings, rejects, items, sequences",
+    "sample": "write the built-in synthetic data set as MovieLens files and Parquet (--out)",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--run-date", help="partition date YYYY-MM-DD (default: today, UTC)")
+    common.add_argument("--input", help="ratings file or folder (default: built-in sample)")
+    common.add_argument("--format", help="input format: auto, csv, dat, tsv, parquet, table")
+    common.add_argument("--items", help="item metadata file (movies.csv, movies.dat, u.item, ...)")
+    common.add_argument("--warehouse", help="warehouse root (default ./warehouse)")
+    common.add_argument("--conf", action="append", default=[], metavar="FILE",
+                        help="YAML file overriding conf/default.yaml (repeatable)")
+    common.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one parameter (repeatable)")
+    common.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    parser = argparse.ArgumentParser(
+        prog="recemb", description="Embedding tables for recommenders on Apache Spark.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        if name == "sample":
+            p.add_argument("--out", required=True, help="folder to write the sample into")
+    return parser
+
+
+def parse_run_date(value: Optional[str]) -> str:
+    if value is None:
+        return dt.datetime.now(dt.timezone.utc).date().isoformat()
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise ConfigError(f"--run-date must be a date YYYY-MM-DD, got {value!r}") from None
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    flags = {"input": "input.path", "format": "input.format", "items": "input.items",
+             "warehouse": "warehouse.path"}
+    overrides = [f"{key}={getattr(args, flag)}" for flag, key in flags.items()
+                 if getattr(args, flag) is not None]
+    return load_config(args.conf, overrides + args.set)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run one command; return the process exit code (0 ok, 2 config, 3 input, 4 stage, 1 other)."""
+    args = build_parser().parse_args(argv)
+    setup_logging(logging.WARNING if args.quiet else logging.INFO)
+    try:
+        cfg = config_from_args(args)
+        run_date = parse_run_date(args.run_date)
+    except ConfigError as exc:
+        print(f"recemb: config error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    from .session import build_session  # imports pyspark; only once the config is valid
+
+    spark = None
+    try:
+        spark = build_session(cfg.spark, f"recemb-{args.command}")
+        _dispatch(spark, cfg, run_date, args)
+        return 0
+    except RecembError as exc:
+        print(f"recemb: {args.command} failed: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("recemb: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # unexpected: keep the traceback, end with one clear line
+        log.exception("unexpected error")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"recemb: {args.command} failed with an unexpected "
+              f"{type(exc).__name__}: {first[:500]}", file=sys.stderr)
+        return 1
+    finally:
+        if spark is not None:
+            spark.stop()
+
+
+def _dispatch(spark, cfg: Config, run_date: str, args: argparse.Namespace) -> None:
+    from . import pipeline, sample
+
+    if args.command == "sample":
+        paths = sample.write_sample(spark, cfg.sample, args.out)
+        for name, path in paths.items():
+            print(f"{name}: {path}")
+    elif args.command == "run":
+        pipeline.run_pipeline(spark, cfg, run_date)
+    else:
+        pipeline.run_pipeline(spark, cfg, run_date, stages=[args.command])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

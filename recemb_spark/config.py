@@ -1,0 +1,344 @@
+"""Typed configuration: one dataclass per stage, loaded from YAML, validated once.
+
+Defaults live in exactly one place, ``conf/default.yaml`` (shipped inside the package as
+``recemb_spark/default.yaml``); the dataclasses below declare the type of every key and the
+checks on its value. Layers are merged in order: defaults, each ``--conf FILE``, each
+``--set section.key=value``. Any unknown key, wrong type or out-of-range value raises
+:class:`ConfigError` naming the key — before any SparkSession exists.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: Optional[str]
+    driver_memory: str
+    shuffle_partitions: int
+    log_level: str
+
+    def validate(self) -> None:
+        _check(self.shuffle_partitions >= 0, "spark.shuffle_partitions", "must be >= 0")
+        _choice("spark.log_level", self.log_level,
+                ["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"])
+
+
+@dataclass(frozen=True)
+class WarehouseConfig:
+    path: str
+
+    def validate(self) -> None:
+        _check(bool(self.path), "warehouse.path", "must not be empty")
+
+
+INPUT_FORMATS = ["auto", "csv", "dat", "tsv", "parquet", "table"]
+ITEM_FORMATS = ["auto", "csv", "dat", "uitem", "parquet", "table"]
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    path: Optional[str]
+    format: str
+    items: Optional[str]
+    items_format: str
+    user_col: str
+    item_col: str
+    rating_col: str
+    ts_col: str
+    ts_unit: str
+    csv_delimiter: str
+    rating_min: float
+    rating_max: float
+    max_reject_fraction: float
+
+    def validate(self) -> None:
+        _choice("input.format", self.format, INPUT_FORMATS)
+        _choice("input.items_format", self.items_format, ITEM_FORMATS)
+        _choice("input.ts_unit", self.ts_unit, ["seconds", "milliseconds", "iso"])
+        _check(len(self.csv_delimiter) >= 1, "input.csv_delimiter", "must not be empty")
+        _check(self.rating_min <= self.rating_max, "input.rating_min",
+               f"must be <= input.rating_max ({self.rating_max})")
+        _check(0.0 <= self.max_reject_fraction <= 1.0, "input.max_reject_fraction",
+               "must be within [0, 1]")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    n_users: int
+    n_items: int
+    n_ratings: int
+    n_genres: int
+    items_per_cluster: int
+    stay_prob: float
+    popularity_exponent: float
+    seed: int
+
+    def validate(self) -> None:
+        _check(self.n_users >= 1, "sample.n_users", "must be >= 1")
+        _check(self.n_items >= 2, "sample.n_items", "must be >= 2")
+        _check(self.n_ratings >= self.n_users, "sample.n_ratings", "must be >= sample.n_users")
+        _check(1 <= self.n_genres <= 18, "sample.n_genres", "must be within [1, 18]")
+        _check(self.items_per_cluster >= 1, "sample.items_per_cluster", "must be >= 1")
+        _check(0.0 <= self.stay_prob < 1.0, "sample.stay_prob", "must be within [0, 1)")
+        _check(self.popularity_exponent >= 0.0, "sample.popularity_exponent", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class SequencesConfig:
+    min_rating: float
+    session_gap_minutes: float
+    max_length: int
+    min_length: int
+
+    def validate(self) -> None:
+        _check(self.session_gap_minutes >= 0, "sequences.session_gap_minutes", "must be >= 0")
+        _check(self.max_length >= 0, "sequences.max_length", "must be >= 0")
+        _check(self.min_length >= 1, "sequences.min_length", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class Word2VecConfig:
+    """The Word2Vec block shared by item2vec and deepwalk."""
+    vector_size: int
+    window_size: int
+    min_count: int
+    max_iter: int
+    num_partitions: int
+    step_size: float
+    max_sentence_length: int
+    seed: int
+
+    def validate_as(self, section: str) -> None:
+        for name in ("vector_size", "window_size", "max_iter", "num_partitions",
+                     "max_sentence_length"):
+            _check(getattr(self, name) >= 1, f"{section}.{name}", "must be >= 1")
+        _check(self.min_count >= 0, f"{section}.min_count", "must be >= 0")
+        _check(self.step_size > 0, f"{section}.step_size", "must be > 0")
+
+
+@dataclass(frozen=True)
+class Item2VecConfig(Word2VecConfig):
+    enabled: bool
+
+    def validate(self) -> None:
+        self.validate_as("item2vec")
+
+
+@dataclass(frozen=True)
+class UsersConfig:
+    pooling: str
+    half_life: float
+
+    def validate(self) -> None:
+        _choice("users.pooling", self.pooling, ["mean", "recency"])
+        _check(self.half_life > 0, "users.half_life", "must be > 0")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    enabled: bool
+    ks: list[int]
+    user_query: bool
+
+    def validate(self) -> None:
+        _check(len(self.ks) >= 1 and all(k >= 1 for k in self.ks), "evaluate.ks",
+               "must be a non-empty list of integers >= 1")
+
+
+@dataclass(frozen=True)
+class Config:
+    spark: SparkConfig
+    warehouse: WarehouseConfig
+    input: InputConfig
+    sample: SampleConfig
+    sequences: SequencesConfig
+    item2vec: Item2VecConfig
+    users: UsersConfig
+    evaluate: EvaluateConfig
+
+    def validate(self) -> None:
+        for f in fields(self):
+            getattr(self, f.name).validate()
+        inp, seq = self.input, self.sequences
+        _check(inp.rating_min <= seq.min_rating <= inp.rating_max, "sequences.min_rating",
+               f"must lie within the rating range [{inp.rating_min}, {inp.rating_max}]")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The effective parameters as plain data (for manifests)."""
+        return dataclasses.asdict(self)
+
+    def replace(self, section: str, **values: Any) -> "Config":
+        """A copy with some keys of one section changed (validated like any override)."""
+        data = self.to_dict()
+        for key, value in values.items():
+            data[section][key] = value
+        return config_from_dict(data)
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def default_yaml_text() -> str:
+    """The text of the packaged defaults (``conf/default.yaml``)."""
+    return importlib.resources.files("recemb_spark").joinpath("default.yaml").read_text()
+
+
+def load_config(conf_files: Optional[list[str]] = None,
+                overrides: Optional[list[str]] = None) -> Config:
+    """Build the validated :class:`Config`: packaged defaults < ``conf_files`` < ``overrides``.
+
+    ``overrides`` are ``section.key=value`` strings; values are parsed as YAML scalars or lists
+    (``4.0``, ``true``, ``null``, ``[10, 50]``). Raises :class:`ConfigError` on any unknown key,
+    wrong type, out-of-range value, unreadable file or malformed override.
+    """
+    data = yaml.safe_load(default_yaml_text())
+    for path in conf_files or []:
+        _merge(data, _read_yaml_file(path), source=path)
+    for item in overrides or []:
+        key, value = _parse_override(item)
+        _merge(data, _nest(key, value), source=f"--set {item}")
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Type-check a complete nested dict and build the validated :class:`Config`."""
+    unknown = set(data) - set(_SECTION_TYPES)
+    if unknown:
+        raise ConfigError(f"unknown config section(s) {sorted(unknown)}; "
+                          f"valid sections: {sorted(_SECTION_TYPES)}")
+    sections = {}
+    for name, cls in _SECTION_TYPES.items():
+        if name not in data:
+            raise ConfigError(f"missing config section '{name}'")
+        sections[name] = _build_section(cls, name, data[name])
+    cfg = Config(**sections)
+    cfg.validate()
+    return cfg
+
+
+_SECTION_TYPES: dict[str, type] = {
+    f.name: typing.get_type_hints(Config)[f.name] for f in fields(Config)
+}
+
+
+def valid_keys() -> list[str]:
+    """Every valid ``section.key`` name."""
+    return [f"{s}.{f.name}" for s, cls in _SECTION_TYPES.items() for f in fields(cls)]
+
+
+def _read_yaml_file(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections")
+    return loaded
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set expects section.key=value, got '{item}'")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if key.count(".") != 1:
+        raise ConfigError(f"--set key must be section.key, got '{key}'; "
+                          f"valid keys: {', '.join(valid_keys())}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _nest(key: str, value: Any) -> dict[str, Any]:
+    section, name = key.split(".", 1)
+    return {section: {name: value}}
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any], source: str) -> None:
+    for section, values in extra.items():
+        if section not in base:
+            raise ConfigError(f"unknown config section '{section}' (from {source}); "
+                              f"valid sections: {', '.join(sorted(base))}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section '{section}' (from {source}) must be a mapping")
+        for key, value in values.items():
+            if key not in base[section]:
+                valid = ", ".join(f"{section}.{k}" for k in base[section])
+                raise ConfigError(f"unknown config key '{section}.{key}' (from {source}); "
+                                  f"valid keys: {valid}")
+            base[section][key] = value
+
+
+def _build_section(cls: type, section: str, values: Any) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section '{section}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    unknown = set(values) - set(names)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {sorted(f'{section}.{k}' for k in unknown)}; "
+                          f"valid keys: {', '.join(f'{section}.{n}' for n in names)}")
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise ConfigError(f"missing config key(s) {[f'{section}.{n}' for n in missing]}")
+    return cls(**{n: _coerce(values[n], hints[n], f"{section}.{n}") for n in names})
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key)
+    if origin is list:
+        (inner,) = typing.get_args(typ)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        return [_coerce(v, inner, key) for v in value]
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif typ is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    else:  # pragma: no cover - a developer error in the dataclasses
+        raise TypeError(f"unsupported config type {typ} for {key}")
+    raise ConfigError(f"config key '{key}' must be of type {typ.__name__}, got {value!r}")
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}' {message}")
+
+
+def _choice(key: str, value: str, choices: list[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"config key '{key}' must be one of {choices}, got {value!r}")

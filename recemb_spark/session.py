@@ -1,0 +1,59 @@
+"""Building the one SparkSession a job uses. Nothing here runs at import time."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from .config import SparkConfig
+
+log = logging.getLogger(__name__)
+
+
+def started_by_spark_submit() -> bool:
+    """True when this Python process was launched by ``spark-submit``.
+
+    spark-submit's PythonRunner starts the JVM first and hands its gateway to Python through
+    ``PYSPARK_GATEWAY_PORT``; a plain ``python``/``recemb`` process has no such variable.
+    """
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def build_session(cfg: SparkConfig, app_name: str = "recemb-spark") -> SparkSession:
+    """Return the SparkSession for a job.
+
+    Under ``spark-submit`` the master and resources given there are kept; ``cfg.master`` is
+    ignored. Started directly, the session is ``local[*]`` (or ``cfg.master``) with settings
+    that suit one machine: driver memory from ``cfg.driver_memory``, shuffle partitions scaled
+    to the cores, executors running this very interpreter. Either way the session time zone is
+    UTC, partition columns are read back as strings, and partition overwrite is dynamic.
+    """
+    builder = SparkSession.builder.appName(app_name)
+    submitted = started_by_spark_submit()
+    if submitted:
+        if cfg.master:
+            log.warning("spark.master=%s ignored: spark-submit's --master decides", cfg.master)
+        if cfg.shuffle_partitions:
+            builder = builder.config("spark.sql.shuffle.partitions", cfg.shuffle_partitions)
+    else:
+        # Workers must run the interpreter that has our packages (a venv's python).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        cores = os.cpu_count() or 2
+        builder = (builder.master(cfg.master or "local[*]")
+                   .config("spark.driver.memory", cfg.driver_memory)
+                   .config("spark.sql.shuffle.partitions", cfg.shuffle_partitions or 2 * cores)
+                   .config("spark.default.parallelism", 2 * cores)
+                   .config("spark.ui.showConsoleProgress", "false"))
+    spark = (builder
+             .config("spark.sql.session.timeZone", "UTC")
+             .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+             .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
+             .getOrCreate())
+    spark.sparkContext.setLogLevel(cfg.log_level)
+    log.info("spark %s master=%s parallelism=%d", spark.version, spark.sparkContext.master,
+             spark.sparkContext.defaultParallelism)
+    return spark

@@ -1,0 +1,65 @@
+"""The rating table and the sequence table: pure DataFrame -> DataFrame functions."""
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from .config import SequencesConfig
+
+
+def clean_ratings(valid: DataFrame) -> DataFrame:
+    """The rating table: one row per (user, item), the latest rating kept.
+
+    Input and output: ``(user_id string, item_id string, rating double, ts timestamp)``.
+    Among duplicates the latest ``ts`` wins; at equal ``ts`` the higher rating.
+    """
+    w = Window.partitionBy("user_id", "item_id").orderBy(F.desc("ts"), F.desc("rating"))
+    return (valid.withColumn("_n", F.row_number().over(w))
+            .filter(F.col("_n") == 1).drop("_n")
+            .select("user_id", "item_id", "rating", "ts"))
+
+
+def build_sessions(ratings: DataFrame, cfg: SequencesConfig) -> DataFrame:
+    """Every session of liked items, before the ``min_length`` filter.
+
+    Liked = ``rating >= cfg.min_rating``. Each user's liked items are ordered by time (ties by
+    item id); when ``cfg.max_length`` > 0 only the latest that many are kept; when
+    ``cfg.session_gap_minutes`` > 0 a new session starts wherever two consecutive likes are
+    more than that apart. Returns ``(user_id, items array<string>, n_items int,
+    ts_start timestamp, ts_end timestamp)``.
+    """
+    liked = ratings.filter(F.col("rating") >= F.lit(cfg.min_rating)).select(
+        "user_id", "item_id", "ts")
+    if cfg.max_length > 0:
+        latest = Window.partitionBy("user_id").orderBy(F.desc("ts"), F.desc("item_id"))
+        liked = (liked.withColumn("_r", F.row_number().over(latest))
+                 .filter(F.col("_r") <= cfg.max_length).drop("_r"))
+    if cfg.session_gap_minutes > 0:
+        order = Window.partitionBy("user_id").orderBy("ts", "item_id")
+        seconds = F.unix_seconds(F.col("ts"))
+        gap = seconds - F.lag(seconds).over(order)
+        starts = F.when(gap.isNull() | (gap > cfg.session_gap_minutes * 60.0), 1).otherwise(0)
+        running = order.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+        liked = (liked.withColumn("_start", starts)
+                 .withColumn("_session", F.sum("_start").over(running)).drop("_start"))
+    else:
+        liked = liked.withColumn("_session", F.lit(0))
+    events = F.array_sort(F.collect_list(F.struct("ts", "item_id")))
+    return (liked.groupBy("user_id", "_session").agg(events.alias("_ev"))
+            .select("user_id",
+                    F.transform("_ev", lambda e: e["item_id"]).alias("items"),
+                    F.size("_ev").alias("n_items"),
+                    F.col("_ev")[0]["ts"].alias("ts_start"),
+                    F.element_at("_ev", -1)["ts"].alias("ts_end")))
+
+
+def build_sequences(ratings: DataFrame, cfg: SequencesConfig) -> DataFrame:
+    """The sequence table: :func:`build_sessions` without sessions shorter than ``min_length``."""
+    return build_sessions(ratings, cfg).filter(F.col("n_items") >= cfg.min_length)
+
+
+def user_histories(sequences: DataFrame) -> DataFrame:
+    """Each user's liked items in time order across sessions: ``(user_id, items)``."""
+    sessions = F.array_sort(F.collect_list(F.struct("ts_start", "items")))
+    return (sequences.groupBy("user_id").agg(sessions.alias("_s"))
+            .select("user_id", F.flatten(F.transform("_s", lambda s: s["items"])).alias("items")))

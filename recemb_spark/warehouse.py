@@ -1,0 +1,152 @@
+"""The warehouse: dated Parquet partitions, manifests, and file-system helpers.
+
+Layout: ``<root>/<table>/dt=<run-date>/[model=<model>/]part-*.parquet`` and
+``<root>/_manifests/dt=<run-date>/<stage>.json``. Every path goes through Hadoop's FileSystem
+API, so the same code works on a local disk, HDFS or an object store.
+
+Each write replaces exactly one partition directory (``dt=...`` or ``dt=.../model=...``) and
+leaves every other partition untouched. We write to the partition's own path rather than
+relying on dynamic partition overwrite alone: an *empty* result (say, no rejects on a re-run)
+must still replace the old partition, and dynamic overwrite writes nothing for empty input.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from pyspark.sql import DataFrame, SparkSession
+
+from .errors import StageError
+
+
+class HadoopFS:
+    """Small helper over ``org.apache.hadoop.fs.FileSystem`` for one SparkSession."""
+
+    def __init__(self, spark: SparkSession):
+        self._jvm = spark.sparkContext._jvm
+        self._conf = spark.sparkContext._jsc.hadoopConfiguration()
+
+    def _path(self, path: str):
+        p = self._jvm.org.apache.hadoop.fs.Path(path)
+        return p, p.getFileSystem(self._conf)
+
+    def exists(self, path: str) -> bool:
+        p, fs = self._path(path)
+        return bool(fs.exists(p))
+
+    def is_dir(self, path: str) -> bool:
+        p, fs = self._path(path)
+        return bool(fs.exists(p) and fs.getFileStatus(p).isDirectory())
+
+    def list_names(self, path: str) -> list[str]:
+        """Names (not paths) of the entries directly in a folder, sorted."""
+        p, fs = self._path(path)
+        return sorted(str(s.getPath().getName()) for s in fs.listStatus(p))
+
+    def delete(self, path: str) -> None:
+        p, fs = self._path(path)
+        if fs.exists(p):
+            fs.delete(p, True)
+
+    def rename(self, src: str, dst: str) -> None:
+        p, fs = self._path(src)
+        if not fs.rename(p, self._path(dst)[0]):
+            raise OSError(f"could not rename {src} to {dst}")
+
+    def write_text(self, path: str, text: str) -> None:
+        p, fs = self._path(path)
+        out = fs.create(p, True)
+        try:
+            out.write(bytearray(text.encode("utf-8")))
+        finally:
+            out.close()
+
+    def read_text(self, path: str) -> str:
+        p, fs = self._path(path)
+        stream = fs.open(p)
+        try:
+            reader = self._jvm.java.io.BufferedReader(
+                self._jvm.java.io.InputStreamReader(stream, "UTF-8"))
+            lines = []
+            line = reader.readLine()
+            while line is not None:
+                lines.append(line)
+                line = reader.readLine()
+            return "\n".join(lines)
+        finally:
+            stream.close()
+
+
+def join_path(*parts: str) -> str:
+    return "/".join([parts[0].rstrip("/")] + [p.strip("/") for p in parts[1:]])
+
+
+@dataclass
+class Warehouse:
+    """Reads and writes the dated tables under ``root``."""
+
+    spark: SparkSession
+    root: str
+
+    def __post_init__(self) -> None:
+        self.fs = HadoopFS(self.spark)
+
+    def partition_path(self, table: str, run_date: str, model: Optional[str] = None,
+                       stage: Optional[str] = None) -> str:
+        parts = [self.root, table, f"dt={run_date}"]
+        if model is not None:
+            parts.append(f"model={model}")
+        if stage is not None:
+            parts.append(f"stage={stage}")
+        return join_path(*parts)
+
+    def write(self, df: DataFrame, table: str, run_date: str, model: Optional[str] = None,
+              stage: Optional[str] = None) -> int:
+        """Replace one partition of ``table`` with ``df``; return the rows written.
+
+        ``df`` must not contain the partition columns (``dt``, ``model``, ``stage``): they come
+        from the path. The row count is read back from the Parquet footers (no second pass).
+        """
+        for col in ("dt", "model", "stage"):
+            if col in df.columns:
+                raise ValueError(f"{table}: partition column '{col}' must not be in the data")
+        path = self.partition_path(table, run_date, model, stage)
+        df.write.mode("overwrite").parquet(path)
+        return self.spark.read.parquet(path).count()
+
+    def read(self, table: str, run_date: str, model: Optional[str] = None,
+             stage: Optional[str] = None, needed_by: str = "") -> DataFrame:
+        """One partition of ``table`` (without partition columns); StageError if it is missing."""
+        path = self.partition_path(table, run_date, model, stage)
+        if not self.fs.exists(path):
+            hint = f" (needed by {needed_by})" if needed_by else ""
+            raise StageError(f"table '{table}' has no partition dt={run_date}"
+                             f"{'' if model is None else f', model={model}'} at {path}{hint}; "
+                             f"run the stage that writes it first for this run date")
+        return self.spark.read.parquet(path)
+
+    def has(self, table: str, run_date: str, model: Optional[str] = None) -> bool:
+        return self.fs.exists(self.partition_path(table, run_date, model))
+
+    def models(self, table: str, run_date: str) -> list[str]:
+        """The ``model=`` partitions present for one date of ``table``."""
+        path = self.partition_path(table, run_date)
+        if not self.fs.exists(path):
+            return []
+        return [n.split("=", 1)[1] for n in self.fs.list_names(path) if n.startswith("model=")]
+
+    def read_table(self, table: str) -> DataFrame:
+        """The whole table with its partition columns (every date)."""
+        return self.spark.read.parquet(join_path(self.root, table))
+
+    def manifest_path(self, run_date: str, stage: str) -> str:
+        return join_path(self.root, "_manifests", f"dt={run_date}", f"{stage}.json")
+
+    def write_manifest(self, run_date: str, stage: str, payload: dict[str, Any]) -> str:
+        path = self.manifest_path(run_date, stage)
+        self.fs.write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
+        return path
+
+    def read_manifest(self, run_date: str, stage: str) -> dict[str, Any]:
+        return json.loads(self.fs.read_text(self.manifest_path(run_date, stage)))

@@ -1,0 +1,35 @@
+"""One local SparkSession for the whole test run (start-up costs ~10 s), and small configs."""
+from __future__ import annotations
+
+import pytest
+
+from recemb_spark.config import Config, load_config
+from recemb_spark.session import build_session
+
+# Small enough to run in seconds, large enough to carry the sample's structure.
+SMALL_SAMPLE = ["sample.n_users=300", "sample.n_items=400", "sample.n_ratings=24000"]
+
+
+@pytest.fixture(scope="session")
+def spark():
+    cfg = load_config(overrides=["spark.shuffle_partitions=4", "spark.driver_memory=2g",
+                                 "spark.master=local[2]"])
+    session = build_session(cfg.spark, "recemb-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def cfg(tmp_path) -> Config:
+    """Default config with a temporary warehouse and the small sample."""
+    return load_config(overrides=[f"warehouse.path={tmp_path / 'wh'}", *SMALL_SAMPLE])
+
+
+@pytest.fixture
+def keep_spark(spark, monkeypatch):
+    """Let CLI code run in-process: its session is the test session and stop() is a no-op."""
+    import recemb_spark.session as session_module
+
+    monkeypatch.setattr(session_module, "build_session", lambda *a, **k: spark)
+    monkeypatch.setattr(spark, "stop", lambda: None)
+    return spark

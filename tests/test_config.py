@@ -1,0 +1,97 @@
+import re
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recemb_spark.cli import main, parse_run_date
+from recemb_spark.config import Config, default_yaml_text, load_config, valid_keys
+from recemb_spark.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_packaged_defaults_are_conf_default_yaml():
+    assert default_yaml_text() == (ROOT / "conf" / "default.yaml").read_text()
+
+
+def test_every_key_in_default_yaml_has_a_comment_and_a_typed_field():
+    text = (ROOT / "conf" / "default.yaml").read_text()
+    data = yaml.safe_load(text)
+    declared = {f.name for f in fields(Config)}
+    assert set(data) == declared
+    for line in text.splitlines():
+        if re.match(r"^  \w+:", line):
+            assert "#" in line, f"key without a comment: {line.strip()}"
+    assert len(valid_keys()) == sum(len(v) for v in data.values())
+
+
+def test_defaults_load_with_types():
+    cfg = load_config()
+    assert cfg.sequences.min_rating == 3.5
+    assert cfg.sequences.min_length == 2
+    assert cfg.input.max_reject_fraction == 0.01
+    assert cfg.warehouse.path == "./warehouse"
+    assert isinstance(cfg.evaluate.ks, list)
+
+
+def test_set_overrides_parse_yaml_values():
+    cfg = load_config(overrides=["sequences.min_rating=4", "evaluate.ks=[5, 20]",
+                                 "input.items=null", "item2vec.enabled=false"])
+    assert cfg.sequences.min_rating == 4.0 and isinstance(cfg.sequences.min_rating, float)
+    assert cfg.evaluate.ks == [5, 20]
+    assert cfg.input.items is None
+    assert cfg.item2vec.enabled is False
+
+
+def test_conf_file_then_set(tmp_path):
+    f = tmp_path / "my.yaml"
+    f.write_text("sequences:\n  min_rating: 4.0\n  min_length: 3\n")
+    cfg = load_config([str(f)], ["sequences.min_length=5"])
+    assert (cfg.sequences.min_rating, cfg.sequences.min_length) == (4.0, 5)
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("sequences.min_ratin=4", "unknown config key 'sequences.min_ratin'"),
+    ("nosuch.key=1", "unknown config section 'nosuch'"),
+    ("sequences.min_length=two", "'sequences.min_length' must be of type int"),
+    ("sequences.min_length=0", "'sequences.min_length' must be >= 1"),
+    ("input.format=xls", "'input.format' must be one of"),
+    ("sequences.min_rating=9", "'sequences.min_rating' must lie within the rating range"),
+    ("evaluate.ks=10", "'evaluate.ks' must be a list"),
+    ("novalue", "--set expects section.key=value"),
+])
+def test_bad_overrides_name_the_key(override, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[override])
+    assert fragment in str(err.value)
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["sequences.gap=1"])
+    assert "sequences.min_rating" in str(err.value) and "sequences.session_gap_minutes" in str(
+        err.value)
+
+
+def test_bad_conf_file(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("sequences:\n  bogus: 1\n")
+    with pytest.raises(ConfigError, match="unknown config key 'sequences.bogus'"):
+        load_config([str(f)])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config([str(tmp_path / "missing.yaml")])
+
+
+def test_cli_config_error_exits_2_before_spark(capsys):
+    assert main(["tables", "--set", "sequences.nope=1"]) == 2
+    err = capsys.readouterr().err
+    assert "config error" in err and "sequences.nope" in err and "Traceback" not in err
+
+
+def test_run_date():
+    assert parse_run_date("2026-01-05") == "2026-01-05"
+    with pytest.raises(ConfigError, match="--run-date"):
+        parse_run_date("05/01/2026")
+    assert main(["tables", "--run-date", "yesterday"]) == 2
