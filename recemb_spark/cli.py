@@ -16,6 +16,8 @@ log = logging.getLogger("recemb_spark.cli")
 COMMANDS = {
     "run": "run every enabled stage for one run date (the whole pipeline)",
     "tables": "input -> ratings, rejects, items, sequences",
+    "item2vec": "sequences -> item2vec item and user embeddings (MLlib Word2Vec)",
+    "evaluate": "leave-last-out HR@K / NDCG@K / coverage of every enabled model + popularity",
     "sample": "write the built-in synthetic data set as MovieLens files and Parquet (--out)",
 }
 
@@ -95,15 +97,19 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def _dispatch(spark, cfg: Config, run_date: str, args: argparse.Namespace) -> None:
     from . import pipeline, sample
+    from .evaluation import format_metrics
 
     if args.command == "sample":
         paths = sample.write_sample(spark, cfg.sample, args.out)
         for name, path in paths.items():
             print(f"{name}: {path}")
-    elif args.command == "run":
-        pipeline.run_pipeline(spark, cfg, run_date)
-    else:
-        pipeline.run_pipeline(spark, cfg, run_date, stages=[args.command])
+        return
+    stages = None if args.command == "run" else [args.command]
+    results = pipeline.run_pipeline(spark, cfg, run_date, stages=stages)
+    if "evaluate" in results:
+        print(f"leave-last-out evaluation, run date {run_date} "
+              f"({results['evaluate'].details['eligible_users']} users):")
+        print(format_metrics(results["evaluate"].metrics, cfg.evaluate.ks))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,32 +2,38 @@
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Callable, Optional
 
 from pyspark.sql import SparkSession
 
 from .config import Config
+from .models import model_specs
 from .stage import StageFn, StageResult, run_stage
+from .stages import evaluate as evaluate_stage
 from .stages import tables as tables_stage
+from .stages.embeddings import model_stage
 
 log = logging.getLogger(__name__)
 
 
-def stage_functions() -> dict[str, StageFn]:
-    """Every stage by name, in pipeline order."""
-    return {"tables": tables_stage.run}
+def stage_table() -> dict[str, tuple[StageFn, Callable[[Config], bool]]]:
+    """Every stage by name, in pipeline order, with whether ``recemb run`` runs it."""
+    stages: dict[str, tuple[StageFn, Callable[[Config], bool]]] = {
+        "tables": (tables_stage.run, lambda c: True)}
+    for spec in model_specs():
+        stages[spec.name] = (model_stage(spec), spec.enabled)
+    stages["evaluate"] = (evaluate_stage.run, lambda c: c.evaluate.enabled)
+    return stages
 
 
 def enabled_stages(cfg: Config) -> list[str]:
     """The stages ``recemb run`` runs for this config, in order."""
-    return list(stage_functions())
+    return [name for name, (_, enabled) in stage_table().items() if enabled(cfg)]
 
 
 def run_pipeline(spark: SparkSession, cfg: Config, run_date: str,
                  stages: Optional[list[str]] = None) -> dict[str, StageResult]:
     """Run ``stages`` (default: every enabled stage) for one run date; return their results."""
-    fns = stage_functions()
-    results = {}
-    for name in stages or enabled_stages(cfg):
-        results[name] = run_stage(name, fns[name], spark, cfg, run_date)
-    return results
+    table = stage_table()
+    return {name: run_stage(name, table[name][0], spark, cfg, run_date)
+            for name in (stages or enabled_stages(cfg))}

@@ -7,7 +7,8 @@ Structure, so that embeddings have something real to learn:
 * users have a Dirichlet taste over genres, a rating bias and a Zipf-like activity;
 * a user's history is a run through clusters: each next rating stays in the current cluster
   with probability ``stay_prob``, otherwise jumps to a cluster drawn by taste (and often starts
-  a new session, days later); items within a cluster are drawn by popularity;
+  a new session, days later); items within a cluster are drawn by popularity among those the
+  user has not rated yet;
 * ratings (0.5 .. 5.0 in half stars) rise with genre affinity, item quality and user bias.
 
 Consecutive liked items therefore share clusters, so a sequence model beats popularity.
@@ -99,45 +100,56 @@ def user_counts(cfg: SampleConfig) -> np.ndarray:
 
 def user_ratings(user: int, count: int, cat: Catalogue,
                  cfg: SampleConfig) -> list[tuple[str, str, float, int]]:
-    """One user's ratings as ``(user_id, item_id, rating, epoch_seconds)`` in time order."""
+    """One user's ratings as ``(user_id, item_id, rating, epoch_seconds)`` in time order.
+
+    A walk over clusters: each step stays in the current cluster with probability
+    ``stay_prob`` (while it has unrated items), else jumps to a cluster drawn by taste x the
+    popularity the user has not rated yet; the item is an unrated one of the cluster, drawn by
+    popularity. No item repeats, so every step is a rating.
+    """
     rng = np.random.default_rng([cfg.seed, 1, user])
     taste = rng.dirichlet(np.full(cfg.n_genres, 0.3))
     bias = rng.normal(0.0, 0.4)
-    steps = 2 * count + 10
-    # cluster run: jump with probability 1 - stay_prob, jumps drawn by taste x popularity
-    w = taste[cat.cluster_genre] * cat.cluster_weight
-    cw = np.cumsum(w)
-    draws = np.minimum(np.searchsorted(cw, rng.random(steps) * cw[-1], side="right"),
-                       len(cw) - 1)
-    jump = rng.random(steps) >= cfg.stay_prob
-    jump[0] = True
-    last_jump = np.maximum.accumulate(np.where(jump, np.arange(steps), 0))
-    clusters = draws[last_jump]
-    # an item within the cluster, by popularity
-    target = cat.lo[clusters] + rng.random(steps) * (cat.hi[clusters] - cat.lo[clusters])
-    pos = np.clip(np.searchsorted(cat.cum, target, side="right"),
-                  cat.start[clusters], cat.end[clusters] - 1)
-    items = cat.order[pos]
+    count = min(count, len(cat.genre))
+    # per-cluster remaining items and weights, copied lazily when the user first visits
+    remaining: dict[int, tuple[list[int], list[float]]] = {}
+    mass = (taste[cat.cluster_genre] + 0.01) * cat.cluster_weight  # jump weight per cluster
+    u_stay, u_jump, u_pick = rng.random(count), rng.random(count), rng.random(count)
+    items = np.empty(count, np.int64)
+    jumped = np.empty(count, bool)
+    current = -1
+    for step in range(count):
+        jump = current < 0 or u_stay[step] >= cfg.stay_prob or not remaining[current][0]
+        if jump:
+            cum = np.cumsum(mass)
+            current = int(min(np.searchsorted(cum, u_jump[step] * cum[-1], side="right"),
+                              len(cum) - 1))
+            if current not in remaining:
+                lo, hi = cat.start[current], cat.end[current]
+                members = cat.order[lo:hi]
+                remaining[current] = (members.tolist(), cat.popularity[members].tolist())
+        members, weights = remaining[current]
+        target, acc, pick = u_pick[step] * sum(weights), 0.0, len(weights) - 1
+        for j, w in enumerate(weights):
+            acc += w
+            if acc >= target:
+                pick = j
+                break
+        items[step] = members.pop(pick)
+        taken = weights.pop(pick)
+        scale = taste[cat.cluster_genre[current]] + 0.01
+        mass[current] = max(mass[current] - scale * taken, 0.0) if members else 0.0
+        jumped[step] = jump
     # time: short gaps inside a session, days between sessions (mostly at jumps)
-    new_session = np.where(jump, rng.random(steps) < 0.7, rng.random(steps) < 0.05)
-    gaps = np.where(new_session, rng.exponential(3 * 86_400, steps), rng.exponential(240, steps))
+    new_session = np.where(jumped, rng.random(count) < 0.7, rng.random(count) < 0.05)
+    gaps = np.where(new_session, rng.exponential(3 * 86_400, count),
+                    rng.exponential(240, count))
     ts = _T0 + int(rng.integers(0, _T_SPAN)) + np.cumsum(gaps).astype(np.int64)
-    # first occurrence of each item only, then the first ``count`` of those
-    _, first = np.unique(items, return_index=True)
-    keep = np.sort(first)[:count]
-    items, ts = items[keep], ts[keep]
-    if len(items) < count:  # a heavy user exhausted their clusters: explore the rest by taste
-        unseen = np.setdiff1d(np.arange(len(cat.genre)), items)
-        p = cat.popularity[unseen] * (taste[cat.genre[unseen]] + 0.02)
-        extra = rng.choice(unseen, size=min(count - len(items), len(unseen)), replace=False,
-                           p=p / p.sum())
-        extra_ts = ts[-1] + np.cumsum(rng.exponential(86_400, len(extra))).astype(np.int64)
-        items, ts = np.concatenate([items, extra]), np.concatenate([ts, extra_ts])
     affinity = taste[cat.genre[items]] * cfg.n_genres
     second = cat.second_genre[items]
     affinity = affinity + np.where(second >= 0, taste[np.maximum(second, 0)] * cfg.n_genres, 0.0)
     score = (3.2 + bias + cat.quality[items] + 0.35 * np.log(affinity + 0.1)
-             + rng.normal(0.0, 0.7, len(items)))
+             + rng.normal(0.0, 0.7, count))
     rating = np.clip(np.round(score * 2.0) / 2.0, 0.5, 5.0)
     uid = str(user + 1)
     return [(uid, str(i + 1), float(r), int(t)) for i, r, t in zip(items, rating, ts)]

@@ -1,10 +1,25 @@
 """The rating table and the sequence table: pure DataFrame -> DataFrame functions."""
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from .config import SequencesConfig
+
+
+def item_order(item: str = "item_id") -> list[Column]:
+    """Sort key that puts item ids in natural order: numeric ids by value (9 before 10), then
+    other ids as strings. Used wherever equal timestamps are broken by item id (MovieLens has
+    many same-second ratings: the order decides which item is "last")."""
+    as_number = F.col(item).try_cast("long")
+    return [as_number.isNull().cast("int"), F.coalesce(as_number, F.lit(0)), F.col(item)]
+
+
+def event_struct(ts: str = "ts", item: str = "item_id") -> Column:
+    """A struct that sorts events by time, then by :func:`item_order`, carrying ``item_id``."""
+    key = item_order(item)
+    return F.struct(F.col(ts).alias("ts"), key[0].alias("_k0"), key[1].alias("_k1"),
+                    F.col(item).alias("item_id"))
 
 
 def clean_ratings(valid: DataFrame) -> DataFrame:
@@ -23,7 +38,8 @@ def build_sessions(ratings: DataFrame, cfg: SequencesConfig) -> DataFrame:
     """Every session of liked items, before the ``min_length`` filter.
 
     Liked = ``rating >= cfg.min_rating``. Each user's liked items are ordered by time (ties by
-    item id); when ``cfg.max_length`` > 0 only the latest that many are kept; when
+    item id in natural order, see :func:`item_order`); when ``cfg.max_length`` > 0 only the
+    latest that many are kept; when
     ``cfg.session_gap_minutes`` > 0 a new session starts wherever two consecutive likes are
     more than that apart. Returns ``(user_id, items array<string>, n_items int,
     ts_start timestamp, ts_end timestamp)``.
@@ -31,11 +47,12 @@ def build_sessions(ratings: DataFrame, cfg: SequencesConfig) -> DataFrame:
     liked = ratings.filter(F.col("rating") >= F.lit(cfg.min_rating)).select(
         "user_id", "item_id", "ts")
     if cfg.max_length > 0:
-        latest = Window.partitionBy("user_id").orderBy(F.desc("ts"), F.desc("item_id"))
+        latest = Window.partitionBy("user_id").orderBy(
+            F.desc("ts"), *[k.desc() for k in item_order()])
         liked = (liked.withColumn("_r", F.row_number().over(latest))
                  .filter(F.col("_r") <= cfg.max_length).drop("_r"))
     if cfg.session_gap_minutes > 0:
-        order = Window.partitionBy("user_id").orderBy("ts", "item_id")
+        order = Window.partitionBy("user_id").orderBy(F.col("ts"), *item_order())
         seconds = F.unix_seconds(F.col("ts"))
         gap = seconds - F.lag(seconds).over(order)
         starts = F.when(gap.isNull() | (gap > cfg.session_gap_minutes * 60.0), 1).otherwise(0)
@@ -44,7 +61,7 @@ def build_sessions(ratings: DataFrame, cfg: SequencesConfig) -> DataFrame:
                  .withColumn("_session", F.sum("_start").over(running)).drop("_start"))
     else:
         liked = liked.withColumn("_session", F.lit(0))
-    events = F.array_sort(F.collect_list(F.struct("ts", "item_id")))
+    events = F.array_sort(F.collect_list(event_struct()))
     return (liked.groupBy("user_id", "_session").agg(events.alias("_ev"))
             .select("user_id",
                     F.transform("_ev", lambda e: e["item_id"]).alias("items"),

@@ -105,10 +105,13 @@ class Warehouse:
               stage: Optional[str] = None) -> int:
         """Replace one partition of ``table`` with ``df``; return the rows written.
 
-        ``df`` must not contain the partition columns (``dt``, ``model``, ``stage``): they come
-        from the path. The row count is read back from the Parquet footers (no second pass).
+        ``df`` must not contain the partition columns this write uses (``dt``, and ``model`` or
+        ``stage`` when given): they come from the path. The row count is read back from the
+        Parquet footers (no second pass).
         """
-        for col in ("dt", "model", "stage"):
+        used = ["dt"] + (["model"] if model is not None else []) + \
+            (["stage"] if stage is not None else [])
+        for col in used:
             if col in df.columns:
                 raise ValueError(f"{table}: partition column '{col}' must not be in the data")
         path = self.partition_path(table, run_date, model, stage)

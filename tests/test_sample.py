@@ -51,7 +51,7 @@ def test_popularity_is_skewed(spark):
     skewed = _top_decile_share(spark, small())
     flat = _top_decile_share(spark, load_config(
         overrides=SMALL_SAMPLE + ["sample.popularity_exponent=0"]).sample)
-    # measured: 0.28 skewed vs 0.16 flat on this small, dense sample (0.43 at default size)
+    # measured: 0.27 skewed vs 0.12 flat on this small, dense sample (0.38 at default size)
     assert skewed > 0.22 and flat < 0.2 and skewed > 1.4 * flat
 
 
@@ -69,8 +69,8 @@ def test_order_carries_signal_beyond_taste():
         same += int(np.sum(clusters[1:] == clusters[:-1]))
         shuffled += int(np.sum(perm[1:] == perm[:-1]))
         pairs += len(items) - 1
-    # measured: 0.24 in time order vs 0.065 shuffled
-    assert same / pairs > 3 * shuffled / pairs
+    # measured: 0.62 in time order vs 0.076 shuffled
+    assert same / pairs > 4 * shuffled / pairs
 
 
 def test_write_sample_as_movielens_files(spark, tmp_path):

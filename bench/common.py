@@ -1,0 +1,72 @@
+"""Shared set-up for the benchmarks: a session, a rating table, and the leave-last-out split."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from recemb_spark import readers, sample
+from recemb_spark.config import Config, load_config
+from recemb_spark.evaluation import leave_last_out, popularity_vectors, score_model
+from recemb_spark.session import build_session
+from recemb_spark.tables import build_sequences, clean_ratings
+
+
+@dataclass
+class Prepared:
+    spark: SparkSession
+    cfg: Config
+    name: str
+    ratings: DataFrame
+    train: DataFrame
+    cases: DataFrame
+    train_sequences: DataFrame
+    catalogue: int
+    users: int
+
+
+def prepare(input_path: str | None, overrides: list[str] | None = None) -> Prepared:
+    """Load ``input_path`` (None = the built-in sample) and split it once, cached."""
+    cfg = load_config(overrides=["spark.log_level=ERROR", *(overrides or [])])
+    spark = build_session(cfg.spark, "recemb-bench")
+    if input_path:
+        valid = readers.read_ratings(spark, cfg.input, input_path).valid
+        name = os.path.basename(input_path.rstrip("/"))
+    else:
+        valid, _ = sample.generate(spark, cfg.sample)
+        name = "builtin-sample"
+    ratings = clean_ratings(valid).persist()
+    split = leave_last_out(ratings, cfg.sequences.min_rating)
+    train, cases = split.train.persist(), split.cases.persist()
+    seqs = build_sequences(train, cfg.sequences).persist()
+    catalogue = train.select("item_id").distinct().count()
+    return Prepared(spark, cfg, name, ratings, train, cases, seqs, catalogue, cases.count())
+
+
+def metrics_dict(rows: list[dict[str, Any]]) -> dict[str, float]:
+    return {(r["metric"] + (f"@{r['k']}" if r["k"] else "")): r["value"] for r in rows}
+
+
+def popularity(p: Prepared, ks: list[int]) -> dict[str, float]:
+    vectors = popularity_vectors(p.train, p.cfg.sequences.min_rating)
+    return metrics_dict(score_model(p.spark, p.cases, vectors, ks, "popularity", p.catalogue,
+                                    mode="constant"))
+
+
+def score_vectors(p: Prepared, vectors: DataFrame, ks: list[int], name: str) -> dict[str, float]:
+    return metrics_dict(score_model(p.spark, p.cases, vectors, ks, name, p.catalogue))
+
+
+def write_json(path: str, payload: dict[str, Any]) -> None:
+    payload = dict(payload, machine={"cores": os.cpu_count(), "python": platform.python_version(),
+                                     "platform": platform.platform()},
+                   written_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2, default=str)
+    print(f"wrote {path}")

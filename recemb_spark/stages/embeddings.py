@@ -1,0 +1,45 @@
+"""Stages that train one embedding model and write its item and user embedding tables."""
+from __future__ import annotations
+
+from pyspark.sql import SparkSession
+
+from ..config import Config
+from ..models import ModelSpec
+from ..stage import StageFn, StageResult
+from ..tables import user_histories
+from ..users import pool_user_vectors
+from ..warehouse import Warehouse
+
+
+def model_stage(spec: ModelSpec) -> StageFn:
+    """The stage function for ``spec``: ratings + sequences of the run date -> embeddings."""
+
+    def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
+        wh = Warehouse(spark, cfg.warehouse.path)
+        res = StageResult(inputs={"ratings": wh.partition_path("ratings", run_date),
+                                  "sequences": wh.partition_path("sequences", run_date)})
+        ratings = wh.read("ratings", run_date, needed_by=spec.name)
+        sequences = wh.read("sequences", run_date, needed_by=spec.name)
+        with res.timed("train"):
+            trained = spec.train(spark, cfg, ratings, sequences)
+            items = trained.item_vectors.persist()
+            res.rows["item_embeddings"] = wh.write(items, "item_embeddings", run_date,
+                                                   model=spec.name)
+        res.details.update(trained.details)
+        with res.timed("users"):
+            histories = user_histories(sequences).persist()
+            users = trained.user_vectors
+            if users is None:
+                users = pool_user_vectors(histories, items, cfg.users.pooling,
+                                          cfg.users.half_life)
+                res.details["user_pooling"] = cfg.users.pooling
+            res.rows["user_embeddings"] = wh.write(users, "user_embeddings", run_date,
+                                                   model=spec.name)
+            res.details["users_with_history"] = histories.count()
+            res.details["users_without_vector"] = (res.details["users_with_history"]
+                                                   - res.rows["user_embeddings"])
+        histories.unpersist()
+        items.unpersist()
+        return res
+
+    return run

@@ -1,0 +1,59 @@
+from chispa import assert_approx_df_equality, assert_df_equality
+from pyspark.sql import functions as F
+
+from recemb_spark.config import load_config
+from recemb_spark.users import pool_user_vectors
+from recemb_spark.word2vec import fit_word2vec, vocabulary_report
+
+VEC = "item_id string, vector array<float>"
+USERS = "user_id string, vector array<float>"
+
+
+def w2v_cfg(**values):
+    return load_config().replace("item2vec", **values).item2vec
+
+
+def sentences(spark):
+    rows = [(["a", "b", "c", "a", "b", "c"],), (["b", "c", "a", "b"],), (["a", "b", "rare"],),
+            (["c", "a", "b", "c"],)]
+    return spark.createDataFrame(rows, "items array<string>")
+
+
+def test_vectors_schema_size_and_min_count(spark):
+    s = sentences(spark)
+    vectors = fit_word2vec(s, w2v_cfg(vector_size=8, min_count=2, max_iter=2))
+    assert vectors.schema.simpleString() == "struct<item_id:string,vector:array<float>>"
+    rows = {r["item_id"]: r["vector"] for r in vectors.collect()}
+    assert set(rows) == {"a", "b", "c"}  # "rare" occurs once < min_count
+    assert all(len(v) == 8 for v in rows.values())
+    assert vocabulary_report(s, vectors, 2) == {"items_in_sentences": 4, "items_with_vector": 3,
+                                                "items_below_min_count": 1}
+
+
+def test_same_seed_same_vectors(spark):
+    s = sentences(spark)
+    cfg = w2v_cfg(vector_size=8, min_count=1, max_iter=3, seed=7)
+    a, b = fit_word2vec(s, cfg), fit_word2vec(s, cfg)
+    assert_df_equality(a, b, ignore_row_order=True)
+    other = fit_word2vec(s, w2v_cfg(vector_size=8, min_count=1, max_iter=3, seed=8))
+    assert other.exceptAll(a).count() > 0
+
+
+def test_mean_and_recency_pooling(spark):
+    vectors = spark.createDataFrame([("a", [1.0, 0.0]), ("b", [0.0, 1.0]), ("c", [2.0, 2.0])],
+                                    VEC)
+    histories = spark.createDataFrame(
+        [("u", ["a", "b", "c"]), ("v", ["x", "b"]), ("w", ["x", "y"])],
+        "user_id string, items array<string>")
+    expected = spark.createDataFrame([("u", [1.0, 1.0]), ("v", [0.0, 1.0])], USERS)
+    assert_approx_df_equality(pool_user_vectors(histories, vectors, "mean"), expected, 1e-6,
+                              ignore_row_order=True, ignore_nullable=True)
+    # half_life 1: weights 1/4, 1/2, 1 for a, b, c (oldest to latest)
+    wa, wb, wc = 0.25, 0.5, 1.0
+    total = wa + wb + wc
+    u = [(wa * 1 + wc * 2) / total, (wb * 1 + wc * 2) / total]
+    expected = spark.createDataFrame([("u", u), ("v", [0.0, 1.0])], USERS)
+    got = pool_user_vectors(histories, vectors, "recency", half_life=1.0)
+    assert_approx_df_equality(got, expected, 1e-6, ignore_row_order=True, ignore_nullable=True)
+    # "w" knows no item: no row
+    assert got.filter(F.col("user_id") == "w").count() == 0
