@@ -35,14 +35,16 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--out", default=None)
     ap.add_argument("--extra", default="", help="more points: 'k=v,k=v;k=v' (each from BASE)")
+    ap.add_argument("--only-extra", action="store_true", help="skip the coordinate axes")
     args = ap.parse_args()
     p = prepare(args.input)
     pop = popularity(p, [10])
     print(f"{p.name}: {p.users} users, catalogue {p.catalogue}; popularity HR@10 "
           f"{pop['hr@10']:.4f} NDCG@10 {pop['ndcg@10']:.4f}", flush=True)
     points = [("tutorial", TUTORIAL), ("base", BASE)]
-    for axis, values in AXES.items():
-        points += [(f"{axis}={v}", dict(BASE, **{axis: v})) for v in values]
+    if not args.only_extra:
+        for axis, values in AXES.items():
+            points += [(f"{axis}={v}", dict(BASE, **{axis: v})) for v in values]
     for spec in filter(None, args.extra.split(";")):
         kv = dict(x.split("=") for x in spec.split(","))
         point = dict(BASE, **{k: type(BASE[k])(v) for k, v in kv.items()})

@@ -128,11 +128,60 @@ class Word2VecConfig:
 
 
 @dataclass(frozen=True)
-class Item2VecConfig(Word2VecConfig):
+class Word2VecStageConfig(Word2VecConfig):
+    """The block of a stage that trains Word2Vec (item2vec, deepwalk): the same shape."""
     enabled: bool
 
+
+GRAPH_WEIGHTINGS = ["count", "rating", "recency"]
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    weighting: str
+    recency_half_life_days: float
+    undirected: bool
+    min_edge_weight: float
+
     def validate(self) -> None:
-        self.validate_as("item2vec")
+        _choice("graph.weighting", self.weighting, GRAPH_WEIGHTINGS)
+        _check(self.recency_half_life_days > 0, "graph.recency_half_life_days", "must be > 0")
+        _check(self.min_edge_weight >= 0, "graph.min_edge_weight", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class WalksConfig:
+    strategy: str
+    broadcast_max_mb: float
+    start: str
+    walks_per_node: int
+    num_walks: int
+    walk_length: int
+    p: float
+    q: float
+    num_partitions: int
+    checkpoint_every: int
+    write_walks: bool
+    seed: int
+
+    def validate(self) -> None:
+        _choice("walks.strategy", self.strategy, ["auto", "broadcast", "join"])
+        _choice("walks.start", self.start, ["per_node", "frequency"])
+        _check(self.broadcast_max_mb > 0, "walks.broadcast_max_mb", "must be > 0")
+        _check(self.walks_per_node >= 1, "walks.walks_per_node", "must be >= 1")
+        _check(self.num_walks >= 1, "walks.num_walks", "must be >= 1")
+        _check(self.walk_length >= 2, "walks.walk_length", "must be >= 2")
+        _check(self.p > 0, "walks.p", "must be > 0")
+        _check(self.q > 0, "walks.q", "must be > 0")
+        _check(self.num_partitions >= 0, "walks.num_partitions", "must be >= 0")
+        _check(self.checkpoint_every >= 1, "walks.checkpoint_every", "must be >= 1")
+        _check(self.strategy != "join" or (self.p == 1.0 and self.q == 1.0), "walks.strategy",
+               "'join' walks are first-order: node2vec (p or q != 1) needs 'broadcast' or 'auto'")
+
+    @property
+    def second_order(self) -> bool:
+        """True for node2vec walks (p or q differ from 1)."""
+        return self.p != 1.0 or self.q != 1.0
 
 
 @dataclass(frozen=True)
@@ -163,13 +212,20 @@ class Config:
     input: InputConfig
     sample: SampleConfig
     sequences: SequencesConfig
-    item2vec: Item2VecConfig
+    item2vec: Word2VecStageConfig
+    graph: GraphConfig
+    walks: WalksConfig
+    deepwalk: Word2VecStageConfig
     users: UsersConfig
     evaluate: EvaluateConfig
 
     def validate(self) -> None:
         for f in fields(self):
-            getattr(self, f.name).validate()
+            section = getattr(self, f.name)
+            if isinstance(section, Word2VecConfig):
+                section.validate_as(f.name)
+            else:
+                section.validate()
         inp, seq = self.input, self.sequences
         _check(inp.rating_min <= seq.min_rating <= inp.rating_max, "sequences.min_rating",
                f"must lie within the rating range [{inp.rating_min}, {inp.rating_max}]")

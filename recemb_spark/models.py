@@ -24,6 +24,8 @@ class TrainedModel:
     item_vectors: DataFrame
     user_vectors: Optional[DataFrame] = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: other tables the model stage writes, by name, with whether they are per model
+    tables: dict[str, tuple[DataFrame, bool]] = field(default_factory=dict)
 
 
 TrainFn = Callable[[SparkSession, Config, DataFrame, DataFrame], TrainedModel]
@@ -31,9 +33,15 @@ TrainFn = Callable[[SparkSession, Config, DataFrame, DataFrame], TrainedModel]
 
 @dataclass(frozen=True)
 class ModelSpec:
-    name: str
+    """``stage``: the stage name; ``model_name(cfg)``: the ``model`` the outputs carry."""
+
+    stage: str
     enabled: Callable[[Config], bool]
     train: TrainFn
+    name_for: Optional[Callable[[Config], str]] = None
+
+    def model_name(self, cfg: Config) -> str:
+        return self.name_for(cfg) if self.name_for else self.stage
 
 
 def train_item2vec(spark: SparkSession, cfg: Config, ratings: DataFrame,
@@ -44,9 +52,21 @@ def train_item2vec(spark: SparkSession, cfg: Config, ratings: DataFrame,
                                                            cfg.item2vec.min_count))
 
 
+def train_deepwalk(spark: SparkSession, cfg: Config, ratings: DataFrame,
+                   sequences: DataFrame) -> TrainedModel:
+    """DeepWalk / node2vec: item graph -> distributed random walks -> MLlib Word2Vec."""
+    from . import deepwalk  # keeps the walk machinery out of item2vec-only imports
+
+    return deepwalk.train(spark, cfg, ratings, sequences)
+
+
 def model_specs() -> list[ModelSpec]:
     """Every embedding model, in pipeline order."""
-    return [ModelSpec("item2vec", lambda c: c.item2vec.enabled, train_item2vec)]
+    return [
+        ModelSpec("item2vec", lambda c: c.item2vec.enabled, train_item2vec),
+        ModelSpec("deepwalk", lambda c: c.deepwalk.enabled, train_deepwalk,
+                  name_for=lambda c: "node2vec" if c.walks.second_order else "deepwalk"),
+    ]
 
 
 def enabled_models(cfg: Config) -> list[ModelSpec]:

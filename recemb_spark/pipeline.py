@@ -21,7 +21,7 @@ def stage_table() -> dict[str, tuple[StageFn, Callable[[Config], bool]]]:
     stages: dict[str, tuple[StageFn, Callable[[Config], bool]]] = {
         "tables": (tables_stage.run, lambda c: True)}
     for spec in model_specs():
-        stages[spec.name] = (model_stage(spec), spec.enabled)
+        stages[spec.stage] = (model_stage(spec), spec.enabled)
     stages["evaluate"] = (evaluate_stage.run, lambda c: c.evaluate.enabled)
     return stages
 

@@ -16,16 +16,21 @@ def model_stage(spec: ModelSpec) -> StageFn:
 
     def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
         wh = Warehouse(spark, cfg.warehouse.path)
+        model = spec.model_name(cfg)
         res = StageResult(inputs={"ratings": wh.partition_path("ratings", run_date),
                                   "sequences": wh.partition_path("sequences", run_date)})
-        ratings = wh.read("ratings", run_date, needed_by=spec.name)
-        sequences = wh.read("sequences", run_date, needed_by=spec.name)
+        ratings = wh.read("ratings", run_date, needed_by=spec.stage)
+        sequences = wh.read("sequences", run_date, needed_by=spec.stage)
         with res.timed("train"):
             trained = spec.train(spark, cfg, ratings, sequences)
             items = trained.item_vectors.persist()
             res.rows["item_embeddings"] = wh.write(items, "item_embeddings", run_date,
-                                                   model=spec.name)
-        res.details.update(trained.details)
+                                                   model=model)
+        res.details.update(trained.details, model=model)
+        with res.timed("other_tables"):
+            for table, (df, per_model) in trained.tables.items():
+                res.rows[table] = wh.write(df, table, run_date,
+                                           model=model if per_model else None)
         with res.timed("users"):
             histories = user_histories(sequences).persist()
             users = trained.user_vectors
@@ -34,7 +39,7 @@ def model_stage(spec: ModelSpec) -> StageFn:
                                           cfg.users.half_life)
                 res.details["user_pooling"] = cfg.users.pooling
             res.rows["user_embeddings"] = wh.write(users, "user_embeddings", run_date,
-                                                   model=spec.name)
+                                                   model=model)
             res.details["users_with_history"] = histories.count()
             res.details["users_without_vector"] = (res.details["users_with_history"]
                                                    - res.rows["user_embeddings"])

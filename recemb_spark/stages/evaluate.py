@@ -39,21 +39,22 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
                                    ks, "popularity", catalogue, mode="constant")
     histories = cases.select("user_id", F.col("history").alias("items"))
     for spec in enabled_models(cfg):
+        name = spec.model_name(cfg)
         t0 = time.perf_counter()
         trained = spec.train(spark, cfg, train, train_sequences)
         items = trained.item_vectors.persist()
         n_vectors = items.count()
-        res.timings[f"train_{spec.name}"] = round(time.perf_counter() - t0, 3)
-        with res.timed(f"score_{spec.name}"):
-            res.metrics += score_model(spark, cases, items, ks, spec.name, catalogue)
+        res.timings[f"train_{name}"] = round(time.perf_counter() - t0, 3)
+        with res.timed(f"score_{name}"):
+            res.metrics += score_model(spark, cases, items, ks, name, catalogue)
             if cfg.evaluate.user_query:
                 users = trained.user_vectors
                 if users is None:
                     users = pool_user_vectors(histories, items, cfg.users.pooling,
                                               cfg.users.half_life)
-                res.metrics += score_model(spark, cases, items, ks, spec.name, catalogue,
+                res.metrics += score_model(spark, cases, items, ks, name, catalogue,
                                            mode="user", user_vectors=users)
-        res.details[f"{spec.name}_vectors"] = n_vectors
+        res.details[f"{name}_vectors"] = n_vectors
         items.unpersist()
     res.rows["metrics"] = wh.write(metrics_frame(spark, res.metrics), "metrics", run_date,
                                    stage="evaluate")

@@ -1,0 +1,59 @@
+"""DeepWalk / node2vec training: sequences -> item graph -> walks -> Word2Vec vectors."""
+from __future__ import annotations
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from .config import Config
+from .graph import edge_weights, transition_probabilities
+from .models import TrainedModel
+from .walks import (alias_table_bytes, generate_walks, index_graph, walk_stats,
+                    walk_token_rows)
+from .word2vec import fit_word2vec, vocabulary_report
+
+
+def walks_table(spark: SparkSession, tokens: DataFrame, nodes: DataFrame) -> DataFrame:
+    """Walks with item ids, for inspection: ``(walk_id long, items array<string>)``.
+    Distributed: explode, join the node table, regroup in order."""
+    exploded = (tokens.withColumn("walk_id", F.monotonically_increasing_id())
+                .select("walk_id", F.posexplode("items").alias("pos", "node")))
+    named = exploded.join(nodes.select(F.col("node").cast("string").alias("node"), "item_id"),
+                          "node")
+    return (named.groupBy("walk_id")
+            .agg(F.array_sort(F.collect_list(F.struct("pos", "item_id"))).alias("_w"))
+            .select("walk_id", F.transform("_w", lambda e: e["item_id"]).alias("items")))
+
+
+def train(spark: SparkSession, cfg: Config, ratings: DataFrame,
+          sequences: DataFrame) -> TrainedModel:
+    """Train on ``sequences`` (and ``ratings`` for rating-weighted edges); see the module doc.
+
+    Returns item vectors, the ``item_graph`` table, optionally the ``walks`` table, and counts
+    (edges kept and dropped, nodes, strategy, walks, steps, vocabulary) for the manifest.
+    """
+    edges = edge_weights(sequences, cfg.graph, ratings).persist()
+    graph = transition_probabilities(edges, cfg.graph.min_edge_weight).persist()
+    n_all, n_kept = edges.count(), graph.count()
+    g = index_graph(graph)
+    run = generate_walks(spark, g, cfg.walks)
+    blocks = run.blocks.persist(StorageLevel.MEMORY_AND_DISK)
+    stats = walk_stats(blocks)
+    tokens = spark.createDataFrame(walk_token_rows(blocks), "items array<string>").persist()
+    node_vectors = fit_word2vec(tokens, cfg.deepwalk)
+    vectors = (node_vectors.withColumnRenamed("item_id", "node")
+               .join(g.nodes.select(F.col("node").cast("string").alias("node"), "item_id"),
+                     "node")
+               .select("item_id", "vector").persist())
+    vocab = vocabulary_report(tokens, node_vectors, cfg.deepwalk.min_count)
+    details = {"edges": n_kept, "edges_below_min_weight": n_all - n_kept, "nodes": g.n_nodes,
+               "walk_strategy": run.strategy, "walk_partitions": run.n_parts,
+               "alias_table_bytes": alias_table_bytes(g.n_nodes, g.n_edges),
+               **stats, "walks_used": tokens.count(), **vocab}
+    tables = {"item_graph": (graph, False)}
+    if cfg.walks.write_walks:
+        tables["walks"] = (walks_table(spark, tokens, g.nodes), True)
+    vectors.count()
+    blocks.unpersist()
+    edges.unpersist()
+    return TrainedModel(vectors, details=details, tables=tables)

@@ -1,0 +1,174 @@
+import collections
+
+import numpy as np
+import pytest
+
+from recemb_spark.config import load_config
+from recemb_spark.graph import transition_probabilities
+from recemb_spark.walks import (AdjacencyBlock, EdgeSet, generate_walks, index_graph,
+                                node2vec_step, vose_alias, walk_stats)
+
+# A small weighted graph: d is a dead end.
+EDGES = [("a", "b", 3.0), ("a", "c", 1.0), ("b", "c", 1.0), ("b", "a", 2.0),
+         ("c", "a", 1.0), ("c", "d", 1.0), ("c", "b", 2.0)]
+PROB = {("a", "b"): 0.75, ("a", "c"): 0.25, ("b", "c"): 1 / 3, ("b", "a"): 2 / 3,
+        ("c", "a"): 0.25, ("c", "d"): 0.25, ("c", "b"): 0.5}
+# chi-square critical values at p = 0.001 for 1 and 2 degrees of freedom
+CRIT = {1: 10.83, 2: 13.82}
+
+
+def walks_cfg(**values):
+    base = dict(walks_per_node=1500, walk_length=8, num_partitions=3, seed=11)
+    base.update(values)
+    return load_config().replace("walks", **base).walks
+
+
+@pytest.fixture(scope="module")
+def graph(spark):
+    df = spark.createDataFrame(EDGES, "src string, dst string, weight double")
+    g = index_graph(transition_probabilities(df))
+    names = {r["node"]: r["item_id"] for r in g.nodes.collect()}
+    return g, names
+
+
+def all_paths(run):
+    return np.concatenate(run.blocks.collect())
+
+
+def transitions(paths, names):
+    counts = collections.Counter()
+    for path in paths:
+        for a, b in zip(path[:-1], path[1:]):
+            if b >= 0:
+                counts[(names[a], names[b])] += 1
+    return counts
+
+
+def chi_square(counts, expected_prob):
+    """Per source node: the statistic against expected_prob, and its degrees of freedom."""
+    out = {}
+    for src in {s for s, _ in expected_prob}:
+        dsts = [d for s, d in expected_prob if s == src]
+        n = sum(counts[(src, d)] for d in dsts)
+        stat = sum((counts[(src, d)] - n * expected_prob[(src, d)]) ** 2
+                   / (n * expected_prob[(src, d)]) for d in dsts)
+        out[src] = (stat, len(dsts) - 1, n)
+    return out
+
+
+def test_vose_alias_samples_the_distribution():
+    probs = np.array([0.5, 0.3, 0.15, 0.05])
+    accept, alias = vose_alias(probs)
+    rng = np.random.default_rng(0)
+    j = rng.integers(0, 4, 200_000)
+    k = np.where(rng.random(200_000) < accept[j], j, alias[j])
+    assert np.allclose(np.bincount(k, minlength=4) / 200_000, probs, atol=0.005)
+
+
+@pytest.mark.parametrize("strategy", ["broadcast", "join"])
+def test_walks_follow_edge_probabilities(spark, graph, strategy):
+    g, names = graph
+    run = generate_walks(spark, g, walks_cfg(strategy=strategy))
+    assert run.strategy == strategy
+    paths = all_paths(run)
+    counts = transitions(paths, names)
+    assert set(counts) <= set(PROB), "a walk used an edge that does not exist"
+    for src, (stat, dof, n) in chi_square(counts, PROB).items():
+        assert n > 1000 and stat < CRIT[dof], (src, stat)
+    # the same statistic rejects a slightly wrong distribution: the test has power
+    wrong = {**PROB, ("a", "b"): 0.7, ("a", "c"): 0.3}
+    assert chi_square(counts, wrong)["a"][0] > CRIT[1]
+
+
+def test_dead_ends_stop_walks(spark, graph):
+    g, names = graph
+    paths = all_paths(generate_walks(spark, g, walks_cfg(strategy="broadcast")))
+    d = [k for k, v in names.items() if v == "d"][0]
+    for path in paths:
+        n = int((path >= 0).sum())
+        assert (path[:n] >= 0).all() and (path[n:] < 0).all()
+        if n < len(path):
+            assert path[n - 1] == d  # only the dead end stops a walk early
+    assert all(int((p >= 0).sum()) == 1 for p in paths if p[0] == d)
+    stats = walk_stats(generate_walks(spark, g, walks_cfg(strategy="join")).blocks)
+    assert stats["walks"] == 4 * 1500 and stats["walks_stopped_early"] > 0
+
+
+def test_both_strategies_agree(spark, graph):
+    g, names = graph
+    a = transitions(all_paths(generate_walks(spark, g, walks_cfg(strategy="broadcast"))), names)
+    b = transitions(all_paths(generate_walks(spark, g, walks_cfg(strategy="join"))), names)
+    for src in "abc":
+        na = sum(v for (s, _), v in a.items() if s == src)
+        nb = sum(v for (s, _), v in b.items() if s == src)
+        for (s, d) in PROB:
+            if s == src:
+                assert abs(a[(s, d)] / na - b[(s, d)] / nb) < 0.03
+
+
+def test_same_seed_same_walks(spark, graph):
+    g, _ = graph
+    for strategy in ("broadcast", "join"):
+        cfg = walks_cfg(strategy=strategy, walks_per_node=50)
+        one = all_paths(generate_walks(spark, g, cfg))
+        two = all_paths(generate_walks(spark, g, cfg))
+        assert np.array_equal(np.sort(one, axis=0), np.sort(two, axis=0))
+        other = all_paths(generate_walks(spark, g, walks_cfg(strategy=strategy,
+                                                             walks_per_node=50, seed=12)))
+        assert not np.array_equal(np.sort(one, axis=0), np.sort(other, axis=0))
+
+
+def test_frequency_starts(spark, graph):
+    g, names = graph
+    run = generate_walks(spark, g, walks_cfg(start="frequency", num_walks=3000,
+                                             strategy="broadcast"))
+    starts = collections.Counter(names[p[0]] for p in all_paths(run))
+    assert sum(starts.values()) == 3000
+    # out-weights: a 4, b 3, c 4, d 0 -> d never starts, a and c about equally
+    assert starts["d"] == 0 and abs(starts["a"] - starts["c"]) < 200 and starts["b"] > 600
+
+
+def block_and_edges():
+    # triangle 0-1-2 plus 3 reachable from 1 only; unit weights
+    src = np.array([0, 0, 1, 1, 1, 2, 2, 3])
+    dst = np.array([1, 2, 0, 2, 3, 0, 1, 1])
+    prob = np.array([0.5, 0.5, 1 / 3, 1 / 3, 1 / 3, 0.5, 0.5, 1.0])
+    return AdjacencyBlock.build(0, 1, 4, src, dst, prob), EdgeSet(src, dst, 4)
+
+
+def test_node2vec_p_q_one_is_first_order():
+    block, edges = block_and_edges()
+    rng = np.random.default_rng(3)
+    cur, prev = np.full(60_000, 1), np.full(60_000, 0)
+    second = np.bincount(node2vec_step(block, edges, cur, prev, 1.0, 1.0, rng), minlength=4)
+    first = np.bincount(block.step(cur, np.random.default_rng(4)), minlength=4)
+    assert np.allclose(second / 60_000, [1 / 3, 0, 1 / 3, 1 / 3], atol=0.01)
+    assert np.allclose(first / 60_000, second / 60_000, atol=0.012)
+
+
+def test_p_and_q_move_the_return_frequency():
+    block, edges = block_and_edges()
+    cur, prev = np.full(60_000, 1), np.full(60_000, 0)
+
+    def freqs(p, q):
+        nxt = node2vec_step(block, edges, cur, prev, p, q, np.random.default_rng(5))
+        return np.bincount(nxt, minlength=4) / len(nxt)
+
+    base, low_p, high_p, high_q = freqs(1, 1), freqs(0.25, 1), freqs(4, 1), freqs(1, 4)
+    # from 1 (came from 0): return to 0, stay near 0 with 2 (0->2 is an edge), or go out to 3
+    assert low_p[0] > base[0] + 0.2 and high_p[0] < base[0] - 0.15
+    assert high_q[3] < base[3] - 0.2  # q > 1 keeps the walk local: fewer moves out to 3
+    # exact targets: weights (1/p, 1, 1/q) for (0, 2, 3)
+    assert np.allclose(low_p[[0, 2, 3]], [4 / 6, 1 / 6, 1 / 6], atol=0.01)
+
+
+def test_node2vec_walks_on_spark(spark, graph):
+    g, names = graph
+    cfg = walks_cfg(strategy="auto", p=0.25, q=1.0)
+    run = generate_walks(spark, g, cfg)
+    assert run.strategy == "broadcast"
+    returns = sum(1 for p in all_paths(run) for i in range(2, len(p))
+                  if p[i] >= 0 and p[i] == p[i - 2])
+    base = sum(1 for p in all_paths(generate_walks(spark, g, walks_cfg(strategy="broadcast")))
+               for i in range(2, len(p)) if p[i] >= 0 and p[i] == p[i - 2])
+    assert returns > 1.3 * base
