@@ -22,7 +22,8 @@ from common import popularity, prepare, score_vectors, write_json  # noqa: E402
 
 from recemb_spark.word2vec import fit_word2vec  # noqa: E402
 
-TUTORIAL = {"vector_size": 10, "window_size": 5, "max_iter": 10, "min_count": 5}
+TUTORIAL = {"vector_size": 10, "window_size": 5, "max_iter": 10, "min_count": 5,
+            "num_partitions": 1, "step_size": 0.025}  # MLlib defaults for the rest
 
 
 def run_mllib(p, params, seeds):

@@ -18,6 +18,7 @@ COMMANDS = {
     "tables": "input -> ratings, rejects, items, sequences",
     "item2vec": "sequences -> item2vec item and user embeddings (MLlib Word2Vec)",
     "deepwalk": "sequences -> item graph -> distributed walks -> DeepWalk/node2vec embeddings",
+    "als": "ratings -> ALS user and item factors, RMSE, user candidates",
     "evaluate": "leave-last-out HR@K / NDCG@K / coverage of every enabled model + popularity",
     "sample": "write the built-in synthetic data set as MovieLens files and Parquet (--out)",
 }

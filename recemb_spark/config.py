@@ -185,6 +185,35 @@ class WalksConfig:
 
 
 @dataclass(frozen=True)
+class AlsConfig:
+    enabled: bool
+    implicit_prefs: bool
+    implicit_signal: str
+    rank: int
+    max_iter: int
+    reg_param: float
+    alpha: float
+    nonnegative: bool
+    num_user_blocks: int
+    num_item_blocks: int
+    checkpoint_interval: int
+    rmse_test_fraction: float
+    candidates_k: int
+    seed: int
+
+    def validate(self) -> None:
+        _choice("als.implicit_signal", self.implicit_signal, ["rating", "count"])
+        for name in ("rank", "max_iter", "num_user_blocks", "num_item_blocks"):
+            _check(getattr(self, name) >= 1, f"als.{name}", "must be >= 1")
+        _check(self.reg_param >= 0, "als.reg_param", "must be >= 0")
+        _check(self.alpha >= 0, "als.alpha", "must be >= 0")
+        _check(self.checkpoint_interval >= 0, "als.checkpoint_interval", "must be >= 0")
+        _check(0.0 < self.rmse_test_fraction < 1.0, "als.rmse_test_fraction",
+               "must be within (0, 1)")
+        _check(self.candidates_k >= 0, "als.candidates_k", "must be >= 0")
+
+
+@dataclass(frozen=True)
 class UsersConfig:
     pooling: str
     half_life: float
@@ -216,6 +245,7 @@ class Config:
     graph: GraphConfig
     walks: WalksConfig
     deepwalk: Word2VecStageConfig
+    als: AlsConfig
     users: UsersConfig
     evaluate: EvaluateConfig
 

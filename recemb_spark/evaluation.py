@@ -28,6 +28,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from .tables import event_struct, item_order
+from .topk import collect_matrix, unit_rows
 
 # one block of query rows scores at most this many (query, item) pairs at once (~80 MB float32)
 _BLOCK_CELLS = 20_000_000
@@ -123,9 +124,10 @@ class _Partial:
 
 
 def _score_rows(rows: Iterable[Any], ids: dict[str, int], matrix: np.ndarray, ks: list[int],
-                mode: str) -> _Partial:
+                mode: str, normalise_query: bool = True) -> _Partial:
     """Score one partition of cases. ``mode``: ``item`` (query = the query item's vector),
-    ``user`` (query = the row's ``uvec``) or ``constant`` (query = [1.0], for popularity)."""
+    ``user`` (query = the row's ``uvec``, unit-length when ``normalise_query``) or
+    ``constant`` (query = [1.0], for popularity)."""
     n = matrix.shape[0]
     part = _Partial(0, 0, 0, {k: 0 for k in ks}, {k: 0.0 for k in ks}, np.zeros(n, bool))
     block = max(1, min(1024, _BLOCK_CELLS // max(n, 1)))
@@ -154,7 +156,9 @@ def _score_rows(rows: Iterable[Any], ids: dict[str, int], matrix: np.ndarray, ks
             q = ids.get(row["query"])
             query = None if q is None else matrix[q]
         elif mode == "user":
-            query = None if row["uvec"] is None else _unit(np.asarray(row["uvec"], np.float32))
+            query = None if row["uvec"] is None else np.asarray(row["uvec"], np.float32)
+            if query is not None and normalise_query:
+                query = unit_rows(query[None, :])[0]
         else:
             query = np.ones(matrix.shape[1], np.float32)
         if query is None:
@@ -171,45 +175,26 @@ def _score_rows(rows: Iterable[Any], ids: dict[str, int], matrix: np.ndarray, ks
     return part
 
 
-def natural_key(item_id: str) -> tuple[int, int, str]:
-    """Python twin of :func:`recemb_spark.tables.item_order`: numeric ids by value first."""
-    try:
-        return (0, int(item_id), item_id)
-    except ValueError:
-        return (1, 0, item_id)
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / max(float(np.linalg.norm(v)), 1e-12)
-
-
-def _normalise_rows(m: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(m, axis=1, keepdims=True)
-    return m / np.maximum(norms, 1e-12)
-
-
 # --------------------------------------------------------------------------------------------
 # Spark side
 
 
 def score_model(spark: SparkSession, cases: DataFrame, item_vectors: DataFrame, ks: list[int],
                 model: str, catalogue_size: int, mode: str = "item",
-                user_vectors: Optional[DataFrame] = None) -> list[dict[str, Any]]:
+                user_vectors: Optional[DataFrame] = None,
+                similarity: str = "cosine") -> list[dict[str, Any]]:
     """Metrics rows ``{model, metric, k, value}`` for one model and query mode.
 
     The item matrix (O(catalogue x dim)) is collected and broadcast once; the cases are scored
     where they are, block by block in ``mapPartitions``; only one small summary per partition
     comes back. ``mode="user"`` needs ``user_vectors (user_id, vector)``; ``"constant"`` scores
     every item by its (unnormalised) one-dimensional vector, as popularity does.
+    ``similarity="dot"`` scores user queries by dot product (ALS factors); item queries are
+    always cosine.
     """
-    rows = item_vectors.select("item_id", "vector").collect()  # bounded by the catalogue
-    rows.sort(key=lambda r: natural_key(r["item_id"]))  # ties rank by item id, deterministically
-    ids = {r["item_id"]: i for i, r in enumerate(rows)}
-    dim = len(rows[0]["vector"]) if rows else 1
-    matrix = (np.array([r["vector"] for r in rows], dtype=np.float32) if rows
-              else np.zeros((0, dim), np.float32))
-    if mode != "constant":
-        matrix = _normalise_rows(matrix)
+    dot = mode == "user" and similarity == "dot"
+    item_ids, matrix = collect_matrix(item_vectors, normalise=mode != "constant" and not dot)
+    ids = {item: i for i, item in enumerate(item_ids)}
     bc = spark.sparkContext.broadcast((ids, matrix))
     data = cases
     if mode == "user":
@@ -218,7 +203,7 @@ def score_model(spark: SparkSession, cases: DataFrame, item_vectors: DataFrame, 
 
     def run(part: Iterator[Any]) -> Iterator[_Partial]:
         ids_, matrix_ = bc.value
-        yield _score_rows(part, ids_, matrix_, ks_sorted, mode)
+        yield _score_rows(part, ids_, matrix_, ks_sorted, mode, normalise_query=not dot)
 
     partials = data.rdd.mapPartitions(run).collect()
     bc.unpersist()

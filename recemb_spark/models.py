@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from .config import Config
 from .word2vec import fit_word2vec, vocabulary_report
@@ -26,6 +27,10 @@ class TrainedModel:
     details: dict[str, Any] = field(default_factory=dict)
     #: other tables the model stage writes, by name, with whether they are per model
     tables: dict[str, tuple[DataFrame, bool]] = field(default_factory=dict)
+    #: how user vectors score items: cosine (pooled vectors) or dot (learned factors)
+    user_similarity: str = "cosine"
+    #: metric rows (model, metric, k, value) the model measured itself (e.g. ALS RMSE)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
 TrainFn = Callable[[SparkSession, Config, DataFrame, DataFrame], TrainedModel]
@@ -39,6 +44,10 @@ class ModelSpec:
     enabled: Callable[[Config], bool]
     train: TrainFn
     name_for: Optional[Callable[[Config], str]] = None
+    #: work only the model's own stage does (not the evaluation): gets the trained model, the
+    #: rating table and the users' full histories; returns a TrainedModel of extra tables,
+    #: metrics and details to merge
+    stage_extras: Optional[Callable[..., TrainedModel]] = None
 
     def model_name(self, cfg: Config) -> str:
         return self.name_for(cfg) if self.name_for else self.stage
@@ -60,12 +69,51 @@ def train_deepwalk(spark: SparkSession, cfg: Config, ratings: DataFrame,
     return deepwalk.train(spark, cfg, ratings, sequences)
 
 
+def train_als(spark: SparkSession, cfg: Config, ratings: DataFrame,
+              sequences: DataFrame) -> TrainedModel:
+    """ALS factors on the rating table (user factors are the user vectors, scored by dot)."""
+    from . import als
+    from .warehouse import join_path
+
+    checkpoints = join_path(cfg.warehouse.path, "_checkpoints", "als")
+    model, users, items = als.fit(spark, ratings, cfg.als, checkpoints)
+    user_vectors, item_vectors = als.factor_tables(model, users, items)
+    return TrainedModel(item_vectors.persist(), user_vectors.persist(),
+                        details={"users": users.count(), "items": items.count(),
+                                 "implicit_prefs": cfg.als.implicit_prefs},
+                        user_similarity="dot")
+
+
+def als_stage_extras(spark: SparkSession, cfg: Config, ratings: DataFrame,
+                     trained: TrainedModel) -> TrainedModel:
+    """RMSE on a held-out share (explicit mode) and top-K unseen items per user by dot."""
+    from . import als
+    from .topk import user_candidates
+    from .warehouse import join_path
+
+    extra = TrainedModel(trained.item_vectors)
+    if not cfg.als.implicit_prefs:
+        report = als.rmse_report(spark, ratings, cfg.als,
+                                 join_path(cfg.warehouse.path, "_checkpoints", "als"))
+        extra.details.update(report)
+        extra.metrics += [{"model": "als", "metric": "rmse", "k": 0, "value": report["rmse"]},
+                          {"model": "global_mean", "metric": "rmse", "k": 0,
+                           "value": report["rmse_global_mean"]}]
+    if cfg.als.candidates_k:
+        seen = ratings.groupBy("user_id").agg(F.collect_list("item_id").alias("items"))
+        cands = user_candidates(spark, trained.user_vectors, trained.item_vectors, seen,
+                                cfg.als.candidates_k, "dot")
+        extra.tables["user_candidates"] = (cands.withColumn("method", F.lit("als")), True)
+    return extra
+
+
 def model_specs() -> list[ModelSpec]:
     """Every embedding model, in pipeline order."""
     return [
         ModelSpec("item2vec", lambda c: c.item2vec.enabled, train_item2vec),
         ModelSpec("deepwalk", lambda c: c.deepwalk.enabled, train_deepwalk,
                   name_for=lambda c: "node2vec" if c.walks.second_order else "deepwalk"),
+        ModelSpec("als", lambda c: c.als.enabled, train_als, stage_extras=als_stage_extras),
     ]
 
 

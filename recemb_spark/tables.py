@@ -15,6 +15,14 @@ def item_order(item: str = "item_id") -> list[Column]:
     return [as_number.isNull().cast("int"), F.coalesce(as_number, F.lit(0)), F.col(item)]
 
 
+def natural_key(item_id: str) -> tuple[int, int, str]:
+    """Python twin of :func:`item_order`: numeric ids by value first, then strings."""
+    try:
+        return (0, int(item_id), item_id)
+    except ValueError:
+        return (1, 0, item_id)
+
+
 def event_struct(ts: str = "ts", item: str = "item_id") -> Column:
     """A struct that sorts events by time, then by :func:`item_order`, carrying ``item_id``."""
     key = item_order(item)

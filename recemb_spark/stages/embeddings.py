@@ -4,6 +4,7 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 
 from ..config import Config
+from ..evaluation import metrics_frame
 from ..models import ModelSpec
 from ..stage import StageFn, StageResult
 from ..tables import user_histories
@@ -41,8 +42,20 @@ def model_stage(spec: ModelSpec) -> StageFn:
             res.rows["user_embeddings"] = wh.write(users, "user_embeddings", run_date,
                                                    model=model)
             res.details["users_with_history"] = histories.count()
-            res.details["users_without_vector"] = (res.details["users_with_history"]
-                                                   - res.rows["user_embeddings"])
+            if trained.user_vectors is None:  # pooled: users whose items all lack a vector
+                res.details["users_without_vector"] = (res.details["users_with_history"]
+                                                       - res.rows["user_embeddings"])
+        if spec.stage_extras is not None:
+            with res.timed("extras"):
+                extra = spec.stage_extras(spark, cfg, ratings, trained)
+                res.details.update(extra.details)
+                for table, (df, per_model) in extra.tables.items():
+                    res.rows[table] = wh.write(df, table, run_date,
+                                               model=model if per_model else None)
+                res.metrics += extra.metrics
+        if res.metrics:
+            res.rows["metrics"] = wh.write(metrics_frame(spark, res.metrics), "metrics",
+                                           run_date, stage=spec.stage)
         histories.unpersist()
         items.unpersist()
         return res

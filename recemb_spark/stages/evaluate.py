@@ -53,7 +53,8 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
                     users = pool_user_vectors(histories, items, cfg.users.pooling,
                                               cfg.users.half_life)
                 res.metrics += score_model(spark, cases, items, ks, name, catalogue,
-                                           mode="user", user_vectors=users)
+                                           mode="user", user_vectors=users,
+                                           similarity=trained.user_similarity)
         res.details[f"{name}_vectors"] = n_vectors
         items.unpersist()
     res.rows["metrics"] = wh.write(metrics_frame(spark, res.metrics), "metrics", run_date,
