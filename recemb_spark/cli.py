@@ -20,6 +20,7 @@ COMMANDS = {
     "deepwalk": "sequences -> item graph -> distributed walks -> DeepWalk/node2vec embeddings",
     "als": "ratings -> ALS user and item factors, RMSE, user candidates",
     "evaluate": "leave-last-out HR@K / NDCG@K / coverage of every enabled model + popularity",
+    "ann": "item_neighbors and user_candidates per model (exact / banded LSH), with recall",
     "sample": "write the built-in synthetic data set as MovieLens files and Parquet (--out)",
 }
 

@@ -214,6 +214,40 @@ class AlsConfig:
 
 
 @dataclass(frozen=True)
+class AnnConfig:
+    enabled: bool
+    models: list[str]
+    method: str
+    k: int
+    auto_exact_max_items: int
+    hashes_per_band: int
+    bands: int
+    bucket_length: float
+    bucket_scale: float
+    max_bucket_size: int
+    spark_lsh_threshold: float
+    spark_lsh_tables: int
+    user_candidates: bool
+    user_candidates_k: int
+    recall_sample: int
+    seed: int
+
+    def validate(self) -> None:
+        _choice("ann.method", self.method, ["auto", "exact", "lsh", "spark_lsh"])
+        _check(len(self.models) >= 1, "ann.models", "must name at least one model")
+        for name in ("k", "hashes_per_band", "bands", "max_bucket_size", "spark_lsh_tables",
+                     "user_candidates_k"):
+            _check(getattr(self, name) >= 1, f"ann.{name}", "must be >= 1")
+        _check(self.max_bucket_size >= 2, "ann.max_bucket_size", "must be >= 2")
+        _check(self.bucket_length >= 0, "ann.bucket_length", "must be >= 0 (0 = auto)")
+        _check(self.bucket_scale > 0, "ann.bucket_scale", "must be > 0")
+        _check(0 < self.spark_lsh_threshold <= 2, "ann.spark_lsh_threshold",
+               "must be within (0, 2] (Euclidean distance of unit vectors)")
+        _check(self.recall_sample >= 0, "ann.recall_sample", "must be >= 0")
+        _check(self.auto_exact_max_items >= 0, "ann.auto_exact_max_items", "must be >= 0")
+
+
+@dataclass(frozen=True)
 class UsersConfig:
     pooling: str
     half_life: float
@@ -248,6 +282,7 @@ class Config:
     als: AlsConfig
     users: UsersConfig
     evaluate: EvaluateConfig
+    ann: AnnConfig
 
     def validate(self) -> None:
         for f in fields(self):

@@ -212,18 +212,19 @@ def score_model(spark: SparkSession, cases: DataFrame, item_vectors: DataFrame, 
         total = total.merge(p)
     prefix = "user_" if mode == "user" else ""
     users = max(total.users, 1)
-    out = [] if mode == "user" else [_metric(model, "users", 0, total.users)]
-    out += [_metric(model, f"{prefix}query_missing", 0, total.missing_query),
-            _metric(model, f"{prefix}heldout_missing", 0, total.missing_heldout)]
+    out = [] if mode == "user" else [metric_row(model, "users", 0, total.users)]
+    out += [metric_row(model, f"{prefix}query_missing", 0, total.missing_query),
+            metric_row(model, f"{prefix}heldout_missing", 0, total.missing_heldout)]
     for k in ks_sorted:
-        out.append(_metric(model, f"{prefix}hr", k, total.hits[k] / users))
-        out.append(_metric(model, f"{prefix}ndcg", k, total.ndcg[k] / users))
-    out.append(_metric(model, f"{prefix}coverage", ks_sorted[0],
+        out.append(metric_row(model, f"{prefix}hr", k, total.hits[k] / users))
+        out.append(metric_row(model, f"{prefix}ndcg", k, total.ndcg[k] / users))
+    out.append(metric_row(model, f"{prefix}coverage", ks_sorted[0],
                        float(total.covered.sum()) / max(catalogue_size, 1)))
     return out
 
 
-def _metric(model: str, metric: str, k: int, value: float) -> dict[str, Any]:
+def metric_row(model: str, metric: str, k: int, value: float) -> dict[str, Any]:
+    """One row of the metrics table."""
     return {"model": model, "metric": metric, "k": int(k), "value": float(value)}
 
 

@@ -88,6 +88,7 @@ def als_stage_extras(spark: SparkSession, cfg: Config, ratings: DataFrame,
                      trained: TrainedModel) -> TrainedModel:
     """RMSE on a held-out share (explicit mode) and top-K unseen items per user by dot."""
     from . import als
+    from .evaluation import metric_row
     from .topk import user_candidates
     from .warehouse import join_path
 
@@ -96,9 +97,8 @@ def als_stage_extras(spark: SparkSession, cfg: Config, ratings: DataFrame,
         report = als.rmse_report(spark, ratings, cfg.als,
                                  join_path(cfg.warehouse.path, "_checkpoints", "als"))
         extra.details.update(report)
-        extra.metrics += [{"model": "als", "metric": "rmse", "k": 0, "value": report["rmse"]},
-                          {"model": "global_mean", "metric": "rmse", "k": 0,
-                           "value": report["rmse_global_mean"]}]
+        extra.metrics += [metric_row("als", "rmse", 0, report["rmse"]),
+                          metric_row("global_mean", "rmse", 0, report["rmse_global_mean"])]
     if cfg.als.candidates_k:
         seen = ratings.groupBy("user_id").agg(F.collect_list("item_id").alias("items"))
         cands = user_candidates(spark, trained.user_vectors, trained.item_vectors, seen,

@@ -9,6 +9,7 @@ from pyspark.sql import SparkSession
 from .config import Config
 from .models import model_specs
 from .stage import StageFn, StageResult, run_stage
+from .stages import ann as ann_stage
 from .stages import evaluate as evaluate_stage
 from .stages import tables as tables_stage
 from .stages.embeddings import model_stage
@@ -23,6 +24,7 @@ def stage_table() -> dict[str, tuple[StageFn, Callable[[Config], bool]]]:
     for spec in model_specs():
         stages[spec.stage] = (model_stage(spec), spec.enabled)
     stages["evaluate"] = (evaluate_stage.run, lambda c: c.evaluate.enabled)
+    stages["ann"] = (ann_stage.run, lambda c: c.ann.enabled)
     return stages
 
 

@@ -1,0 +1,119 @@
+"""Stage ``ann``: item_neighbors and user_candidates per model, with recall against exact."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from .. import ann
+from ..config import AnnConfig, Config
+from ..errors import StageError
+from ..evaluation import metric_row, metrics_frame
+from ..stage import StageResult
+from ..topk import exact_top_k, user_candidates
+from ..warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+
+def choose_method(cfg: AnnConfig, n_items: int) -> str:
+    """``auto``: exact up to ``auto_exact_max_items`` items, banded lsh above."""
+    if cfg.method != "auto":
+        return cfg.method
+    return "exact" if n_items <= cfg.auto_exact_max_items else "lsh"
+
+
+def item_neighbors(spark: SparkSession, items: DataFrame, cfg: AnnConfig,
+                   method: str) -> tuple[DataFrame, dict[str, Any]]:
+    """Top-``cfg.k`` neighbours of every item by ``method`` (unit vectors in)."""
+    if method == "exact":
+        return ann.exact_item_neighbors(spark, items, cfg.k), {}
+    if method == "lsh":
+        return ann.lsh_item_neighbors(spark, items, cfg, cfg.k)
+    return ann.spark_lsh_item_neighbors(spark, items, cfg, cfg.k)
+
+
+def users_top_k(spark: SparkSession, items: DataFrame, users: DataFrame, seen: DataFrame,
+                cfg: AnnConfig, method: str) -> tuple[DataFrame, dict[str, Any]]:
+    """Top-``cfg.user_candidates_k`` unseen items per user by ``method``:
+    ``(user_id, item_id, rank, score)``."""
+    k = cfg.user_candidates_k
+    if method == "exact":
+        return user_candidates(spark, users, items, seen, k, "cosine"), {}
+    if method == "lsh":
+        return ann.lsh_user_candidates(spark, items, users, seen, cfg, k)
+    return ann.spark_lsh_user_candidates(spark, items, users, seen, cfg, k)
+
+
+def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
+    wh = Warehouse(spark, cfg.warehouse.path)
+    a = cfg.ann
+    res = StageResult()
+    present = wh.models("item_embeddings", run_date)
+    models = [m for m in a.models if m in present]
+    if not models:
+        raise StageError(f"ann: no item_embeddings for any of {a.models} at dt={run_date} "
+                         f"(present: {present}); run a model stage first")
+    res.inputs = {"item_embeddings": [wh.partition_path("item_embeddings", run_date, m)
+                                      for m in models]}
+    seen = None
+    for model in models:
+        items = ann.normalise(wh.read("item_embeddings", run_date, model)).persist()
+        n_items = items.count()
+        method = choose_method(a, n_items)
+        t0 = time.perf_counter()
+        neighbors, stats = item_neighbors(spark, items, a, method)
+        neighbors = neighbors.withColumn("method", F.lit(method)).persist()
+        res.rows[f"item_neighbors_{model}"] = wh.write(neighbors, "item_neighbors", run_date,
+                                                       model=model)
+        seconds = time.perf_counter() - t0
+        short = (neighbors.groupBy("item_id").count().filter(F.col("count") < a.k).count()
+                 + n_items - neighbors.select("item_id").distinct().count())
+        sample = ann.sample_ids(items, "item_id", a.recall_sample, a.seed)
+        # ground truth: the sampled items' exact neighbours among all items
+        truth = exact_top_k(spark, items.join(sample, "item_id").select(
+            F.col("item_id").alias("query_id"), "vector", F.array("item_id").alias("exclude")),
+            items, a.k, "cosine").select(F.col("query_id").alias("item_id"),
+                                         F.col("item_id").alias("neighbor_id"))
+        recall = ann.recall_at_k(neighbors, truth, "item_id", "neighbor_id")
+        res.details[model] = {"method": method, "items": n_items, "seconds": round(seconds, 3),
+                              "items_with_fewer_than_k": short, "recall_at_k": recall, **stats}
+        res.metrics += [metric_row(model, "item_recall", a.k, recall),
+                        metric_row(model, "item_seconds", 0, seconds),
+                        metric_row(model, "items_with_fewer_than_k", a.k, short)]
+        if "candidate_pairs" in stats:
+            res.metrics.append(metric_row(model, "candidate_pairs", 0, stats["candidate_pairs"]))
+        log.info("ann %s: %s over %d items in %.1fs, recall@%d %.3f", model, method, n_items,
+                 seconds, a.k, recall)
+        if a.user_candidates and wh.has("user_embeddings", run_date, model):
+            if seen is None:
+                ratings = wh.read("ratings", run_date, needed_by="ann")
+                seen = ratings.groupBy("user_id").agg(
+                    F.collect_list("item_id").alias("items")).persist()
+            users = ann.normalise(wh.read("user_embeddings", run_date, model),
+                                  "user_id").persist()
+            t0 = time.perf_counter()
+            cands, _ = users_top_k(spark, items, users, seen, a, method)
+            cands = cands.withColumn("method", F.lit(method)).persist()
+            res.rows[f"user_candidates_{model}"] = wh.write(cands, "user_candidates", run_date,
+                                                            model=model)
+            useconds = time.perf_counter() - t0
+            user_sample = ann.sample_ids(users, "user_id", a.recall_sample, a.seed)
+            utruth = user_candidates(spark, users.join(user_sample, "user_id"), items, seen,
+                                     a.user_candidates_k, "cosine")
+            urecall = ann.recall_at_k(cands, utruth, "user_id", "item_id")
+            res.details[model].update(user_seconds=round(useconds, 3), user_recall=urecall)
+            res.metrics += [metric_row(model, "user_recall", a.user_candidates_k, urecall),
+                            metric_row(model, "user_seconds", 0, useconds)]
+            cands.unpersist()
+            users.unpersist()
+        neighbors.unpersist()
+        items.unpersist()
+    res.rows["metrics"] = wh.write(metrics_frame(spark, res.metrics), "metrics", run_date,
+                                   stage="ann")
+    if seen is not None:
+        seen.unpersist()
+    return res
