@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
+import pyarrow as pa
 from pyspark.ml.feature import BucketedRandomProjectionLSH
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -42,6 +43,15 @@ def normalise(vectors: DataFrame, id_col: str = "item_id") -> DataFrame:
     return (vectors.withColumn("_n", norm).filter(F.col("_n") > 0)
             .select(id_col, F.transform("vector", lambda x: (x / F.col("_n")).cast("float"))
                     .alias("vector")))
+
+
+def list_column(col: pa.Array) -> Iterator[np.ndarray]:
+    """The lists of an Arrow list<long> column as numpy arrays (no Python objects per value)."""
+    values = col.flatten().to_numpy(zero_copy_only=False)
+    ends = np.cumsum(col.value_lengths().to_numpy(zero_copy_only=False))
+    starts = ends - col.value_lengths().to_numpy(zero_copy_only=False)
+    for lo, hi in zip(starts, ends):
+        yield values[lo:hi]
 
 
 def auto_bucket_length(cfg: AnnConfig, dim: int) -> float:
@@ -105,36 +115,72 @@ def bucket_stats(keys: DataFrame, cfg: AnnConfig) -> dict[str, int]:
             "candidate_pairs": int(row["pairs"] or 0), "largest_bucket": int(row["largest"] or 0)}
 
 
+@dataclass
+class IndexedItems:
+    """Unit item vectors with dense indexes: ``frame (idx long, item_id, vector)`` and the
+    same vectors as a matrix (row = idx) broadcast to the executors — O(catalogue x dim),
+    the same matrix exact top-K broadcasts. Bucket members travel as ints, never vectors."""
+
+    frame: DataFrame
+    ids: DataFrame
+    broadcast: Any
+    n: int
+
+    def release(self) -> None:
+        self.frame.unpersist()
+        self.broadcast.unpersist()
+
+
+def index_items(spark: SparkSession, vectors: DataFrame) -> IndexedItems:
+    rows = vectors.rdd.zipWithIndex().map(lambda r: (r[1], r[0]["item_id"], r[0]["vector"]))
+    frame = rows.toDF("idx long, item_id string, vector array<float>").persist()
+    pairs = frame.select("idx", "vector").collect()  # catalogue-sized: becomes the broadcast
+    dim = len(pairs[0]["vector"]) if pairs else 1
+    matrix = np.zeros((len(pairs), dim), dtype=np.float32)
+    for r in pairs:
+        matrix[r["idx"]] = r["vector"]
+    return IndexedItems(frame, frame.select("idx", "item_id"),
+                        spark.sparkContext.broadcast(matrix), len(pairs))
+
+
 def lsh_item_neighbors(spark: SparkSession, vectors: DataFrame, cfg: AnnConfig,
                        k: int) -> tuple[DataFrame, dict[str, Any]]:
     """Banded-LSH top-``k`` neighbours per item: ``(item_id, neighbor_id, rank, similarity)``
     and bucket statistics. ``vectors`` must be unit-length (:func:`normalise`)."""
-    buckets = band_keys(vectors, cfg)
+    items = index_items(spark, vectors)
+    buckets = band_keys(items.frame.select(F.col("idx").alias("item_id"), "vector"), cfg)
     keys = _chunked(buckets.keys, cfg).persist()
     stats = bucket_stats(keys, cfg)
     stats["bucket_length"] = buckets.bucket_length
-    members = keys.join(vectors.withColumnRenamed("item_id", "id"), "id")
-    grouped = (members.groupBy("band", "key", "chunk")
-               .agg(F.collect_list(F.struct("id", "vector")).alias("m"))
+    grouped = (keys.groupBy("band", "key", "chunk").agg(F.collect_list("id").alias("m"))
                .filter(F.size("m") >= 2).select("m"))
+    bc = items.broadcast
 
-    def score(rows: Iterator[Any]) -> Iterator[tuple[str, str, float]]:
-        for row in rows:
-            ids = [m["id"] for m in row["m"]]
-            v = np.array([m["vector"] for m in row["m"]], dtype=np.float32)
-            s = v @ v.T
-            np.fill_diagonal(s, -np.inf)
-            idx, best = top_k_rows(s, k)
-            for i, item in enumerate(ids):
-                for j, sim in zip(idx[i], best[i]):
-                    if j >= 0:
-                        yield item, ids[j], float(sim)
+    def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Each bucket's members scored exactly; each keeps its best k (Arrow in and out)."""
+        matrix = bc.value
+        for batch in batches:
+            for idx in list_column(batch.column(0)):
+                v = matrix[idx]
+                s = v @ v.T
+                np.fill_diagonal(s, -np.inf)
+                top, best = top_k_rows(s, k)
+                ok = top >= 0
+                src = np.broadcast_to(idx[:, None], top.shape)[ok]
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array(src), pa.array(idx[top[ok]]), pa.array(best[ok].astype(np.float64))],
+                    names=["a", "b", "similarity"])
 
-    pairs = spark.createDataFrame(grouped.rdd.mapPartitions(score),
-                                  "item_id string, neighbor_id string, similarity double")
-    best = pairs.groupBy("item_id", "neighbor_id").agg(F.max("similarity").alias("similarity"))
-    out = _rank(best, "item_id", "neighbor_id", "similarity", k)
+    pairs = grouped.mapInArrow(score, "a long, b long, similarity double")
+    best = pairs.groupBy("a", "b").agg(F.max("similarity").alias("similarity"))
+    named = (best.join(items.ids.withColumnRenamed("idx", "a"), "a")
+             .join(items.ids.withColumnRenamed("idx", "b")
+                   .withColumnRenamed("item_id", "neighbor_id"), "b")
+             .select("item_id", "neighbor_id", "similarity"))
+    out = _rank(named, "item_id", "neighbor_id", "similarity", k).persist()
+    out.count()  # materialise before the intermediates are released
     keys.unpersist()
+    items.release()
     return out, stats
 
 
@@ -181,37 +227,40 @@ def lsh_user_candidates(spark: SparkSession, items: DataFrame, users: DataFrame,
     """Banded-LSH top-``k`` unseen items per user: users hashed into the items' buckets,
     scored exactly inside each bucket (each user keeps its best ``k`` + |history| there),
     seen items removed, best ``k`` kept. Vectors must be unit-length."""
-    item_buckets = band_keys(items, cfg)
+    indexed = index_items(spark, items)
+    item_buckets = band_keys(indexed.frame.select(F.col("idx").alias("item_id"), "vector"), cfg)
     user_keys = band_keys(users.withColumnRenamed("user_id", "item_id"), cfg,
                           model=item_buckets.model,
                           bucket_length=item_buckets.bucket_length).keys
-    item_keys = _chunked(item_buckets.keys, cfg)
-    item_groups = (item_keys.join(items.withColumnRenamed("item_id", "id"), "id")
-                   .groupBy("band", "key", "chunk")
-                   .agg(F.collect_list(F.struct("id", "vector")).alias("items")))
+    item_groups = (_chunked(item_buckets.keys, cfg).groupBy("band", "key", "chunk")
+                   .agg(F.collect_list("id").alias("items")))
     seen_n = histories.select("user_id", F.size("items").alias("n_seen"))
     user_rows = (user_keys.withColumnRenamed("id", "user_id")
                  .join(users, "user_id").join(seen_n, "user_id", "left")
                  .fillna({"n_seen": 0}))
     joined = user_rows.join(item_groups, ["band", "key"])
+    bc = indexed.broadcast
 
-    def score(rows: Iterator[Any]) -> Iterator[tuple[str, str, float]]:
+    def score(rows: Iterator[Any]) -> Iterator[tuple[str, int, float]]:
+        matrix = bc.value
         for row in rows:
-            ids = [m["id"] for m in row["items"]]
-            v = np.array([m["vector"] for m in row["items"]], dtype=np.float32)
-            s = (v @ np.asarray(row["vector"], np.float32))[None, :]
-            idx, best = top_k_rows(s, k + int(row["n_seen"]))
-            for j, sim in zip(idx[0], best[0]):
+            idx = np.asarray(row["items"], dtype=np.int64)
+            s = (matrix[idx] @ np.asarray(row["vector"], np.float32))[None, :]
+            top, best = top_k_rows(s, k + int(row["n_seen"]))
+            for j, sim in zip(top[0].tolist(), best[0].tolist()):
                 if j >= 0:
-                    yield row["user_id"], ids[j], float(sim)
+                    yield row["user_id"], int(idx[j]), sim
 
     pairs = spark.createDataFrame(joined.rdd.mapPartitions(score),
-                                  "user_id string, item_id string, score double")
+                                  "user_id string, idx long, score double")
+    named = pairs.join(indexed.ids, "idx").select("user_id", "item_id", "score")
     seen = histories.select("user_id", F.explode("items").alias("item_id"))
-    fresh = (pairs.join(seen, ["user_id", "item_id"], "left_anti")
+    fresh = (named.join(seen, ["user_id", "item_id"], "left_anti")
              .groupBy("user_id", "item_id").agg(F.max("score").alias("score")))
-    return _rank(fresh, "user_id", "item_id", "score", k), {
-        "bucket_length": item_buckets.bucket_length}
+    out = _rank(fresh, "user_id", "item_id", "score", k).persist()
+    out.count()
+    indexed.release()
+    return out, {"bucket_length": item_buckets.bucket_length}
 
 
 def recall_at_k(approx: DataFrame, exact: DataFrame, key: str, other: str) -> float:

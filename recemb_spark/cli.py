@@ -22,6 +22,7 @@ COMMANDS = {
     "evaluate": "leave-last-out HR@K / NDCG@K / coverage of every enabled model + popularity",
     "ann": "item_neighbors and user_candidates per model (exact / banded LSH), with recall",
     "sample": "write the built-in synthetic data set as MovieLens files and Parquet (--out)",
+    "similar": "the items most similar to one item, from the stored tables",
 }
 
 
@@ -44,11 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
         if name == "sample":
             p.add_argument("--out", required=True, help="folder to write the sample into")
+        if name == "similar":
+            p.add_argument("--model", default="item2vec", help="embedding model (item2vec, ...)")
+            p.add_argument("--item", required=True, help="item id to query")
+            p.add_argument("-k", type=int, default=10, help="neighbours to show")
     return parser
 
 
-def parse_run_date(value: Optional[str]) -> str:
+def parse_run_date(value: Optional[str], default_today: bool = True) -> Optional[str]:
     if value is None:
+        if not default_today:
+            return None
         return dt.datetime.now(dt.timezone.utc).date().isoformat()
     try:
         return dt.date.fromisoformat(value).isoformat()
@@ -70,7 +77,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     setup_logging(logging.WARNING if args.quiet else logging.INFO)
     try:
         cfg = config_from_args(args)
-        run_date = parse_run_date(args.run_date)
+        run_date = parse_run_date(args.run_date, default_today=args.command != "similar")
     except ConfigError as exc:
         print(f"recemb: config error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -106,6 +113,18 @@ def _dispatch(spark, cfg: Config, run_date: str, args: argparse.Namespace) -> No
         paths = sample.write_sample(spark, cfg.sample, args.out)
         for name, path in paths.items():
             print(f"{name}: {path}")
+        return
+    if args.command == "similar":
+        from .similar import similar_items
+        from .warehouse import Warehouse
+
+        date, method, rows = similar_items(spark, Warehouse(spark, cfg.warehouse.path),
+                                           args.model, args.item, args.k, run_date)
+        query = rows[0]
+        print(f"items like {query.item_id}{f' ({query.title})' if query.title else ''} "
+              f"- model {args.model}, dt={date}, {method}:")
+        for n in rows[1:]:
+            print(f"{n.rank:>4}  {n.similarity:6.3f}  {n.item_id:<12}{n.title or ''}")
         return
     stages = None if args.command == "run" else [args.command]
     results = pipeline.run_pipeline(spark, cfg, run_date, stages=stages)

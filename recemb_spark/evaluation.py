@@ -28,7 +28,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from .tables import event_struct, item_order
-from .topk import collect_matrix, unit_rows
+from .topk import collect_matrix, top_k_rows, unit_rows
 
 # one block of query rows scores at most this many (query, item) pairs at once (~80 MB float32)
 _BLOCK_CELLS = 20_000_000
@@ -96,14 +96,6 @@ def hit_and_ndcg(ranks: np.ndarray, k: int) -> tuple[int, float]:
     return int(inside.sum()), float((1.0 / np.log2(ranks[inside] + 2.0)).sum())
 
 
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` best items per row (unordered), ``-inf`` items never chosen."""
-    k = min(k, scores.shape[1])
-    idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    finite = np.isfinite(np.take_along_axis(scores, idx, axis=1))
-    return idx[finite]
-
-
 @dataclass
 class _Partial:
     """Per-partition sums, merged on the driver (size O(catalogue) for the coverage mask)."""
@@ -146,7 +138,8 @@ def _score_rows(rows: Iterable[Any], ids: dict[str, int], matrix: np.ndarray, ks
             h, g = hit_and_ndcg(ranks, k)
             part.hits[k] += h
             part.ndcg[k] += g
-        part.covered[top_k(scores, ks[0])] = True
+        top, _ = top_k_rows(scores, ks[0])
+        part.covered[top[top >= 0]] = True
         batch.clear()
 
     for row in rows:

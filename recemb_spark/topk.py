@@ -5,9 +5,11 @@ that approximate methods' recall is measured against.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -43,7 +45,8 @@ def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = min(k, scores.shape[1])
     if k <= 0:
         return np.zeros((len(scores), 0), np.int64), np.zeros((len(scores), 0))
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    n = scores.shape[1]
+    part = np.argpartition(scores, n - k, axis=1)[:, n - k:]  # largest k, no negated copy
     part_scores = np.take_along_axis(scores, part, axis=1)
     order = np.lexsort((part, -part_scores), axis=1)
     idx = np.take_along_axis(part, order, axis=1)
@@ -65,40 +68,35 @@ def exact_top_k(spark: SparkSession, queries: DataFrame, item_vectors: DataFrame
         raise ValueError(f"unknown similarity {similarity!r}")
     ids, matrix = collect_matrix(item_vectors, normalise=similarity == "cosine")
     index = {item: i for i, item in enumerate(ids)}
-    bc = spark.sparkContext.broadcast((ids, index, matrix))
+    bc = spark.sparkContext.broadcast((np.array(ids, dtype=object), index, matrix))
     block = max(1, min(4096, BLOCK_CELLS // max(len(ids), 1)))
     cosine = similarity == "cosine"
 
-    def run(rows: Iterator[Any]) -> Iterator[tuple[str, str, int, float]]:
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         ids_, index_, m = bc.value
-        batch: list[Any] = []
+        for batch in batches:
+            batch = batch.filter(pc.is_valid(batch.column(1)))
+            for lo in range(0, batch.num_rows, block):
+                part = batch.slice(lo, block)
+                qids = np.array(part.column(0).to_pylist(), dtype=object)
+                q = (part.column(1).flatten().to_numpy(zero_copy_only=False)
+                     .astype(np.float32).reshape(part.num_rows, -1))
+                if cosine:
+                    q = unit_rows(q)
+                scores = q @ m.T
+                for r, excluded in enumerate(part.column(2).to_pylist()):
+                    cols = [index_[i] for i in (excluded or []) if i in index_]
+                    scores[r, cols] = -np.inf
+                top, best = top_k_rows(scores, k)
+                ok = top >= 0
+                rows, _ = np.nonzero(ok)
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array(qids[rows], pa.string()), pa.array(ids_[top[ok]], pa.string()),
+                     pa.array((np.nonzero(ok)[1] + 1).astype(np.int32)),
+                     pa.array(best[ok].astype(np.float64))],
+                    names=["query_id", "item_id", "rank", "score"])
 
-        def flush() -> Iterator[tuple[str, str, int, float]]:
-            q = np.array([r["vector"] for r in batch], dtype=np.float32)
-            if cosine:
-                q = unit_rows(q)
-            scores = q @ m.T
-            for r, row in enumerate(batch):
-                excluded = [index_[i] for i in (row["exclude"] or []) if i in index_]
-                scores[r, excluded] = -np.inf
-            idx, best = top_k_rows(scores, k)
-            for r, row in enumerate(batch):
-                for rank, (j, s) in enumerate(zip(idx[r], best[r]), start=1):
-                    if j >= 0:
-                        yield row["query_id"], ids_[j], rank, float(s)
-            batch.clear()
-
-        for row in rows:
-            if row["vector"] is None:
-                continue
-            batch.append(row)
-            if len(batch) >= block:
-                yield from flush()
-        if batch:
-            yield from flush()
-
-    out = queries.select("query_id", "vector", "exclude").rdd.mapPartitions(run)
-    return spark.createDataFrame(out, TOPK_SCHEMA)
+    return queries.select("query_id", "vector", "exclude").mapInArrow(run, TOPK_SCHEMA)
 
 
 def user_candidates(spark: SparkSession, user_vectors: DataFrame, item_vectors: DataFrame,

@@ -22,9 +22,9 @@ Two strategies generate the walks:
     sides), so the adjacency is never re-shuffled. Each step is persisted and materialised;
     the lineage is cut (``localCheckpoint``) every ``checkpoint_every`` steps.
 
-A walk stops early at a node without out-edges. Walks are ``int64`` node-id paths padded with
-``-1``. Randomness: one generator per (seed, partition[, step]): the same seed and partition
-count give the same walks.
+A walk stops early at a node without out-edges. Walks are ``int32`` node-id paths padded with
+``-1`` (half the bytes of int64 to shuffle in the join strategy). Randomness: one generator
+per (seed, partition[, step]): the same seed and partition count give the same walks.
 """
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ class AdjacencyBlock:
         for r in np.nonzero(counts > 1)[0]:
             lo, hi = indptr[r], indptr[r + 1]
             accept[lo:hi], alias[lo:hi] = vose_alias(prob[lo:hi])
-        return AdjacencyBlock(part, n_parts, indptr, dst.astype(np.int64), accept, alias)
+        return AdjacencyBlock(part, n_parts, indptr, dst.astype(np.int32), accept, alias)
 
     @property
     def nbytes(self) -> int:
@@ -106,10 +106,10 @@ class AdjacencyBlock:
         j = np.minimum((u * deg).astype(np.int64), np.maximum(deg - 1, 0))
         pos = np.minimum(start + j, max(len(self.dst) - 1, 0))
         if len(self.dst) == 0:
-            return np.full(len(cur), -1, dtype=np.int64)
+            return np.full(len(cur), -1, dtype=np.int32)
         pick = np.where(v < self.accept[pos], j, self.alias[pos])
         nxt = self.dst[np.minimum(start + pick, len(self.dst) - 1)]
-        return np.where(deg > 0, nxt, -1)
+        return np.where(deg > 0, nxt, np.int32(-1)).astype(np.int32)
 
 
 class EdgeSet:
@@ -130,7 +130,7 @@ class EdgeSet:
 def node2vec_step(block: AdjacencyBlock, edges: EdgeSet, cur: np.ndarray, prev: np.ndarray,
                   p: float, q: float, rng: np.random.Generator) -> np.ndarray:
     """One second-order step by rejection sampling (see the module doc)."""
-    out = np.full(len(cur), -1, dtype=np.int64)
+    out = np.full(len(cur), -1, dtype=np.int32)
     pending = np.arange(len(cur))
     f_max = max(1.0 / p, 1.0, 1.0 / q)
     while pending.size:
@@ -151,8 +151,8 @@ def node2vec_step(block: AdjacencyBlock, edges: EdgeSet, cur: np.ndarray, prev: 
 def walk_from(block: AdjacencyBlock, starts: np.ndarray, length: int, rng: np.random.Generator,
               p: float = 1.0, q: float = 1.0, edges: Optional[EdgeSet] = None) -> np.ndarray:
     """Walks of up to ``length`` nodes from each start (``block`` covers every node):
-    an ``(len(starts), length)`` int64 matrix padded with -1 after a dead end."""
-    paths = np.full((len(starts), length), -1, dtype=np.int64)
+    an ``(len(starts), length)`` int32 matrix padded with -1 after a dead end."""
+    paths = np.full((len(starts), length), -1, dtype=np.int32)
     paths[:, 0] = starts
     alive = np.arange(len(starts))
     second_order = p != 1.0 or q != 1.0
@@ -265,7 +265,7 @@ def start_cdf(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig) -> Optiona
 
 @dataclass
 class WalkRun:
-    """The walks (an RDD of int64 path matrices, one per block of walkers) and what ran."""
+    """The walks (an RDD of int32 path matrices, one per block of walkers) and what ran."""
 
     blocks: RDD
     strategy: str
@@ -320,7 +320,7 @@ def _join_walks(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig, n_parts:
     def init(part: int, _: Iterator) -> Iterator[np.ndarray]:
         rng = np.random.default_rng([cfg.seed, part])
         starts = _starts(cfg, part, n_parts, n_nodes, bc_cdf.value, rng)
-        paths = np.full((len(starts), length), -1, dtype=np.int64)
+        paths = np.full((len(starts), length), -1, dtype=np.int32)
         paths[:, 0] = starts
         yield paths
 
@@ -332,7 +332,7 @@ def _join_walks(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig, n_parts:
 
     def gather(it: Iterator[tuple[int, np.ndarray]]) -> Iterator[np.ndarray]:
         chunks = [c for _, c in it]
-        yield np.concatenate(chunks) if chunks else np.zeros((0, length), np.int64)
+        yield np.concatenate(chunks) if chunks else np.zeros((0, length), np.int32)
 
     keep = StorageLevel.MEMORY_AND_DISK  # spill, never drop: a dropped block means recomputing
     done: list[RDD] = []

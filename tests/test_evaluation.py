@@ -6,7 +6,8 @@ import pytest
 from chispa import assert_df_equality
 
 from recemb_spark.evaluation import (format_metrics, heldout_ranks, hit_and_ndcg,
-                                     leave_last_out, popularity_vectors, score_model, top_k)
+                                     leave_last_out, popularity_vectors, score_model)
+from recemb_spark.topk import top_k_rows
 from recemb_spark.readers import RATINGS_SCHEMA
 
 
@@ -42,8 +43,10 @@ def test_rank_hr_ndcg_arithmetic():
     assert (hits, ndcg) == (1, 1.0)
     hits, ndcg = hit_and_ndcg(ranks, 3)
     assert hits == 2 and ndcg == pytest.approx(1.0 + 1.0 / math.log2(4))
-    assert sorted(top_k(scores[:1], 3).tolist()) == [0, 1, 2]
-    assert 3 not in top_k(scores[:1], 5).tolist()  # excluded (-inf) never chosen
+    idx, best = top_k_rows(scores[:1], 3)
+    assert idx.tolist() == [[0, 1, 2]] and best.tolist() == [[0.9, 0.5, 0.5]]
+    idx, _ = top_k_rows(scores[:1], 5)
+    assert idx.tolist() == [[0, 1, 2, 4, -1]]  # excluded (-inf) never chosen
 
 
 VEC = "item_id string, vector array<float>"
