@@ -70,3 +70,22 @@ def write_json(path: str, payload: dict[str, Any]) -> None:
     with open(path, "w") as f:
         json.dump(payload, f, indent=2, default=str)
     print(f"wrote {path}")
+
+
+def mllib_item2vec(p: Prepared, params: dict[str, Any], seeds: int) -> dict[str, float]:
+    """MLlib Word2Vec on the split's training sequences with ``params`` over the item2vec
+    config, once per seed (42, 43, ...): mean train seconds, HR@10, NDCG@10 and misses."""
+    from recemb_spark.word2vec import fit_word2vec
+
+    runs = []
+    for seed in range(seeds):
+        w2v = p.cfg.replace("item2vec", seed=42 + seed, **params).item2vec
+        t0 = time.perf_counter()
+        vectors = fit_word2vec(p.train_sequences, w2v).persist()
+        vectors.count()
+        seconds = time.perf_counter() - t0
+        m = score_vectors(p, vectors, [10], "item2vec")
+        vectors.unpersist()
+        runs.append({"seconds": seconds, "hr@10": m["hr@10"], "ndcg@10": m["ndcg@10"],
+                     "misses": m["query_missing"] + m["heldout_missing"]})
+    return {k: sum(r[k] for r in runs) / len(runs) for k in runs[0]}

@@ -18,26 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import popularity, prepare, score_vectors, write_json  # noqa: E402
+from common import mllib_item2vec, popularity, prepare, score_vectors, write_json  # noqa: E402
 
-from recemb_spark.word2vec import fit_word2vec  # noqa: E402
 
 TUTORIAL = {"vector_size": 10, "window_size": 5, "max_iter": 10, "min_count": 5,
             "num_partitions": 1, "step_size": 0.025}  # MLlib defaults for the rest
-
-
-def run_mllib(p, params, seeds):
-    runs = []
-    for seed in range(seeds):
-        w2v = p.cfg.replace("item2vec", seed=42 + seed, **params).item2vec
-        t0 = time.perf_counter()
-        vectors = fit_word2vec(p.train_sequences, w2v).persist()
-        vectors.count()
-        seconds = time.perf_counter() - t0
-        m = score_vectors(p, vectors, [10], "mllib")
-        vectors.unpersist()
-        runs.append({"seconds": seconds, "hr@10": m["hr@10"], "ndcg@10": m["ndcg@10"]})
-    return {k: statistics.mean(r[k] for r in runs) for k in runs[0]}
 
 
 def run_gensim(p, sentences, params, seeds, hs):
@@ -69,8 +54,8 @@ def main() -> None:
             ("vector_size", "window_size", "max_iter", "min_count", "num_partitions",
              "step_size")}
     results = {"popularity": dict(popularity(p, [10]), seconds=0.0)}
-    results["mllib_ours"] = dict(run_mllib(p, ours, args.seeds), params=ours)
-    results["mllib_tutorial"] = dict(run_mllib(p, TUTORIAL, args.seeds), params=TUTORIAL)
+    results["mllib_ours"] = dict(mllib_item2vec(p, ours, args.seeds), params=ours)
+    results["mllib_tutorial"] = dict(mllib_item2vec(p, TUTORIAL, args.seeds), params=TUTORIAL)
     try:
         import gensim  # noqa: F401
         # the bench's single-process baseline: sentences on the driver (never in the library)

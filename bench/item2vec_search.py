@@ -10,16 +10,13 @@ per point and writes JSON (bench/results/item2vec_search_<data>.json).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import popularity, prepare, score_vectors, write_json  # noqa: E402
+from common import mllib_item2vec, popularity, prepare, write_json  # noqa: E402
 
-from recemb_spark.word2vec import fit_word2vec  # noqa: E402
 
 BASE = {"vector_size": 32, "window_size": 5, "max_iter": 5, "min_count": 2,
         "num_partitions": 1, "step_size": 0.025}
@@ -51,19 +48,7 @@ def main() -> None:
         points.append((spec, point))
     results = []
     for label, params in points:
-        runs = []
-        for seed in range(args.seeds):
-            w2v = p.cfg.replace("item2vec", seed=42 + seed, **params).item2vec
-            t0 = time.perf_counter()
-            vectors = fit_word2vec(p.train_sequences, w2v).persist()
-            vectors.count()
-            seconds = time.perf_counter() - t0
-            m = score_vectors(p, vectors, [10], "item2vec")
-            vectors.unpersist()
-            runs.append({"seconds": seconds, "hr@10": m["hr@10"], "ndcg@10": m["ndcg@10"],
-                         "misses": m["query_missing"] + m["heldout_missing"]})
-        row = {"label": label, "params": params,
-               **{k: statistics.mean(r[k] for r in runs) for k in runs[0]}}
+        row = {"label": label, "params": params, **mllib_item2vec(p, params, args.seeds)}
         results.append(row)
         print(f"{label:<20} HR@10 {row['hr@10']:.4f}  NDCG@10 {row['ndcg@10']:.4f}  "
               f"train {row['seconds']:5.1f}s  misses {row['misses']:.0f}", flush=True)

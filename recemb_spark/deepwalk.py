@@ -54,6 +54,6 @@ def train(spark: SparkSession, cfg: Config, ratings: DataFrame,
     if cfg.walks.write_walks:
         tables["walks"] = (walks_table(spark, tokens, g.nodes), True)
     vectors.count()
-    blocks.unpersist()
-    edges.unpersist()
+    for df in (blocks, edges, g.edges):  # graph and tokens stay cached: their tables follow
+        df.unpersist()
     return TrainedModel(vectors, details=details, tables=tables)
