@@ -27,8 +27,6 @@ from common import write_json  # noqa: E402
 from recemb_spark import ann  # noqa: E402
 from recemb_spark.config import load_config  # noqa: E402
 from recemb_spark.session import build_session  # noqa: E402
-from recemb_spark.topk import exact_top_k  # noqa: E402
-from pyspark.sql import functions as F  # noqa: E402
 
 
 def clustered_vectors(spark, n, dim=32, per_cluster=50, noise=0.15, seed=0):
@@ -99,10 +97,7 @@ def main() -> None:
         n = items.count()
         cfg0 = base.replace("ann", spark_lsh_threshold=args.spark_lsh_threshold).ann
         sample = ann.sample_ids(items, "item_id", 500, 0)
-        truth = exact_top_k(spark, items.join(sample, "item_id").select(
-            F.col("item_id").alias("query_id"), "vector", F.array("item_id").alias("exclude")),
-            items, 10, "cosine").select(F.col("query_id").alias("item_id"),
-                                        F.col("item_id").alias("neighbor_id")).persist()
+        truth = ann.exact_item_neighbors(spark, items, 10, only=sample).persist()
         truth.count()
         with tempfile.TemporaryDirectory() as tmp:
             for method in args.methods.split(","):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -191,9 +191,12 @@ def _rank(df: DataFrame, key: str, other: str, score: str, k: int) -> DataFrame:
             .select(key, other, F.col("rank").cast("int"), score))
 
 
-def exact_item_neighbors(spark: SparkSession, vectors: DataFrame, k: int) -> DataFrame:
-    """Exact top-``k`` cosine neighbours per item (no self-pairs)."""
-    queries = vectors.select(F.col("item_id").alias("query_id"), "vector",
+def exact_item_neighbors(spark: SparkSession, vectors: DataFrame, k: int,
+                         only: Optional[DataFrame] = None) -> DataFrame:
+    """Exact top-``k`` cosine neighbours among all ``vectors`` for every item, or only for the
+    items in ``only (item_id)`` (e.g. a recall sample); no self-pairs."""
+    queried = vectors if only is None else vectors.join(only.select("item_id"), "item_id")
+    queries = queried.select(F.col("item_id").alias("query_id"), "vector",
                              F.array("item_id").alias("exclude"))
     return (exact_top_k(spark, queries, vectors, k, "cosine")
             .select(F.col("query_id").alias("item_id"), F.col("item_id").alias("neighbor_id"),

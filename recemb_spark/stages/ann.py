@@ -13,7 +13,7 @@ from ..config import AnnConfig, Config
 from ..errors import StageError
 from ..evaluation import metric_row, metrics_frame
 from ..stage import StageResult
-from ..topk import exact_top_k, user_candidates
+from ..topk import user_candidates
 from ..warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -73,11 +73,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
         short = (neighbors.groupBy("item_id").count().filter(F.col("count") < a.k).count()
                  + n_items - neighbors.select("item_id").distinct().count())
         sample = ann.sample_ids(items, "item_id", a.recall_sample, a.seed)
-        # ground truth: the sampled items' exact neighbours among all items
-        truth = exact_top_k(spark, items.join(sample, "item_id").select(
-            F.col("item_id").alias("query_id"), "vector", F.array("item_id").alias("exclude")),
-            items, a.k, "cosine").select(F.col("query_id").alias("item_id"),
-                                         F.col("item_id").alias("neighbor_id"))
+        truth = ann.exact_item_neighbors(spark, items, a.k, only=sample)  # ground truth
         recall = ann.recall_at_k(neighbors, truth, "item_id", "neighbor_id")
         res.details[model] = {"method": method, "items": n_items, "seconds": round(seconds, 3),
                               "items_with_fewer_than_k": short, "recall_at_k": recall, **stats}
