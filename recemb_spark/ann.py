@@ -124,7 +124,6 @@ class IndexedItems:
     frame: DataFrame
     ids: DataFrame
     broadcast: Any
-    n: int
 
     def release(self) -> None:
         self.frame.unpersist()
@@ -140,7 +139,7 @@ def index_items(spark: SparkSession, vectors: DataFrame) -> IndexedItems:
     for r in pairs:
         matrix[r["idx"]] = r["vector"]
     return IndexedItems(frame, frame.select("idx", "item_id"),
-                        spark.sparkContext.broadcast(matrix), len(pairs))
+                        spark.sparkContext.broadcast(matrix))
 
 
 def lsh_item_neighbors(spark: SparkSession, vectors: DataFrame, cfg: AnnConfig,

@@ -3,8 +3,8 @@
 Protocol (the same for every model, so their figures compare):
 
 * *Eligible users* have at least two liked items (rating >= ``sequences.min_rating``).
-* Each eligible user's last liked item (by time, ties by item id in natural order) is *held out*; the models
-  are trained on the rating table without those rows (:func:`leave_last_out`, computed once
+* Each eligible user's last liked item (by time, ties by item id in natural order) is *held
+  out*; the models are trained on the rating table without those rows (:func:`leave_last_out`, computed once
   per run and shared by all models).
 * The query is the vector of the user's last liked *training* item (and, as a second figure,
   the user vector pooled from the liked training history). All items with a vector are ranked
@@ -28,10 +28,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from .tables import event_struct, item_order
-from .topk import collect_matrix, top_k_rows, unit_rows
-
-# one block of query rows scores at most this many (query, item) pairs at once (~80 MB float32)
-_BLOCK_CELLS = 20_000_000
+from .topk import BLOCK_CELLS, collect_matrix, top_k_rows, unit_rows
 
 
 @dataclass
@@ -122,7 +119,7 @@ def _score_rows(rows: Iterable[Any], ids: dict[str, int], matrix: np.ndarray, ks
     ``constant`` (query = [1.0], for popularity)."""
     n = matrix.shape[0]
     part = _Partial(0, 0, 0, {k: 0 for k in ks}, {k: 0.0 for k in ks}, np.zeros(n, bool))
-    block = max(1, min(1024, _BLOCK_CELLS // max(n, 1)))
+    block = max(1, min(1024, BLOCK_CELLS // max(n, 1)))
     batch: list[tuple[np.ndarray, int, list[int]]] = []
 
     def flush() -> None:

@@ -93,10 +93,6 @@ class AdjacencyBlock:
             accept[lo:hi], alias[lo:hi] = vose_alias(prob[lo:hi])
         return AdjacencyBlock(part, n_parts, indptr, dst.astype(np.int32), accept, alias)
 
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.indptr, self.dst, self.accept, self.alias))
-
     def step(self, cur: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One first-order step from each node in ``cur`` (all in this block): the next
         node, or -1 where ``cur`` has no out-edges."""
@@ -254,7 +250,7 @@ def _starts(cfg: WalksConfig, part: int, n_parts: int, n_nodes: int,
     return np.minimum(picks, n_nodes - 1).astype(np.int64)
 
 
-def start_cdf(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig) -> Optional[np.ndarray]:
+def start_cdf(g: IndexedGraph, cfg: WalksConfig) -> Optional[np.ndarray]:
     """Cumulative start weights by node (``start: frequency``; O(n_nodes) floats), or None."""
     if cfg.start != "frequency":
         return None
@@ -278,7 +274,7 @@ def generate_walks(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig,
     """Walks on ``g`` by ``strategy`` (default: :func:`choose_strategy`)."""
     strategy = strategy or choose_strategy(cfg, g)
     n_parts = cfg.num_partitions or 2 * spark.sparkContext.defaultParallelism
-    cdf = start_cdf(spark, g, cfg)
+    cdf = start_cdf(g, cfg)
     if strategy == "broadcast":
         return WalkRun(_broadcast_walks(spark, g, cfg, n_parts, cdf), strategy, n_parts)
     if cfg.second_order:
