@@ -13,6 +13,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from .config import Config
+from .tables import rated_items
+from .users import pool_user_vectors
+from .warehouse import join_path
 from .word2vec import fit_word2vec, resolve_step_size, vocabulary_report
 
 
@@ -70,14 +73,25 @@ def train_deepwalk(spark: SparkSession, cfg: Config, ratings: DataFrame,
     return deepwalk.train(spark, cfg, ratings, sequences)
 
 
+def user_vectors(trained: TrainedModel, histories: DataFrame, items: DataFrame,
+                 cfg: Config) -> DataFrame:
+    """The model's own user vectors, or ``histories (user_id, items)`` pooled over ``items``
+    as ``cfg.users`` says."""
+    if trained.user_vectors is not None:
+        return trained.user_vectors
+    return pool_user_vectors(histories, items, cfg.users.pooling, cfg.users.half_life)
+
+
+def als_checkpoint_dir(cfg: Config) -> str:
+    return join_path(cfg.warehouse.path, "_checkpoints", "als")
+
+
 def train_als(spark: SparkSession, cfg: Config, ratings: DataFrame,
               sequences: DataFrame) -> TrainedModel:
     """ALS factors on the rating table (user factors are the user vectors, scored by dot)."""
     from . import als
-    from .warehouse import join_path
 
-    checkpoints = join_path(cfg.warehouse.path, "_checkpoints", "als")
-    model, users, items = als.fit(spark, ratings, cfg.als, checkpoints)
+    model, users, items = als.fit(spark, ratings, cfg.als, als_checkpoint_dir(cfg))
     user_vectors, item_vectors = als.factor_tables(model, users, items)
     return TrainedModel(item_vectors.persist(), user_vectors.persist(),
                         details={"users": users.count(), "items": items.count(),
@@ -91,18 +105,16 @@ def als_stage_extras(spark: SparkSession, cfg: Config, ratings: DataFrame,
     from . import als
     from .evaluation import metric_row
     from .topk import user_candidates
-    from .warehouse import join_path
 
     extra = TrainedModel(trained.item_vectors)
     if not cfg.als.implicit_prefs:
-        report = als.rmse_report(spark, ratings, cfg.als,
-                                 join_path(cfg.warehouse.path, "_checkpoints", "als"))
+        report = als.rmse_report(spark, ratings, cfg.als, als_checkpoint_dir(cfg))
         extra.details.update(report)
         extra.metrics += [metric_row("als", "rmse", 0, report["rmse"]),
                           metric_row("global_mean", "rmse", 0, report["rmse_global_mean"])]
     if cfg.als.candidates_k:
-        seen = ratings.groupBy("user_id").agg(F.collect_list("item_id").alias("items"))
-        cands = user_candidates(spark, trained.user_vectors, trained.item_vectors, seen,
+        cands = user_candidates(spark, trained.user_vectors, trained.item_vectors,
+                                rated_items(ratings),
                                 cfg.als.candidates_k, "dot")
         extra.tables["user_candidates"] = (cands.withColumn("method", F.lit("als")), True)
     return extra

@@ -83,6 +83,12 @@ def build_sequences(ratings: DataFrame, cfg: SequencesConfig) -> DataFrame:
     return build_sessions(ratings, cfg).filter(F.col("n_items") >= cfg.min_length)
 
 
+def rated_items(ratings: DataFrame) -> DataFrame:
+    """Every item each user rated, liked or not (what recommendations exclude as seen):
+    ``(user_id, items array<string>)``, unordered."""
+    return ratings.groupBy("user_id").agg(F.collect_list("item_id").alias("items"))
+
+
 def user_histories(sequences: DataFrame) -> DataFrame:
     """Each user's liked items in time order across sessions: ``(user_id, items)``."""
     sessions = F.array_sort(F.collect_list(F.struct("ts_start", "items")))

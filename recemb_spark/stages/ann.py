@@ -13,6 +13,7 @@ from ..config import AnnConfig, Config
 from ..errors import StageError
 from ..evaluation import metric_row, metrics_frame
 from ..stage import StageResult
+from ..tables import rated_items
 from ..topk import user_candidates
 from ..warehouse import Warehouse
 
@@ -87,8 +88,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
         if a.user_candidates and wh.has("user_embeddings", run_date, model):
             if seen is None:
                 ratings = wh.read("ratings", run_date, needed_by="ann")
-                seen = ratings.groupBy("user_id").agg(
-                    F.collect_list("item_id").alias("items")).persist()
+                seen = rated_items(ratings).persist()
             users = ann.normalise(wh.read("user_embeddings", run_date, model),
                                   "user_id").persist()
             t0 = time.perf_counter()

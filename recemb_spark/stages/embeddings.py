@@ -1,15 +1,21 @@
 """Stages that train one embedding model and write its item and user embedding tables."""
 from __future__ import annotations
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from ..config import Config
 from ..evaluation import metrics_frame
-from ..models import ModelSpec
+from ..models import ModelSpec, user_vectors
 from ..stage import StageFn, StageResult
 from ..tables import user_histories
-from ..users import pool_user_vectors
 from ..warehouse import Warehouse
+
+
+def write_tables(wh: Warehouse, res: StageResult, tables: dict[str, tuple[DataFrame, bool]],
+                 run_date: str, model: str) -> None:
+    """Write a model's extra tables (per ``model`` partition or not), counting their rows."""
+    for table, (df, per_model) in tables.items():
+        res.rows[table] = wh.write(df, table, run_date, model=model if per_model else None)
 
 
 def model_stage(spec: ModelSpec) -> StageFn:
@@ -29,18 +35,14 @@ def model_stage(spec: ModelSpec) -> StageFn:
                                                    model=model)
         res.details.update(trained.details, model=model)
         with res.timed("other_tables"):
-            for table, (df, per_model) in trained.tables.items():
-                res.rows[table] = wh.write(df, table, run_date,
-                                           model=model if per_model else None)
+            write_tables(wh, res, trained.tables, run_date, model)
         with res.timed("users"):
             histories = user_histories(sequences).persist()
-            users = trained.user_vectors
-            if users is None:
-                users = pool_user_vectors(histories, items, cfg.users.pooling,
-                                          cfg.users.half_life)
+            if trained.user_vectors is None:
                 res.details["user_pooling"] = cfg.users.pooling
-            res.rows["user_embeddings"] = wh.write(users, "user_embeddings", run_date,
-                                                   model=model)
+            res.rows["user_embeddings"] = wh.write(
+                user_vectors(trained, histories, items, cfg), "user_embeddings", run_date,
+                model=model)
             res.details["users_with_history"] = histories.count()
             if trained.user_vectors is None:  # pooled: users whose items all lack a vector
                 res.details["users_without_vector"] = (res.details["users_with_history"]
@@ -49,9 +51,7 @@ def model_stage(spec: ModelSpec) -> StageFn:
             with res.timed("extras"):
                 extra = spec.stage_extras(spark, cfg, ratings, trained)
                 res.details.update(extra.details)
-                for table, (df, per_model) in extra.tables.items():
-                    res.rows[table] = wh.write(df, table, run_date,
-                                               model=model if per_model else None)
+                write_tables(wh, res, extra.tables, run_date, model)
                 res.metrics += extra.metrics
         if res.metrics:
             res.rows["metrics"] = wh.write(metrics_frame(spark, res.metrics), "metrics",

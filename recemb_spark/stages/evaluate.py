@@ -10,10 +10,9 @@ from pyspark.sql import functions as F
 from ..config import Config
 from ..evaluation import (format_metrics, leave_last_out, metrics_frame, popularity_vectors,
                           score_model)
-from ..models import enabled_models
+from ..models import enabled_models, user_vectors
 from ..stage import StageResult
 from ..tables import build_sequences
-from ..users import pool_user_vectors
 from ..warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -48,10 +47,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
         with res.timed(f"score_{name}"):
             res.metrics += score_model(spark, cases, items, ks, name, catalogue)
             if cfg.evaluate.user_query:
-                users = trained.user_vectors
-                if users is None:
-                    users = pool_user_vectors(histories, items, cfg.users.pooling,
-                                              cfg.users.half_life)
+                users = user_vectors(trained, histories, items, cfg)
                 res.metrics += score_model(spark, cases, items, ks, name, catalogue,
                                            mode="user", user_vectors=users,
                                            similarity=trained.user_similarity)
