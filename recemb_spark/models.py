@@ -6,6 +6,7 @@ evaluation trains the same models, with the same config, on the leave-last-out s
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -59,9 +60,10 @@ class ModelSpec:
 def train_item2vec(spark: SparkSession, cfg: Config, ratings: DataFrame,
                    sequences: DataFrame) -> TrainedModel:
     """Item2vec: MLlib Word2Vec on the sequence table."""
-    vectors = fit_word2vec(sequences, cfg.item2vec).persist()
+    step = resolve_step_size(cfg.item2vec, sequences)  # auto (0) costs one count: do it once
+    vectors = fit_word2vec(sequences, dataclasses.replace(cfg.item2vec, step_size=step)).persist()
     details = vocabulary_report(sequences, vectors, cfg.item2vec.min_count)
-    details["step_size"] = resolve_step_size(cfg.item2vec, sequences)
+    details["step_size"] = step
     return TrainedModel(vectors, details=details)
 
 
