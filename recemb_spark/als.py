@@ -9,23 +9,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from .config import AlsConfig
-from .errors import InputError
-from .tables import item_order
-
-_INT_MAX = 2**31 - 1
-
-
-def dense_index(ids: DataFrame, col: str) -> DataFrame:
-    """``(col, <col>_idx int)``: the distinct values of ``col`` numbered 0..n-1 in natural
-    order. Distributed (zipWithIndex); raises InputError past the int range ALS needs."""
-    distinct = ids.select(col).distinct().orderBy(*item_order(col))
-    indexed = distinct.rdd.zipWithIndex().map(lambda r: (r[0][0], r[1]))
-    out = indexed.toDF(f"{col} string, {col}_idx long")
-    top = out.agg(F.max(f"{col}_idx")).first()[0]
-    if top is not None and top > _INT_MAX:
-        raise InputError(f"{top + 1} distinct values of {col}: more than ALS's int ids allow")
-    return out.select(col, F.col(f"{col}_idx").cast("int").alias(f"{col}_idx"))
-
+from .tables import dense_index
 
 def to_indexed(ratings: DataFrame, users: DataFrame, items: DataFrame) -> DataFrame:
     """Ratings with ``user_id_idx``/``item_id_idx`` joined in."""

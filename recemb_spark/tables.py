@@ -5,6 +5,9 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from .config import SequencesConfig
+from .errors import InputError
+
+_INT_MAX = 2**31 - 1
 
 
 def item_order(item: str = "item_id") -> list[Column]:
@@ -13,6 +16,19 @@ def item_order(item: str = "item_id") -> list[Column]:
     many same-second ratings: the order decides which item is "last")."""
     as_number = F.col(item).try_cast("long")
     return [as_number.isNull().cast("int"), F.coalesce(as_number, F.lit(0)), F.col(item)]
+
+
+def dense_index(ids: DataFrame, col: str) -> DataFrame:
+    """``(col, <col>_idx int)``: the distinct values of ``col`` numbered 0..n-1 in natural
+    order. Distributed (zipWithIndex); raises InputError past the int range (ALS ids, int32
+    walk nodes)."""
+    distinct = ids.select(col).distinct().orderBy(*item_order(col))
+    indexed = distinct.rdd.zipWithIndex().map(lambda r: (r[0][0], r[1]))
+    out = indexed.toDF(f"{col} string, {col}_idx long")
+    top = out.agg(F.max(f"{col}_idx")).first()[0]
+    if top is not None and top > _INT_MAX:
+        raise InputError(f"{top + 1} distinct values of {col}: more than int ids allow")
+    return out.select(col, F.col(f"{col}_idx").cast("int").alias(f"{col}_idx"))
 
 
 def natural_key(item_id: str) -> tuple[int, int, str]:

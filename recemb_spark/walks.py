@@ -38,7 +38,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from .config import WalksConfig
-from .tables import item_order
+from .tables import dense_index
 
 # --------------------------------------------------------------------------------------------
 # alias tables and the adjacency
@@ -187,9 +187,9 @@ def index_graph(graph: DataFrame) -> IndexedGraph:
     ends = graph.select(F.col("src").alias("item_id"), "weight").unionByName(
         graph.select(F.col("dst").alias("item_id"), F.lit(0.0).alias("weight")))
     named = ends.groupBy("item_id").agg(F.sum("weight").alias("freq"))
-    ordered = named.orderBy(*item_order()).rdd.zipWithIndex()
-    nodes = ordered.map(lambda r: (r[1], r[0]["item_id"], float(r[0]["freq"]))).toDF(
-        "node long, item_id string, freq double").persist()
+    nodes = (dense_index(named, "item_id").join(named, "item_id")
+             .select(F.col("item_id_idx").cast("long").alias("node"), "item_id", "freq")
+             .persist())
     n_nodes = nodes.count()
     ids = nodes.select("node", "item_id")
     edges = (graph.join(ids.withColumnRenamed("node", "src_id").withColumnRenamed("item_id",
