@@ -4,14 +4,13 @@ All methods work on L2-normalised vectors, so Euclidean order is cosine order, a
 ``similarity`` = cosine.
 
 ``lsh`` (banded): ``BucketedRandomProjectionLSH`` supplies ``k x L`` hash functions
-(``floor(x . r / w)`` for random unit ``r``); they are grouped into ``L`` bands of ``k``. Two
-items are candidates when all ``k`` hashes of at least one band agree (AND within a band, OR
-across bands). Items are grouped by ``(band, band key)``; a bucket larger than
-``max_bucket_size`` is split into random chunks of that size (counted), so one hot bucket
-cannot stall the job. Inside a bucket the members are scored exactly with one small matrix
-multiply and each member keeps only its best ``K`` — the m^2 candidate pairs are never
-materialised as rows. The per-band lists are merged and the best ``K`` distinct neighbours
-kept.
+(``floor(x . r / w)`` for random unit ``r``; :func:`brp_projections` takes the ``r`` of a model
+fitted with the configured seed); they are grouped into ``L`` bands of ``k`` (AND within a band,
+OR across bands). The item matrix and the projections are broadcast; each task takes a slice of
+the queries, groups all items by ``(band, band key)`` (numpy, identical in every task), scores
+each query exactly against the items of its buckets, and keeps its best ``K`` distinct items
+(:mod:`recemb_spark.banded`). Buckets larger than ``max_bucket_size`` are cut into random
+chunks (counted). Nothing per candidate pair is ever a Spark row.
 
 ``spark_lsh``: ``approxSimilarityJoin`` with a distance threshold (kept for comparison: its
 hash tables are single projections ORed, with no AND amplification).
@@ -27,14 +26,20 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import pyarrow as pa
 from pyspark.ml.feature import BucketedRandomProjectionLSH
-from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.ml.functions import array_to_vector
+from pyspark.ml.linalg import Vectors
+from pyspark import TaskContext
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from .banded import banded_top_k
 from .config import AnnConfig
-from .topk import exact_top_k, top_k_rows
+from .topk import (TOPK_SCHEMA, IdLookup, broadcast_items, exact_top_k, exclusions,
+                   query_matrix, topk_batch)
 
 NEIGHBORS_SCHEMA = "item_id string, neighbor_id string, rank int, similarity double"
+QUERY_SCHEMA = pa.schema([("query_id", pa.string()), ("vector", pa.list_(pa.float32())),
+                          ("exclude", pa.list_(pa.string()))])
 
 
 def normalise(vectors: DataFrame, id_col: str = "item_id") -> DataFrame:
@@ -45,142 +50,102 @@ def normalise(vectors: DataFrame, id_col: str = "item_id") -> DataFrame:
                     .alias("vector")))
 
 
-def list_column(col: pa.Array) -> Iterator[np.ndarray]:
-    """The lists of an Arrow list<long> column as numpy arrays (no Python objects per value)."""
-    values = col.flatten().to_numpy(zero_copy_only=False)
-    ends = np.cumsum(col.value_lengths().to_numpy(zero_copy_only=False))
-    starts = ends - col.value_lengths().to_numpy(zero_copy_only=False)
-    for lo, hi in zip(starts, ends):
-        yield values[lo:hi]
-
-
 def auto_bucket_length(cfg: AnnConfig, dim: int) -> float:
     """The bucket width: ``cfg.bucket_length``, or ``bucket_scale`` standard deviations of a
     projection of a unit vector onto a random unit direction (std ~= 1/sqrt(dim))."""
     return cfg.bucket_length or cfg.bucket_scale / math.sqrt(max(dim, 1))
 
 
-@dataclass
-class LshBuckets:
-    """Band keys per id, and the hash model (to hash queries the same way)."""
-
-    keys: DataFrame  # (id, band int, key long)
-    model: Any
-    bucket_length: float
-
-
-def band_keys(vectors: DataFrame, cfg: AnnConfig, id_col: str = "item_id",
-              model: Any = None, bucket_length: float = 0.0) -> LshBuckets:
-    """Hash ``vectors`` with ``k x L`` BRP functions and fold them into ``L`` band keys.
-
-    Pass the ``model`` of an earlier call to hash other vectors (users) into the same buckets.
-    """
-    k, bands = cfg.hashes_per_band, cfg.bands
-    data = vectors.withColumn("_v", array_to_vector("vector"))
-    if model is None:
-        dim = len(vectors.select("vector").first()["vector"])
-        bucket_length = auto_bucket_length(cfg, dim)
-        model = BucketedRandomProjectionLSH(inputCol="_v", outputCol="_h",
-                                            numHashTables=k * bands,
-                                            bucketLength=bucket_length, seed=cfg.seed).fit(data)
-    hashed = model.transform(data).select(
-        F.col(id_col).alias("id"),
-        F.transform("_h", lambda h: vector_to_array(h)[0]).alias("_h"))
-    keyed = hashed.select("id", F.posexplode(F.sequence(F.lit(0), F.lit(bands - 1)))
-                          .alias("_pos", "band"), "_h")
-    keys = keyed.select("id", "band",
-                        F.xxhash64("band", F.slice("_h", F.col("band") * k + 1, k)).alias("key"))
-    return LshBuckets(keys, model, bucket_length)
-
-
-def _chunked(keys: DataFrame, cfg: AnnConfig) -> DataFrame:
-    """Add ``chunk``: members of a bucket beyond ``max_bucket_size`` go to further chunks, in
-    a seeded random order, so that every chunk has at most that many members."""
-    w = Window.partitionBy("band", "key").orderBy(F.xxhash64("id", F.lit(cfg.seed)), "id")
-    return keys.withColumn("chunk", ((F.row_number().over(w) - 1) / cfg.max_bucket_size)
-                           .cast("int"))
-
-
-def bucket_stats(keys: DataFrame, cfg: AnnConfig) -> dict[str, int]:
-    """Bucket counts for the manifest: buckets, buckets over the cap, candidate pairs scored
-    (sum of m(m-1)/2 over chunks), and the largest bucket."""
-    sizes = keys.groupBy("band", "key").count()
-    full, rest = F.floor(F.col("count") / cfg.max_bucket_size), F.col("count") % cfg.max_bucket_size
-    pairs = (full * cfg.max_bucket_size * (cfg.max_bucket_size - 1) / 2
-             + rest * (rest - 1) / 2)
-    row = sizes.agg(F.count("*").alias("buckets"),
-                    F.sum((F.col("count") > cfg.max_bucket_size).cast("long")).alias("over"),
-                    F.sum(pairs).alias("pairs"), F.max("count").alias("largest")).first()
-    return {"buckets": int(row["buckets"] or 0), "buckets_split": int(row["over"] or 0),
-            "candidate_pairs": int(row["pairs"] or 0), "largest_bucket": int(row["largest"] or 0)}
+def brp_projections(spark: SparkSession, dim: int, n: int, seed: int) -> np.ndarray:
+    """The ``(n, dim)`` random unit vectors of a ``BucketedRandomProjectionLSH`` with ``n``
+    hash tables fitted with ``seed`` (the model's ``randMatrix``; Spark draws them from the seed
+    and the input dimension only)."""
+    one = spark.createDataFrame([(Vectors.dense([1.0] * dim),)], ["v"])
+    model = BucketedRandomProjectionLSH(inputCol="v", outputCol="h", numHashTables=n,
+                                        bucketLength=1.0, seed=seed).fit(one)
+    m = model._java_obj.randMatrix()  # Matrix.toArray is column-major
+    return np.array(list(m.toArray()), np.float64).reshape(m.numCols(), m.numRows()).T
 
 
 @dataclass
-class IndexedItems:
-    """Unit item vectors with dense indexes: ``frame (idx long, item_id, vector)`` and the
-    same vectors as a matrix (row = idx) broadcast to the executors — O(catalogue x dim),
-    the same matrix exact top-K broadcasts. Bucket members travel as ints, never vectors."""
+class LshStats:
+    """Counters from the tasks (accumulators): pairs summed over all tasks; the bucket
+    counters come from the task of partition 0 (every task builds the same buckets)."""
 
-    frame: DataFrame
-    ids: DataFrame
-    broadcast: Any
+    pairs: Any
+    split: Any
+    largest: Any
 
-    def release(self) -> None:
-        self.frame.unpersist()
-        self.broadcast.unpersist()
+    def as_dict(self, bucket_length: float) -> dict[str, Any]:
+        return {"candidate_pairs": int(self.pairs.value), "buckets_split": int(self.split.value),
+                "largest_bucket": int(self.largest.value), "bucket_length": bucket_length}
 
 
-def index_items(spark: SparkSession, vectors: DataFrame) -> IndexedItems:
-    rows = vectors.rdd.zipWithIndex().map(lambda r: (r[1], r[0]["item_id"], r[0]["vector"]))
-    frame = rows.toDF("idx long, item_id string, vector array<float>").persist()
-    pairs = frame.select("idx", "vector").collect()  # catalogue-sized: becomes the broadcast
-    dim = len(pairs[0]["vector"]) if pairs else 1
-    matrix = np.zeros((len(pairs), dim), dtype=np.float32)
-    for r in pairs:
-        matrix[r["idx"]] = r["vector"]
-    return IndexedItems(frame, frame.select("idx", "item_id"),
-                        spark.sparkContext.broadcast(matrix))
+def lsh_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: AnnConfig,
+              k: int, self_join: bool) -> tuple[DataFrame, dict[str, Any]]:
+    """Banded-LSH top-``k`` items per query: ``(query_id, item_id, rank, score)`` and counters.
+
+    ``queries``: ``(query_id, vector, exclude array<string>)``; with ``self_join`` the queries
+    are the items themselves (never their own neighbour). Vectors must be unit-length.
+    Counters are read after the result is materialised (see :func:`materialise`)."""
+    bc = broadcast_items(spark, items, normalise=False)
+    dim = bc.value[1].shape[1]
+    proj = brp_projections(spark, dim, cfg.hashes_per_band * cfg.bands, cfg.seed)
+    length = auto_bucket_length(cfg, dim)
+    sc = spark.sparkContext
+    stats = LshStats(sc.accumulator(0), sc.accumulator(0), sc.accumulator(0))
+    bands, cap, seed = cfg.bands, cfg.max_bucket_size, cfg.seed
+    parts = max(2 * spark.sparkContext.defaultParallelism, -(-len(bc.value[1]) // 250_000))
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        first = TaskContext.get().partitionId() == 0
+        got = list(batches)
+        batch = (pa.Table.from_batches(got) if got else QUERY_SCHEMA.empty_table()).combine_chunks()
+        if batch.num_rows == 0 and not first:
+            return
+        ids, x = bc.value
+        lookup = IdLookup.get(ids)
+        qids = batch.column(0).combine_chunks()
+        q = (query_matrix(batch.to_batches()[0], 1) if batch.num_rows
+             else np.zeros((0, x.shape[1]), np.float32))
+        if self_join:
+            self_idx = np.array([lookup.get(s, -1) for s in qids.to_pylist()], np.int64)
+            exclude = (np.zeros(0, np.int64),) * 2
+        else:
+            self_idx = np.full(batch.num_rows, -1, np.int64)
+            exclude = exclusions(batch.column(2).combine_chunks(), lookup)
+        res = banded_top_k(q, x, proj, length, bands, min(k, len(x)), cap, seed, self_idx,
+                           exclude)
+        stats.pairs.add(res.pairs)
+        if first:
+            stats.split.add(res.split)
+            stats.largest.add(res.largest)
+        if batch.num_rows:
+            yield topk_batch(qids, res.idx, res.score, ids)
+
+    out = (queries.select("query_id", "vector", "exclude").repartition(parts, "query_id")
+           .mapInArrow(run, TOPK_SCHEMA))
+    return out, {"stats": stats, "bucket_length": length}
+
+
+def materialise(df: DataFrame, info: dict[str, Any]) -> tuple[DataFrame, dict[str, Any]]:
+    """Persist and count ``df`` once, then read the task counters in ``info`` (if any)."""
+    df = df.persist()
+    df.count()
+    stats = info.pop("stats", None)
+    return df, (stats.as_dict(info["bucket_length"]) if stats else info)
 
 
 def lsh_item_neighbors(spark: SparkSession, vectors: DataFrame, cfg: AnnConfig,
                        k: int) -> tuple[DataFrame, dict[str, Any]]:
     """Banded-LSH top-``k`` neighbours per item: ``(item_id, neighbor_id, rank, similarity)``
-    and bucket statistics. ``vectors`` must be unit-length (:func:`normalise`)."""
-    items = index_items(spark, vectors)
-    buckets = band_keys(items.frame.select(F.col("idx").alias("item_id"), "vector"), cfg)
-    keys = _chunked(buckets.keys, cfg).persist()
-    stats = bucket_stats(keys, cfg)
-    stats["bucket_length"] = buckets.bucket_length
-    grouped = (keys.groupBy("band", "key", "chunk").agg(F.collect_list("id").alias("m"))
-               .filter(F.size("m") >= 2).select("m"))
-    bc = items.broadcast
-
-    def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """Each bucket's members scored exactly; each keeps its best k (Arrow in and out)."""
-        matrix = bc.value
-        for batch in batches:
-            for idx in list_column(batch.column(0)):
-                v = matrix[idx]
-                s = v @ v.T
-                np.fill_diagonal(s, -np.inf)
-                top, best = top_k_rows(s, k)
-                ok = top >= 0
-                src = np.broadcast_to(idx[:, None], top.shape)[ok]
-                yield pa.RecordBatch.from_arrays(
-                    [pa.array(src), pa.array(idx[top[ok]]), pa.array(best[ok].astype(np.float64))],
-                    names=["a", "b", "similarity"])
-
-    pairs = grouped.mapInArrow(score, "a long, b long, similarity double")
-    best = pairs.groupBy("a", "b").agg(F.max("similarity").alias("similarity"))
-    named = (best.join(items.ids.withColumnRenamed("idx", "a"), "a")
-             .join(items.ids.withColumnRenamed("idx", "b")
-                   .withColumnRenamed("item_id", "neighbor_id"), "b")
-             .select("item_id", "neighbor_id", "similarity"))
-    out = _rank(named, "item_id", "neighbor_id", "similarity", k).persist()
-    out.count()  # materialise before the intermediates are released
-    keys.unpersist()
-    items.release()
-    return out, stats
+    (persisted) and the counters. ``vectors`` must be unit-length (:func:`normalise`)."""
+    queries = vectors.select(F.col("item_id").alias("query_id"), "vector",
+                             F.array().cast("array<string>").alias("exclude"))
+    out, info = lsh_top_k(spark, queries, vectors, cfg, k, self_join=True)
+    return materialise(out.select(F.col("query_id").alias("item_id"),
+                                  F.col("item_id").alias("neighbor_id"), "rank",
+                                  F.col("score").alias("similarity")), info)
 
 
 def _rank(df: DataFrame, key: str, other: str, score: str, k: int) -> DataFrame:
@@ -226,43 +191,14 @@ def spark_lsh_item_neighbors(spark: SparkSession, vectors: DataFrame, cfg: AnnCo
 def lsh_user_candidates(spark: SparkSession, items: DataFrame, users: DataFrame,
                         histories: DataFrame, cfg: AnnConfig,
                         k: int) -> tuple[DataFrame, dict[str, Any]]:
-    """Banded-LSH top-``k`` unseen items per user: users hashed into the items' buckets,
-    scored exactly inside each bucket (each user keeps its best ``k`` + |history| there),
-    seen items removed, best ``k`` kept. Vectors must be unit-length."""
-    indexed = index_items(spark, items)
-    item_buckets = band_keys(indexed.frame.select(F.col("idx").alias("item_id"), "vector"), cfg)
-    user_keys = band_keys(users.withColumnRenamed("user_id", "item_id"), cfg,
-                          model=item_buckets.model,
-                          bucket_length=item_buckets.bucket_length).keys
-    item_groups = (_chunked(item_buckets.keys, cfg).groupBy("band", "key", "chunk")
-                   .agg(F.collect_list("id").alias("items")))
-    seen_n = histories.select("user_id", F.size("items").alias("n_seen"))
-    user_rows = (user_keys.withColumnRenamed("id", "user_id")
-                 .join(users, "user_id").join(seen_n, "user_id", "left")
-                 .fillna({"n_seen": 0}))
-    joined = user_rows.join(item_groups, ["band", "key"])
-    bc = indexed.broadcast
-
-    def score(rows: Iterator[Any]) -> Iterator[tuple[str, int, float]]:
-        matrix = bc.value
-        for row in rows:
-            idx = np.asarray(row["items"], dtype=np.int64)
-            s = (matrix[idx] @ np.asarray(row["vector"], np.float32))[None, :]
-            top, best = top_k_rows(s, k + int(row["n_seen"]))
-            for j, sim in zip(top[0].tolist(), best[0].tolist()):
-                if j >= 0:
-                    yield row["user_id"], int(idx[j]), sim
-
-    pairs = spark.createDataFrame(joined.rdd.mapPartitions(score),
-                                  "user_id string, idx long, score double")
-    named = pairs.join(indexed.ids, "idx").select("user_id", "item_id", "score")
-    seen = histories.select("user_id", F.explode("items").alias("item_id"))
-    fresh = (named.join(seen, ["user_id", "item_id"], "left_anti")
-             .groupBy("user_id", "item_id").agg(F.max("score").alias("score")))
-    out = _rank(fresh, "user_id", "item_id", "score", k).persist()
-    out.count()
-    indexed.release()
-    return out, {"bucket_length": item_buckets.bucket_length}
+    """Banded-LSH top-``k`` unseen items per user ``(user_id, item_id, rank, score)``
+    (persisted): users hashed into the items' buckets, their histories excluded inside the
+    buckets. Vectors must be unit-length."""
+    queries = (users.join(histories, "user_id", "left")
+               .select(F.col("user_id").alias("query_id"), "vector",
+                       F.coalesce("items", F.array().cast("array<string>")).alias("exclude")))
+    out, info = lsh_top_k(spark, queries, items, cfg, k, self_join=False)
+    return materialise(out.withColumnRenamed("query_id", "user_id"), info)
 
 
 def recall_at_k(approx: DataFrame, exact: DataFrame, key: str, other: str) -> float:

@@ -2,14 +2,18 @@
 
 Used for ALS user candidates, the ``exact`` nearest-neighbour method, and the ground truth
 that approximate methods' recall is measured against.
+
+The kernel (:func:`stream_top_k`) never holds a full score row: it multiplies a block of
+queries with one cache-sized tile of items at a time and keeps only the scores above each
+query's running k-th best (a threshold that tightens as tiles pass), so selection costs a
+comparison per score instead of a partial sort of the whole row.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -17,19 +21,25 @@ from .tables import natural_key
 
 # at most this many (query, item) scores in memory at once per task (~80 MB of float32)
 BLOCK_CELLS = 20_000_000
+# stream_top_k: queries per block and items per tile (1024 x 1024 floats = 4 MB: fits in cache)
+QUERY_BLOCK = 1024
+ITEM_TILE = 1024
 TOPK_SCHEMA = "query_id string, item_id string, rank int, score double"
 
 
 def collect_matrix(item_vectors: DataFrame, normalise: bool) -> tuple[list[str], np.ndarray]:
     """Item ids (in natural order, so ties rank by id) and their vectors as a float32 matrix,
-    rows unit-length when ``normalise``. Collected to the driver: O(catalogue x dim), the one
-    thing we broadcast."""
-    rows = sorted(item_vectors.select("item_id", "vector").collect(),
-                  key=lambda r: natural_key(r["item_id"]))
-    ids = [r["item_id"] for r in rows]
-    dim = len(rows[0]["vector"]) if rows else 1
-    matrix = (np.array([r["vector"] for r in rows], dtype=np.float32) if rows
-              else np.zeros((0, dim), np.float32))
+    rows unit-length when ``normalise``. Collected to the driver through Arrow:
+    O(catalogue x dim), the one thing we broadcast."""
+    table = item_vectors.select("item_id", "vector").toArrow()
+    ids = table.column("item_id").to_pylist()
+    vectors = table.column("vector").combine_chunks()
+    dim = int(vectors.value_lengths()[0].as_py()) if len(ids) else 1
+    flat = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    matrix = flat.reshape(len(ids), dim) if len(ids) else np.zeros((0, dim), np.float32)
+    order = sorted(range(len(ids)), key=lambda i: natural_key(ids[i]))
+    ids = [ids[i] for i in order]
+    matrix = np.ascontiguousarray(matrix[order])
     return ids, unit_rows(matrix) if normalise else matrix
 
 
@@ -55,46 +65,241 @@ def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, best
 
 
+def best_per_row(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
+                 k: int) -> tuple[np.ndarray, np.ndarray]:
+    """From scattered candidates ``(row, col, score)``: per row the ``k`` best distinct columns
+    by score (ties by column) as ``(n_rows, k)`` arrays, padded with -1 / -inf. ``-inf``
+    candidates are never returned; a column repeated in a row counts once (its best score)."""
+    out_i = np.full((n_rows, k), -1, np.int64)
+    out_v = np.full((n_rows, k), -np.inf, np.float32)
+    ok = np.isfinite(vals) & (cols >= 0)
+    rows, cols, vals = rows[ok], cols[ok], vals[ok]
+    if k == 0 or len(rows) == 0:
+        return out_i, out_v
+    order = np.lexsort((-vals, cols, rows))  # per (row, col): best score first
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    first = np.ones(len(rows), bool)
+    first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
+    rows, cols, vals = rows[first], cols[first], vals[first]
+    order = np.lexsort((cols, -vals, rows))
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    starts = np.searchsorted(rows, np.arange(n_rows))
+    rank = np.arange(len(rows)) - starts[rows]
+    keep = rank < k
+    out_i[rows[keep], rank[keep]] = cols[keep]
+    out_v[rows[keep], rank[keep]] = vals[keep]
+    return out_i, out_v
+
+
+def merge_top_k(idx_a: np.ndarray, val_a: np.ndarray, idx_b: np.ndarray, val_b: np.ndarray,
+                k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise union of two padded top lists (-1 / -inf padding; each list without repeats),
+    an index in both counted once with its better score, best ``k`` kept (ties by index)."""
+    idx = np.concatenate([idx_a, idx_b], axis=1)
+    val = np.concatenate([val_a, val_b], axis=1).astype(np.float32)
+    val[idx < 0] = -np.inf
+    order = np.argsort(idx, axis=1, kind="stable")
+    idx, val = np.take_along_axis(idx, order, 1), np.take_along_axis(val, order, 1)
+    dup = (idx[:, 1:] == idx[:, :-1]) & (idx[:, 1:] >= 0)
+    val[:, :-1] = np.where(dup, np.maximum(val[:, :-1], val[:, 1:]), val[:, :-1])
+    val[:, 1:][dup] = -np.inf
+    order = np.lexsort((idx, -val), axis=1)[:, :k]
+    idx, val = np.take_along_axis(idx, order, 1), np.take_along_axis(val, order, 1)
+    idx[~np.isfinite(val)] = -1
+    if idx.shape[1] < k:
+        pad = k - idx.shape[1]
+        idx = np.pad(idx, ((0, 0), (0, pad)), constant_values=-1)
+        val = np.pad(val, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return idx, val
+
+
+def merge_candidates(best_i: np.ndarray, best_v: np.ndarray, rows: np.ndarray,
+                     cols: np.ndarray, vals: np.ndarray) -> None:
+    """Merge scattered candidates ``(row, col, score)`` (no ``(row, col)`` twice) into the
+    padded top lists ``best_i``/``best_v`` in place, row-wise."""
+    k = best_i.shape[1]
+    if len(rows) == 0:
+        return
+    order = np.argsort(rows, kind="stable")
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    count = np.diff(np.append(starts, len(rows)))
+    touched = rows[starts]
+    by_count = np.argsort(count, kind="stable")  # rows of similar length padded together
+    lo = 0
+    while lo < len(by_count):
+        width = int(count[by_count[min(len(by_count), lo + 1024) - 1]])
+        hi = min(len(by_count), lo + max(1024, BLOCK_CELLS // 4 // width))
+        chunk = by_count[lo:hi]
+        width = int(count[chunk[-1]])
+        n = count[chunk]
+        local = np.repeat(np.arange(len(chunk)), n)
+        pos = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+        src = np.repeat(starts[chunk], n) + pos
+        top_i = np.full((len(chunk), width), -1, np.int64)
+        top_v = np.full(top_i.shape, -np.inf, np.float32)
+        top_i[local, pos], top_v[local, pos] = cols[src], vals[src]
+        if width > k:  # cut to the best k before merging
+            part = np.argpartition(top_v, width - k, axis=1)[:, width - k:]
+            top_i = np.take_along_axis(top_i, part, 1)
+            top_v = np.take_along_axis(top_v, part, 1)
+        rs = touched[chunk]
+        best_i[rs], best_v[rs] = merge_top_k(best_i[rs], best_v[rs], top_i, top_v, k)
+        lo = hi
+
+
+def _kth_per_row(rows: np.ndarray, vals: np.ndarray, n_rows: int, k: int) -> np.ndarray:
+    """The k-th largest candidate score of every row (-inf where a row has fewer than k)."""
+    order = np.lexsort((-vals, rows))
+    rs, vs = rows[order], vals[order]
+    starts = np.searchsorted(rs, np.arange(n_rows))
+    counts = np.bincount(rs, minlength=n_rows)
+    out = np.full(n_rows, -np.inf, np.float32)
+    full = counts >= k
+    out[full] = vs[starts[full] + k - 1]
+    return out
+
+
+def _scan(q: np.ndarray, mt: np.ndarray, k: int, ex_rows: np.ndarray, ex_cols: np.ndarray,
+          tile: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidates ``(row, col, score)`` of one query block that can still be in its top-k:
+    everything above the running per-row threshold, tile by tile. ``ex_cols`` sorted."""
+    n_q, n = len(q), mt.shape[1]
+    thr = np.full(n_q, -np.inf, np.float32)
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    since = 0
+    buf = np.empty((n_q, min(tile, n)), np.float32)
+    mask = np.empty(buf.shape, bool)
+    for lo in range(0, n, tile):
+        w = min(tile, n - lo)
+        s, m = buf[:, :w], mask[:, :w]
+        np.matmul(q, mt[:, lo:lo + w], out=s)
+        a, b = np.searchsorted(ex_cols, [lo, lo + w])
+        s[ex_rows[a:b], ex_cols[a:b] - lo] = -np.inf
+        if lo == 0 and w > k:  # first tile: its own k-th best is the starting threshold
+            thr = np.nextafter(np.partition(s, w - k, axis=1)[:, w - k], np.float32(-np.inf))
+        np.greater(s, thr[:, None], out=m)
+        flat = np.flatnonzero(m)
+        if len(flat) == 0:
+            continue
+        r, c = np.divmod(flat, w)
+        found.append((r, c + lo, s.ravel()[flat]))
+        since += len(flat)
+        if since > n_q * k:  # tighten: the k-th best found so far, per row
+            rr, cc, vv = (np.concatenate(x) for x in zip(*found))
+            thr = np.maximum(thr, _kth_per_row(rr, vv, n_q, k))
+            keep = vv >= thr[rr]
+            found, since = [(rr[keep], cc[keep], vv[keep])], 0
+    if not found:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0, np.float32)
+    rr, cc, vv = (np.concatenate(x) for x in zip(*found))
+    return rr, cc, vv
+
+
+def stream_top_k(q: np.ndarray, mt: np.ndarray, k: int,
+                 exclude: Optional[tuple[np.ndarray, np.ndarray]] = None,
+                 tile: int = ITEM_TILE, block: int = QUERY_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` columns of ``q @ mt`` per query row: ``(idx, score)`` arrays of shape
+    ``(len(q), k)``, best first, ties by column, padded with -1 / -inf.
+
+    ``mt`` is the item matrix transposed (dim x items, C-contiguous). ``exclude``: ``(rows,
+    cols)`` pairs that must not be returned (a user's history, the item itself). Never holds
+    more than one ``block x tile`` score tile per step.
+    """
+    n_q = len(q)
+    out_i = np.full((n_q, k), -1, np.int64)
+    out_v = np.full((n_q, k), -np.inf, np.float32)
+    if k == 0 or n_q == 0 or mt.shape[1] == 0:
+        return out_i, out_v
+    ex_r, ex_c = exclude if exclude is not None else (np.zeros(0, np.int64),) * 2
+    order = np.argsort(ex_c, kind="stable")
+    ex_r, ex_c = np.asarray(ex_r, np.int64)[order], np.asarray(ex_c, np.int64)[order]
+    for r0 in range(0, n_q, block):
+        r1 = min(n_q, r0 + block)
+        sel = (ex_r >= r0) & (ex_r < r1)
+        rr, cc, vv = _scan(np.ascontiguousarray(q[r0:r1], np.float32), mt, k,
+                           ex_r[sel] - r0, ex_c[sel], tile)
+        out_i[r0:r1], out_v[r0:r1] = best_per_row(rr, cc, vv, r1 - r0, k)
+    return out_i, out_v
+
+
+class IdLookup:
+    """Position of an item id in a broadcast id list, built once per Python worker (a dict
+    over the catalogue) and reused by every task that worker runs on the same broadcast (the
+    worker keeps one unpickled copy per broadcast; holding it keeps the identity check safe)."""
+
+    _ids: Optional[pa.Array] = None
+    _index: dict[str, int] = {}
+
+    @classmethod
+    def get(cls, ids: pa.Array) -> dict[str, int]:
+        if cls._ids is not ids:
+            cls._ids, cls._index = ids, {s: i for i, s in enumerate(ids.to_pylist())}
+        return cls._index
+
+
+def exclusions(lists: pa.Array, lookup: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(row, col)`` pairs of an Arrow ``list<string>`` column of excluded item ids (ids
+    outside the catalogue dropped)."""
+    lengths = lists.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+    rows = np.repeat(np.arange(len(lists)), lengths)
+    cols = np.array([lookup.get(s, -1) for s in lists.flatten().to_pylist()], np.int64)
+    return rows[cols >= 0], cols[cols >= 0]
+
+
+def topk_batch(qids: pa.Array, idx: np.ndarray, vals: np.ndarray, ids: pa.Array,
+               names: tuple[str, str, str, str] = ("query_id", "item_id", "rank", "score")
+               ) -> pa.RecordBatch:
+    """Rows ``(query, item, rank, score)`` of padded top lists (``idx`` -1 where empty)."""
+    ok = idx >= 0
+    rows, slot = np.nonzero(ok)
+    return pa.RecordBatch.from_arrays(
+        [qids.take(pa.array(rows)), ids.take(pa.array(idx[ok])),
+         pa.array((slot + 1).astype(np.int32)), pa.array(vals[ok].astype(np.float64))],
+        names=list(names))
+
+
+def query_matrix(batch: pa.RecordBatch, col: int) -> np.ndarray:
+    """The ``array<float>`` column ``col`` of ``batch`` as a float32 matrix (one row each)."""
+    values = batch.column(col).flatten().to_numpy(zero_copy_only=False)
+    return values.astype(np.float32).reshape(batch.num_rows, -1)
+
+
+def broadcast_items(spark: SparkSession, item_vectors: DataFrame, normalise: bool) -> Any:
+    """Broadcast ``(ids as an Arrow string array, float32 item matrix)``."""
+    ids, matrix = collect_matrix(item_vectors, normalise)
+    return spark.sparkContext.broadcast((pa.array(ids, pa.string()), matrix))
+
+
 def exact_top_k(spark: SparkSession, queries: DataFrame, item_vectors: DataFrame, k: int,
                 similarity: str = "cosine") -> DataFrame:
     """The ``k`` best items for every query: ``(query_id, item_id, rank, score)``.
 
     ``queries``: ``(query_id string, vector array<float>, exclude array<string>)`` — items in
     ``exclude`` are never returned (the user's history, or the item itself). ``similarity``:
-    ``cosine`` (vectors normalised) or ``dot``. ``rank`` starts at 1. Rows come back where the
-    queries are; only the item matrix is broadcast.
+    ``cosine`` (vectors normalised) or ``dot``. ``rank`` starts at 1; ties rank by item id.
+    Rows come back where the queries are; only the item matrix is broadcast.
     """
     if similarity not in ("cosine", "dot"):
         raise ValueError(f"unknown similarity {similarity!r}")
-    ids, matrix = collect_matrix(item_vectors, normalise=similarity == "cosine")
-    index = {item: i for i, item in enumerate(ids)}
-    bc = spark.sparkContext.broadcast((np.array(ids, dtype=object), index, matrix))
-    block = max(1, min(4096, BLOCK_CELLS // max(len(ids), 1)))
     cosine = similarity == "cosine"
+    bc = broadcast_items(spark, item_vectors, normalise=cosine)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        ids_, index_, m = bc.value
+        ids, m = bc.value
+        mt = np.ascontiguousarray(m.T)
+        lookup = IdLookup.get(ids)
         for batch in batches:
-            batch = batch.filter(pc.is_valid(batch.column(1)))
-            for lo in range(0, batch.num_rows, block):
-                part = batch.slice(lo, block)
-                qids = np.array(part.column(0).to_pylist(), dtype=object)
-                q = (part.column(1).flatten().to_numpy(zero_copy_only=False)
-                     .astype(np.float32).reshape(part.num_rows, -1))
-                if cosine:
-                    q = unit_rows(q)
-                scores = q @ m.T
-                for r, excluded in enumerate(part.column(2).to_pylist()):
-                    cols = [index_[i] for i in (excluded or []) if i in index_]
-                    scores[r, cols] = -np.inf
-                top, best = top_k_rows(scores, k)
-                ok = top >= 0
-                rows, _ = np.nonzero(ok)
-                yield pa.RecordBatch.from_arrays(
-                    [pa.array(qids[rows], pa.string()), pa.array(ids_[top[ok]], pa.string()),
-                     pa.array((np.nonzero(ok)[1] + 1).astype(np.int32)),
-                     pa.array(best[ok].astype(np.float64))],
-                    names=["query_id", "item_id", "rank", "score"])
+            batch = batch.filter(batch.column(1).is_valid())
+            if batch.num_rows == 0:
+                continue
+            q = query_matrix(batch, 1)
+            if cosine:
+                q = unit_rows(q)
+            idx, vals = stream_top_k(q, mt, min(k, m.shape[0]),
+                                     exclusions(batch.column(2), lookup))
+            yield topk_batch(batch.column(0), idx, vals, ids)
 
     return queries.select("query_id", "vector", "exclude").mapInArrow(run, TOPK_SCHEMA)
 
