@@ -8,7 +8,7 @@ Data: synthetic clustered unit vectors (dim 32, clusters of ~50 points, generate
 executors), or real embeddings. For each size and method: wall time of the item-neighbour
 table (top-10 per item, written to Parquet), recall@10 against exact top-10 on 500 sampled
 items, and candidate pairs. Grid points are ``k x L x scale`` (hashes per band, bands,
-bucket_scale). Prints and stores the Pareto front per data set (points no other point beats on
+bucket_scale), or ``tune`` (the layout chosen per run from a sample, ``ann.tune``). Prints and stores the Pareto front per data set (points no other point beats on
 both time and recall). Writes bench/results/ann_<label>.json.
 """
 from __future__ import annotations
@@ -66,7 +66,9 @@ def run_point(spark, items, cfg, method, truth, out_dir):
     return {"method": method, "seconds": round(seconds, 2), "recall@10": round(recall, 4),
             "candidate_pairs": stats.get("candidate_pairs"),
             "buckets_split": stats.get("buckets_split"),
-            "bucket_length": stats.get("bucket_length")}
+            "bucket_length": stats.get("bucket_length"),
+            "layout": (f"{stats['hashes_per_band']}x{stats['bands']}" if "bands" in stats else None),
+            "estimated_recall": stats.get("estimated_recall")}
 
 
 def pareto(rows: list[dict]) -> list[dict]:
@@ -86,7 +88,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10000,50000")
     ap.add_argument("--methods", default="exact,lsh,spark_lsh")
-    ap.add_argument("--grid", default="4x16x0.5,5x16x0.5,5x24x0.5,6x24x0.5")
+    ap.add_argument("--grid", default="tune,4x16x0.5,5x24x0.5,6x24x0.6")
     ap.add_argument("--spark-lsh-max", type=int, default=10000,
                     help="run spark_lsh only up to this size (it explodes beyond)")
     ap.add_argument("--spark-lsh-threshold", type=float, default=0.7)
@@ -121,15 +123,18 @@ def main() -> None:
                 points = args.grid.split(",") if method == "lsh" else [None]
                 for point in points:
                     cfg = cfg0
-                    if point:
+                    if point == "tune":
+                        cfg = base.replace("ann", tune=True).ann
+                    elif point:
                         k, bands, scale = point.split("x")
                         cfg = base.replace("ann", hashes_per_band=int(k), bands=int(bands),
-                                           bucket_scale=float(scale)).ann
+                                           bucket_scale=float(scale), tune=False).ann
                     row = dict(run_point(spark, items, cfg, method, truth, tmp), data=label,
                                items=n, point=point)
                     results.append(row)
                     print(f"{label:<28}{method:<10}{point or '':<12}{row['seconds']:>8.1f}s "
-                          f"recall {row['recall@10']:.3f}  pairs {row['candidate_pairs']}",
+                          f"recall {row['recall@10']:.3f}  pairs {row['candidate_pairs']}"
+                          f"  layout {row['layout']} est. {row['estimated_recall']}",
                           flush=True)
         items.unpersist()
         truth.unpersist()

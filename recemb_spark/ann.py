@@ -19,6 +19,7 @@ hash tables are single projections ORed, with no AND amplification).
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
@@ -32,11 +33,12 @@ from pyspark import TaskContext
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from .banded import banded_top_k
+from .banded import MAX_HASHES, BandLayout, banded_top_k, tune_layout
 from .config import AnnConfig
 from .topk import (TOPK_SCHEMA, IdLookup, broadcast_items, exact_top_k, exclusions,
-                   query_matrix, topk_batch)
+                   query_matrix, stream_top_k, topk_batch, unit_rows)
 
+log = logging.getLogger(__name__)
 NEIGHBORS_SCHEMA = "item_id string, neighbor_id string, rank int, similarity double"
 QUERY_SCHEMA = pa.schema([("query_id", pa.string()), ("vector", pa.list_(pa.float32())),
                           ("exclude", pa.list_(pa.string()))])
@@ -89,13 +91,12 @@ def lsh_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: An
     are the items themselves (never their own neighbour). Vectors must be unit-length.
     Counters are read after the result is materialised (see :func:`materialise`)."""
     bc = broadcast_items(spark, items, normalise=False)
-    dim = bc.value[1].shape[1]
-    proj = brp_projections(spark, dim, cfg.hashes_per_band * cfg.bands, cfg.seed)
-    length = auto_bucket_length(cfg, dim)
+    layout, proj = band_layout(spark, queries, bc.value, cfg, k, self_join)
+    length, bands = layout.bucket_length, layout.bands
     sc = spark.sparkContext
     stats = LshStats(sc.accumulator(0), sc.accumulator(0), sc.accumulator(0))
-    bands, cap, seed = cfg.bands, cfg.max_bucket_size, cfg.seed
-    parts = max(2 * spark.sparkContext.defaultParallelism, -(-len(bc.value[1]) // 250_000))
+    cap, seed = cfg.max_bucket_size, cfg.seed
+    parts = max(2 * sc.defaultParallelism, -(-len(bc.value[1]) // 250_000))
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         first = TaskContext.get().partitionId() == 0
@@ -125,15 +126,49 @@ def lsh_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: An
 
     out = (queries.select("query_id", "vector", "exclude").repartition(parts, "query_id")
            .mapInArrow(run, TOPK_SCHEMA))
-    return out, {"stats": stats, "bucket_length": length}
+    return out, {"stats": stats, "layout": layout}
 
 
 def materialise(df: DataFrame, info: dict[str, Any]) -> tuple[DataFrame, dict[str, Any]]:
     """Persist and count ``df`` once, then read the task counters in ``info`` (if any)."""
     df = df.persist()
     df.count()
-    stats = info.pop("stats", None)
-    return df, (stats.as_dict(info["bucket_length"]) if stats else info)
+    stats, layout = info.pop("stats", None), info.pop("layout", None)
+    if stats is not None:
+        info.update(stats.as_dict(layout.bucket_length), hashes_per_band=layout.hashes_per_band,
+                    bands=layout.bands, estimated_recall=layout.est_recall)
+    return df, info
+
+
+def band_layout(spark: SparkSession, queries: DataFrame, items: tuple[pa.Array, np.ndarray],
+                cfg: AnnConfig, k: int, self_join: bool) -> tuple[BandLayout, np.ndarray]:
+    """The band layout and its projections: with ``cfg.tune`` the cheapest layout whose recall
+    on ``cfg.tune_sample`` sampled queries (against their exact top-``k``, computed here)
+    reaches ``cfg.target_recall``; else ``hashes_per_band`` x ``bands`` with the configured
+    bucket width."""
+    ids, x = items
+    dim = x.shape[1]
+    if not cfg.tune:
+        layout = BandLayout(cfg.hashes_per_band, cfg.bands, auto_bucket_length(cfg, dim))
+        n = layout.hashes_per_band * layout.bands
+        return layout, brp_projections(spark, dim, n, cfg.seed)
+    proj = brp_projections(spark, dim, MAX_HASHES, cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    if self_join:
+        rows = rng.choice(len(x), min(len(x), cfg.tune_sample), replace=False)
+        q, exclude = x[rows], (np.arange(len(rows)), rows)
+    else:
+        picked = (queries.select("vector").orderBy(F.xxhash64("query_id", F.lit(cfg.seed)))
+                  .limit(cfg.tune_sample).toArrow().to_batches())
+        q = (unit_rows(np.concatenate([query_matrix(b, 0) for b in picked]))
+             if picked else np.zeros((0, dim), np.float32))
+        exclude = None
+    truth, _ = stream_top_k(q, np.ascontiguousarray(x.T), min(k, len(x)), exclude)
+    layout = tune_layout(x, q, truth, proj, cfg.target_recall, rng)
+    log.info("lsh layout: %d bands of %d hashes, bucket width %.4f (estimated recall %.3f, "
+             "%.0f candidates per query)", layout.bands, layout.hashes_per_band,
+             layout.bucket_length, layout.est_recall, layout.est_pairs_per_query)
+    return layout, proj[:layout.hashes_per_band * layout.bands]
 
 
 def lsh_item_neighbors(spark: SparkSession, vectors: DataFrame, cfg: AnnConfig,

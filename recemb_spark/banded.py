@@ -40,19 +40,91 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def combine(h: np.ndarray, bands: int, k: int) -> np.ndarray:
+    """Band keys from integer hashes ``h`` (``(..., >= bands*k)``): band ``b`` combines
+    columns ``b*k .. b*k+k-1`` into one uint64 (``(..., bands)``). Different hash tuples collide
+    only by 64-bit accident (which adds candidates, never loses them)."""
+    lead = h.shape[:-1]
+    with np.errstate(over="ignore"):
+        hh = h[..., :bands * k].astype(np.int64).astype(np.uint64).reshape(*lead, bands, k)
+        key = np.broadcast_to(np.arange(bands, dtype=np.uint64), (*lead, bands)).copy()
+        for j in range(k):
+            key = _mix(key * _MIX + hh[..., j])
+    return key
+
+
 def band_keys(x: np.ndarray, proj: np.ndarray, bucket_length: float, bands: int) -> np.ndarray:
     """``(n, bands)`` uint64 band keys of the rows of ``x``: band ``b`` combines the hashes
-    ``floor(x . r_j / w)`` of projections ``j = b*k .. b*k+k-1`` (``proj`` is ``(k*bands, dim)``).
-    Different hash tuples collide only by 64-bit accident (which adds candidates, never loses
-    them)."""
-    n, k = len(x), len(proj) // bands
-    with np.errstate(over="ignore"):
-        h = np.floor((x @ proj.T.astype(np.float32)) / np.float32(bucket_length))
-        h = h.astype(np.int64).astype(np.uint64).reshape(n, bands, k)
-        key = np.broadcast_to(np.arange(bands, dtype=np.uint64)[None, :], (n, bands)).copy()
-        for j in range(k):
-            key = _mix(key * _MIX + h[:, :, j])
-    return key
+    ``floor(x . r_j / w)`` of projections ``j = b*k .. b*k+k-1`` (``proj`` is ``(k*bands, dim)``)."""
+    h = np.floor((x @ proj.T.astype(np.float32)) / np.float32(bucket_length))
+    return combine(h, bands, len(proj) // bands)
+
+
+@dataclass(frozen=True)
+class BandLayout:
+    """How the hash functions are used: ``bands`` bands of ``hashes_per_band`` functions with
+    bucket width ``bucket_length``; the estimates come from :func:`tune_layout`."""
+
+    hashes_per_band: int
+    bands: int
+    bucket_length: float
+    est_recall: float = float("nan")
+    est_pairs_per_query: float = float("nan")
+
+
+# tune_layout's search space; MAX_HASHES projections cover every (k, L) in it
+TUNE_HASHES = (2, 3, 4, 5, 6, 8)
+TUNE_BANDS = (8, 12, 16, 24, 32)
+TUNE_SCALES = (0.4, 0.6, 0.8, 1.0, 1.4, 2.0, 2.8)
+MAX_HASHES = max(TUNE_HASHES) * max(TUNE_BANDS)
+# cost of one scored candidate pair in units of one band's per-item overhead (hashing, grouping,
+# merging): fitted on bench/ann.py (2 cores: ~5.5 us per item and band, ~33 ns per pair)
+PAIR_COST = 0.006
+
+
+def tune_layout(x: np.ndarray, q: np.ndarray, truth: np.ndarray, proj: np.ndarray,
+                target: float, rng: np.random.Generator, item_sample: int = 20_000) -> BandLayout:
+    """The cheapest band layout whose estimated recall reaches ``target`` (else the one with
+    the highest estimate).
+
+    ``q``: sample queries; ``truth``: their exact top-k item indexes (``(n_q, k)``, -1 padded);
+    ``proj``: at least :data:`MAX_HASHES` projections (a layout uses the first ``k x L``).
+    For every (k, L, width) it computes, with the very hash functions the run will use, which
+    true neighbours share a band key with their query (the candidate recall: scoring is exact,
+    so this is the recall) and how many items share the query's keys (candidate pairs, from an
+    item sample); cost = L + PAIR_COST x pairs per query.
+    """
+    n, dim = x.shape
+    sample = x[rng.choice(n, min(n, item_sample), replace=False)]
+    up = n / len(sample)
+    valid = truth >= 0
+    p_q, p_t, p_s = (m @ proj.T.astype(np.float32) for m in (q, x[np.maximum(truth, 0)], sample))
+    best, best_cost, fallback = None, np.inf, None
+    for scale in TUNE_SCALES:
+        w = np.float32(scale / np.sqrt(dim))
+        h_q, h_t, h_s = (np.floor(p / w) for p in (p_q, p_t, p_s))
+        for k in TUNE_HASHES:
+            top = min(max(TUNE_BANDS), len(proj) // k)
+            k_q, k_t, k_s = (combine(h, top, k) for h in (h_q, h_t, h_s))
+            hit = np.logical_or.accumulate(k_t == k_q[:, None, :], axis=2)   # (n_q, k, bands)
+            recall = (hit & valid[:, :, None]).sum(axis=(0, 1)) / max(valid.sum(), 1)
+            sizes = np.empty(k_q.shape)
+            for b in range(top):
+                col = np.sort(k_s[:, b])
+                sizes[:, b] = (np.searchsorted(col, k_q[:, b], "right")
+                               - np.searchsorted(col, k_q[:, b], "left"))
+            pairs = np.cumsum(sizes, axis=1).mean(axis=0) * up                # per query
+            for bands in TUNE_BANDS:
+                if bands > top:
+                    continue
+                layout = BandLayout(k, bands, float(w), float(recall[bands - 1]),
+                                    float(pairs[bands - 1]))
+                cost = bands + PAIR_COST * layout.est_pairs_per_query
+                if layout.est_recall >= target and cost < best_cost:
+                    best, best_cost = layout, cost
+                if fallback is None or layout.est_recall > fallback.est_recall:
+                    fallback = layout
+    return best or fallback
 
 
 @dataclass

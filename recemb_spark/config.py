@@ -220,6 +220,9 @@ class AnnConfig:
     method: str
     k: int
     auto_exact_max_items: int
+    tune: bool
+    target_recall: float
+    tune_sample: int
     hashes_per_band: int
     bands: int
     bucket_length: float
@@ -245,6 +248,8 @@ class AnnConfig:
                "must be within (0, 2] (Euclidean distance of unit vectors)")
         _check(self.recall_sample >= 0, "ann.recall_sample", "must be >= 0")
         _check(self.auto_exact_max_items >= 0, "ann.auto_exact_max_items", "must be >= 0")
+        _check(0 < self.target_recall <= 1, "ann.target_recall", "must be within (0, 1]")
+        _check(self.tune_sample >= 1, "ann.tune_sample", "must be >= 1")
 
 
 @dataclass(frozen=True)

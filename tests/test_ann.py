@@ -64,9 +64,8 @@ def recall(got, truth):
 def test_banded_lsh_recall_and_the_bands_trade_off(spark, points):
     pts, df = points
     truth = brute_force(pts, 10)
-    few, few_stats = ann.lsh_item_neighbors(spark, df, ann_cfg(bands=2, hashes_per_band=4), 10)
-    many, many_stats = ann.lsh_item_neighbors(spark, df, ann_cfg(bands=16, hashes_per_band=4),
-                                              10)
+    few, few_stats = ann.lsh_item_neighbors(spark, df, ann_cfg(bands=2, hashes_per_band=4, tune=False), 10)
+    many, many_stats = ann.lsh_item_neighbors(spark, df, ann_cfg(bands=16, hashes_per_band=4, tune=False), 10)
     r_few, r_many = recall(as_sets(few), truth), recall(as_sets(many), truth)
     # measured: 0.93 with 2 bands, 1.00 with 16 (clusters of ~50 points, dim 16)
     assert r_many > 0.97
@@ -78,6 +77,28 @@ def test_banded_lsh_recall_and_the_bands_trade_off(spark, points):
     assert counts == 10  # K respected
 
 
+def test_tuned_layout_reaches_the_target_recall(spark, points):
+    pts, df = points
+    got, stats = ann.lsh_item_neighbors(spark, df, ann_cfg(tune=True, target_recall=0.97), 10)
+    assert stats["estimated_recall"] >= 0.97
+    assert stats["hashes_per_band"] * stats["bands"] <= banded.MAX_HASHES
+    # measured: 0.99 on these clusters; the estimate is a 300-query sample of the same thing
+    assert recall(as_sets(got), brute_force(pts, 10)) > 0.95
+    # a lower target never picks a costlier layout (same sample, same hash functions)
+    x = pts.astype(np.float32)
+    truth = np.array([[int(j[1:]) for j in sorted(brute_force(pts, 10)[f"i{i}"])]
+                      for i in range(200)])
+    proj = ann.brp_projections(spark, 16, banded.MAX_HASHES, 42)
+
+    def cost(target):
+        lay = banded.tune_layout(x, x[:200], truth, proj, target, np.random.default_rng(0))
+        return lay.bands + banded.PAIR_COST * lay.est_pairs_per_query, lay.est_recall
+
+    (low, low_recall), (high, high_recall) = cost(0.5), cost(0.97)
+    assert low_recall >= 0.5 and high_recall >= 0.97
+    assert low <= high
+
+
 def test_bucket_cap_splits_a_hot_bucket(spark):
     rng = np.random.default_rng(1)
     hot = np.tile(rng.normal(size=8), (300, 1)) + 1e-4 * rng.normal(size=(300, 8))
@@ -85,7 +106,7 @@ def test_bucket_cap_splits_a_hot_bucket(spark):
     pts = np.vstack([hot, rest])
     df = ann.normalise(spark.createDataFrame(
         [(f"i{i}", [float(x) for x in v]) for i, v in enumerate(pts)], VEC))
-    cfg = ann_cfg(bands=4, hashes_per_band=2, max_bucket_size=50)
+    cfg = ann_cfg(bands=4, hashes_per_band=2, max_bucket_size=50, tune=False)
     got, stats = ann.lsh_item_neighbors(spark, df, cfg, 5)
     assert stats["largest_bucket"] >= 300 and stats["buckets_split"] >= 4
     # every query was scored against one chunk of at most 50 items per band
