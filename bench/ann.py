@@ -1,15 +1,17 @@
 """Nearest neighbours: exact vs banded LSH vs Spark's approxSimilarityJoin.
 
-    python bench/ann.py --sizes 10000,50000 --grid "4x16x0.5,5x16x0.5"
-    python bench/ann.py --sizes 1000000 --methods lsh --grid 6x16x0.5
-    python bench/ann.py --sample          # the built-in sample's item2vec embeddings
+    python bench/ann.py --sizes 10000,50000 --grid "tune,4x16x0.5,6x24x0.6"
+    python bench/ann.py --sizes 100000,200000 --methods exact,lsh --grid "tune,4x16x0.5,6x24x0.6"
+    python bench/ann.py --sizes 1000000 --methods lsh --grid tune
+    python bench/ann.py --sample --grid "tune,2x24x1.0,3x16x1.0,4x16x0.5,6x24x0.6"
 
 Data: synthetic clustered unit vectors (dim 32, clusters of ~50 points, generated on the
 executors), or real embeddings. For each size and method: wall time of the item-neighbour
 table (top-10 per item, written to Parquet), recall@10 against exact top-10 on 500 sampled
 items, and candidate pairs. Grid points are ``k x L x scale`` (hashes per band, bands,
-bucket_scale), or ``tune`` (the layout chosen per run from a sample, ``ann.tune``). Prints and stores the Pareto front per data set (points no other point beats on
-both time and recall). Writes bench/results/ann_<label>.json.
+bucket_scale), or ``tune`` (the layout chosen per run from a sample, ``ann.tune``). Prints
+and stores the Pareto front per data set (points no other point beats on both time and
+recall). Writes bench/results/ann_<label>.json.
 """
 from __future__ import annotations
 
@@ -67,7 +69,8 @@ def run_point(spark, items, cfg, method, truth, out_dir):
             "candidate_pairs": stats.get("candidate_pairs"),
             "buckets_split": stats.get("buckets_split"),
             "bucket_length": stats.get("bucket_length"),
-            "layout": (f"{stats['hashes_per_band']}x{stats['bands']}" if "bands" in stats else None),
+            "layout": (f"{stats['hashes_per_band']}x{stats['bands']}" if "bands" in stats
+                       else None),
             "estimated_recall": stats.get("estimated_recall")}
 
 

@@ -26,10 +26,10 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
+from pyspark import TaskContext
 from pyspark.ml.feature import BucketedRandomProjectionLSH
 from pyspark.ml.functions import array_to_vector
 from pyspark.ml.linalg import Vectors
-from pyspark import TaskContext
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -41,7 +41,7 @@ from .topk import (TOPK_SCHEMA, IdLookup, broadcast_items, exact_top_k, exclusio
 log = logging.getLogger(__name__)
 NEIGHBORS_SCHEMA = "item_id string, neighbor_id string, rank int, similarity double"
 QUERY_SCHEMA = pa.schema([("query_id", pa.string()), ("vector", pa.list_(pa.float32())),
-                          ("exclude", pa.list_(pa.string()))])
+                          ("exclude", pa.list_(pa.string())), ("salt", pa.int64())])
 
 
 def normalise(vectors: DataFrame, id_col: str = "item_id") -> DataFrame:
@@ -101,7 +101,8 @@ def lsh_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: An
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         first = TaskContext.get().partitionId() == 0
         got = list(batches)
-        batch = (pa.Table.from_batches(got) if got else QUERY_SCHEMA.empty_table()).combine_chunks()
+        table = pa.Table.from_batches(got) if got else QUERY_SCHEMA.empty_table()
+        batch = table.combine_chunks()
         if batch.num_rows == 0 and not first:
             return
         ids, x = bc.value
@@ -115,8 +116,9 @@ def lsh_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: An
         else:
             self_idx = np.full(batch.num_rows, -1, np.int64)
             exclude = exclusions(batch.column(2).combine_chunks(), lookup)
+        salt = batch.column(3).to_numpy(zero_copy_only=False).astype(np.uint64)
         res = banded_top_k(q, x, proj, length, bands, min(k, len(x)), cap, seed, self_idx,
-                           exclude)
+                           exclude, salt)
         stats.pairs.add(res.pairs)
         if first:
             stats.split.add(res.split)
@@ -124,16 +126,20 @@ def lsh_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: An
         if batch.num_rows:
             yield topk_batch(qids, res.idx, res.score, ids)
 
-    out = (queries.select("query_id", "vector", "exclude").repartition(parts, "query_id")
-           .mapInArrow(run, TOPK_SCHEMA))
-    return out, {"stats": stats, "layout": layout}
+    out = (queries.select("query_id", "vector", "exclude",
+                          F.xxhash64("query_id", F.lit(seed)).alias("salt"))
+           .repartition(parts, "query_id").mapInArrow(run, TOPK_SCHEMA))
+    return out, {"stats": stats, "layout": layout, "broadcast": bc}
 
 
 def materialise(df: DataFrame, info: dict[str, Any]) -> tuple[DataFrame, dict[str, Any]]:
-    """Persist and count ``df`` once, then read the task counters in ``info`` (if any)."""
+    """Persist and count ``df`` once, then read the task counters in ``info`` (if any) and
+    release the executors' copies of the broadcast item matrix."""
     df = df.persist()
     df.count()
     stats, layout = info.pop("stats", None), info.pop("layout", None)
+    if "broadcast" in info:
+        info.pop("broadcast").unpersist()
     if stats is not None:
         info.update(stats.as_dict(layout.bucket_length), hashes_per_band=layout.hashes_per_band,
                     bands=layout.bands, estimated_recall=layout.est_recall)

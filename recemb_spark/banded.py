@@ -14,6 +14,7 @@ scored with one batched matrix multiply, so millions of tiny buckets cost no Pyt
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -55,7 +56,7 @@ def combine(h: np.ndarray, bands: int, k: int) -> np.ndarray:
 
 def band_keys(x: np.ndarray, proj: np.ndarray, bucket_length: float, bands: int) -> np.ndarray:
     """``(n, bands)`` uint64 band keys of the rows of ``x``: band ``b`` combines the hashes
-    ``floor(x . r_j / w)`` of projections ``j = b*k .. b*k+k-1`` (``proj`` is ``(k*bands, dim)``)."""
+    ``floor(x . r_j / w)`` of projections ``j = b*k .. b*k+k-1`` (``proj``: ``(k*bands, dim)``)."""
     h = np.floor((x @ proj.T.astype(np.float32)) / np.float32(bucket_length))
     return combine(h, bands, len(proj) // bands)
 
@@ -177,17 +178,17 @@ def first_of(sorted_keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(new)
 
 
-def query_buckets(keys: np.ndarray, buckets: Buckets, self_idx: np.ndarray,
+def query_buckets(keys: np.ndarray, buckets: Buckets, self_idx: np.ndarray, salt: np.ndarray,
                   band: int) -> np.ndarray:
     """The bucket of each query (-1 when no item shares its key): an item query (``self_idx``
     >= 0) goes to its own bucket; another query in a split key to one chunk chosen by a hash
-    of (query key, band, query position)."""
+    of (its ``salt``, band) — the same whichever task or position the query has."""
     keys = keys.copy()
-    if buckets.chunks:
-        n_chunks = np.array([buckets.chunks.get(k, 1) for k in keys.tolist()], np.uint64)
-        salt = _mix(np.arange(len(keys), dtype=np.uint64) ^ np.uint64(band))
-        chunk = salt % n_chunks
-        keys = np.where(chunk > 0, _mix(keys ^ _mix(chunk)), keys)
+    other = np.flatnonzero(self_idx < 0)
+    if buckets.chunks and len(other):
+        n_chunks = np.array([buckets.chunks.get(k, 1) for k in keys[other].tolist()], np.uint64)
+        chunk = _mix(salt[other].astype(np.uint64) ^ np.uint64(band)) % n_chunks
+        keys[other] = np.where(chunk > 0, _mix(keys[other] ^ _mix(chunk)), keys[other])
     pos = np.searchsorted(buckets.keys, keys)
     pos = np.minimum(pos, max(len(buckets.keys) - 1, 0))
     found = (buckets.keys[pos] == keys) if len(buckets.keys) else np.zeros(len(keys), bool)
@@ -296,24 +297,27 @@ class BandedResult:
 
 def banded_top_k(q: np.ndarray, x: np.ndarray, proj: np.ndarray, bucket_length: float,
                  bands: int, k: int, cap: int, seed: int, self_idx: np.ndarray,
-                 exclude: tuple[np.ndarray, np.ndarray]) -> BandedResult:
+                 exclude: tuple[np.ndarray, np.ndarray],
+                 salt: Optional[np.ndarray] = None) -> BandedResult:
     """Banded-LSH top-``k`` items of ``x`` for every row of ``q`` (both unit-length float32).
 
     ``self_idx[r]``: the item index of query ``r`` when queries are items (it is excluded and
     it decides the chunk), else -1. ``exclude``: ``(query row, item index)`` pairs never
-    returned. Items' buckets depend only on ``(x, proj, seed)``, so every task that holds the
+    returned. ``salt``: a stable per-query number (a hash of its id) that picks the chunk of a
+    split bucket for queries that are not items. Items' buckets depend only on ``(x, proj, seed)``, so every task that holds the
     same items builds the same buckets."""
     n = len(q)
     best_i = np.full((n, k), -1, np.int64)
     best_v = np.full((n, k), -np.inf, np.float32)
     ex_q = np.concatenate([np.asarray(exclude[0], np.int64), np.flatnonzero(self_idx >= 0)])
     ex_i = np.concatenate([np.asarray(exclude[1], np.int64), self_idx[self_idx >= 0]])
+    salt = np.zeros(n, np.uint64) if salt is None else salt
     item_keys = band_keys(x, proj, bucket_length, bands)
     query_keys = band_keys(q, proj, bucket_length, bands)
     pairs = split = largest = 0
     for band in range(bands):
         buckets = group_items(item_keys[:, band], cap, np.random.default_rng([seed, band]))
-        qb = query_buckets(query_keys[:, band], buckets, self_idx, band)
+        qb = query_buckets(query_keys[:, band], buckets, self_idx, salt, band)
         rows, idx, score, p = score_band(q, x, qb, buckets, k, ex_q, ex_i, best_v[:, k - 1])
         pairs += p
         split += buckets.split
