@@ -1,8 +1,8 @@
 """Random-walk throughput: Spark broadcast / join strategies, node2vec, a single-process
 driver loop (the tutorial's approach, written here only) and pecanpy.
 
-    python bench/walks.py --graph sample
-    python bench/walks.py --graph powerlaw --nodes 100000 --edges 1000000 --scales 1,4,16
+    python bench/walks.py --graph sample --repeat 3
+    python bench/walks.py --graph powerlaw --nodes 100000 --edges 1000000 --scales 1,4,16 --repeat 3
 
 Steps/s = edges traversed / wall seconds of the walk job (building and broadcasting the
 alias tables included; indexing the graph reported separately). Walk length 20.
@@ -26,6 +26,7 @@ from common import write_json  # noqa: E402
 from recemb_spark import sample  # noqa: E402
 from recemb_spark.config import load_config  # noqa: E402
 from recemb_spark.graph import build_item_graph, transition_probabilities  # noqa: E402
+from recemb_spark.logs import setup_logging  # noqa: E402
 from recemb_spark.session import build_session  # noqa: E402
 from recemb_spark.tables import build_sequences, clean_ratings  # noqa: E402
 from recemb_spark.walks import generate_walks, index_graph, walk_stats  # noqa: E402
@@ -90,12 +91,16 @@ def pecanpy_walks(src, dst, weight, n_nodes, walks_per_node, length, p=1.0, q=1.
     return steps, seconds
 
 
-def spark_walks(spark, g, cfg, **values):
+def spark_walks(spark, g, cfg, repeat=1, **values):
+    """Walk statistics and the median wall seconds of ``repeat`` runs (all runs listed)."""
     wcfg = cfg.replace("walks", **values).walks
-    t0 = time.perf_counter()
-    run = generate_walks(spark, g, wcfg)
-    stats = walk_stats(run.blocks)
-    return stats, time.perf_counter() - t0, run.strategy
+    runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        run = generate_walks(spark, g, wcfg)
+        stats = walk_stats(run.blocks)
+        runs.append(round(time.perf_counter() - t0, 2))
+    return stats, float(np.median(runs)), runs
 
 
 def main() -> None:
@@ -106,7 +111,11 @@ def main() -> None:
     ap.add_argument("--scales", default="1,4,16", help="walks per node for each run")
     ap.add_argument("--join-max-scale", type=int, default=4)
     ap.add_argument("--length", type=int, default=20)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="Spark runs per point; the median is reported (this VM's timings "
+                         "vary by up to 2x between runs)")
     args = ap.parse_args()
+    setup_logging()
     cfg = load_config(overrides=["spark.log_level=ERROR", f"walks.walk_length={args.length}"])
     spark = build_session(cfg.spark, "recemb-bench-walks")
     t0 = time.perf_counter()
@@ -142,17 +151,20 @@ def main() -> None:
     steps, seconds = driver_loop(src, dst, weight, n_walks, args.length)
     report(f"driver loop (1 process, {n_walks} walks)", steps, seconds)
     for scale in map(int, args.scales.split(",")):
-        stats, seconds, _ = spark_walks(spark, g, cfg, strategy="broadcast",
-                                        walks_per_node=scale)
-        report(f"spark broadcast x{scale}", stats["steps"], seconds, walks_per_node=scale)
+        stats, seconds, runs = spark_walks(spark, g, cfg, args.repeat, strategy="broadcast",
+                                           walks_per_node=scale)
+        report(f"spark broadcast x{scale}", stats["steps"], seconds, walks_per_node=scale,
+               runs=runs)
         if scale <= args.join_max_scale:
-            stats, seconds, _ = spark_walks(spark, g, cfg, strategy="join",
-                                            walks_per_node=scale)
-            report(f"spark join x{scale}", stats["steps"], seconds, walks_per_node=scale)
+            stats, seconds, runs = spark_walks(spark, g, cfg, 1, strategy="join",
+                                               walks_per_node=scale)
+            report(f"spark join x{scale}", stats["steps"], seconds, walks_per_node=scale,
+                   runs=runs)
     scale = int(args.scales.split(",")[min(1, len(args.scales.split(",")) - 1)])
-    stats, seconds, _ = spark_walks(spark, g, cfg, strategy="broadcast", walks_per_node=scale,
-                                    p=0.5, q=2.0)
-    report(f"spark node2vec p=0.5 q=2 x{scale}", stats["steps"], seconds, walks_per_node=scale)
+    stats, seconds, runs = spark_walks(spark, g, cfg, args.repeat, strategy="broadcast",
+                                       walks_per_node=scale, p=0.5, q=2.0)
+    report(f"spark node2vec p=0.5 q=2 x{scale}", stats["steps"], seconds, walks_per_node=scale,
+           runs=runs)
     pec = pecanpy_walks(src, dst, weight, g.n_nodes, scale, args.length)
     if pec:
         report(f"pecanpy SparseOTF x{scale} (full call)", pec[0], pec[1], walks_per_node=scale)

@@ -1,9 +1,10 @@
 """Distributed random walks on the item graph (DeepWalk / node2vec), on RDDs.
 
 Nodes get dense integer ids ``0..N-1``. Node ``v`` belongs to walk partition ``v % P``. For
-each partition, :class:`AdjacencyBlock` holds the out-edges of its nodes in CSR form with a
-Vose alias table per node (O(1) sampling of ``P(dst | src)``). The ``join`` strategy builds its
-blocks on the executors and never brings the graph to the driver.
+each partition, :class:`AdjacencyBlock` holds the out-edges of its nodes in CSR form with an
+alias table per node (O(1) sampling of ``P(dst | src)``; all rows built at once by
+:func:`recemb_spark.alias.alias_tables`). The ``join`` strategy builds its blocks on the
+executors and never brings the graph to the driver.
 
 Two strategies generate the walks:
 
@@ -12,8 +13,9 @@ Two strategies generate the walks:
     (bounded by ``broadcast_max_mb``) and broadcast once; every partition of start nodes
     advances all its walkers a step at a time with vectorised numpy. No shuffle per step.
     node2vec second-order walks run here, by rejection sampling (KnightKing): propose from
-    the first-order alias table, accept with ``f / max(f)`` where ``f`` is ``1/p`` to return,
-    ``1`` to stay near the previous node and ``1/q`` to move away. No per-edge tables.
+    the first-order alias table, accept with weight ``f``: ``1/p`` to return, ``1`` to stay
+    near the previous node, ``1/q`` to move away (a large return weight is folded out of the
+    envelope, see :func:`node2vec_step`). No per-edge tables.
 
 ``join``
     For graphs too big for one executor: the adjacency stays partitioned by node and
@@ -29,6 +31,8 @@ per (seed, partition[, step]): the same seed and partition count give the same w
 """
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -37,29 +41,14 @@ from pyspark import RDD, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from .alias import alias_probabilities, alias_tables
 from .config import WalksConfig
 from .tables import dense_index
 
+log = logging.getLogger(__name__)
+
 # --------------------------------------------------------------------------------------------
-# alias tables and the adjacency
-
-
-def vose_alias(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Vose's alias method: ``(accept, alias)`` for sampling ``k ~ probs`` as
-    ``k = j if u < accept[j] else alias[j]`` with ``j`` uniform."""
-    n = len(probs)
-    scaled = np.asarray(probs, dtype=np.float64) * (n / float(np.sum(probs)))
-    accept = np.ones(n, dtype=np.float32)
-    alias = np.arange(n, dtype=np.int32)
-    small = [i for i in range(n) if scaled[i] < 1.0]
-    large = [i for i in range(n) if scaled[i] >= 1.0]
-    while small and large:
-        s, g = small.pop(), large.pop()
-        accept[s] = scaled[s]
-        alias[s] = g
-        scaled[g] = scaled[g] + scaled[s] - 1.0
-        (small if scaled[g] < 1.0 else large).append(g)
-    return accept, alias  # leftovers keep accept = 1 (numerical slack)
+# the adjacency (alias tables per node)
 
 
 @dataclass
@@ -81,89 +70,157 @@ class AdjacencyBlock:
     def build(part: int, n_parts: int, n_nodes: int, src: np.ndarray, dst: np.ndarray,
               prob: np.ndarray) -> "AdjacencyBlock":
         rows = max(0, (n_nodes - part + n_parts - 1) // n_parts)
-        order = np.lexsort((dst, src))
+        order = np.argsort(src * np.int64(max(n_nodes, 1)) + dst, kind="stable")
         src, dst, prob = src[order], dst[order], prob[order]
-        counts = np.bincount((src - part) // n_parts, minlength=rows)
         indptr = np.zeros(rows + 1, dtype=np.int64)
-        np.cumsum(counts, out=indptr[1:])
-        accept = np.ones(len(dst), dtype=np.float32)
-        alias = np.zeros(len(dst), dtype=np.int32)
-        for r in np.nonzero(counts > 1)[0]:
-            lo, hi = indptr[r], indptr[r + 1]
-            accept[lo:hi], alias[lo:hi] = vose_alias(prob[lo:hi])
+        np.cumsum(np.bincount((src - part) // n_parts, minlength=rows), out=indptr[1:])
+        accept, alias = alias_tables(indptr, prob)
         return AdjacencyBlock(part, n_parts, indptr, dst.astype(np.int32), accept, alias)
 
     def step(self, cur: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One first-order step from each node in ``cur`` (all in this block): the next
         node, or -1 where ``cur`` has no out-edges."""
-        rows = cur // self.n_parts
+        return self.step_edges(cur, rng)[0]
+
+    def step_edges(self, cur: np.ndarray,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`step`, and the position in ``dst`` of the edge taken (-1 at a dead end).
+        One uniform per walker picks both the slot (the integer part of it times the
+        degree) and the coin (the fraction)."""
+        if len(self.dst) == 0:
+            return np.full(len(cur), -1, dtype=np.int32), np.full(len(cur), -1, np.int64)
+        rows = cur // self.n_parts if self.n_parts > 1 else cur
         start = self.indptr[rows]
         deg = self.indptr[rows + 1] - start
-        u, v = rng.random(len(cur)), rng.random(len(cur))
-        j = np.minimum((u * deg).astype(np.int64), np.maximum(deg - 1, 0))
-        pos = np.minimum(start + j, max(len(self.dst) - 1, 0))
-        if len(self.dst) == 0:
-            return np.full(len(cur), -1, dtype=np.int32)
-        pick = np.where(v < self.accept[pos], j, self.alias[pos])
-        nxt = self.dst[np.minimum(start + pick, len(self.dst) - 1)]
-        return np.where(deg > 0, nxt, np.int32(-1)).astype(np.int32)
+        x = rng.random(len(cur)) * deg
+        j = x.astype(np.int64)
+        coin = x - j
+        j = np.minimum(j, np.maximum(deg - 1, 0))
+        last = len(self.dst) - 1
+        slot = np.minimum(start + j, last)
+        edge = np.minimum(start + np.where(coin < self.accept[slot], j, self.alias[slot]), last)
+        dead = deg == 0
+        return np.where(dead, np.int32(-1), self.dst[edge]), np.where(dead, -1, edge)
 
 
 class EdgeSet:
-    """Membership test for directed edges (node2vec's "is x a neighbour of prev")."""
+    """The edges of a one-block adjacency (``n_parts == 1``) as sorted ``src * n + dst`` keys
+    (positions as in ``block.dst``), with ``P(dst | src)`` per edge read back from the alias
+    tables and the position of each edge's reverse (-1 if none): node2vec's "is ``b`` a
+    neighbour of ``a``" and "how likely is the way back". 16 bytes per edge."""
 
-    def __init__(self, src: np.ndarray, dst: np.ndarray, n_nodes: int):
-        self.n = np.int64(max(n_nodes, 1))
-        self.keys = np.sort(src.astype(np.int64) * self.n + dst.astype(np.int64))
+    def __init__(self, block: AdjacencyBlock):
+        rows = len(block.indptr) - 1
+        src = np.repeat(np.arange(rows, dtype=np.int64), np.diff(block.indptr))
+        self.n = np.int64(max(rows, 1))
+        self.keys = src * self.n + block.dst  # rows list dst in increasing order: sorted
+        self.prob = alias_probabilities(block.indptr, block.accept,
+                                        block.alias).astype(np.float32)
+        idx, found = self.find(block.dst, src)
+        self.rev = np.where(found, idx, -1).astype(np.int32)
+
+    def find(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Position of each edge ``a -> b`` in ``keys`` and whether it exists."""
+        if len(self.keys) == 0:
+            return np.zeros(len(a), np.int64), np.zeros(len(a), dtype=bool)
+        keys = a.astype(np.int64) * self.n + b.astype(np.int64)
+        order = np.argsort(keys)  # sorted needles: ~3x faster searches (cache locality)
+        idx = np.empty(len(keys), np.int64)
+        idx[order] = np.searchsorted(self.keys, keys[order])
+        np.minimum(idx, len(self.keys) - 1, out=idx)
+        return idx, self.keys[idx] == keys
 
     def contains(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        if len(self.keys) == 0:
-            return np.zeros(len(a), dtype=bool)
-        keys = a.astype(np.int64) * self.n + b.astype(np.int64)
-        idx = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
-        return self.keys[idx] == keys
+        return self.find(a, b)[1]
+
+    def back(self, edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For edges ``a -> b`` (positions, -1 for none): the position of ``b -> a`` (-1 if
+        none) and ``P(a | b)`` (0 if none)."""
+        rev = np.where(edge >= 0, self.rev[np.maximum(edge, 0)] if len(self.rev) else -1, -1)
+        prob = np.where(rev >= 0, self.prob[np.maximum(rev, 0)] if len(self.prob) else 0, 0)
+        return rev, prob
 
 
 def node2vec_step(block: AdjacencyBlock, edges: EdgeSet, cur: np.ndarray, prev: np.ndarray,
-                  p: float, q: float, rng: np.random.Generator) -> np.ndarray:
-    """One second-order step by rejection sampling (see the module doc)."""
+                  came_by: np.ndarray, p: float, q: float,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One second-order step by rejection sampling from each ``cur``, reached from ``prev``
+    by the edge at position ``came_by``: the next node (-1 where ``cur`` has no out-edges)
+    and the edge taken, distributed as ``P(x | cur) * f(x)`` with ``f = 1/p`` for
+    ``x = prev``, 1 for a neighbour of ``prev`` and ``1/q`` otherwise.
+
+    Proposals come from the first-order alias table under an envelope ``h * P(x | cur)``,
+    ``h = max(1, 1/q)``. A return weight ``1/p`` above ``h`` is not covered by raising the
+    envelope (that would reject most proposals when p is small) but by its excess
+    ``a = P(prev | cur) * (1/p - h)``, drawn directly with probability ``a / (h + a)`` per round
+    (KnightKing's outlier folding). The neighbour test runs only for proposals whose
+    acceptance depends on it."""
     out = np.full(len(cur), -1, dtype=np.int32)
+    out_edge = np.full(len(cur), -1, dtype=np.int64)
+    back_w, out_w = 1.0 / p, 1.0 / q
+    h = max(1.0, out_w)
+    spike = back_w > h
+    if not spike:
+        h = max(h, back_w)
+    if spike:
+        back_edge, back_prob = edges.back(came_by)
+        extra = back_prob * (back_w - h)
+    sure, unsure = min(1.0, out_w), max(1.0, out_w)  # a non-return x: f in {1, 1/q}
     pending = np.arange(len(cur))
-    f_max = max(1.0 / p, 1.0, 1.0 / q)
     while pending.size:
-        cand = block.step(cur[pending], rng)
-        dead = cand < 0
-        pending = pending[~dead]
-        cand = cand[~dead]
+        if spike:
+            a = extra[pending]
+            home = rng.random(pending.size) * (h + a) < a
+            chosen = pending[home]
+            out[chosen], out_edge[chosen] = prev[chosen], back_edge[chosen]
+            pending = pending[~home]
+        cand, cand_edge = block.step_edges(cur[pending], rng)
+        live = cand >= 0
+        pending, cand, cand_edge = pending[live], cand[live], cand_edge[live]
         if not pending.size:
             break
         pv = prev[pending]
-        f = np.where(cand == pv, 1.0 / p, np.where(edges.contains(pv, cand), 1.0, 1.0 / q))
-        accepted = rng.random(pending.size) * f_max < f
-        out[pending[accepted]] = cand[accepted]
-        pending = pending[~accepted]
-    return out
+        u = rng.random(pending.size) * h
+        is_back = cand == pv
+        ok = np.where(is_back, u < min(back_w, h), u < sure)
+        check = np.flatnonzero(~is_back & (u >= sure) & (u < unsure))
+        if check.size:
+            near = edges.contains(pv[check], cand[check])
+            ok[check] = u[check] < np.where(near, 1.0, out_w)
+        out[pending[ok]], out_edge[pending[ok]] = cand[ok], cand_edge[ok]
+        pending = pending[~ok]
+    return out, out_edge
 
 
 def walk_from(block: AdjacencyBlock, starts: np.ndarray, length: int, rng: np.random.Generator,
               p: float = 1.0, q: float = 1.0, edges: Optional[EdgeSet] = None) -> np.ndarray:
     """Walks of up to ``length`` nodes from each start (``block`` covers every node):
     an ``(len(starts), length)`` int32 matrix padded with -1 after a dead end."""
-    paths = np.full((len(starts), length), -1, dtype=np.int32)
-    paths[:, 0] = starts
-    alive = np.arange(len(starts))
+    steps = np.full((length, len(starts)), -1, dtype=np.int32)  # a step = one contiguous row
+    steps[0] = starts
+    alive: Optional[np.ndarray] = None  # None while every walker is alive
+    cur, prev, edge = steps[0], None, None
     second_order = p != 1.0 or q != 1.0
     for t in range(1, length):
-        if not alive.size:
-            break
-        cur = paths[alive, t - 1]
         if second_order and t >= 2:
-            nxt = node2vec_step(block, edges, cur, paths[alive, t - 2], p, q, rng)
+            nxt, edge = node2vec_step(block, edges, cur, prev, edge, p, q, rng)
+        elif second_order:
+            nxt, edge = block.step_edges(cur, rng)
         else:
             nxt = block.step(cur, rng)
-        paths[alive, t] = nxt
-        alive = alive[nxt >= 0]
-    return paths
+        if alive is None:
+            steps[t] = nxt
+        else:
+            steps[t, alive] = nxt
+        live = nxt >= 0
+        if not live.all():
+            alive = np.flatnonzero(live) if alive is None else alive[live]
+            if not alive.size:
+                break
+            cur, nxt = cur[live], nxt[live]
+            edge = edge[live] if edge is not None else None
+        prev, cur = cur, nxt
+    return np.ascontiguousarray(steps.T)
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,15 +345,16 @@ def _broadcast_walks(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig, n_p
     # The one block passes through the driver once to be broadcast: alias_table_bytes() of
     # it, bounded by walks.broadcast_max_mb. The edge columns come over Arrow (no Row
     # objects: 1M edges in ~2 s where Row-by-Row conversion took ~8 s).
+    t0 = time.perf_counter()
     cols = g.edges.select("src", "dst", "prob").toArrow()
+    t1 = time.perf_counter()
     block = AdjacencyBlock.build(0, 1, g.n_nodes,
                                  *(cols.column(i).to_numpy().astype(t) for i, t in
                                    enumerate((np.int64, np.int64, np.float64))))
-    edges = None
-    if cfg.second_order:
-        src = np.repeat(np.arange(len(block.indptr) - 1), np.diff(block.indptr))
-        edges = EdgeSet(src, block.dst, g.n_nodes)
+    edges = EdgeSet(block) if cfg.second_order else None
     bc = sc.broadcast((block, edges, cdf))
+    log.info("walks: %d edges fetched in %.1fs, alias tables built and broadcast in %.1fs",
+             len(block.dst), t1 - t0, time.perf_counter() - t1)
     n_nodes = g.n_nodes
 
     def run(part: int, _: Iterator) -> Iterator[np.ndarray]:

@@ -5,8 +5,9 @@ import pytest
 
 from recemb_spark.config import load_config
 from recemb_spark.graph import transition_probabilities
+from recemb_spark.alias import alias_probabilities, alias_tables
 from recemb_spark.walks import (AdjacencyBlock, EdgeSet, generate_walks, index_graph,
-                                node2vec_step, vose_alias, walk_stats)
+                                node2vec_step, walk_stats)
 
 # A small weighted graph: d is a dead end.
 EDGES = [("a", "b", 3.0), ("a", "c", 1.0), ("b", "c", 1.0), ("b", "a", 2.0),
@@ -56,13 +57,30 @@ def chi_square(counts, expected_prob):
     return out
 
 
-def test_vose_alias_samples_the_distribution():
+def test_alias_tables_sample_the_distribution():
     probs = np.array([0.5, 0.3, 0.15, 0.05])
-    accept, alias = vose_alias(probs)
+    accept, alias = alias_tables(np.array([0, 4]), probs)
     rng = np.random.default_rng(0)
     j = rng.integers(0, 4, 200_000)
     k = np.where(rng.random(200_000) < accept[j], j, alias[j])
     assert np.allclose(np.bincount(k, minlength=4) / 200_000, probs, atol=0.005)
+
+
+def test_alias_tables_are_exact_on_many_awkward_rows():
+    """Empty rows, single entries, ties at the mean, hubs and tiny weights, all at once: the
+    tables reproduce every row's distribution (up to float32 accept values)."""
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        deg = rng.integers(0, 12, 40)
+        deg[rng.random(40) < 0.1] = 150
+        indptr = np.concatenate([[0], np.cumsum(deg)])
+        w = rng.choice([1.0, 2.0, 5.0], indptr[-1]) * rng.random(indptr[-1]) ** 3
+        w[rng.random(len(w)) < 0.3] = 1.0  # equal weights: entries exactly at the row mean
+        row = np.repeat(np.arange(40), deg)
+        prob = w / np.bincount(row, weights=w, minlength=40)[row]
+        accept, alias = alias_tables(indptr, prob)
+        assert ((alias >= 0) & (alias < deg[row])).all()
+        assert np.abs(alias_probabilities(indptr, accept, alias) - prob).max() < 1e-6
 
 
 @pytest.mark.parametrize("strategy", ["broadcast", "join"])
@@ -133,14 +151,17 @@ def block_and_edges():
     src = np.array([0, 0, 1, 1, 1, 2, 2, 3])
     dst = np.array([1, 2, 0, 2, 3, 0, 1, 1])
     prob = np.array([0.5, 0.5, 1 / 3, 1 / 3, 1 / 3, 0.5, 0.5, 1.0])
-    return AdjacencyBlock.build(0, 1, 4, src, dst, prob), EdgeSet(src, dst, 4)
+    block = AdjacencyBlock.build(0, 1, 4, src, dst, prob)
+    return block, EdgeSet(block)
 
 
 def test_node2vec_p_q_one_is_first_order():
     block, edges = block_and_edges()
     rng = np.random.default_rng(3)
     cur, prev = np.full(60_000, 1), np.full(60_000, 0)
-    second = np.bincount(node2vec_step(block, edges, cur, prev, 1.0, 1.0, rng), minlength=4)
+    came_by = edges.find(prev, cur)[0]
+    second = np.bincount(node2vec_step(block, edges, cur, prev, came_by, 1.0, 1.0, rng)[0],
+                         minlength=4)
     first = np.bincount(block.step(cur, np.random.default_rng(4)), minlength=4)
     assert np.allclose(second / 60_000, [1 / 3, 0, 1 / 3, 1 / 3], atol=0.01)
     assert np.allclose(first / 60_000, second / 60_000, atol=0.012)
@@ -151,7 +172,8 @@ def test_p_and_q_move_the_return_frequency():
     cur, prev = np.full(60_000, 1), np.full(60_000, 0)
 
     def freqs(p, q):
-        nxt = node2vec_step(block, edges, cur, prev, p, q, np.random.default_rng(5))
+        nxt, _ = node2vec_step(block, edges, cur, prev, edges.find(prev, cur)[0], p, q,
+                               np.random.default_rng(5))
         return np.bincount(nxt, minlength=4) / len(nxt)
 
     base, low_p, high_p, high_q = freqs(1, 1), freqs(0.25, 1), freqs(4, 1), freqs(1, 4)
@@ -160,6 +182,30 @@ def test_p_and_q_move_the_return_frequency():
     assert high_q[3] < base[3] - 0.2  # q > 1 keeps the walk local: fewer moves out to 3
     # exact targets: weights (1/p, 1, 1/q) for (0, 2, 3)
     assert np.allclose(low_p[[0, 2, 3]], [4 / 6, 1 / 6, 1 / 6], atol=0.01)
+
+
+@pytest.mark.parametrize("p,q", [(0.25, 2.0), (0.5, 0.5), (4.0, 1.0), (1.0, 4.0)])
+def test_node2vec_step_matches_the_second_order_distribution(p, q):
+    """Weighted out-edges of 1 (0: 0.5, 2: 0.3, 3: 0.2), arriving from 0 (2 is 0's
+    neighbour): the next node follows P(x | 1) * f(x) exactly (chi-square, 2 dof), including
+    a return weight 1/p above the envelope (p < 1), which is drawn apart."""
+    src = np.array([0, 0, 1, 1, 1, 2, 2, 3])
+    dst = np.array([1, 2, 0, 2, 3, 0, 1, 1])
+    prob = np.array([0.5, 0.5, 0.5, 0.3, 0.2, 0.5, 0.5, 1.0])
+    block = AdjacencyBlock.build(0, 1, 4, src, dst, prob)
+    n = 100_000
+    edges = EdgeSet(block)
+    cur, prev = np.full(n, 1), np.full(n, 0)
+    nxt, taken = node2vec_step(block, edges, cur, prev, edges.find(prev, cur)[0], p, q,
+                               np.random.default_rng(2))
+    assert np.array_equal(edges.keys[taken], cur * 4 + nxt)  # the edge taken is reported
+    counts = np.bincount(nxt, minlength=4)[[0, 2, 3]]
+    want = np.array([0.5 / p, 0.3, 0.2 / q])
+    want = n * want / want.sum()
+    assert counts.sum() == n
+    assert ((counts - want) ** 2 / want).sum() < CRIT[2]
+    first_order = n * np.array([0.5, 0.3, 0.2])  # and it is not simply the first order
+    assert ((counts - first_order) ** 2 / first_order).sum() > 100
 
 
 def test_node2vec_walks_on_spark(spark, graph):
