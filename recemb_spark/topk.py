@@ -58,6 +58,14 @@ def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     n = scores.shape[1]
     part = np.argpartition(scores, n - k, axis=1)[:, n - k:]  # largest k, no negated copy
     part_scores = np.take_along_axis(scores, part, axis=1)
+    # argpartition takes any of the columns tied at the k-th score: where more tie than fit,
+    # choose again by column (rare with float scores; one comparison pass to find them)
+    kth = part_scores.min(axis=1)
+    tied = np.flatnonzero(np.isfinite(kth) & ((scores == kth[:, None]).sum(axis=1)
+                                              > (part_scores == kth[:, None]).sum(axis=1)))
+    for r in tied:
+        part[r] = np.lexsort((np.arange(n), -scores[r]))[:k]
+        part_scores[r] = scores[r, part[r]]
     order = np.lexsort((part, -part_scores), axis=1)
     idx = np.take_along_axis(part, order, axis=1)
     best = np.take_along_axis(part_scores, order, axis=1)

@@ -49,6 +49,19 @@ def test_rank_hr_ndcg_arithmetic():
     assert idx.tolist() == [[0, 1, 2, 4, -1]]  # excluded (-inf) never chosen
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_top_k_rows_breaks_ties_at_the_boundary_by_column(seed):
+    """Many equal scores straddle the k-th place: the lowest columns win, as a full stable
+    sort would choose."""
+    rng = np.random.default_rng(seed)
+    scores = rng.choice([0.1, 0.5, 0.9], size=(40, 300)).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.05] = -np.inf
+    idx, best = top_k_rows(scores, 25)
+    want = np.lexsort((np.broadcast_to(np.arange(300), scores.shape), -scores), axis=1)[:, :25]
+    assert np.array_equal(idx, want)
+    assert np.array_equal(best, np.take_along_axis(scores, want, axis=1))
+
+
 VEC = "item_id string, vector array<float>"
 CASES = "user_id string, heldout string, query string, history array<string>"
 
