@@ -26,7 +26,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
-from pyspark import TaskContext
+from pyspark import AccumulatorParam, TaskContext
 from pyspark.ml.feature import BucketedRandomProjectionLSH
 from pyspark.ml.functions import array_to_vector
 from pyspark.ml.linalg import Vectors
@@ -69,18 +69,32 @@ def brp_projections(spark: SparkSession, dim: int, n: int, seed: int) -> np.ndar
     return np.array(list(m.toArray()), np.float64).reshape(m.numCols(), m.numRows()).T
 
 
+class PerPartition(AccumulatorParam):
+    """Accumulates ``{partition id: counters}``: a partition computed twice (a retried task, a
+    re-run stage) replaces its own entry instead of adding to a sum."""
+
+    def zero(self, value: dict) -> dict:
+        return {}
+
+    def addInPlace(self, a: dict, b: dict) -> dict:
+        a.update(b)
+        return a
+
+
 @dataclass
 class LshStats:
-    """Counters from the tasks (accumulators): pairs summed over all tasks; the bucket
-    counters come from the task of partition 0 (every task builds the same buckets)."""
+    """Counters from the tasks, per partition: ``(candidate pairs, buckets split, largest
+    bucket)``; pairs are summed over partitions, the bucket counters come from partition 0
+    (every task builds the same buckets)."""
 
-    pairs: Any
-    split: Any
-    largest: Any
+    parts: Any  # Accumulator of {partition id: (pairs, split, largest)}
 
     def as_dict(self, bucket_length: float) -> dict[str, Any]:
-        return {"candidate_pairs": int(self.pairs.value), "buckets_split": int(self.split.value),
-                "largest_bucket": int(self.largest.value), "bucket_length": bucket_length}
+        per = self.parts.value
+        _, split, largest = per.get(0, (0, 0, 0))
+        return {"candidate_pairs": int(sum(v[0] for v in per.values())),
+                "buckets_split": int(split), "largest_bucket": int(largest),
+                "bucket_length": bucket_length}
 
 
 def lsh_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: AnnConfig,
@@ -94,16 +108,16 @@ def lsh_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: An
     layout, proj = band_layout(spark, queries, bc.value, cfg, k, self_join)
     length, bands = layout.bucket_length, layout.bands
     sc = spark.sparkContext
-    stats = LshStats(sc.accumulator(0), sc.accumulator(0), sc.accumulator(0))
+    stats = LshStats(sc.accumulator({}, PerPartition()))
     cap, seed = cfg.max_bucket_size, cfg.seed
     parts = max(2 * sc.defaultParallelism, -(-len(bc.value[1]) // 250_000))
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        first = TaskContext.get().partitionId() == 0
+        part = TaskContext.get().partitionId()
         got = list(batches)
         table = pa.Table.from_batches(got) if got else QUERY_SCHEMA.empty_table()
         batch = table.combine_chunks()
-        if batch.num_rows == 0 and not first:
+        if batch.num_rows == 0 and part != 0:  # partition 0 reports the buckets
             return
         ids, x = bc.value
         lookup = IdLookup.get(ids)
@@ -119,10 +133,7 @@ def lsh_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: An
         salt = batch.column(3).to_numpy(zero_copy_only=False).astype(np.uint64)
         res = banded_top_k(q, x, proj, length, bands, min(k, len(x)), cap, seed, self_idx,
                            exclude, salt)
-        stats.pairs.add(res.pairs)
-        if first:
-            stats.split.add(res.split)
-            stats.largest.add(res.largest)
+        stats.parts.add({part: (res.pairs, res.split, res.largest)})
         if batch.num_rows:
             yield topk_batch(qids, res.idx, res.score, ids)
 

@@ -241,3 +241,19 @@ def test_split_bucket_chunk_of_a_query_follows_its_salt_not_its_position():
     again = banded.query_buckets(q_keys[perm], b, none, salt[perm], band=3)
     assert np.array_equal(again, got[perm])
     assert len(set(got.tolist())) > 1 and (b.count[got] <= 50).all()  # spread over chunks
+
+
+def test_lsh_counters_survive_a_recomputed_partition(spark, points):
+    """Counters are kept per partition: running the same tasks again (here: two actions on
+    an unpersisted result) replaces their entries instead of adding to the sum."""
+    _, df = points
+    cfg = ann_cfg(bands=4, hashes_per_band=3, tune=False)
+    queries = df.select(F.col("item_id").alias("query_id"), "vector",
+                        F.array().cast("array<string>").alias("exclude"))
+    out, info = ann.lsh_top_k(spark, queries, df, cfg, 5, self_join=True)
+    out.count()
+    once = info["stats"].as_dict(1.0)
+    out.count()  # every partition computed a second time
+    twice = info["stats"].as_dict(1.0)
+    assert once["candidate_pairs"] > 0 and twice == once
+    info["broadcast"].unpersist()
