@@ -20,6 +20,11 @@ import numpy as np
 UNIT = 1 << 30  # weight resolution 2**-30: far below the float32 accept values' precision
 
 
+def csr_rows(indptr: np.ndarray) -> np.ndarray:
+    """The row (int64) of every entry of the CSR rows ``indptr``."""
+    return np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
+
+
 def alias_tables(indptr: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(accept float32, alias int32)`` for every entry of the CSR rows ``indptr``/``prob``.
 
@@ -29,7 +34,7 @@ def alias_tables(indptr: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, np.n
     """
     n_rows = len(indptr) - 1
     deg = np.diff(indptr)
-    row = np.repeat(np.arange(n_rows), deg)
+    row = csr_rows(indptr)
     total = np.bincount(row, weights=prob, minlength=n_rows)
     per_unit = deg * float(UNIT) / np.where(total > 0, total, 1.0)
     w = np.floor(np.asarray(prob, np.float64) * per_unit[row]).astype(np.int64)
@@ -40,12 +45,13 @@ def alias_tables(indptr: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, np.n
 
     light, heavy = np.flatnonzero(w < UNIT), np.flatnonzero(w >= UNIT)
     l_row, h_row = row[light], row[heavy]
-    l_end = np.cumsum(np.bincount(l_row, minlength=n_rows))  # lights of rows <= r
-    h_end = np.cumsum(np.bincount(h_row, minlength=n_rows))
+    l_count = np.bincount(l_row, minlength=n_rows)
+    h_count = np.bincount(h_row, minlength=n_rows)
+    l_end, h_end = np.cumsum(l_count), np.cumsum(h_count)  # lights (heavies) of rows <= r
     deficit = UNIT - w[light]
     d_run, e_run = np.cumsum(deficit), np.cumsum(w[heavy] - UNIT)  # across rows: exact ints
-    d_base = np.concatenate([[0], d_run])[l_end - np.bincount(l_row, minlength=n_rows)]
-    e_base = np.concatenate([[0], e_run])[h_end - np.bincount(h_row, minlength=n_rows)]
+    d_base = np.concatenate([[0], d_run])[l_end - l_count]  # running sums before each row
+    e_base = np.concatenate([[0], e_run])[h_end - h_count]
 
     accept = np.full(len(w), UNIT, np.int64)
     alias = np.arange(len(w), dtype=np.int64)
@@ -73,7 +79,7 @@ def alias_probabilities(indptr: np.ndarray, accept: np.ndarray,
     """The per-entry probabilities an alias table samples (for checking one): entry ``k`` of
     a row of ``n`` gets ``(accept[k] + sum of (1 - accept[j]) over j aliased to k) / n``."""
     deg = np.diff(indptr)
-    row = np.repeat(np.arange(len(deg)), deg)
+    row = csr_rows(indptr)
     n = np.maximum(deg[row], 1).astype(np.float64)
     out = accept / n
     out += np.bincount(indptr[:-1][row] + alias, weights=(1.0 - accept) / n,

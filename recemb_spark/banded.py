@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from .topk import merge_candidates
+from .topk import first_of, merge_candidates
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 # scores per batched multiply (batch x queries x items), ~32 MB of float32
@@ -171,13 +171,6 @@ def group_items(keys: np.ndarray, cap: int, rng: np.random.Generator) -> Buckets
                    int(sizes.max(initial=0)), chunks)
 
 
-def first_of(sorted_keys: np.ndarray) -> np.ndarray:
-    """Positions where a new key starts in a sorted key array."""
-    new = np.ones(len(sorted_keys), bool)
-    new[1:] = sorted_keys[1:] != sorted_keys[:-1]
-    return np.flatnonzero(new)
-
-
 def query_buckets(keys: np.ndarray, buckets: Buckets, self_idx: np.ndarray, salt: np.ndarray,
                   band: int) -> np.ndarray:
     """The bucket of each query (-1 when no item shares its key): an item query (``self_idx``
@@ -304,8 +297,8 @@ def banded_top_k(q: np.ndarray, x: np.ndarray, proj: np.ndarray, bucket_length: 
     ``self_idx[r]``: the item index of query ``r`` when queries are items (it is excluded and
     it decides the chunk), else -1. ``exclude``: ``(query row, item index)`` pairs never
     returned. ``salt``: a stable per-query number (a hash of its id) that picks the chunk of a
-    split bucket for queries that are not items. Items' buckets depend only on ``(x, proj, seed)``, so every task that holds the
-    same items builds the same buckets."""
+    split bucket for queries that are not items. Items' buckets depend only on ``(x, proj,
+    seed)``, so every task that holds the same items builds the same buckets."""
     n = len(q)
     best_i = np.full((n, k), -1, np.int64)
     best_v = np.full((n, k), -np.inf, np.float32)

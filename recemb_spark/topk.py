@@ -73,6 +73,13 @@ def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, best
 
 
+def first_of(sorted_keys: np.ndarray) -> np.ndarray:
+    """Positions where a new key starts in a sorted key array."""
+    new = np.ones(len(sorted_keys), bool)
+    new[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    return np.flatnonzero(new)
+
+
 def best_per_row(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
                  k: int) -> tuple[np.ndarray, np.ndarray]:
     """From scattered candidates ``(row, col, score)``: per row the ``k`` best distinct columns
@@ -130,7 +137,7 @@ def merge_candidates(best_i: np.ndarray, best_v: np.ndarray, rows: np.ndarray,
         return
     order = np.argsort(rows, kind="stable")
     rows, cols, vals = rows[order], cols[order], vals[order]
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    starts = first_of(rows)
     count = np.diff(np.append(starts, len(rows)))
     touched = rows[starts]
     by_count = np.argsort(count, kind="stable")  # rows of similar length padded together

@@ -41,7 +41,7 @@ from pyspark import RDD, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from .alias import alias_probabilities, alias_tables
+from .alias import alias_probabilities, alias_tables, csr_rows
 from .config import WalksConfig
 from .tables import dense_index
 
@@ -111,7 +111,7 @@ class EdgeSet:
 
     def __init__(self, block: AdjacencyBlock):
         rows = len(block.indptr) - 1
-        src = np.repeat(np.arange(rows, dtype=np.int64), np.diff(block.indptr))
+        src = csr_rows(block.indptr)
         self.n = np.int64(max(rows, 1))
         self.keys = src * self.n + block.dst  # rows list dst in increasing order: sorted
         self.prob = alias_probabilities(block.indptr, block.accept,
@@ -160,11 +160,11 @@ def node2vec_step(block: AdjacencyBlock, edges: EdgeSet, cur: np.ndarray, prev: 
     back_w, out_w = 1.0 / p, 1.0 / q
     h = max(1.0, out_w)
     spike = back_w > h
-    if not spike:
-        h = max(h, back_w)
     if spike:
         back_edge, back_prob = edges.back(came_by)
         extra = back_prob * (back_w - h)
+    else:
+        h = max(h, back_w)
     sure, unsure = min(1.0, out_w), max(1.0, out_w)  # a non-return x: f in {1, 1/q}
     pending = np.arange(len(cur))
     while pending.size:
