@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import metrics_dict, popularity, prepare, write_json  # noqa: E402
 
-from recemb_spark import als  # noqa: E402
 from recemb_spark.evaluation import score_model  # noqa: E402
+from recemb_spark.models import als  # noqa: E402
 
 
 def main() -> None:

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import write_json  # noqa: E402
 
-from recemb_spark import ann  # noqa: E402
 from recemb_spark.config import load_config  # noqa: E402
+from recemb_spark.neighbors import ann  # noqa: E402
 from recemb_spark.session import build_session  # noqa: E402
 
 
@@ -105,7 +105,8 @@ def main() -> None:
     datasets = []
     if args.sample:
         from common import prepare
-        from recemb_spark.word2vec import fit_word2vec
+
+        from recemb_spark.models.word2vec import fit_word2vec
         p = prepare(None)
         datasets.append(("builtin-sample-item2vec",
                          fit_word2vec(p.train_sequences, p.cfg.item2vec)))

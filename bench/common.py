@@ -10,9 +10,9 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from recemb_spark import readers, sample
 from recemb_spark.config import Config, load_config
 from recemb_spark.evaluation import leave_last_out, popularity_vectors, score_model
+from recemb_spark.io import readers, sample
 from recemb_spark.session import build_session
 from recemb_spark.tables import build_sequences, clean_ratings
 
@@ -75,7 +75,7 @@ def write_json(path: str, payload: dict[str, Any]) -> None:
 def mllib_item2vec(p: Prepared, params: dict[str, Any], seeds: int) -> dict[str, float]:
     """MLlib Word2Vec on the split's training sequences with ``params`` over the item2vec
     config, once per seed (42, 43, ...): mean train seconds, HR@10, NDCG@10 and misses."""
-    from recemb_spark.word2vec import fit_word2vec
+    from recemb_spark.models.word2vec import fit_word2vec
 
     runs = []
     for seed in range(seeds):

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import metrics_dict, popularity, prepare, score_vectors, write_json  # noqa: E402
 
 from recemb_spark.evaluation import score_model  # noqa: E402
-from recemb_spark.models import train_deepwalk  # noqa: E402
-from recemb_spark.users import pool_user_vectors  # noqa: E402
+from recemb_spark.models.registry import train_deepwalk  # noqa: E402
+from recemb_spark.models.users import pool_user_vectors  # noqa: E402
 
 POINTS = {
     "w2v mllib defaults (step 0.025, window 5)": [],

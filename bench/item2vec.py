@@ -20,7 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import mllib_item2vec, popularity, prepare, score_vectors, write_json  # noqa: E402
 
-
 TUTORIAL = {"vector_size": 10, "window_size": 5, "max_iter": 10, "min_count": 5,
             "num_partitions": 1, "step_size": 0.025}  # MLlib defaults for the rest
 

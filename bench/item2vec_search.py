@@ -17,7 +17,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import mllib_item2vec, popularity, prepare, write_json  # noqa: E402
 
-
 BASE = {"vector_size": 32, "window_size": 5, "max_iter": 5, "min_count": 2,
         "num_partitions": 1, "step_size": 0.025}
 AXES = {"vector_size": [16, 64, 100], "window_size": [2, 3, 10], "max_iter": [1, 10, 20],

@@ -106,8 +106,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _dispatch(spark, cfg: Config, run_date: str, args: argparse.Namespace) -> None:
-    from . import pipeline, sample
+    from . import pipeline
     from .evaluation import format_metrics
+    from .io import sample
 
     if args.command == "sample":
         paths = sample.write_sample(spark, cfg.sample, args.out)
@@ -115,8 +116,8 @@ def _dispatch(spark, cfg: Config, run_date: str, args: argparse.Namespace) -> No
             print(f"{name}: {path}")
         return
     if args.command == "similar":
-        from .similar import similar_items
-        from .warehouse import Warehouse
+        from .io.warehouse import Warehouse
+        from .neighbors.similar import similar_items
 
         date, method, rows = similar_items(spark, Warehouse(spark, cfg.warehouse.path),
                                            args.model, args.item, args.k, run_date)

@@ -27,8 +27,9 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from .neighbors.topk import BLOCK_CELLS, collect_matrix, top_k_rows, unit_rows
+from .stage import metric_row
 from .tables import event_struct, item_order
-from .topk import BLOCK_CELLS, collect_matrix, top_k_rows, unit_rows
 
 
 @dataclass
@@ -211,19 +212,6 @@ def score_model(spark: SparkSession, cases: DataFrame, item_vectors: DataFrame, 
     out.append(metric_row(model, f"{prefix}coverage", ks_sorted[0],
                        float(total.covered.sum()) / max(catalogue_size, 1)))
     return out
-
-
-def metric_row(model: str, metric: str, k: int, value: float) -> dict[str, Any]:
-    """One row of the metrics table."""
-    return {"model": model, "metric": metric, "k": int(k), "value": float(value)}
-
-
-METRICS_SCHEMA = "model string, metric string, k int, value double"
-
-
-def metrics_frame(spark: SparkSession, metrics: list[dict[str, Any]]) -> DataFrame:
-    return spark.createDataFrame([(m["model"], m["metric"], m["k"], m["value"]) for m in metrics],
-                                 METRICS_SCHEMA)
 
 
 def format_metrics(metrics: list[dict[str, Any]], ks: list[int]) -> str:

@@ -7,7 +7,7 @@ from typing import Callable, Optional
 from pyspark.sql import SparkSession
 
 from .config import Config
-from .models import model_specs
+from .models.registry import model_specs
 from .stage import StageFn, StageResult, run_stage
 from .stages import ann as ann_stage
 from .stages import evaluate as evaluate_stage

@@ -8,11 +8,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from . import __version__
 from .config import Config
-from .warehouse import Warehouse
+from .io.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,20 @@ class StageResult:
             yield
         finally:
             self.timings[step] = round(self.timings.get(step, 0.0) + time.perf_counter() - t0, 3)
+
+
+def metric_row(model: str, metric: str, k: int, value: float) -> dict[str, Any]:
+    """One row of the metrics table."""
+    return {"model": model, "metric": metric, "k": int(k), "value": float(value)}
+
+
+METRICS_SCHEMA = "model string, metric string, k int, value double"
+
+
+def metrics_frame(spark: SparkSession, metrics: list[dict[str, Any]]) -> DataFrame:
+    """The rows of :func:`metric_row` as a metrics-table DataFrame (:data:`METRICS_SCHEMA`)."""
+    return spark.createDataFrame([(m["model"], m["metric"], m["k"], m["value"]) for m in metrics],
+                                 METRICS_SCHEMA)
 
 
 StageFn = Callable[[SparkSession, Config, str], StageResult]

@@ -4,11 +4,12 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from recemb_spark import als, sample
 from recemb_spark.config import load_config
-from recemb_spark.readers import RATINGS_SCHEMA
+from recemb_spark.io import sample
+from recemb_spark.io.readers import RATINGS_SCHEMA
+from recemb_spark.models import als
+from recemb_spark.neighbors.topk import user_candidates
 from recemb_spark.tables import clean_ratings
-from recemb_spark.topk import user_candidates
 
 from .conftest import SMALL_SAMPLE
 

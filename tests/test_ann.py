@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from recemb_spark import ann, banded, topk
 from recemb_spark.config import load_config
-from recemb_spark.topk import user_candidates
+from recemb_spark.neighbors import ann, banded, topk
+from recemb_spark.neighbors.topk import user_candidates
 
 VEC = "item_id string, vector array<float>"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from recemb_spark.cli import main
-from recemb_spark.warehouse import Warehouse
+from recemb_spark.io.warehouse import Warehouse
 
 from .conftest import SMALL_SAMPLE
 

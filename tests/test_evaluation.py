@@ -5,10 +5,16 @@ import numpy as np
 import pytest
 from chispa import assert_df_equality
 
-from recemb_spark.evaluation import (format_metrics, heldout_ranks, hit_and_ndcg,
-                                     leave_last_out, popularity_vectors, score_model)
-from recemb_spark.topk import top_k_rows
-from recemb_spark.readers import RATINGS_SCHEMA
+from recemb_spark.evaluation import (
+    format_metrics,
+    heldout_ranks,
+    hit_and_ndcg,
+    leave_last_out,
+    popularity_vectors,
+    score_model,
+)
+from recemb_spark.io.readers import RATINGS_SCHEMA
+from recemb_spark.neighbors.topk import top_k_rows
 
 
 def t(minutes):

@@ -4,8 +4,8 @@ from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import functions as F
 
 from recemb_spark.config import load_config
-from recemb_spark.graph import GRAPH_SCHEMA, build_item_graph, edge_weights
-from recemb_spark.readers import RATINGS_SCHEMA
+from recemb_spark.io.readers import RATINGS_SCHEMA
+from recemb_spark.models.graph import GRAPH_SCHEMA, build_item_graph, edge_weights
 
 SEQ = "user_id string, items array<string>, n_items int, ts_start timestamp, ts_end timestamp"
 D0 = dt.datetime(2024, 1, 1)

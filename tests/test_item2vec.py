@@ -2,8 +2,8 @@ from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import functions as F
 
 from recemb_spark.config import load_config
-from recemb_spark.users import pool_user_vectors
-from recemb_spark.word2vec import fit_word2vec, vocabulary_report
+from recemb_spark.models.users import pool_user_vectors
+from recemb_spark.models.word2vec import fit_word2vec, vocabulary_report
 
 VEC = "item_id string, vector array<float>"
 USERS = "user_id string, vector array<float>"
@@ -60,8 +60,12 @@ def test_mean_and_recency_pooling(spark):
 
 
 def test_auto_step_size_follows_corpus_size(spark):
-    from recemb_spark.word2vec import (AUTO_STEP_MIN_TOKENS, LARGE_STEP, SMALL_STEP,
-                                       resolve_step_size)
+    from recemb_spark.models.word2vec import (
+        AUTO_STEP_MIN_TOKENS,
+        LARGE_STEP,
+        SMALL_STEP,
+        resolve_step_size,
+    )
 
     small = sentences(spark)  # 18 tokens
     assert resolve_step_size(w2v_cfg(step_size=0.0), small) == SMALL_STEP

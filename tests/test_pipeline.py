@@ -3,7 +3,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from recemb_spark.cli import main
-from recemb_spark.warehouse import Warehouse
+from recemb_spark.io.warehouse import Warehouse
 
 # less dense than SMALL_SAMPLE (60 of 600 items per user, not 80 of 400), as real logs are:
 # sequences then carry cluster runs instead of exhausting each user's few clusters

@@ -3,9 +3,9 @@ import datetime as dt
 import pytest
 from chispa import assert_df_equality
 
-from recemb_spark import readers
 from recemb_spark.config import load_config
 from recemb_spark.errors import InputError
+from recemb_spark.io import readers
 
 UTC = dt.timezone.utc
 

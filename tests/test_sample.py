@@ -2,8 +2,8 @@ import numpy as np
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from recemb_spark import sample
 from recemb_spark.config import load_config
+from recemb_spark.io import sample
 
 from .conftest import SMALL_SAMPLE
 

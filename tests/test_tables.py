@@ -3,8 +3,13 @@ import datetime as dt
 from chispa import assert_df_equality
 
 from recemb_spark.config import load_config
-from recemb_spark.readers import RATINGS_SCHEMA
-from recemb_spark.tables import build_sequences, build_sessions, clean_ratings, user_histories
+from recemb_spark.io.readers import RATINGS_SCHEMA
+from recemb_spark.tables import (
+    build_sequences,
+    build_sessions,
+    clean_ratings,
+    user_histories,
+)
 
 SEQ_SCHEMA = ("user_id string, items array<string>, n_items int, ts_start timestamp, "
               "ts_end timestamp")

@@ -4,10 +4,16 @@ import numpy as np
 import pytest
 
 from recemb_spark.config import load_config
-from recemb_spark.graph import transition_probabilities
-from recemb_spark.alias import alias_probabilities, alias_tables
-from recemb_spark.walks import (AdjacencyBlock, EdgeSet, generate_walks, index_graph,
-                                node2vec_step, walk_stats)
+from recemb_spark.models.alias import alias_probabilities, alias_tables
+from recemb_spark.models.graph import transition_probabilities
+from recemb_spark.models.walks import (
+    AdjacencyBlock,
+    EdgeSet,
+    generate_walks,
+    index_graph,
+    node2vec_step,
+    walk_stats,
+)
 
 # A small weighted graph: d is a dead end.
 EDGES = [("a", "b", 3.0), ("a", "c", 1.0), ("b", "c", 1.0), ("b", "a", 2.0),

@@ -1,6 +1,6 @@
 from chispa import assert_df_equality
 
-from recemb_spark.warehouse import Warehouse
+from recemb_spark.io.warehouse import Warehouse
 
 
 def test_rerun_replaces_only_its_date(spark, tmp_path):

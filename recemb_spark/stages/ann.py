@@ -8,14 +8,13 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from .. import ann
 from ..config import AnnConfig, Config
 from ..errors import StageError
-from ..evaluation import metric_row, metrics_frame
-from ..stage import StageResult
+from ..io.warehouse import Warehouse
+from ..neighbors import ann
+from ..neighbors.topk import user_candidates
+from ..stage import StageResult, metric_row, metrics_frame
 from ..tables import rated_items
-from ..topk import user_candidates
-from ..warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 

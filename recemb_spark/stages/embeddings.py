@@ -4,11 +4,10 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, SparkSession
 
 from ..config import Config
-from ..evaluation import metrics_frame
-from ..models import ModelSpec, user_vectors
-from ..stage import StageFn, StageResult
+from ..io.warehouse import Warehouse
+from ..models.registry import ModelSpec, user_vectors
+from ..stage import StageFn, StageResult, metrics_frame
 from ..tables import user_histories
-from ..warehouse import Warehouse
 
 
 def write_tables(wh: Warehouse, res: StageResult, tables: dict[str, tuple[DataFrame, bool]],

@@ -8,12 +8,11 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from ..config import Config
-from ..evaluation import (format_metrics, leave_last_out, metrics_frame, popularity_vectors,
-                          score_model)
-from ..models import enabled_models, user_vectors
-from ..stage import StageResult
+from ..evaluation import format_metrics, leave_last_out, popularity_vectors, score_model
+from ..io.warehouse import Warehouse
+from ..models.registry import enabled_models, user_vectors
+from ..stage import StageResult, metrics_frame
 from ..tables import build_sequences
-from ..warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from .. import readers, sample
 from ..config import Config
+from ..io import readers, sample
+from ..io.warehouse import Warehouse
 from ..stage import StageResult
 from ..tables import build_sessions, clean_ratings
-from ..warehouse import Warehouse
 
 
 def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from pyspark.sql import DataFrame, SparkSession
 
-from .errors import StageError
+from ..errors import StageError
 
 
 class HadoopFS:

@@ -8,9 +8,9 @@ import numpy as np
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from .errors import StageError
+from ..errors import StageError
+from ..io.warehouse import Warehouse
 from .topk import collect_matrix, top_k_rows
-from .warehouse import Warehouse
 
 
 @dataclass

@@ -1,15 +1,21 @@
 """DeepWalk / node2vec training: sequences -> item graph -> walks -> Word2Vec vectors."""
 from __future__ import annotations
 
+from typing import Any
+
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from .config import Config
+from ..config import Config
 from .graph import edge_weights, transition_probabilities
-from .models import TrainedModel
-from .walks import (alias_table_bytes, generate_walks, index_graph, walk_stats,
-                    walk_token_rows)
+from .walks import (
+    alias_table_bytes,
+    generate_walks,
+    index_graph,
+    walk_stats,
+    walk_token_rows,
+)
 from .word2vec import fit_word2vec, vocabulary_report
 
 
@@ -25,12 +31,14 @@ def walks_table(spark: SparkSession, tokens: DataFrame, nodes: DataFrame) -> Dat
             .select("walk_id", F.transform("_w", lambda e: e["item_id"]).alias("items")))
 
 
-def train(spark: SparkSession, cfg: Config, ratings: DataFrame,
-          sequences: DataFrame) -> TrainedModel:
+def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataFrame
+          ) -> tuple[DataFrame, dict[str, Any], dict[str, tuple[DataFrame, bool]]]:
     """Train on ``sequences`` (and ``ratings`` for rating-weighted edges); see the module doc.
 
-    Returns item vectors, the ``item_graph`` table, optionally the ``walks`` table, and counts
-    (edges kept and dropped, nodes, strategy, walks, steps, vocabulary) for the manifest.
+    Returns plain parts (the registry wraps them): the item vectors ``(item_id, vector)``
+    (cached), counts for the manifest (edges kept and dropped, nodes, strategy, walks, steps,
+    vocabulary), and the extra tables by name with whether they are per model: ``item_graph``
+    and, with ``walks.write_walks``, ``walks``.
     """
     edges = edge_weights(sequences, cfg.graph, ratings).persist()
     graph = transition_probabilities(edges, cfg.graph.min_edge_weight).persist()
@@ -56,4 +64,4 @@ def train(spark: SparkSession, cfg: Config, ratings: DataFrame,
     vectors.count()
     for df in (blocks, edges, g.edges):  # graph and tokens stay cached: their tables follow
         df.unpersist()
-    return TrainedModel(vectors, details=details, tables=tables)
+    return vectors, details, tables

@@ -13,10 +13,10 @@ from typing import Any, Callable, Optional
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from .config import Config
-from .tables import rated_items
+from ..config import Config
+from ..io.warehouse import join_path
+from ..tables import rated_items
 from .users import pool_user_vectors
-from .warehouse import join_path
 from .word2vec import fit_word2vec, resolve_step_size, vocabulary_report
 
 
@@ -72,7 +72,8 @@ def train_deepwalk(spark: SparkSession, cfg: Config, ratings: DataFrame,
     """DeepWalk / node2vec: item graph -> distributed random walks -> MLlib Word2Vec."""
     from . import deepwalk  # keeps the walk machinery out of item2vec-only imports
 
-    return deepwalk.train(spark, cfg, ratings, sequences)
+    vectors, details, tables = deepwalk.train(spark, cfg, ratings, sequences)
+    return TrainedModel(vectors, details=details, tables=tables)
 
 
 def user_vectors(trained: TrainedModel, histories: DataFrame, items: DataFrame,
@@ -104,9 +105,9 @@ def train_als(spark: SparkSession, cfg: Config, ratings: DataFrame,
 def als_stage_extras(spark: SparkSession, cfg: Config, ratings: DataFrame,
                      trained: TrainedModel) -> TrainedModel:
     """RMSE on a held-out share (explicit mode) and top-K unseen items per user by dot."""
+    from ..neighbors.topk import user_candidates
+    from ..stage import metric_row
     from . import als
-    from .evaluation import metric_row
-    from .topk import user_candidates
 
     extra = TrainedModel(trained.item_vectors)
     if not cfg.als.implicit_prefs:

@@ -6,7 +6,7 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from .config import Word2VecConfig
+from ..config import Word2VecConfig
 
 VECTORS_SCHEMA = "item_id string, vector array<float>"
 

@@ -3,7 +3,7 @@
 Nodes get dense integer ids ``0..N-1``. Node ``v`` belongs to walk partition ``v % P``. For
 each partition, :class:`AdjacencyBlock` holds the out-edges of its nodes in CSR form with an
 alias table per node (O(1) sampling of ``P(dst | src)``; all rows built at once by
-:func:`recemb_spark.alias.alias_tables`). The ``join`` strategy builds its blocks on the
+:func:`recemb_spark.models.alias.alias_tables`). The ``join`` strategy builds its blocks on the
 executors and never brings the graph to the driver.
 
 Two strategies generate the walks:
@@ -41,9 +41,9 @@ from pyspark import RDD, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from ..config import WalksConfig
+from ..tables import dense_index
 from .alias import alias_probabilities, alias_tables, csr_rows
-from .config import WalksConfig
-from .tables import dense_index
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from .config import SampleConfig
+from ..config import SampleConfig
 from .warehouse import HadoopFS, join_path
 
 GENRES = ["Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary",

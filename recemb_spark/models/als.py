@@ -8,8 +8,9 @@ from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from .config import AlsConfig
-from .tables import dense_index
+from ..config import AlsConfig
+from ..tables import dense_index
+
 
 def to_indexed(ratings: DataFrame, users: DataFrame, items: DataFrame) -> DataFrame:
     """Ratings with ``user_id_idx``/``item_id_idx`` joined in."""

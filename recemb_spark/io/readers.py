@@ -16,8 +16,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from .config import InputConfig
-from .errors import InputError
+from ..config import InputConfig
+from ..errors import InputError
 from .warehouse import HadoopFS, join_path
 
 #: Every reject reason, in the order the checks run (a row gets the first that applies).

@@ -6,7 +6,7 @@ from typing import Optional
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from .config import GraphConfig
+from ..config import GraphConfig
 
 EDGES_SCHEMA = "src string, dst string, weight double"
 GRAPH_SCHEMA = "src string, dst string, weight double, prob double"

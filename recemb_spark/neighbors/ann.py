@@ -15,7 +15,7 @@ chunks (counted). Nothing per candidate pair is ever a Spark row.
 ``spark_lsh``: ``approxSimilarityJoin`` with a distance threshold (kept for comparison: its
 hash tables are single projections ORed, with no AND amplification).
 
-``exact``: :func:`recemb_spark.topk.exact_top_k`.
+``exact``: :func:`recemb_spark.neighbors.topk.exact_top_k`.
 """
 from __future__ import annotations
 
@@ -33,10 +33,19 @@ from pyspark.ml.linalg import Vectors
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from ..config import AnnConfig
 from .banded import MAX_HASHES, BandLayout, banded_top_k, tune_layout
-from .config import AnnConfig
-from .topk import (TOPK_SCHEMA, IdLookup, broadcast_items, exact_top_k, exclusions,
-                   query_matrix, stream_top_k, topk_batch, unit_rows)
+from .topk import (
+    TOPK_SCHEMA,
+    IdLookup,
+    broadcast_items,
+    exact_top_k,
+    exclusions,
+    query_matrix,
+    stream_top_k,
+    topk_batch,
+    unit_rows,
+)
 
 log = logging.getLogger(__name__)
 NEIGHBORS_SCHEMA = "item_id string, neighbor_id string, rank int, similarity double"

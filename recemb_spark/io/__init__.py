@@ -1,0 +1,1 @@
+"""Input and the warehouse: readers, the built-in sample, dated Parquet tables."""

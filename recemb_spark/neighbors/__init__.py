@@ -1,0 +1,1 @@
+"""Exact and LSH top-K: item neighbours, user candidates, one-item queries."""
