@@ -54,9 +54,16 @@ class InputConfig:
     items_format: str
     user_col: str
     item_col: str
-    rating_col: str
+    rating_col: Optional[str]
     ts_col: str
     ts_unit: str
+    event_col: Optional[str]
+    event_weights: dict[str, float]
+    event_signal: str
+    session_col: Optional[str]
+    category_col: Optional[str]
+    columns: Optional[list[str]]
+    header: str
     csv_delimiter: str
     rating_min: float
     rating_max: float
@@ -66,11 +73,39 @@ class InputConfig:
         _choice("input.format", self.format, INPUT_FORMATS)
         _choice("input.items_format", self.items_format, ITEM_FORMATS)
         _choice("input.ts_unit", self.ts_unit, ["seconds", "milliseconds", "iso"])
+        _choice("input.event_signal", self.event_signal, ["sum", "max", "count"])
+        _choice("input.header", self.header, ["auto", "true", "false"])
         _check(len(self.csv_delimiter) >= 1, "input.csv_delimiter", "must not be empty")
         _check(self.rating_min <= self.rating_max, "input.rating_min",
                f"must be <= input.rating_max ({self.rating_max})")
         _check(0.0 <= self.max_reject_fraction <= 1.0, "input.max_reject_fraction",
                "must be within [0, 1]")
+        _check(self.rating_col is None or self.event_col is None, "input.event_col",
+               "needs input.rating_col: null (an event log has weights instead of ratings)")
+        _check(self.event_col is None or len(self.event_weights) >= 1, "input.event_weights",
+               "must map every event value to a weight when input.event_col is set, "
+               "e.g. {pv: 1, cart: 2, fav: 2, buy: 3}")
+        for event, weight in self.event_weights.items():
+            _check(weight > 0, "input.event_weights", f"weight of {event!r} must be > 0")
+        _check(self.columns is None or len(self.columns) >= 2, "input.columns",
+               "must name at least the user and item columns of a headerless file")
+        if self.columns is not None:
+            named = [c for c in self.used_columns() if c not in self.columns]
+            _check(not named, "input.columns",
+                   f"has no column(s) {named} (input.user_col/item_col/rating_col/ts_col/"
+                   f"event_col/session_col/category_col); it lists {self.columns}")
+
+    @property
+    def implicit(self) -> bool:
+        """True for a log without ratings (``rating_col: null``): every event is liked."""
+        return self.rating_col is None
+
+    def used_columns(self) -> list[str]:
+        """The input columns the reader needs, in a fixed order: user, item, [rating], ts,
+        [event], [session], [category]."""
+        return [c for c in (self.user_col, self.item_col, self.rating_col, self.ts_col,
+                            self.event_col, self.session_col, self.category_col)
+                if c is not None]
 
 
 @dataclass(frozen=True)
@@ -100,6 +135,7 @@ class SequencesConfig:
     session_gap_minutes: float
     max_length: int
     min_length: int
+    collapse_repeats: bool
 
     def validate(self) -> None:
         _check(self.session_gap_minutes >= 0, "sequences.session_gap_minutes", "must be >= 0")
@@ -202,7 +238,7 @@ class AlsConfig:
     seed: int
 
     def validate(self) -> None:
-        _choice("als.implicit_signal", self.implicit_signal, ["rating", "count"])
+        _choice("als.implicit_signal", self.implicit_signal, ["signal", "rating", "count"])
         for name in ("rank", "max_iter", "num_user_blocks", "num_item_blocks"):
             _check(getattr(self, name) >= 1, f"als.{name}", "must be >= 1")
         _check(self.reg_param >= 0, "als.reg_param", "must be >= 0")
@@ -267,10 +303,14 @@ class EvaluateConfig:
     enabled: bool
     ks: list[int]
     user_query: bool
+    head_share: float
+    cold_max_events: int
 
     def validate(self) -> None:
         _check(len(self.ks) >= 1 and all(k >= 1 for k in self.ks), "evaluate.ks",
                "must be a non-empty list of integers >= 1")
+        _check(0 < self.head_share < 1, "evaluate.head_share", "must be within (0, 1)")
+        _check(self.cold_max_events >= 0, "evaluate.cold_max_events", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -297,8 +337,15 @@ class Config:
             else:
                 section.validate()
         inp, seq = self.input, self.sequences
-        _check(inp.rating_min <= seq.min_rating <= inp.rating_max, "sequences.min_rating",
+        _check(inp.implicit or inp.rating_min <= seq.min_rating <= inp.rating_max,
+               "sequences.min_rating",
                f"must lie within the rating range [{inp.rating_min}, {inp.rating_max}]")
+
+    @property
+    def liked_min_rating(self) -> float:
+        """The rating from which an interaction is "liked" (enters sequences, evaluation):
+        ``sequences.min_rating`` for rated input; every event of an implicit log is liked."""
+        return float("-inf") if self.input.implicit else self.sequences.min_rating
 
     def to_dict(self) -> dict[str, Any]:
         """The effective parameters as plain data (for manifests)."""
@@ -436,6 +483,11 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         if value is None:
             return None
         return _coerce(value, args[0], key)
+    if origin is dict:
+        key_type, value_type = typing.get_args(typ)
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return {_coerce(k, key_type, key): _coerce(v, value_type, key) for k, v in value.items()}
     if origin is list:
         (inner,) = typing.get_args(typ)
         if not isinstance(value, list):

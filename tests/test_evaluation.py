@@ -122,3 +122,61 @@ def test_format_metrics_table():
             {"model": "item2vec", "metric": "user_hr", "k": 10, "value": 0.2}]
     text = format_metrics(rows, [10])
     assert "item2vec      item         0.2500" in text and "user         0.2000" in text
+
+
+def test_popularity_segments_head_tail_cold(spark):
+    from recemb_spark.evaluation import popularity_segments, segments_for_cases
+
+    # liked events: a 6, b 2, c 1, d 1 (10 in all); head share 0.5: a alone holds 60%
+    rows = [(f"u{i}", "a", 5.0, t(i)) for i in range(6)] + [
+        ("u0", "b", 4.0, t(0)), ("u1", "b", 4.0, t(0)), ("u2", "c", 4.0, t(0)),
+        ("u3", "d", 4.0, t(0)), ("u4", "e", 1.0, t(0))]                 # e: never liked
+    train = spark.createDataFrame(rows, RATINGS_SCHEMA)
+    seg = popularity_segments(train, 3.5, head_share=0.5, cold_max_events=1)
+    got = {r["item_id"]: r["segments"] for r in seg.collect()}
+    assert got == {"a": ["head"], "b": ["tail"], "c": ["tail", "cold"], "d": ["tail", "cold"]}
+    cases = spark.createDataFrame([("u", "e", "a", ["a"]), ("v", "a", "b", ["b"])], CASES)
+    full = {r["item_id"]: r["segments"] for r in segments_for_cases(cases, seg).collect()}
+    assert full == {"e": ["tail", "cold"], "a": ["head"]}
+
+
+def test_score_model_by_segment_and_category_popularity(spark):
+    vectors = spark.createDataFrame([("a", [1.0, 0.0]), ("b", [0.9, 0.1]), ("c", [0.0, 1.0])],
+                                    VEC)
+    cases = spark.createDataFrame([("u", "b", "a", ["a"]), ("v", "a", "c", ["c"]),
+                                   ("w", "x", "a", ["a"])], CASES)
+    segments = spark.createDataFrame([("b", ["head"]), ("a", ["tail", "cold"]),
+                                      ("x", ["tail", "cold"])],
+                                     "item_id string, segments array<string>")
+    m = {(r["metric"], r["k"]): r["value"] for r in
+         score_model(spark, cases, vectors, [1], "toy", 3, segments=segments)}
+    assert m[("hr", 1)] == pytest.approx(1 / 3)          # u hits; v ranks b first; w: miss
+    assert m[("users_head", 0)] == 1 and m[("hr_head", 1)] == pytest.approx(1.0)
+    assert m[("users_tail", 0)] == 2 and m[("hr_tail", 1)] == pytest.approx(0.0)
+    assert m[("heldout_missing_cold", 0)] == 1
+    # popularity within the query item's category: c is the most popular overall, but for
+    # u (query a, category x) the items of category x come first -> b
+    pop = spark.createDataFrame([("a", [5.0]), ("b", [2.0]), ("c", [9.0])], VEC)
+    cats = spark.createDataFrame([("a", "x"), ("b", "x"), ("c", "y")],
+                                 "item_id string, category string")
+    two = spark.createDataFrame([("u", "b", "a", ["a"]), ("v", "a", "c", ["c"])], CASES)
+    m = {(r["metric"], r["k"]): r["value"] for r in
+         score_model(spark, two, pop, [1], "popularity_category", 3,
+                     mode="category", item_categories=cats)}
+    # u: b (a's category, a excluded); v: c excluded, nothing else in y -> a by popularity
+    assert m[("hr", 1)] == pytest.approx(1.0)
+    plain = {(r["metric"], r["k"]): r["value"] for r in
+             score_model(spark, two, pop, [1], "popularity", 3, mode="constant")}
+    assert plain[("hr", 1)] == pytest.approx(0.5)  # u: c first (miss); v: a (hit)
+
+
+def test_format_metrics_prints_segments():
+    rows = [{"model": "item2vec", "metric": "hr", "k": 10, "value": 0.25},
+            {"model": "item2vec", "metric": "hr_head", "k": 10, "value": 0.4},
+            {"model": "item2vec", "metric": "hr_tail", "k": 10, "value": 0.1},
+            {"model": "item2vec", "metric": "users_head", "k": 0, "value": 30},
+            {"model": "item2vec", "metric": "users_tail", "k": 0, "value": 70},
+            {"model": "item2vec", "metric": "heldout_missing_tail", "k": 0, "value": 5}]
+    text = format_metrics(rows, [10])
+    assert "popularity" in text and "0.4000" in text and "0.1000" in text
+    assert text.splitlines()[-1].split() == ["(users)", "30", "70"]

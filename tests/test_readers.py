@@ -163,3 +163,74 @@ def test_items_readers(spark, tmp_path):
     dat.write_bytes("1::Café (1995)::Drama\n".encode("latin-1"))
     rows = readers.read_items(spark, str(dat), "auto", "movieId").collect()
     assert [tuple(r) for r in rows] == [("1", "Café (1995)", ["Drama"])]
+
+
+def test_quoted_csv_fields_parse(spark, tmp_path):
+    """Every field quoted (pandas QUOTE_ALL, spreadsheet exports), a delimiter and a doubled
+    quote inside a quoted field."""
+    f = tmp_path / "ratings.csv"
+    f.write_text('"userId","movieId","rating","timestamp","note"\n'
+                 '"1","2","4.0","1000","plain"\n'
+                 '"1","3","3.5","1001","a, b and ""c"""\n'
+                 '"2","x","oops","1002",""\n')
+    parsed = readers.read_ratings(spark, load_config().input, str(f))
+    assert valid_rows(parsed) == [("1", "2", 4.0, ts(1000)), ("1", "3", 3.5, ts(1001))]
+    assert parsed.rejected_by_reason == {"bad_rating": 1}
+
+
+def test_implicit_headerless_event_log_with_weights(spark, tmp_path):
+    f = tmp_path / "behavior.csv"
+    f.write_text("1,10,100,pv,1511544070\n"
+                 "1,11,100,buy,1511544071.5\n"     # fractional epoch seconds
+                 "2,10,100,cart,1511544072\n"
+                 "2,12,200,share,1511544073\n")    # not in the map: a reject
+    cfg = load_config(overrides=[
+        "input.columns=[user,item,category,behavior,when]", "input.user_col=user",
+        "input.item_col=item", "input.ts_col=when", "input.rating_col=null",
+        "input.event_col=behavior", "input.event_weights={pv: 1, cart: 2, buy: 3}",
+        "input.category_col=category"]).input
+    parsed = readers.read_ratings(spark, cfg, str(f))
+    assert parsed.rejected_by_reason == {"unknown_event": 1}
+    assert rejects_of(parsed) == [("2,12,200,share,1511544073", "unknown_event")]
+    expected = spark.createDataFrame(
+        [("1", "10", 1.0, ts(1511544070), "100"),
+         ("1", "11", 3.0, dt.datetime(2017, 11, 24, 17, 21, 11, 500000), "100"),
+         ("2", "10", 2.0, ts(1511544072), "100")],
+        "user_id string, item_id string, rating double, ts timestamp, category string")
+    assert_df_equality(parsed.valid, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_tsv_with_header_and_session_ids_no_ratings(spark, tmp_path):
+    f = tmp_path / "clicks.tsv"
+    f.write_text("SessionId\tItemId\tTime\n3\t214716935\t1396437466.94\n3\t214832672\t1396438212\n")
+    cfg = load_config(overrides=["input.user_col=SessionId", "input.item_col=ItemId",
+                                 "input.ts_col=Time", "input.rating_col=null",
+                                 "input.session_col=SessionId"]).input
+    parsed = readers.read_ratings(spark, cfg, str(f))
+    assert parsed.format == "tsv" and parsed.rejected == 0
+    assert valid_rows(parsed) == [
+        ("3", "214716935", 1.0, dt.datetime(2014, 4, 2, 11, 17, 46, 940000), "3"),
+        ("3", "214832672", 1.0, ts(1396438212), "3")]
+
+
+def test_event_log_config_and_column_errors(spark, tmp_path):
+    from recemb_spark.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="input.event_weights"):
+        load_config(overrides=["input.rating_col=null", "input.event_col=behavior"])
+    with pytest.raises(ConfigError, match="input.event_weights"):
+        load_config(overrides=["input.rating_col=null", "input.event_col=b",
+                               "input.event_weights={pv: one}"])
+    with pytest.raises(ConfigError, match="input.columns"):
+        load_config(overrides=["input.columns=[a,b,c]"])
+    f = tmp_path / "log.csv"
+    f.write_text("u,i,t\n1,2,3\n")
+    cfg = load_config(overrides=["input.user_col=u", "input.item_col=i", "input.ts_col=t",
+                                 "input.rating_col=null", "input.session_col=sess"]).input
+    with pytest.raises(InputError, match=r"no column\(s\) \['sess'\]"):
+        readers.read_ratings(spark, cfg, str(f))
+    cfg = load_config(overrides=["input.user_col=u", "input.item_col=i", "input.ts_col=t",
+                                 "input.rating_col=null", "input.event_col=kind",
+                                 "input.event_weights={pv: 1}"]).input
+    with pytest.raises(InputError, match=r"no column\(s\) \['kind'\]"):
+        readers.read_ratings(spark, cfg, str(f))

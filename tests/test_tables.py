@@ -5,9 +5,11 @@ from chispa import assert_df_equality
 from recemb_spark.config import load_config
 from recemb_spark.io.readers import RATINGS_SCHEMA
 from recemb_spark.tables import (
+    aggregate_events,
     build_sequences,
     build_sessions,
     clean_ratings,
+    items_from_categories,
     user_histories,
 )
 
@@ -30,8 +32,9 @@ def ratings(spark, rows):
 def test_clean_ratings_keeps_latest_duplicate(spark):
     df = ratings(spark, [("u", "a", 2.0, t(0)), ("u", "a", 5.0, t(10)), ("u", "b", 3.0, t(1)),
                          ("v", "a", 1.0, t(3)), ("v", "a", 4.0, t(3))])
-    expected = ratings(spark, [("u", "a", 5.0, t(10)), ("u", "b", 3.0, t(1)),
-                               ("v", "a", 4.0, t(3))])
+    expected = spark.createDataFrame(
+        [("u", "a", 5.0, t(10), 5.0), ("u", "b", 3.0, t(1), 3.0), ("v", "a", 4.0, t(3), 4.0)],
+        RATINGS_SCHEMA + ", signal double")
     assert_df_equality(clean_ratings(df), expected, ignore_row_order=True, ignore_nullable=True)
 
 
@@ -72,3 +75,47 @@ def test_user_histories_concatenate_sessions_in_order(spark):
     expected = spark.createDataFrame([("u", ["a", "b", "c", "d"])],
                                      "user_id string, items array<string>")
     assert_df_equality(user_histories(seqs), expected, ignore_nullable=True)
+
+
+EVENTS_SCHEMA = RATINGS_SCHEMA + ", session_id string"
+
+
+def test_aggregate_events_strongest_rating_latest_time_summed_signal(spark):
+    ev = ratings(spark, [("u", "a", 1.0, t(0)), ("u", "a", 3.0, t(5)), ("u", "a", 1.0, t(9)),
+                         ("u", "b", 2.0, t(1))])
+    schema = RATINGS_SCHEMA + ", signal double"
+    expected = spark.createDataFrame([("u", "a", 3.0, t(9), 5.0), ("u", "b", 2.0, t(1), 2.0)],
+                                     schema)
+    assert_df_equality(aggregate_events(ev), expected, ignore_row_order=True,
+                       ignore_nullable=True, ignore_column_order=True)
+    counted = {r["item_id"]: r["signal"] for r in aggregate_events(ev, "count").collect()}
+    assert counted == {"a": 3.0, "b": 1.0}
+    assert {r["item_id"]: r["signal"] for r in aggregate_events(ev, "max").collect()} == \
+        {"a": 3.0, "b": 2.0}
+
+
+def test_event_sequences_by_session_id_with_repeats_collapsed(spark):
+    ev = spark.createDataFrame([
+        ("u", "a", 1.0, t(0), "s1"), ("u", "a", 1.0, t(1), "s1"),   # a reload: one token
+        ("u", "b", 1.0, t(2), "s1"), ("u", "a", 1.0, t(3), "s1"),   # a comes back: kept
+        ("u", "c", 1.0, t(4), "s2"), ("u", "d", 1.0, t(400), "s2")], EVENTS_SCHEMA)
+    expected = spark.createDataFrame(
+        [("u", ["a", "b", "a"], 3, t(0), t(3)), ("u", ["c", "d"], 2, t(4), t(400))], SEQ_SCHEMA)
+    got = build_sequences(ev, seq_cfg(), min_rating=float("-inf"))
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+    kept = build_sequences(ev, seq_cfg("sequences.collapse_repeats=false"),
+                           min_rating=float("-inf"))
+    assert sorted(r["n_items"] for r in kept.collect()) == [2, 4]
+    # a gap split works inside a session: s2's events are 396 minutes apart
+    split = build_sessions(ev, seq_cfg("sequences.session_gap_minutes=60"),
+                           min_rating=float("-inf"))
+    assert sorted(r["n_items"] for r in split.collect()) == [1, 1, 3]
+
+
+def test_items_from_categories_takes_the_most_frequent(spark):
+    ev = spark.createDataFrame([("u", "a", 1.0, t(0), "x"), ("v", "a", 1.0, t(0), "y"),
+                                ("w", "a", 1.0, t(0), "y"), ("u", "b", 1.0, t(0), "z"),
+                                ("u", "c", 1.0, t(0), None)],
+                               RATINGS_SCHEMA + ", category string")
+    got = {r["item_id"]: (r["title"], r["genres"]) for r in items_from_categories(ev).collect()}
+    assert got == {"a": (None, ["y"]), "b": (None, ["z"])}

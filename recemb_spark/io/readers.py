@@ -1,8 +1,12 @@
 """Readers for rating and item inputs: MovieLens csv/dat/u.data, any CSV, Parquet or table.
 
 A rating reader returns :class:`ParsedRatings`: the valid rows as
-``(user_id string, item_id string, rating double, ts timestamp)`` and the rejected rows as
-``(source string, line string, reason string)`` with the raw line, plus per-reason counts.
+``(user_id string, item_id string, rating double, ts timestamp)`` (plus ``session_id`` and
+``category`` strings when ``input.session_col`` / ``input.category_col`` name them) and the
+rejected rows as ``(source string, line string, reason string)`` with the raw line, plus
+per-reason counts. An implicit log (``input.rating_col: null``) has no ratings: each row's
+``rating`` is its event's weight (``input.event_weights`` of ``input.event_col``, else 1).
+Text input may be quoted (RFC 4180) and headerless (``input.columns``).
 Reject reasons are stable codes (see :data:`REJECT_REASONS`). Missing paths, missing columns,
 undetectable formats and empty input raise :class:`InputError` with a clear message.
 """
@@ -22,7 +26,7 @@ from .warehouse import HadoopFS, join_path
 
 #: Every reject reason, in the order the checks run (a row gets the first that applies).
 REJECT_REASONS = ["empty_line", "wrong_field_count", "missing_user_id", "missing_item_id",
-                  "bad_rating", "rating_out_of_range", "bad_timestamp"]
+                  "unknown_event", "bad_rating", "rating_out_of_range", "bad_timestamp"]
 
 RATINGS_SCHEMA = "user_id string, item_id string, rating double, ts timestamp"
 REJECTS_SCHEMA = "source string, line string, reason string"
@@ -158,7 +162,9 @@ def read_ratings(spark: SparkSession, cfg: InputConfig, path: Optional[str] = No
         parsed.unpersist()
         raise InputError(f"input {resolved.path} is empty: no rating rows")
     rejected = {reason: n for reason, n in counts.items() if reason is not None}
-    valid = parsed.filter(F.col("reason").isNull()).select("user_id", "item_id", "rating", "ts")
+    extras = [c for c in ("session_id", "category") if c in parsed.columns]
+    valid = parsed.filter(F.col("reason").isNull()).select("user_id", "item_id", "rating", "ts",
+                                                            *extras)
     rejects = parsed.filter(F.col("reason").isNotNull()).select("source", "line", "reason")
     return ParsedRatings(valid, rejects, read, dict(sorted(rejected.items())), resolved.path,
                          resolved.format, resolved.items_path, cached=parsed)
@@ -183,65 +189,135 @@ def _reasons(parsed: ParsedRatings) -> str:
 def _parse_text(spark: SparkSession, resolved: ResolvedInput, cfg: InputConfig) -> DataFrame:
     lines = spark.read.text(resolved.path).select(
         F.input_file_name().alias("source"), F.col("value").alias("line"))
-    if resolved.format == "dat":
-        delimiter, positions, n_fields = "::", (0, 1, 2, 3), 4
-    elif resolved.format == "tsv":
-        delimiter, positions, n_fields = "\t", (0, 1, 2, 3), 4
-    else:
-        delimiter = cfg.csv_delimiter
-        first = lines.limit(1).collect()
-        if not first:
-            raise InputError(f"input {resolved.path} is empty: no header line")
-        header_line = first[0]["line"]
-        header = [h.strip().strip('"') for h in header_line.split(delimiter)]
-        wanted = [cfg.user_col, cfg.item_col, cfg.rating_col, cfg.ts_col]
-        missing = [c for c in wanted if c not in header]
-        if missing:
-            raise InputError(f"input {resolved.path} has no column(s) {missing} "
-                             f"(input.user_col/item_col/rating_col/ts_col); "
-                             f"its header has {header}")
-        positions = tuple(header.index(c) for c in wanted)
-        n_fields = len(header)
+    delimiter = {"dat": "::", "tsv": "\t"}.get(resolved.format, cfg.csv_delimiter)
+    quoted = resolved.format != "dat"  # MovieLens .dat titles hold quotes; its ids never do
+    first = lines.limit(1).collect()
+    if not first:
+        raise InputError(f"input {resolved.path} is empty: no rating rows")
+    header_line = first[0]["line"]
+    first_fields = [_unquote_text(h) for h in _split_text(header_line, delimiter, quoted)]
+    has_header = _has_header(resolved.format, cfg, first_fields)
+    if has_header:
+        names = first_fields
         # every file of a folder starts with the header: those lines are not data
         lines = lines.filter(F.col("line") != F.lit(header_line))
-    fields = F.split(F.col("line"), re.escape(delimiter), -1)
+    elif cfg.columns is not None:
+        names = list(cfg.columns)
+    elif resolved.format in ("dat", "tsv"):  # MovieLens layout: user, item, rating, timestamp
+        names = _movielens_names(cfg)
+    else:
+        raise InputError(f"input {resolved.path} has no header line naming "
+                         f"{cfg.used_columns()}; give the column names of a headerless file "
+                         f"with input.columns (e.g. --set 'input.columns=[user,item,ts]')")
+    missing = [c for c in cfg.used_columns() if c not in names]
+    if missing:
+        where = "header has" if has_header else "input.columns are"
+        raise InputError(f"input {resolved.path} has no column(s) {missing} "
+                         f"(input.user_col/item_col/rating_col/ts_col/event_col/session_col/"
+                         f"category_col); its {where} {names}")
+    fields = F.split(F.col("line"), _split_pattern(delimiter, quoted), -1)
 
-    def field(i: int) -> Column:
-        return F.trim(F.try_element_at(fields, F.lit(i + 1)))
+    def field(name: str) -> Column:
+        value = F.trim(F.try_element_at(fields, F.lit(names.index(name) + 1)))
+        return _unquote(value) if quoted else value
 
-    user, item, rating_s, ts_s = (field(p) for p in positions)
-    rating = rating_s.try_cast("double")
-    ts = _timestamp_from_string(ts_s, cfg.ts_unit)
-    reason = _classify(user, item, rating, ts, cfg,
-                       first=[(F.trim(F.col("line")) == "", "empty_line"),
-                              (F.size(fields) != n_fields, "wrong_field_count")])
-    return lines.select("source", "line", user.alias("user_id"), item.alias("item_id"),
-                        rating.alias("rating"), ts.alias("ts"), reason.alias("reason"))
+    columns = {name: field(name) for name in cfg.used_columns()}
+    ts = _timestamp_from_string(columns[cfg.ts_col], cfg.ts_unit)
+    return _parsed_rows(lines, columns, ts, cfg,
+                        first=[(F.trim(F.col("line")) == "", "empty_line"),
+                               (F.size(fields) != len(names), "wrong_field_count")])
+
+
+def _movielens_names(cfg: InputConfig) -> list[str]:
+    """The column names of a headerless MovieLens .dat / u.data file under this config."""
+    rating = cfg.rating_col if cfg.rating_col is not None else "_rating"
+    return [cfg.user_col, cfg.item_col, rating, cfg.ts_col]
+
+
+def _has_header(fmt: str, cfg: InputConfig, first_fields: list[str]) -> bool:
+    """Whether a text input's first line is a header: ``input.header`` when set; on auto a
+    csv has one unless ``input.columns`` names them, a .dat/.tsv file when its first line
+    names the user column (yoochoose's clicks.tsv does, MovieLens' u.data does not)."""
+    if cfg.header != "auto":
+        return cfg.header == "true"
+    if fmt == "csv":
+        return cfg.columns is None
+    return cfg.user_col in first_fields
+
+
+def _split_pattern(delimiter: str, quoted: bool) -> str:
+    """A Java regex that splits a line at ``delimiter``, outside double quotes when
+    ``quoted`` (RFC 4180: a quote inside a quoted field is doubled)."""
+    sep = re.escape(delimiter)
+    return f'{sep}(?=(?:[^"]*"[^"]*")*[^"]*$)' if quoted else sep
+
+
+def _split_text(line: str, delimiter: str, quoted: bool) -> list[str]:
+    """Python twin of the Spark split (for the header line)."""
+    return re.split(_split_pattern(delimiter, quoted), line)
+
+
+def _unquote(value: Column) -> Column:
+    """Strip one pair of surrounding double quotes and undouble the quotes inside (RFC 4180:
+    the field ``"a ""b"" c"`` is ``a "b" c``); unquoted values pass unchanged."""
+    inner = F.regexp_extract(value, r'^"(.*)"$', 1)
+    return F.when(value.rlike(r'^".*"$'), F.trim(F.replace(inner, F.lit('""'), F.lit('"')))
+                  ).otherwise(value)
+
+
+def _unquote_text(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1].replace('""', '"').strip()
+    return value
 
 
 def _parse_frame(frame: DataFrame, source: str, cfg: InputConfig) -> DataFrame:
-    wanted = [cfg.user_col, cfg.item_col, cfg.rating_col, cfg.ts_col]
-    missing = [c for c in wanted if c not in frame.columns]
+    missing = [c for c in cfg.used_columns() if c not in frame.columns]
     if missing:
         raise InputError(f"input {source} has no column(s) {missing} "
-                         f"(input.user_col/item_col/rating_col/ts_col); "
-                         f"its columns are {frame.columns}")
+                         f"(input.user_col/item_col/rating_col/ts_col/event_col/session_col/"
+                         f"category_col); its columns are {frame.columns}")
     types = dict(frame.dtypes)
-    user = F.trim(F.col(cfg.user_col).cast("string"))
-    item = F.trim(F.col(cfg.item_col).cast("string"))
-    rating = F.col(cfg.rating_col).try_cast("double")
+    columns = {name: F.trim(F.col(name).cast("string")) for name in cfg.used_columns()}
+    if cfg.rating_col is not None:
+        columns[cfg.rating_col] = F.col(cfg.rating_col)
     ts_type = types[cfg.ts_col]
     if ts_type.startswith("timestamp") or ts_type == "date":
         ts = F.col(cfg.ts_col).cast("timestamp")
     elif ts_type == "string":
-        ts = _timestamp_from_string(F.trim(F.col(cfg.ts_col)), cfg.ts_unit)
+        ts = _timestamp_from_string(columns[cfg.ts_col], cfg.ts_unit)
     else:
         ts = _timestamp_from_number(F.col(cfg.ts_col).try_cast("double"), cfg.ts_unit)
-    reason = _classify(user, item, rating, ts, cfg, first=[])
     line = F.to_json(F.struct(*[F.col(c) for c in frame.columns]))
-    return frame.select(F.lit(source).alias("source"), line.alias("line"),
-                        user.alias("user_id"), item.alias("item_id"), rating.alias("rating"),
-                        ts.alias("ts"), reason.alias("reason"))
+    return _parsed_rows(frame.select(F.lit(source).alias("source"), line.alias("line"),
+                                     *frame.columns),
+                        columns, ts, cfg, first=[])
+
+
+def _parsed_rows(frame: DataFrame, columns: dict[str, Column], ts: Column, cfg: InputConfig,
+                 first: list[tuple[Column, str]]) -> DataFrame:
+    """``(source, line, user_id, item_id, rating, ts[, session_id][, category], reason)``
+    from the parsed ``columns`` (by input column name): the rating is the rating column, or
+    for an implicit log the event's weight (1 without ``event_col``)."""
+    user, item = columns[cfg.user_col], columns[cfg.item_col]
+    event = columns[cfg.event_col] if cfg.event_col is not None else None
+    if cfg.rating_col is not None:
+        rating = columns[cfg.rating_col].try_cast("double")
+    elif event is not None:
+        weights = F.create_map(*[x for name, w in sorted(cfg.event_weights.items())
+                                 for x in (F.lit(name), F.lit(float(w)))])
+        rating = F.try_element_at(weights, event)
+    else:
+        rating = F.lit(1.0)
+    reason = _classify(user, item, rating, ts, cfg, first=first, event=event)
+    extras = []
+    if cfg.session_col is not None:
+        extras.append(columns[cfg.session_col].alias("session_id"))
+    if cfg.category_col is not None:
+        extras.append(columns[cfg.category_col].alias("category"))
+    return frame.select("source", "line", user.alias("user_id"), item.alias("item_id"),
+                        rating.alias("rating"), ts.alias("ts"), *extras, reason.alias("reason"))
 
 
 def _timestamp_from_string(ts_s: Column, unit: str) -> Column:
@@ -260,15 +336,18 @@ def _timestamp_from_number(value: Column, unit: str) -> Column:
 
 
 def _classify(user: Column, item: Column, rating: Column, ts: Column, cfg: InputConfig,
-              first: list[tuple[Column, str]]) -> Column:
+              first: list[tuple[Column, str]], event: Optional[Column] = None) -> Column:
     checks = first + [
         (user.isNull() | (user == ""), "missing_user_id"),
         (item.isNull() | (item == ""), "missing_item_id"),
-        (rating.isNull(), "bad_rating"),
-        (F.isnan(rating) | (rating < cfg.rating_min) | (rating > cfg.rating_max),
-         "rating_out_of_range"),
-        (ts.isNull(), "bad_timestamp"),
     ]
+    if event is not None:  # an event log: the weight comes from the event value
+        checks.append((rating.isNull(), "unknown_event"))
+    elif cfg.rating_col is not None:
+        checks += [(rating.isNull(), "bad_rating"),
+                   (F.isnan(rating) | (rating < cfg.rating_min) | (rating > cfg.rating_max),
+                    "rating_out_of_range")]
+    checks.append((ts.isNull(), "bad_timestamp"))
     expr = F.when(checks[0][0], F.lit(checks[0][1]))
     for cond, reason in checks[1:]:
         expr = expr.when(cond, F.lit(reason))

@@ -28,9 +28,13 @@ def _estimator(cfg: AlsConfig, cold_start: str) -> ALS:
 
 def training_frame(ratings: DataFrame, cfg: AlsConfig) -> DataFrame:
     """The rating column ALS trains on (``signal``): the rating in explicit mode; in implicit
-    mode the rating or 1 per interaction (``implicit_signal``)."""
+    mode (``implicit_signal``) the rating, 1 per (user, item), or the table's own ``signal``
+    (an implicit log's summed event weights; the rating for rated input). A table without a
+    ``signal`` column falls back to the rating."""
     if cfg.implicit_prefs and cfg.implicit_signal == "count":
         return ratings.withColumn("signal", F.lit(1.0))
+    if cfg.implicit_prefs and cfg.implicit_signal == "signal" and "signal" in ratings.columns:
+        return ratings
     return ratings.withColumn("signal", F.col("rating"))
 
 

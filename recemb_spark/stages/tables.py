@@ -8,7 +8,12 @@ from ..config import Config
 from ..io import readers, sample
 from ..io.warehouse import Warehouse
 from ..stage import StageResult
-from ..tables import build_sessions, clean_ratings
+from ..tables import (
+    aggregate_events,
+    build_sessions,
+    clean_ratings,
+    items_from_categories,
+)
 
 
 def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
@@ -44,16 +49,23 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
     if parsed is not None:
         readers.check_reject_fraction(parsed, inp.max_reject_fraction)
     with res.timed("ratings"):
-        ratings = clean_ratings(valid).persist()
+        ratings = (aggregate_events(valid, inp.event_signal) if inp.path and inp.implicit
+                   else clean_ratings(valid)).persist()
         res.rows["ratings"] = wh.write(ratings, "ratings", run_date)
-        res.details["duplicates_dropped"] = res.rows["read"] - res.rows["rejected"] - \
-            res.rows["ratings"]
+        key = "events_merged" if inp.path and inp.implicit else "duplicates_dropped"
+        res.details[key] = res.rows["read"] - res.rows["rejected"] - res.rows["ratings"]
+    if items is None and "category" in valid.columns:
+        items = items_from_categories(valid)
+        res.inputs["items"] = f"input.category_col {inp.category_col}"
     if items is not None:
         with res.timed("items"):
             items = items.dropDuplicates(["item_id"])
             res.rows["items"] = wh.write(items, "items", run_date)
     with res.timed("sequences"):
-        sessions = build_sessions(ratings, cfg.sequences).persist()
+        # an implicit log's sequences come from its events (repeats, sessions), rated
+        # input's from the rating table
+        source = valid if inp.path and inp.implicit else ratings
+        sessions = build_sessions(source, cfg.sequences, cfg.liked_min_rating).persist()
         res.rows["sequences"] = wh.write(
             sessions.filter(F.col("n_items") >= cfg.sequences.min_length), "sequences", run_date)
         stats = sessions.agg(F.count("*").alias("sessions"),
