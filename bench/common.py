@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from recemb_spark.config import Config, load_config
 from recemb_spark.evaluation import leave_last_out, popularity_vectors, score_model
 from recemb_spark.io import readers, sample
 from recemb_spark.session import build_session
-from recemb_spark.tables import build_sequences, clean_ratings
+from recemb_spark.tables import aggregate_events, build_sequences, clean_ratings
 
 
 @dataclass
@@ -30,20 +31,33 @@ class Prepared:
     users: int
 
 
-def prepare(input_path: str | None, overrides: list[str] | None = None) -> Prepared:
-    """Load ``input_path`` (None = the built-in sample) and split it once, cached."""
+def prepare(input_path: str | None, overrides: list[str] | None = None,
+            name: str | None = None) -> Prepared:
+    """Load ``input_path`` (None = the built-in sample) and split it once, cached.
+
+    The split is the pipeline's leave-last-out (:func:`leave_last_out` on the rating table);
+    an implicit log's training sequences are built from its events without the held-out
+    (user, item) pairs, as the tables stage builds them from all events.
+    """
     cfg = load_config(overrides=["spark.log_level=ERROR", *(overrides or [])])
     spark = build_session(cfg.spark, "recemb-bench")
+    implicit = bool(input_path) and cfg.input.implicit
     if input_path:
         valid = readers.read_ratings(spark, cfg.input, input_path).valid
-        name = os.path.basename(input_path.rstrip("/"))
+        name = name or os.path.basename(input_path.rstrip("/"))
     else:
         valid, _ = sample.generate(spark, cfg.sample)
-        name = "builtin-sample"
-    ratings = clean_ratings(valid).persist()
-    split = leave_last_out(ratings, cfg.sequences.min_rating)
+        name = name or "builtin-sample"
+    valid = valid.persist()
+    ratings = (aggregate_events(valid, cfg.input.event_signal) if implicit
+               else clean_ratings(valid)).persist()
+    split = leave_last_out(ratings, cfg.liked_min_rating)
     train, cases = split.train.persist(), split.cases.persist()
-    seqs = build_sequences(train, cfg.sequences).persist()
+    source = train
+    if implicit:
+        heldout = cases.select("user_id", F.col("heldout").alias("item_id"))
+        source = valid.join(heldout, ["user_id", "item_id"], "left_anti")
+    seqs = build_sequences(source, cfg.sequences, cfg.liked_min_rating).persist()
     catalogue = train.select("item_id").distinct().count()
     return Prepared(spark, cfg, name, ratings, train, cases, seqs, catalogue, cases.count())
 
@@ -53,7 +67,7 @@ def metrics_dict(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def popularity(p: Prepared, ks: list[int]) -> dict[str, float]:
-    vectors = popularity_vectors(p.train, p.cfg.sequences.min_rating)
+    vectors = popularity_vectors(p.train, p.cfg.liked_min_rating)
     return metrics_dict(score_model(p.spark, p.cases, vectors, ks, "popularity", p.catalogue,
                                     mode="constant"))
 

@@ -153,14 +153,16 @@ class Word2VecConfig:
     num_partitions: int
     step_size: float
     max_sentence_length: int
+    sample: float
     seed: int
 
     def validate_as(self, section: str) -> None:
-        for name in ("vector_size", "window_size", "max_iter", "num_partitions",
-                     "max_sentence_length"):
+        for name in ("vector_size", "window_size", "num_partitions", "max_sentence_length"):
             _check(getattr(self, name) >= 1, f"{section}.{name}", "must be >= 1")
-        _check(self.min_count >= 0, f"{section}.min_count", "must be >= 0")
+        _check(self.max_iter >= 0, f"{section}.max_iter", "must be >= 0 (0 = auto)")
+        _check(self.min_count >= 0, f"{section}.min_count", "must be >= 0 (0 = auto)")
         _check(self.step_size >= 0, f"{section}.step_size", "must be >= 0 (0 = auto)")
+        _check(0 <= self.sample < 1, f"{section}.sample", "must be within [0, 1) (0 = off)")
 
 
 @dataclass(frozen=True)
@@ -299,6 +301,15 @@ class UsersConfig:
 
 
 @dataclass(frozen=True)
+class SideInfoConfig:
+    enabled: bool
+    sample: float
+
+    def validate(self) -> None:
+        _check(0 <= self.sample < 1, "side_info.sample", "must be within [0, 1) (0 = keep all)")
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     enabled: bool
     ks: list[int]
@@ -326,6 +337,7 @@ class Config:
     deepwalk: Word2VecStageConfig
     als: AlsConfig
     users: UsersConfig
+    side_info: SideInfoConfig
     evaluate: EvaluateConfig
     ann: AnnConfig
 

@@ -1,7 +1,7 @@
 """DeepWalk / node2vec training: sequences -> item graph -> walks -> Word2Vec vectors."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -9,6 +9,7 @@ from pyspark.sql import functions as F
 
 from ..config import Config
 from .graph import edge_weights, transition_probabilities
+from .side_info import interleave_side_tokens, split_vectors, with_cold_items
 from .walks import (
     alias_table_bytes,
     generate_walks,
@@ -16,7 +17,7 @@ from .walks import (
     walk_stats,
     walk_token_rows,
 )
-from .word2vec import fit_word2vec, vocabulary_report
+from .word2vec import train_word2vec
 
 
 def walks_table(spark: SparkSession, tokens: DataFrame, nodes: DataFrame) -> DataFrame:
@@ -31,14 +32,17 @@ def walks_table(spark: SparkSession, tokens: DataFrame, nodes: DataFrame) -> Dat
             .select("walk_id", F.transform("_w", lambda e: e["item_id"]).alias("items")))
 
 
-def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataFrame
+def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataFrame,
+          side: Optional[DataFrame] = None
           ) -> tuple[DataFrame, dict[str, Any], dict[str, tuple[DataFrame, bool]]]:
     """Train on ``sequences`` (and ``ratings`` for rating-weighted edges); see the module doc.
 
     Returns plain parts (the registry wraps them): the item vectors ``(item_id, vector)``
     (cached), counts for the manifest (edges kept and dropped, nodes, strategy, walks, steps,
     vocabulary), and the extra tables by name with whether they are per model: ``item_graph``
-    and, with ``walks.write_walks``, ``walks``.
+    and, with ``walks.write_walks``, ``walks``. With ``side`` (see :mod:`.side_info`) side
+    tokens follow each node in the walks and items without a learned vector get one from
+    their side tokens (``source`` column).
     """
     edges = edge_weights(sequences, cfg.graph, ratings).persist()
     graph = transition_probabilities(edges, cfg.graph.min_edge_weight).persist()
@@ -48,12 +52,20 @@ def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataF
     blocks = run.blocks.persist(StorageLevel.MEMORY_AND_DISK)
     stats = walk_stats(blocks)
     tokens = spark.createDataFrame(walk_token_rows(blocks), "items array<string>").persist()
-    node_vectors = fit_word2vec(tokens, cfg.deepwalk)
-    vectors = (node_vectors.withColumnRenamed("item_id", "node")
-               .join(g.nodes.select(F.col("node").cast("string").alias("node"), "item_id"),
-                     "node")
-               .select("item_id", "vector").persist())
-    vocab = vocabulary_report(tokens, node_vectors, cfg.deepwalk.min_count)
+    node_ids = g.nodes.select(F.col("node").cast("string").alias("node"), "item_id")
+    sentences = tokens
+    if side is not None:  # side tokens keyed by walk node
+        by_node = side.join(node_ids, "item_id").select(F.col("node").alias("item_id"), "side")
+        sentences = interleave_side_tokens(tokens, by_node, cfg.side_info.sample,
+                                           cfg.walks.seed).persist()
+    node_vectors, vocab = train_word2vec(sentences, cfg.deepwalk, cfg.deepwalk.sample)
+    node_vectors, side_vectors = split_vectors(node_vectors)
+    vectors = (node_vectors.withColumnRenamed("item_id", "node").join(node_ids, "node")
+               .select("item_id", "vector"))
+    if side is not None:
+        vectors, counts = with_cold_items(vectors, side_vectors, side)
+        vocab.update(counts)
+    vectors = vectors.persist()
     details = {"edges": n_kept, "edges_below_min_weight": n_all - n_kept, "nodes": g.n_nodes,
                "walk_strategy": run.strategy, "walk_partitions": run.n_parts,
                "alias_table_bytes": alias_table_bytes(g.n_nodes, g.n_edges),
@@ -64,4 +76,6 @@ def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataF
     vectors.count()
     for df in (blocks, edges, g.edges):  # graph and tokens stay cached: their tables follow
         df.unpersist()
+    if sentences is not tokens:
+        sentences.unpersist()
     return vectors, details, tables

@@ -6,7 +6,6 @@ evaluation trains the same models, with the same config, on the leave-last-out s
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -16,8 +15,9 @@ from pyspark.sql import functions as F
 from ..config import Config
 from ..io.warehouse import join_path
 from ..tables import rated_items
+from .side_info import interleave_side_tokens, split_vectors, with_cold_items
 from .users import pool_user_vectors
-from .word2vec import fit_word2vec, resolve_step_size, vocabulary_report
+from .word2vec import train_word2vec
 
 
 @dataclass
@@ -37,7 +37,9 @@ class TrainedModel:
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
-TrainFn = Callable[[SparkSession, Config, DataFrame, DataFrame], TrainedModel]
+#: ``train(spark, cfg, ratings, sequences, side=None)``; ``side`` is the side-token table
+#: (:func:`.side_info.side_tokens`) when side information is on (ALS ignores it)
+TrainFn = Callable[..., TrainedModel]
 
 
 @dataclass(frozen=True)
@@ -58,21 +60,29 @@ class ModelSpec:
 
 
 def train_item2vec(spark: SparkSession, cfg: Config, ratings: DataFrame,
-                   sequences: DataFrame) -> TrainedModel:
-    """Item2vec: MLlib Word2Vec on the sequence table."""
-    step = resolve_step_size(cfg.item2vec, sequences)  # auto (0) costs one count: do it once
-    vectors = fit_word2vec(sequences, dataclasses.replace(cfg.item2vec, step_size=step)).persist()
-    details = vocabulary_report(sequences, vectors, cfg.item2vec.min_count)
-    details["step_size"] = step
-    return TrainedModel(vectors, details=details)
+                   sequences: DataFrame, side: Optional[DataFrame] = None) -> TrainedModel:
+    """Item2vec: MLlib Word2Vec on the sequence table (auto settings resolved for the corpus,
+    frequent tokens subsampled; the manifest details record both). With ``side``
+    (``(item_id, side array<string>)``, see :mod:`.side_info`) side tokens are interleaved and
+    items without a learned vector get one from their side tokens."""
+    if side is None:
+        vectors, details = train_word2vec(sequences, cfg.item2vec, cfg.item2vec.sample)
+        return TrainedModel(vectors, details=details)
+    sentences = interleave_side_tokens(sequences.select("items"), side, cfg.side_info.sample,
+                                       cfg.item2vec.seed).persist()
+    vectors, details = train_word2vec(sentences, cfg.item2vec, cfg.item2vec.sample)
+    items, side_vectors = split_vectors(vectors)
+    marked, counts = with_cold_items(items, side_vectors, side)
+    sentences.unpersist()
+    return TrainedModel(marked.persist(), details={**details, **counts})
 
 
 def train_deepwalk(spark: SparkSession, cfg: Config, ratings: DataFrame,
-                   sequences: DataFrame) -> TrainedModel:
+                   sequences: DataFrame, side: Optional[DataFrame] = None) -> TrainedModel:
     """DeepWalk / node2vec: item graph -> distributed random walks -> MLlib Word2Vec."""
     from . import deepwalk  # keeps the walk machinery out of item2vec-only imports
 
-    vectors, details, tables = deepwalk.train(spark, cfg, ratings, sequences)
+    vectors, details, tables = deepwalk.train(spark, cfg, ratings, sequences, side)
     return TrainedModel(vectors, details=details, tables=tables)
 
 
@@ -90,7 +100,7 @@ def als_checkpoint_dir(cfg: Config) -> str:
 
 
 def train_als(spark: SparkSession, cfg: Config, ratings: DataFrame,
-              sequences: DataFrame) -> TrainedModel:
+              sequences: DataFrame, side: Optional[DataFrame] = None) -> TrainedModel:
     """ALS factors on the rating table (user factors are the user vectors, scored by dot)."""
     from . import als
 

@@ -1,6 +1,11 @@
 """MLlib Word2Vec on sequences of item ids: the trainer item2vec and DeepWalk share."""
 from __future__ import annotations
 
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
 from pyspark.ml.feature import Word2Vec
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame
@@ -55,3 +60,132 @@ def vocabulary_report(sentences: DataFrame, vectors: DataFrame, min_count: int,
     return {"items_in_sentences": int(row["items"] or 0),
             "items_with_vector": vectors.count(),
             "items_below_min_count": int(row["below"] or 0)}
+
+
+# --------------------------------------------------------------------------------------------
+# corpus-adaptive settings and frequent-token subsampling
+
+#: ``max_iter: 0`` (auto): epochs so that the fit makes about this many token updates, within
+#: [AUTO_MIN_ITER, AUTO_MAX_ITER] (small corpora need more epochs; large ones are slow).
+AUTO_ITER_UPDATES = 600_000
+AUTO_MIN_ITER, AUTO_MAX_ITER = 5, 25
+#: ``min_count: 0`` (auto): 1 (every item gets a vector) while at least this share of the
+#: vocabulary is seen once (long tails: their held-out items would have no vector), else 2.
+AUTO_MIN_COUNT_SINGLETON_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Statistics of a sentence corpus that the auto settings follow."""
+
+    sentences: int
+    tokens: int
+    vocabulary: int
+    singletons: int
+
+    @property
+    def mean_length(self) -> float:
+        return self.tokens / max(self.sentences, 1)
+
+
+def token_counts(sentences: DataFrame, input_col: str = "items") -> DataFrame:
+    """``(item_id, count)``: occurrences of every token in the corpus (distributed)."""
+    return sentences.select(F.explode(input_col).alias("item_id")).groupBy("item_id").count()
+
+
+def corpus_stats(sentences: DataFrame, input_col: str = "items",
+                 counts: Optional[DataFrame] = None) -> Corpus:
+    """Sentences, tokens, vocabulary and items seen once (two aggregations)."""
+    counts = token_counts(sentences, input_col) if counts is None else counts
+    row = counts.agg(F.count("*").alias("v"), F.sum("count").alias("t"),
+                     F.sum((F.col("count") == 1).cast("int")).alias("s")).first()
+    n = sentences.count()
+    return Corpus(n, int(row["t"] or 0), int(row["v"] or 0), int(row["s"] or 0))
+
+
+def resolve_settings(cfg: Word2VecConfig, corpus: Corpus) -> Word2VecConfig:
+    """``cfg`` with every auto key (0) replaced by the value for this corpus: ``step_size``
+    (:data:`AUTO_STEP_MIN_TOKENS`), ``max_iter`` (:data:`AUTO_ITER_UPDATES`) and
+    ``min_count`` (:data:`AUTO_MIN_COUNT_SINGLETON_SHARE`)."""
+    changes: dict[str, Any] = {}
+    if cfg.step_size == 0:
+        changes["step_size"] = (LARGE_STEP if corpus.tokens >= AUTO_STEP_MIN_TOKENS
+                                else SMALL_STEP)
+    if cfg.max_iter == 0:
+        epochs = math.ceil(AUTO_ITER_UPDATES / max(corpus.tokens, 1))
+        changes["max_iter"] = int(min(AUTO_MAX_ITER, max(AUTO_MIN_ITER, epochs)))
+    if cfg.min_count == 0:
+        share = corpus.singletons / max(corpus.vocabulary, 1)
+        changes["min_count"] = 1 if share >= AUTO_MIN_COUNT_SINGLETON_SHARE else 2
+    return dataclasses.replace(cfg, **changes)
+
+
+def keep_probabilities(counts: DataFrame, sample: float, total: int) -> dict[str, float]:
+    """Mikolov's subsampling: a token seen ``c`` times in ``total`` is kept with probability
+    ``(sqrt(c / (sample * total)) + 1) * sample * total / c`` (word2vec.c). Returns only the
+    tokens kept with probability < 1: those seen more than ``sample * total`` times, at most
+    ``1 / sample`` of them (bounded, collected)."""
+    threshold = sample * total
+    frequent = counts.filter(F.col("count") > F.lit(threshold)).collect()
+    out = {}
+    for row in frequent:
+        c = row["count"]
+        p = (math.sqrt(c / threshold) + 1.0) * threshold / c
+        if p < 1.0:
+            out[row["item_id"]] = p
+    return out
+
+
+def subsample_sentences(sentences: DataFrame, keep: dict[str, float], seed: int,
+                        input_col: str = "items") -> DataFrame:
+    """Drop each occurrence of a frequent token with probability ``1 - keep[token]``.
+
+    The draw is a hash of (seed, sentence, position): the same corpus and seed drop the same
+    tokens whatever the partitioning. Other columns pass unchanged."""
+    if not keep:
+        return sentences
+    probs = F.create_map(*[x for item, p in sorted(keep.items())
+                           for x in (F.lit(item), F.lit(float(p)))])
+    sentence = F.xxhash64(F.lit(seed), F.col(input_col))
+
+    def kept(token: Any, pos: Any) -> Any:
+        uniform = F.pmod(F.xxhash64(sentence, pos), F.lit(1 << 30)) / F.lit(float(1 << 30))
+        return uniform < F.coalesce(F.try_element_at(probs, token), F.lit(1.0))
+
+    return sentences.withColumn(input_col, F.filter(input_col, kept))
+
+
+def train_word2vec(sentences: DataFrame, cfg: Word2VecConfig, sample: float = 0.0,
+                   input_col: str = "items") -> tuple[DataFrame, dict[str, Any]]:
+    """Corpus statistics -> auto settings -> subsampling -> MLlib fit.
+
+    Returns the vectors (cached; see :func:`fit_word2vec`) and the manifest details: the
+    corpus statistics, the settings used (auto keys resolved), tokens before and after
+    subsampling, and the vocabulary report. Subsampling uses the full corpus's counts; the
+    vocabulary (``min_count``) is decided after it, as MLlib sees the corpus.
+    """
+    counts = token_counts(sentences, input_col).persist()
+    corpus = corpus_stats(sentences, input_col, counts)
+    resolved = resolve_settings(cfg, corpus)
+    trained_on = sentences
+    details: dict[str, Any] = {"corpus_sentences": corpus.sentences,
+                               "corpus_tokens": corpus.tokens,
+                               "corpus_vocabulary": corpus.vocabulary,
+                               "corpus_singletons": corpus.singletons}
+    if sample > 0:
+        keep = keep_probabilities(counts, sample, corpus.tokens)
+        trained_on = subsample_sentences(sentences.select(input_col), keep, resolved.seed,
+                                         input_col).persist()
+        details.update(subsampled_items=len(keep),
+                       tokens_after_subsampling=int(trained_on.agg(
+                           F.sum(F.size(input_col))).first()[0] or 0))
+    vectors = fit_word2vec(trained_on, resolved, input_col).persist()
+    details.update(vocabulary_report(sentences, vectors, resolved.min_count, input_col))
+    details.update({f"used_{k}": getattr(resolved, k) for k in
+                    ("step_size", "max_iter", "min_count", "window_size", "vector_size")},
+                   sample=sample)
+    vectors.count()
+    counts.unpersist()
+    if trained_on is not sentences:
+        trained_on.unpersist()
+    return vectors, details

@@ -1,11 +1,15 @@
 """Stages that train one embedding model and write its item and user embedding tables."""
 from __future__ import annotations
 
+from typing import Optional
+
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from ..config import Config
 from ..io.warehouse import Warehouse
 from ..models.registry import ModelSpec, user_vectors
+from ..models.side_info import side_tokens
 from ..stage import StageFn, StageResult, metrics_frame
 from ..tables import user_histories
 
@@ -15,6 +19,26 @@ def write_tables(wh: Warehouse, res: StageResult, tables: dict[str, tuple[DataFr
     """Write a model's extra tables (per ``model`` partition or not), counting their rows."""
     for table, (df, per_model) in tables.items():
         res.rows[table] = wh.write(df, table, run_date, model=model if per_model else None)
+
+
+def read_side(wh: Warehouse, run_date: str, cfg: Config) -> Optional[DataFrame]:
+    """The side-token table for the date (from the items table's genres) when
+    ``side_info.enabled`` and the date has an items table with features; else None."""
+    if not cfg.side_info.enabled or not wh.has("items", run_date):
+        return None
+    side = side_tokens(wh.read("items", run_date)).persist()
+    if side.limit(1).count() == 0:
+        side.unpersist()
+        return None
+    return side
+
+
+def with_source(items: DataFrame) -> DataFrame:
+    """Item vectors with the ``source`` column of ``item_embeddings``: kept when the trainer
+    set it (side information), else ``'learned'``."""
+    if "source" in items.columns:
+        return items
+    return items.withColumn("source", F.lit("learned"))
 
 
 def model_stage(spec: ModelSpec) -> StageFn:
@@ -27,9 +51,10 @@ def model_stage(spec: ModelSpec) -> StageFn:
                                   "sequences": wh.partition_path("sequences", run_date)})
         ratings = wh.read("ratings", run_date, needed_by=spec.stage)
         sequences = wh.read("sequences", run_date, needed_by=spec.stage)
+        side = read_side(wh, run_date, cfg)
         with res.timed("train"):
-            trained = spec.train(spark, cfg, ratings, sequences)
-            items = trained.item_vectors.persist()
+            trained = spec.train(spark, cfg, ratings, sequences, side=side)
+            items = with_source(trained.item_vectors).persist()
             res.rows["item_embeddings"] = wh.write(items, "item_embeddings", run_date,
                                                    model=model)
         res.details.update(trained.details, model=model)

@@ -20,6 +20,7 @@ from ..io.warehouse import Warehouse
 from ..models.registry import enabled_models, user_vectors
 from ..stage import StageResult, metrics_frame
 from ..tables import build_sequences
+from .embeddings import read_side
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,11 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
                                        item_categories=categories)
         popularity.unpersist()
     histories = cases.select("user_id", F.col("history").alias("items"))
+    side = read_side(wh, run_date, cfg)
     for spec in enabled_models(cfg):
         name = spec.model_name(cfg)
         t0 = time.perf_counter()
-        trained = spec.train(spark, cfg, train, train_sequences)
+        trained = spec.train(spark, cfg, train, train_sequences, side=side)
         items = trained.item_vectors.persist()
         n_vectors = items.count()
         res.timings[f"train_{name}"] = round(time.perf_counter() - t0, 3)

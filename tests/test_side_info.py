@@ -1,0 +1,100 @@
+"""Frequent-token subsampling, corpus-adaptive Word2Vec settings and side information."""
+import math
+
+import pytest
+from chispa import assert_approx_df_equality
+
+from recemb_spark.config import load_config
+from recemb_spark.models.side_info import (
+    cold_item_vectors,
+    interleave_side_tokens,
+    side_tokens,
+    split_vectors,
+)
+from recemb_spark.models.word2vec import (
+    Corpus,
+    corpus_stats,
+    keep_probabilities,
+    resolve_settings,
+    subsample_sentences,
+    token_counts,
+    train_word2vec,
+)
+
+VEC = "item_id string, vector array<float>"
+
+
+def w2v_cfg(**values):
+    return load_config().replace("item2vec", **values).item2vec
+
+
+def test_keep_probabilities_follow_mikolov(spark):
+    counts = spark.createDataFrame([("a", 900), ("b", 90), ("c", 10)], "item_id string, count long")
+    keep = keep_probabilities(counts, 0.01, 1000)            # threshold 10 occurrences
+    assert set(keep) == {"a", "b"}                           # c is at the threshold: kept
+    assert keep["a"] == pytest.approx((math.sqrt(90) + 1) / 90)
+    assert keep["b"] == pytest.approx((math.sqrt(9) + 1) / 9)
+
+
+def test_subsampling_is_seeded_and_drops_only_frequent_tokens(spark):
+    rows = [(["a"] * 50 + ["b", "c"],), (["a", "b"] * 20,)]
+    s = spark.createDataFrame(rows, "items array<string>")
+    keep = {"a": 0.2}
+    once = subsample_sentences(s, keep, seed=1).collect()
+    again = subsample_sentences(s, keep, seed=1).collect()
+    assert [r["items"] for r in once] == [r["items"] for r in again]
+    tokens = [t for r in once for t in r["items"]]
+    assert tokens.count("b") == 21 and tokens.count("c") == 1   # never dropped
+    assert 5 <= tokens.count("a") <= 25                          # ~0.2 of 70
+    other = subsample_sentences(s, keep, seed=2).collect()
+    assert [r["items"] for r in other] != [r["items"] for r in once]
+
+
+def test_auto_settings_follow_the_corpus():
+    cfg = w2v_cfg(max_iter=0, min_count=0, step_size=0.0)
+    small_tail = resolve_settings(cfg, Corpus(sentences=3000, tokens=12_000, vocabulary=5000,
+                                              singletons=3000))
+    big = resolve_settings(cfg, Corpus(sentences=160_000, tokens=15_000_000, vocabulary=59_000,
+                                       singletons=2000))
+    assert small_tail.max_iter > big.max_iter == 5
+    assert small_tail.min_count == 1 and big.min_count == 2
+    assert small_tail.step_size < big.step_size
+    fixed = resolve_settings(w2v_cfg(max_iter=7, min_count=3, step_size=0.05), Corpus(1, 1, 1, 1))
+    assert (fixed.max_iter, fixed.min_count, fixed.step_size) == (7, 3, 0.05)
+
+
+def test_train_word2vec_records_corpus_and_resolved_settings(spark):
+    s = spark.createDataFrame([(["a", "b", "c", "a", "b"],), (["b", "c", "x"],)],
+                              "items array<string>")
+    assert corpus_stats(s) == Corpus(sentences=2, tokens=8, vocabulary=4, singletons=1)
+    vectors, details = train_word2vec(s, w2v_cfg(vector_size=4, max_iter=0, min_count=0),
+                                      sample=0.2)
+    assert details["corpus_tokens"] == 8 and details["used_max_iter"] >= 5
+    assert details["used_min_count"] == 1 and details["items_with_vector"] == vectors.count()
+    assert details["tokens_after_subsampling"] <= 8
+
+
+def test_side_tokens_interleave_after_their_items(spark):
+    items = spark.createDataFrame([("a", "A", ["Drama", "War"]), ("b", "B", []),
+                                   ("c", "C", ["Drama"])],
+                                  "item_id string, title string, genres array<string>")
+    side = side_tokens(items)
+    assert sorted((r["item_id"], r["side"]) for r in side.collect()) == [
+        ("a", ["side:Drama", "side:War"]), ("c", ["side:Drama"])]
+    s = spark.createDataFrame([(["a", "b", "c"],), (["c", "a"],)], "items array<string>")
+    got = sorted(r["items"] for r in interleave_side_tokens(s, side, 0.0, 1).collect())
+    assert got == [["a", "side:Drama", "side:War", "b", "c", "side:Drama"],
+                   ["c", "side:Drama", "a", "side:Drama", "side:War"]]
+
+
+def test_cold_items_get_the_normalised_mean_of_their_side_vectors(spark):
+    vectors = spark.createDataFrame([("a", [1.0, 0.0]), ("side:x", [2.0, 0.0]),
+                                     ("side:y", [0.0, 3.0])], VEC)
+    items, side_vecs = split_vectors(vectors)
+    assert [r["item_id"] for r in items.collect()] == ["a"]
+    side = spark.createDataFrame([("a", ["side:x"]), ("new", ["side:x", "side:y"]),
+                                  ("unknown", ["side:z"])], "item_id string, side array<string>")
+    cold = cold_item_vectors(side, side_vecs, items)
+    h = 1 / math.sqrt(2)
+    expected = spark.createDataFrame([("new", [h, h])], VEC)
+    assert_approx_df_equality(cold, expected, 1e-6, ignore_nullable=True)
