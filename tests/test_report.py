@@ -84,7 +84,7 @@ def test_report_written_under_the_warehouse_with_every_section(built):
     # stage timings from the manifests, with the timings inside a stage
     for stage in ("tables", "item2vec", "evaluate", "ann"):
         assert f"<td>{stage}</td>" in page
-    assert "train_item2vec" in page and "split " in page
+    assert "train_item2vec&nbsp;" in page and "split&nbsp;" in page
     assert "No rejects: all " in page and "input rows were accepted" in page
     assert "2 run date(s) up to 2026-11-01" in page
 
@@ -94,7 +94,7 @@ def test_report_is_self_contained_and_its_images_are_png(built):
 
     page = built["page"]
     pngs = images(page)
-    assert len(pngs) == 4  # bars, trend, one PCA (item2vec), timings
+    assert len(pngs) == 3  # bars, trend, one PCA (item2vec); timings are HTML bars
     for data in pngs:
         im = Image.open(io.BytesIO(data))
         assert im.format == "PNG" and im.size[0] > 300 and im.size[1] > 100
@@ -125,6 +125,9 @@ def test_neighbors_of_the_most_liked_items_match_the_tables(built, spark):
         [(r["rank"], r["neighbor_id"]) for r in stored]
     assert first.neighbors["item2vec"][0][2] == HOSTILE.format(stored[0]["neighbor_id"])
     assert first.title == HOSTILE.format(first.item_id)
+    genres = {r["item_id"]: r["genres"][0] for r in wh.read("items", D2).collect()}
+    assert first.genre == genres[first.item_id]
+    assert first.neighbors["item2vec"][0][4] == genres[stored[0]["neighbor_id"]]
 
 
 def test_trend_holds_both_dates(built, spark):
@@ -252,10 +255,14 @@ def test_rejects_and_stage_timings(spark, tmp_path):
                                 "started_at": "2026-11-01T10:00:02", "error": "boom"})
     wh.write_manifest(D2, "a", {"stage": "a", "status": "ok", "seconds": 2.5,
                                 "started_at": "2026-11-01T10:00:00",
-                                "timings": {"read": 1.0, "write": 1.2}})
+                                "timings": {"read": 1.0, "write": 0.2},
+                                "details": {"m": {"seconds": 0.5, "user_seconds": 0.7,
+                                                  "items": 9}, "fit_seconds": 0.1}})
     t = gather.stage_timings(gather.manifests(wh, D2))
     assert t["stage"].tolist() == ["a", "b"] and t["seconds"].tolist() == [2.5, 1.0]
-    assert t["steps"][0] == [("read", 1.0), ("write", 1.2)] and t["error"][1] == "boom"
+    assert t["steps"][0] == [("read", 1.0), ("m user", 0.7), ("m", 0.5), ("write", 0.2),
+                             ("fit_seconds", 0.1)]
+    assert t["steps"][1] == [] and t["error"][1] == "boom"
 
 
 # --------------------------------------------------------------------------------------------

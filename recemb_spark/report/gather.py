@@ -55,12 +55,18 @@ def split_query(metric: str) -> tuple[str, str]:
     return ("user", metric[len("user_"):]) if metric.startswith("user_") else ("item", metric)
 
 
+def model_order(key: tuple[str, str]) -> tuple[bool, str, bool]:
+    """Sort key of ``(model, query)``: popularity first, then models by name, item query
+    before user query."""
+    return key[0] != "popularity", key[0], key[1] == "user"
+
+
 def evaluation_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, query) of the evaluate stage: users, HR/NDCG at every k, coverage,
     misses (query + held-out items without a vector).
 
     Columns: ``model, query, users, hr@K..., ndcg@K..., coverage@K, misses``; popularity's
-    query is ``-`` (it has none). Rows keep the models' order of appearance, popularity first.
+    query is ``-`` (it has none). Rows in :func:`model_order`.
     """
     ev = metrics[metrics["stage"] == "evaluate"]
     if ev.empty:
@@ -85,22 +91,22 @@ def evaluation_table(metrics: pd.DataFrame) -> pd.DataFrame:
             row[f"{name}@{int(r.k)}"] = float(r.value)
     cols = (["model", "query", "users"] + [f"hr@{k}" for k in ks] + [f"ndcg@{k}" for k in ks]
             + [f"coverage@{k}" for k in cov_ks] + ["misses"])
-    order = sorted(rows, key=lambda key: (key[0] != "popularity",))  # stable: popularity first
+    order = sorted(rows, key=model_order)
     table = pd.DataFrame([rows[key] for key in order])
     return table.reindex(columns=cols)
 
 
 def other_metrics(metrics: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The metrics of every stage but evaluate, one table per stage: a row per model, a column
-    per ``metric@k`` (``metric`` alone when k is 0). Stages in order of appearance."""
+    """The metrics of every stage but evaluate, one table per stage: a row per model (by name),
+    a column per ``metric@k`` (``metric`` alone when k is 0; by name). Stages in order of
+    appearance."""
     out: dict[str, pd.DataFrame] = {}
     rest = metrics[metrics["stage"] != "evaluate"]
     for stage in dict.fromkeys(rest["stage"]):
         part = rest[rest["stage"] == stage]
         names = [f"{m}@{int(k)}" if int(k) else m for m, k in zip(part["metric"], part["k"])]
         wide = (part.assign(name=names)
-                .pivot_table(index="model", columns="name", values="value", aggfunc="first",
-                             sort=False))
+                .pivot_table(index="model", columns="name", values="value", aggfunc="first"))
         wide.columns.name = None
         out[stage] = wide.reset_index()
     return out
@@ -260,12 +266,14 @@ def projection(wh: Warehouse, run_date: str, model: str, cfg: Config) -> Project
 
 @dataclass
 class PopularItem:
-    """A most-liked item and, per model, its top neighbours ``(rank, item_id, title, sim)``."""
+    """A most-liked item (its title and first genre when the items table has them) and, per
+    model, its top neighbours ``(rank, item_id, title, similarity, genre)``."""
 
     item_id: str
     title: Optional[str]
+    genre: Optional[str]
     likes: int
-    neighbors: dict[str, list[tuple[int, str, Optional[str], float]]] = field(
+    neighbors: dict[str, list[tuple[int, str, Optional[str], float, Optional[str]]]] = field(
         default_factory=dict)
 
 
@@ -278,12 +286,15 @@ def popular_items(ratings: DataFrame, n: int, min_rating: float) -> list[tuple[s
     return [(r["item_id"], int(r["likes"])) for r in rows]
 
 
-def titles_of(wh: Warehouse, run_date: str, ids: list[str]) -> dict[str, str]:
-    """``{item_id: title}`` for the given ids (empty without an items table)."""
+def titles_of(wh: Warehouse, run_date: str,
+              ids: list[str]) -> dict[str, tuple[Optional[str], Optional[str]]]:
+    """``{item_id: (title, first genre)}`` for the given ids (empty without an items table)."""
     if not ids or not wh.has("items", run_date):
         return {}
-    return {r["item_id"]: r["title"] for r in wh.read("items", run_date)
-            .filter(F.col("item_id").isin(ids)).select("item_id", "title").collect()}
+    items = wh.read("items", run_date).filter(F.col("item_id").isin(ids))
+    genre = F.get(F.col("genres"), 0) if "genres" in items.columns else F.lit(None)
+    return {r["item_id"]: (r["title"], r["genre"]) for r in
+            items.select("item_id", "title", genre.cast("string").alias("genre")).collect()}
 
 
 def popular_neighbors(wh: Warehouse, run_date: str, cfg: Config) -> Optional[
@@ -306,9 +317,15 @@ def popular_neighbors(wh: Warehouse, run_date: str, cfg: Config) -> Optional[
             found[r["item_id"]].setdefault(model, []).append(
                 (int(r["rank"]), r["neighbor_id"], float(r["similarity"])))
     wanted = ids + [n for per in found.values() for lst in per.values() for _, n, _ in lst]
-    titles = titles_of(wh, run_date, sorted(set(wanted)))
-    items = [PopularItem(i, titles.get(i), likes,
-                         {m: [(rank, n, titles.get(n), sim) for rank, n, sim in lst]
+    meta = titles_of(wh, run_date, sorted(set(wanted)))
+    def title(i: str) -> Optional[str]:
+        return meta.get(i, (None, None))[0]
+
+    def genre(i: str) -> Optional[str]:
+        return meta.get(i, (None, None))[1]
+
+    items = [PopularItem(i, title(i), genre(i), likes,
+                         {m: [(rank, n, title(n), sim, genre(n)) for rank, n, sim in lst]
                           for m, lst in found[i].items()})
              for i, likes in top]
     return models, items
@@ -329,13 +346,31 @@ def manifests(wh: Warehouse, run_date: str) -> list[dict[str, Any]]:
     return sorted(out, key=lambda m: (str(m.get("started_at", "")), str(m.get("stage", ""))))
 
 
+def timed_steps(manifest: dict[str, Any]) -> list[tuple[str, float]]:
+    """The timings recorded inside a stage, longest first: its ``timings`` and any number in
+    its ``details`` (top level or one level down, e.g. per model) under a key ``seconds`` or
+    ``*_seconds``."""
+    steps = [(str(k), float(v)) for k, v in (manifest.get("timings") or {}).items()]
+
+    def is_seconds(key: str, value: Any) -> bool:
+        return (key == "seconds" or key.endswith("_seconds")) and \
+            isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    for key, value in (manifest.get("details") or {}).items():
+        if is_seconds(str(key), value):
+            steps.append((str(key), float(value)))
+        elif isinstance(value, dict):
+            steps += [(f"{key} {str(k)[:-len('_seconds')]}" if k != "seconds" else str(key),
+                       float(v)) for k, v in value.items() if is_seconds(str(k), v)]
+    return sorted(steps, key=lambda s: (-s[1], s[0]))
+
+
 def stage_timings(found: list[dict[str, Any]]) -> pd.DataFrame:
-    """``(stage, status, seconds, steps)`` per manifest; ``steps`` the timings recorded inside
-    the stage as ``[(name, seconds)]`` in the order they were recorded."""
+    """``(stage, status, seconds, steps, error)`` per manifest, in the given order; ``steps``
+    from :func:`timed_steps`."""
     return pd.DataFrame(
         [{"stage": str(m.get("stage", "?")), "status": str(m.get("status", "?")),
-          "seconds": float(m.get("seconds") or 0.0),
-          "steps": [(str(k), float(v)) for k, v in (m.get("timings") or {}).items()],
+          "seconds": float(m.get("seconds") or 0.0), "steps": timed_steps(m),
           "error": m.get("error")} for m in found],
         columns=["stage", "status", "seconds", "steps", "error"])
 

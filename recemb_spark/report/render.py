@@ -20,15 +20,16 @@ from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .gather import OTHER, PopularItem, Projection, ReportData, evaluation_table, headline, \
-    other_metrics
+from .gather import OTHER, Projection, ReportData, evaluation_table, headline, model_order, \
+    other_metrics, stage_timings
 
 STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labelsize": 10,
          "ytick.labelsize": 10, "legend.fontsize": 10, "axes.spines.top": False,
          "axes.spines.right": False, "figure.dpi": 100}
-#: distinct colours (Okabe-Ito first, then tab10) for models and genres
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442",
-           "#8C564B", "#7F7F7F", "#17BECF", "#BCBD22", "#9467BD"]
+#: distinct colours for models and genres, all visible on white (Okabe-Ito without its yellow,
+#: then Tol's muted); grey is kept for popularity and "other"
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#8C564B",
+           "#332288", "#999933", "#44AA99", "#882255", "#117733"]
 OTHER_COLOUR = "#C8C8C8"
 POPULARITY_COLOUR = "#6E6E6E"
 
@@ -52,13 +53,20 @@ td.best{font-weight:700;color:#0b5cad}
 .note{color:#566070;font-size:13px}
 img.fig{display:block;max-width:100%;height:auto;margin:6px 0}
 .grid{display:flex;flex-wrap:wrap;gap:12px}
-.grid figure{margin:0;flex:1 1 540px;max-width:580px}
+.grid figure{margin:0;flex:0 1 372px;max-width:372px}
 .legend{display:flex;flex-wrap:wrap;gap:6px 18px;margin:6px 0 4px;font-size:14px}
 .legend span.sw{display:inline-block;width:13px;height:13px;border-radius:50%;
  margin-right:6px;vertical-align:-1px}
 .cards{display:flex;flex-direction:column;gap:14px}
-table.nb{width:100%;table-layout:fixed}
-table.nb td{overflow-wrap:anywhere}
+table.nb{width:100%;table-layout:fixed;margin:2px 0 4px}
+table.nb td,table.nb th{overflow-wrap:anywhere;padding:3px 8px}
+.cards h3{margin:8px 0 2px}
+.genre{display:inline-block;font-size:11px;color:#3b4350;background:#eef1f5;border-radius:3px;
+ padding:0 5px;margin-left:4px;white-space:nowrap}
+td.bar{width:26%}
+.bar div{background:#0072B2;height:14px;border-radius:2px;display:inline-block;
+ vertical-align:-2px}
+.bar div.failed{background:#b00020}
 table.nb th.rank,table.nb td.rank{width:44px;text-align:right}
 .sim{color:#566070;font-size:12px;white-space:nowrap}
 .id{color:#566070;font-size:12px}
@@ -74,6 +82,25 @@ table.nb th.rank,table.nb td.rank{width:44px;text-align:right}
 def esc(value: Any) -> str:
     """Text from the data, escaped for HTML (quotes too: it may land in attributes)."""
     return html.escape("" if value is None else str(value), quote=True)
+
+
+#: metric names (or parts of them) whose values are counts, shown as integers
+COUNT_NAMES = ("users", "misses", "items_with", "pairs", "count", "rows", "items", "vectors")
+
+
+def fmt_metric(name: str, value: Any) -> str:
+    """A metric by its name: counts as integers, seconds with two decimals, the rest
+    (rates, recall, RMSE) with four."""
+    base = name.split("@")[0]
+    if any(part in base for part in COUNT_NAMES):
+        return fmt(value)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return esc(value)
+    if math.isnan(v):
+        return "&ndash;"
+    return f"{v:,.2f}" if "seconds" in base else f"{v:.4f}"
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -122,12 +149,10 @@ def table(header: list[str], rows: Iterable[list[str]], num: Iterable[int] = ())
 
 
 def model_colours(models: Iterable[str]) -> dict[str, str]:
-    """One colour per model, popularity grey, in order of appearance."""
-    out: dict[str, str] = {}
-    for m in models:
-        if m not in out:
-            out[m] = POPULARITY_COLOUR if m == "popularity" else \
-                PALETTE[len([x for x in out if x != "popularity"]) % len(PALETTE)]
+    """One colour per model, by name (so every chart and every date agree), popularity grey."""
+    names = sorted(set(models) - {"popularity"})
+    out = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(names)}
+    out["popularity"] = POPULARITY_COLOUR
     return out
 
 
@@ -145,20 +170,25 @@ def headline_figure(bars: pd.DataFrame, k: int) -> Figure:
     colours = model_colours(bars["model"])
     y = np.arange(len(bars))[::-1]
     with rc_context(STYLE):
-        fig = Figure(figsize=(11, 0.42 * len(bars) + 1.3))
+        fig = Figure(figsize=(11, 0.36 * len(bars) + 1.2))
         axes = fig.subplots(1, 2, sharey=True)
         for ax, col, title in zip(axes, ("hr", "ndcg"), (f"HR@{k}", f"NDCG@{k}")):
             values = bars[col].astype(float).fillna(0.0).to_numpy()
-            ax.barh(y, values, color=[colours[m] for m in bars["model"]],
-                    hatch=None, height=0.7,
-                    alpha=1.0)
-            for yi, v, q in zip(y, values, bars["query"]):
+            user = (bars["query"] == "user").to_numpy()
+            colour = [colours[m] for m in bars["model"]]
+            ax.barh(y[~user], values[~user], color=[c for c, u in zip(colour, user) if not u],
+                    height=0.72)
+            # user queries: the model's colour, lighter and hatched (the trend draws them dashed)
+            ax.barh(y[user], values[user], color=[c for c, u in zip(colour, user) if u],
+                    alpha=0.45, hatch="///", edgecolor="white", linewidth=0, height=0.72)
+            for yi, v in zip(y, values):
                 ax.text(v, yi, f" {v:.3f}", va="center", fontsize=10)
             ax.set_title(title, loc="left", fontweight="bold")
             ax.set_xlim(0, max(float(values.max()) if len(values) else 0.0, 1e-9) * 1.22)
             ax.grid(axis="x", color="#e3e6ea")
             ax.set_axisbelow(True)
         axes[0].set_yticks(y, labels)
+        axes[1].tick_params(axis="y", left=False)
         fig.tight_layout()
     return fig
 
@@ -169,9 +199,10 @@ def trend_figure(trend: pd.DataFrame, k: int) -> Figure:
     pos = {d: i for i, d in enumerate(dates)}
     colours = model_colours(trend["model"])
     with rc_context(STYLE):
-        fig = Figure(figsize=(11, 4.2))
+        fig = Figure(figsize=(11, 3.6))
         ax = fig.subplots()
-        for (model, query), part in trend.groupby(["model", "query"], sort=False):
+        series = sorted(trend.groupby(["model", "query"]), key=lambda kv: model_order(kv[0]))
+        for (model, query), part in series:
             part = part.sort_values("dt")
             ax.plot([pos[d] for d in part["dt"]], part["value"], marker="o", markersize=5,
                     linewidth=2, color=colours[model],
@@ -204,40 +235,22 @@ def label_colours(projections: list[Projection]) -> dict[str, str]:
 
 def projection_figure(p: Projection, colours: dict[str, str]) -> Figure:
     """One model's PCA scatter (no legend: the page draws one shared legend)."""
-    with rc_context(STYLE):
-        fig = Figure(figsize=(5.6, 4.6))
+    with rc_context({**STYLE, "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
+                     "xtick.labelsize": 9, "ytick.labelsize": 9}):
+        fig = Figure(figsize=(3.75, 3.3))
         ax = fig.subplots()
         labels = np.array(p.labels, dtype=object)
         order = [OTHER] + [x for x in colours if x != OTHER]  # grey underneath
         for name in order:
             mask = labels == name
             if mask.any():
-                ax.scatter(p.coords[mask, 0], p.coords[mask, 1], s=12, alpha=0.8,
+                ax.scatter(p.coords[mask, 0], p.coords[mask, 1], s=9, alpha=0.8,
                            color=colours[name], linewidths=0)
-        ax.set_title(f"{p.model}: {len(p.labels):,} of {p.items:,} items", loc="left",
+        ax.set_title(f"{p.model}  ({len(p.labels):,} of {p.items:,} items)", loc="left",
                      fontweight="bold")
         ax.set_xlabel(f"PC1 ({p.explained[0]:.0%} of variance)")
         ax.set_ylabel(f"PC2 ({p.explained[1]:.0%})")
         ax.grid(color="#eef0f3")
-        ax.set_axisbelow(True)
-        fig.tight_layout()
-    return fig
-
-
-def timings_figure(timings: pd.DataFrame) -> Figure:
-    """Seconds per stage as horizontal bars (failed stages red), in the order they ran."""
-    y = np.arange(len(timings))[::-1]
-    with rc_context(STYLE):
-        fig = Figure(figsize=(11, 0.42 * len(timings) + 1.1))
-        ax = fig.subplots()
-        colours = ["#b00020" if s != "ok" else PALETTE[0] for s in timings["status"]]
-        ax.barh(y, timings["seconds"], color=colours, height=0.65)
-        for yi, v in zip(y, timings["seconds"]):
-            ax.text(v, yi, f" {v:.1f} s", va="center", fontsize=10)
-        ax.set_yticks(y, list(timings["stage"]))
-        ax.set_xlim(0, max(float(timings["seconds"].max()), 1e-9) * 1.15)
-        ax.set_xlabel("seconds")
-        ax.grid(axis="x", color="#e3e6ea")
         ax.set_axisbelow(True)
         fig.tight_layout()
     return fig
@@ -266,7 +279,7 @@ def metrics_section(data: ReportData) -> str:
             for c, v in zip(cols, r):
                 if c in metric_cols:
                     cls = "num best" if pd.notna(v) and v == best[c] and len(ev) > 1 else "num"
-                    row.append(f'<td class="{cls}">{fmt(v)}</td>')
+                    row.append(f'<td class="{cls}">{fmt_metric(c, v)}</td>')
                 elif c in ("users", "misses"):
                     row.append(fmt(v))
                 else:
@@ -282,7 +295,7 @@ def metrics_section(data: ReportData) -> str:
         cols = list(wide.columns)
         out.append(f"<h3>Stage {esc(stage)}</h3>")
         out.append(table([esc(c) for c in cols],
-                         [[esc(v) if c == "model" else fmt(v) for c, v in zip(cols, r)]
+                         [[esc(v) if c == "model" else fmt_metric(c, v) for c, v in zip(cols, r)]
                           for r in wide.itertuples(index=False)],
                          num=range(1, len(cols))))
     return "".join(out)
@@ -322,9 +335,10 @@ def projections_section(data: ReportData) -> str:
             f'<div class="legend">{legend}</div><div class="grid">{figs}</div>')
 
 
-def item_label(item_id: str, title: Optional[str]) -> str:
-    return (f'{esc(title)} <span class="id">#{esc(item_id)}</span>' if title
+def item_label(item_id: str, title: Optional[str], genre: Optional[str] = None) -> str:
+    text = (f'{esc(title)} <span class="id">#{esc(item_id)}</span>' if title
             else f'<span class="id">item</span> {esc(item_id)}')
+    return text + (f'<span class="genre">{esc(genre)}</span>' if genre else "")
 
 
 def neighbors_section(data: ReportData) -> str:
@@ -343,13 +357,13 @@ def neighbors_section(data: ReportData) -> str:
             cells = [f'<td class="rank">{i + 1}</td>']
             for m in models:
                 lst = it.neighbors.get(m, [])
-                cells.append(f"<td>{item_label(lst[i][1], lst[i][2])} "
+                cells.append(f"<td>{item_label(lst[i][1], lst[i][2], lst[i][4])} "
                              f'<span class="sim">cos {lst[i][3]:.3f}</span></td>'
                              if i < len(lst) else "<td>&ndash;</td>")
             rows.append("<tr>" + "".join(cells) + "</tr>")
         body = ("".join(rows) if rows else
                 f'<tr><td colspan="{len(models) + 1}">no neighbours stored</td></tr>')
-        cards.append(f"<div><h3>{item_label(it.item_id, it.title)} "
+        cards.append(f"<div><h3>{item_label(it.item_id, it.title, it.genre)} "
                      f'<span class="note">&middot; liked {it.likes:,} times</span></h3>'
                      f'<table class="nb"><thead><tr>{"".join(head)}</tr></thead>'
                      f"<tbody>{body}</tbody></table></div>")
@@ -359,21 +373,26 @@ def neighbors_section(data: ReportData) -> str:
 
 
 def timings_section(data: ReportData) -> str:
-    from .gather import stage_timings
-
     if not data.manifests:
         return missing(f"No stage manifests under _manifests/dt={data.run_date}.")
     t = stage_timings(data.manifests)
+    longest = max(float(t["seconds"].max()), 1e-9)
     rows = []
     for r in t.itertuples(index=False):
         status = (f'<span class="ok">{esc(r.status)}</span>' if r.status == "ok" else
                   f'<span class="bad">{esc(r.status)}</span>')
-        steps = " &middot; ".join(f"{esc(n)} {s:.1f} s" for n, s in r.steps) or "&ndash;"
+        bar = (f'<td class="bar"><div class="{"" if r.status == "ok" else "failed"}" '
+               f'style="width:{max(r.seconds / longest * 100, 0.5):.1f}%"></div></td>')
+        steps = " &middot; ".join(f"{esc(n)}&nbsp;{s:.1f}&nbsp;s" for n, s in r.steps
+                                  if s >= 0.05) or "&ndash;"
         if r.error:
             steps += f'<br><span class="bad">{esc(r.error)}</span>'
-        rows.append([esc(r.stage), status, f"{r.seconds:.1f}", steps])
-    return (img(timings_figure(t), "seconds per stage")
-            + table(["stage", "status", "seconds", "timings inside the stage"], rows, num=[2]))
+        rows.append([esc(r.stage), status, f"{r.seconds:.1f}", bar, steps])
+    total = float(t["seconds"].sum())
+    return (f'<p class="note">{len(t)} stage(s), {total:.1f} s in all, in the order they '
+            f'started; the timings inside a stage longest first.</p>'
+            + table(["stage", "status", "seconds", "", "timings inside the stage"], rows,
+                    num=[2]))
 
 
 def rejects_section(data: ReportData) -> str:
