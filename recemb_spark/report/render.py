@@ -28,8 +28,8 @@ STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.lab
          "axes.spines.right": False, "figure.dpi": 100}
 #: distinct colours for models and genres, all visible on white (Okabe-Ito without its yellow,
 #: then Tol's muted); grey is kept for popularity and "other"
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#8C564B",
-           "#332288", "#999933", "#44AA99", "#882255", "#117733"]
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#8C564B", "#332288",
+           "#999933", "#56B4E9", "#44AA99", "#882255", "#117733"]
 OTHER_COLOUR = "#C8C8C8"
 POPULARITY_COLOUR = "#6E6E6E"
 
@@ -38,7 +38,7 @@ body{font-family:"DejaVu Sans",Arial,Helvetica,sans-serif;margin:0;background:#f
  color:#1d2330;font-size:15px;line-height:1.45}
 main{max-width:1180px;margin:0 auto;padding:24px 28px 48px;background:#fff}
 h1{font-size:26px;margin:0 0 4px}
-h2{font-size:20px;margin:36px 0 10px;padding-top:8px;border-top:2px solid #e3e6ea}
+h2{font-size:20px;margin:26px 0 8px;padding-top:8px;border-top:2px solid #e3e6ea}
 h3{font-size:16px;margin:18px 0 6px}
 .sub{color:#566070;margin:0 0 12px}
 nav{margin:10px 0 0;font-size:14px}
@@ -199,7 +199,7 @@ def trend_figure(trend: pd.DataFrame, k: int) -> Figure:
     pos = {d: i for i, d in enumerate(dates)}
     colours = model_colours(trend["model"])
     with rc_context(STYLE):
-        fig = Figure(figsize=(11, 3.6))
+        fig = Figure(figsize=(11, 3.3))
         ax = fig.subplots()
         series = sorted(trend.groupby(["model", "query"]), key=lambda kv: model_order(kv[0]))
         for (model, query), part in series:
