@@ -23,6 +23,7 @@ COMMANDS = {
     "ann": "item_neighbors and user_candidates per model (exact / banded LSH), with recall",
     "sample": "write the built-in synthetic data set as MovieLens files and Parquet (--out)",
     "similar": "the items most similar to one item, from the stored tables",
+    "report": "one self-contained HTML page about a run date (needs the 'report' extra)",
 }
 
 
@@ -78,6 +79,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         cfg = config_from_args(args)
         run_date = parse_run_date(args.run_date, default_today=args.command != "similar")
+        if args.command == "report":
+            from .report import require_matplotlib
+            require_matplotlib()  # before Spark starts
     except ConfigError as exc:
         print(f"recemb: config error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -126,6 +130,10 @@ def _dispatch(spark, cfg: Config, run_date: str, args: argparse.Namespace) -> No
               f"- model {args.model}, dt={date}, {method}:")
         for n in rows[1:]:
             print(f"{n.rank:>4}  {n.similarity:6.3f}  {n.item_id:<12}{n.title or ''}")
+        return
+    if args.command == "report":
+        from .report import write_report
+        print(write_report(spark, cfg, run_date))
         return
     stages = None if args.command == "run" else [args.command]
     results = pipeline.run_pipeline(spark, cfg, run_date, stages=stages)

@@ -325,6 +325,21 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    sample_items: int
+    popular_items: int
+    neighbors: int
+    max_genres: int
+    seed: int
+
+    def validate(self) -> None:
+        for name in ("sample_items", "popular_items", "neighbors", "max_genres"):
+            _check(getattr(self, name) >= 1, f"report.{name}", "must be >= 1")
+        _check(self.sample_items <= 50000, "report.sample_items",
+               "must be <= 50000 (the sample is collected to the driver for the plot)")
+
+
+@dataclass(frozen=True)
 class Config:
     spark: SparkConfig
     warehouse: WarehouseConfig
@@ -340,6 +355,7 @@ class Config:
     side_info: SideInfoConfig
     evaluate: EvaluateConfig
     ann: AnnConfig
+    report: ReportConfig
 
     def validate(self) -> None:
         for f in fields(self):
