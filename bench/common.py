@@ -14,8 +14,14 @@ from pyspark.sql import functions as F
 from recemb_spark.config import Config, load_config
 from recemb_spark.evaluation import leave_last_out, popularity_vectors, score_model
 from recemb_spark.io import readers, sample
+from recemb_spark.models.side_info import side_tokens
 from recemb_spark.session import build_session
-from recemb_spark.tables import aggregate_events, build_sequences, clean_ratings
+from recemb_spark.tables import (
+    aggregate_events,
+    build_sequences,
+    clean_ratings,
+    items_from_categories,
+)
 
 
 @dataclass
@@ -29,6 +35,8 @@ class Prepared:
     train_sequences: DataFrame
     catalogue: int
     users: int
+    #: side tokens (items file genres or the log's categories) when side_info.enabled
+    side: DataFrame | None = None
 
 
 def prepare(input_path: str | None, overrides: list[str] | None = None,
@@ -43,11 +51,16 @@ def prepare(input_path: str | None, overrides: list[str] | None = None,
     spark = build_session(cfg.spark, "recemb-bench")
     implicit = bool(input_path) and cfg.input.implicit
     if input_path:
-        valid = readers.read_ratings(spark, cfg.input, input_path).valid
+        parsed = readers.read_ratings(spark, cfg.input, input_path)
+        valid = parsed.valid
+        items = (readers.read_items(spark, parsed.items_path, "auto", cfg.input.item_col)
+                 if parsed.items_path else
+                 items_from_categories(valid) if "category" in valid.columns else None)
         name = name or os.path.basename(input_path.rstrip("/"))
     else:
-        valid, _ = sample.generate(spark, cfg.sample)
+        valid, items = sample.generate(spark, cfg.sample)
         name = name or "builtin-sample"
+    side = side_tokens(items).persist() if items is not None and cfg.side_info.enabled else None
     valid = valid.persist()
     ratings = (aggregate_events(valid, cfg.input.event_signal) if implicit
                else clean_ratings(valid)).persist()
@@ -59,7 +72,8 @@ def prepare(input_path: str | None, overrides: list[str] | None = None,
         source = valid.join(heldout, ["user_id", "item_id"], "left_anti")
     seqs = build_sequences(source, cfg.sequences, cfg.liked_min_rating).persist()
     catalogue = train.select("item_id").distinct().count()
-    return Prepared(spark, cfg, name, ratings, train, cases, seqs, catalogue, cases.count())
+    return Prepared(spark, cfg, name, ratings, train, cases, seqs, catalogue, cases.count(),
+                    side)
 
 
 def metrics_dict(rows: list[dict[str, Any]]) -> dict[str, float]:

@@ -72,7 +72,8 @@ def run_model(p: Prepared, train: Callable, seed: int, section: str) -> dict[str
     if section == "deepwalk":
         cfg = cfg.replace("walks", seed=seed)
     t0 = time.perf_counter()
-    trained = train(p.spark, cfg, p.train, p.train_sequences)
+    side = p.side if cfg.side_info.enabled else None
+    trained = train(p.spark, cfg, p.train, p.train_sequences, side=side)
     vectors = trained.item_vectors
     vectors.count()
     seconds = time.perf_counter() - t0

@@ -67,7 +67,9 @@ def vocabulary_report(sentences: DataFrame, vectors: DataFrame, min_count: int,
 
 #: ``max_iter: 0`` (auto): epochs so that the fit makes about this many token updates, within
 #: [AUTO_MIN_ITER, AUTO_MAX_ITER] (small corpora need more epochs; large ones are slow).
-AUTO_ITER_UPDATES = 600_000
+#: Measured (bench/results/quality_grid_*.json): on yoochoose (34k training tokens) 5 epochs
+#: HR@10 0.364-0.366, 20 epochs 0.30-0.32.
+AUTO_ITER_UPDATES = 150_000
 AUTO_MIN_ITER, AUTO_MAX_ITER = 5, 25
 #: ``min_count: 0`` (auto): 1 (every item gets a vector) while at least this share of the
 #: vocabulary is seen once (long tails: their held-out items would have no vector), else 2.

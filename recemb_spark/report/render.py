@@ -20,8 +20,16 @@ from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .gather import OTHER, Projection, ReportData, evaluation_table, headline, model_order, \
-    other_metrics, stage_timings
+from .gather import (
+    OTHER,
+    Projection,
+    ReportData,
+    evaluation_table,
+    headline,
+    model_order,
+    other_metrics,
+    stage_timings,
+)
 
 STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labelsize": 10,
          "ytick.labelsize": 10, "legend.fontsize": 10, "axes.spines.top": False,
