@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 
 from ..config import AnnConfig, Config
 from ..errors import StageError
+from ..evaluation import popularity_segments
 from ..io.warehouse import Warehouse
 from ..neighbors import ann
 from ..neighbors.topk import user_candidates
@@ -59,7 +60,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
                          f"(present: {present}); run a model stage first")
     res.inputs = {"item_embeddings": [wh.partition_path("item_embeddings", run_date, m)
                                       for m in models]}
-    seen = None
+    seen = segments = None
     for model in models:
         items = ann.normalise(wh.read("item_embeddings", run_date, model)).persist()
         n_items = items.count()
@@ -84,6 +85,14 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
             res.metrics.append(metric_row(model, "candidate_pairs", 0, stats["candidate_pairs"]))
         log.info("ann %s: %s over %d items in %.1fs, recall@%d %.3f", model, method, n_items,
                  seconds, a.k, recall)
+        if segments is None:
+            segments = popularity_segments(
+                wh.read("ratings", run_date, needed_by="ann"), cfg.liked_min_rating,
+                cfg.evaluate.head_share, cfg.evaluate.cold_max_events).persist()
+        tail = tail_report(segments, items, neighbors)
+        res.details[model].update(tail)
+        res.metrics += [metric_row(model, name, a.k if "coverage" in name else 0, value)
+                        for name, value in tail.items()]
         if a.user_candidates and wh.has("user_embeddings", run_date, model):
             if seen is None:
                 ratings = wh.read("ratings", run_date, needed_by="ann")
@@ -109,6 +118,27 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
         items.unpersist()
     res.rows["metrics"] = wh.write(metrics_frame(spark, res.metrics), "metrics", run_date,
                                    stage="ann")
-    if seen is not None:
-        seen.unpersist()
+    for df in (seen, segments):
+        if df is not None:
+            df.unpersist()
     return res
+
+
+def tail_report(segments: DataFrame, items: DataFrame, neighbors: DataFrame) -> dict[str, float]:
+    """Long-tail figures of one model's tables: ``tail_coverage`` (share of the tail items
+    that appear in some item's neighbour list), ``head_coverage`` likewise, and the items of
+    each segment without a vector (``items_without_vector_head`` / ``_tail``).
+    ``segments``: :func:`popularity_segments` of the date's ratings."""
+    seg = segments.select("item_id", F.element_at("segments", 1).alias("segment"))
+    listed = neighbors.select(F.col("neighbor_id").alias("item_id")).distinct()
+    rows = (seg.join(listed.withColumn("_listed", F.lit(1)), "item_id", "left")
+            .join(items.select("item_id").withColumn("_vec", F.lit(1)), "item_id", "left")
+            .groupBy("segment")
+            .agg(F.count("*").alias("n"), F.count("_listed").alias("listed"),
+                 F.sum(F.when(F.col("_vec").isNull(), 1).otherwise(0)).alias("missing"))
+            .collect())
+    out: dict[str, float] = {}
+    for r in rows:
+        out[f"{r['segment']}_coverage"] = r["listed"] / max(r["n"], 1)
+        out[f"items_without_vector_{r['segment']}"] = int(r["missing"])
+    return out
