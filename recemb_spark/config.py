@@ -169,6 +169,8 @@ class Word2VecConfig:
 class Word2VecStageConfig(Word2VecConfig):
     """The block of a stage that trains Word2Vec (item2vec, deepwalk): the same shape."""
     enabled: bool
+    tune: bool
+    tune_seconds: float
 
 
 GRAPH_WEIGHTINGS = ["count", "rating", "recency"]

@@ -2,6 +2,7 @@
 import math
 
 import pytest
+from pyspark.sql import functions as F
 from chispa import assert_approx_df_equality
 
 from recemb_spark.config import load_config
@@ -98,3 +99,45 @@ def test_cold_items_get_the_normalised_mean_of_their_side_vectors(spark):
     h = 1 / math.sqrt(2)
     expected = spark.createDataFrame([("new", [h, h])], VEC)
     assert_approx_df_equality(cold, expected, 1e-6, ignore_nullable=True)
+
+
+def test_validation_split_never_uses_the_last_item(spark):
+    from recemb_spark.models.tune import validation_split
+
+    seqs = spark.createDataFrame(
+        [("u", ["a", "b"], 2, None, None), ("u", ["c", "d", "e"], 3, None, None),
+         ("v", ["a", "b", "c"], 3, None, None)],
+        "user_id string, items array<string>, n_items int, ts_start timestamp, "
+        "ts_end timestamp")
+    import datetime as dt
+    seqs = seqs.withColumn("ts_start", F.when(F.array_contains("items", "c") &
+                                              (F.col("user_id") == "u"),
+                                              F.lit(dt.datetime(2024, 1, 2)))
+                           .otherwise(F.lit(dt.datetime(2024, 1, 1))))
+    train, cases = validation_split(seqs)
+    got = {r["user_id"]: (r["heldout"], r["query"], r["history"]) for r in cases.collect()}
+    # u's history a b c d e: e is the evaluation's, d validates, c queries
+    assert got == {"u": ("d", "c", ["a", "b", "c"])}
+    assert sorted(r["items"] for r in train.collect()) == [["a", "b"], ["a", "b", "c"]]
+
+
+def test_tune_reports_every_point_and_keeps_the_best(spark, monkeypatch):
+    from recemb_spark.models import tune
+
+    rows = [(f"u{i}", [f"{i % 7}", f"{(i + 1) % 7}", f"{(i + 2) % 7}", f"{(i + 3) % 7}",
+                       f"{(i + 4) % 7}"], 5, None, None) for i in range(40)]
+    seqs = spark.createDataFrame(rows, "user_id string, items array<string>, n_items int, "
+                                       "ts_start timestamp, ts_end timestamp")
+    monkeypatch.setattr(tune, "GRID", [{}, {"window_size": 2}, {"sample": 0.01}])
+    cfg = w2v_cfg(vector_size=4, max_iter=2, min_count=1, step_size=0.025)
+    chosen, sample, report = tune.tune_word2vec(spark, lambda s: s, seqs, cfg, 0.0, 600.0,
+                                                train_word2vec)
+    assert [p["point"] for p in report["tune_points"]] == [{}, {"window_size": 2},
+                                                           {"sample": 0.01}]
+    best = max(report["tune_points"], key=lambda p: p["hr@10"])
+    assert report["tune_chosen"] == best["point"] and report["tune_cases"] == 40
+    assert chosen.window_size == best["point"].get("window_size", cfg.window_size)
+    assert sample == best["point"].get("sample", 0.0)
+    # a spent budget still runs the configured point, and only it
+    _, _, report = tune.tune_word2vec(spark, lambda s: s, seqs, cfg, 0.0, 0.0, train_word2vec)
+    assert len(report["tune_points"]) == 1 and report["tune_skipped"] == 2

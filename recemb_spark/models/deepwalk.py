@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 from ..config import Config
 from .graph import edge_weights, transition_probabilities
 from .side_info import interleave_side_tokens, split_vectors, with_cold_items
+from .tune import tune_word2vec
 from .walks import (
     alias_table_bytes,
     generate_walks,
@@ -30,6 +31,16 @@ def walks_table(spark: SparkSession, tokens: DataFrame, nodes: DataFrame) -> Dat
     return (named.groupBy("walk_id")
             .agg(F.array_sort(F.collect_list(F.struct("pos", "item_id"))).alias("_w"))
             .select("walk_id", F.transform("_w", lambda e: e["item_id"]).alias("items")))
+
+
+def validation_walks(spark: SparkSession, cfg: Config, ratings: DataFrame,
+                     sequences: DataFrame) -> DataFrame:
+    """Walks over the graph of ``sequences`` as item-id sentences ``(items)`` (for tuning)."""
+    edges = edge_weights(sequences, cfg.graph, ratings)
+    g = index_graph(transition_probabilities(edges, cfg.graph.min_edge_weight))
+    run = generate_walks(spark, g, cfg.walks)
+    tokens = spark.createDataFrame(walk_token_rows(run.blocks), "items array<string>")
+    return walks_table(spark, tokens, g.nodes).select("items").persist()
 
 
 def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataFrame,
@@ -53,12 +64,18 @@ def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataF
     stats = walk_stats(blocks)
     tokens = spark.createDataFrame(walk_token_rows(blocks), "items array<string>").persist()
     node_ids = g.nodes.select(F.col("node").cast("string").alias("node"), "item_id")
+    w2v, sample, tuned = cfg.deepwalk, cfg.deepwalk.sample, {}
+    if w2v.tune:  # walks on the validation split's graph, as item ids
+        w2v, sample, tuned = tune_word2vec(
+            spark, lambda seqs: validation_walks(spark, cfg, ratings, seqs), sequences, w2v,
+            sample, w2v.tune_seconds, train_word2vec)
     sentences = tokens
     if side is not None:  # side tokens keyed by walk node
         by_node = side.join(node_ids, "item_id").select(F.col("node").alias("item_id"), "side")
         sentences = interleave_side_tokens(tokens, by_node, cfg.side_info.sample,
                                            cfg.walks.seed).persist()
-    node_vectors, vocab = train_word2vec(sentences, cfg.deepwalk, cfg.deepwalk.sample)
+    node_vectors, vocab = train_word2vec(sentences, w2v, sample)
+    vocab.update(tuned)
     node_vectors, side_vectors = split_vectors(node_vectors)
     vectors = (node_vectors.withColumnRenamed("item_id", "node").join(node_ids, "node")
                .select("item_id", "vector"))

@@ -16,6 +16,7 @@ from ..config import Config
 from ..io.warehouse import join_path
 from ..tables import rated_items
 from .side_info import interleave_side_tokens, split_vectors, with_cold_items
+from .tune import tune_word2vec
 from .users import pool_user_vectors
 from .word2vec import train_word2vec
 
@@ -65,16 +66,20 @@ def train_item2vec(spark: SparkSession, cfg: Config, ratings: DataFrame,
     frequent tokens subsampled; the manifest details record both). With ``side``
     (``(item_id, side array<string>)``, see :mod:`.side_info`) side tokens are interleaved and
     items without a learned vector get one from their side tokens."""
+    w2v, sample, tuned = cfg.item2vec, cfg.item2vec.sample, {}
+    if w2v.tune:
+        w2v, sample, tuned = tune_word2vec(spark, lambda s: s, sequences, w2v, sample,
+                                           w2v.tune_seconds, train_word2vec)
     if side is None:
-        vectors, details = train_word2vec(sequences, cfg.item2vec, cfg.item2vec.sample)
-        return TrainedModel(vectors, details=details)
+        vectors, details = train_word2vec(sequences, w2v, sample)
+        return TrainedModel(vectors, details={**details, **tuned})
     sentences = interleave_side_tokens(sequences.select("items"), side, cfg.side_info.sample,
-                                       cfg.item2vec.seed).persist()
-    vectors, details = train_word2vec(sentences, cfg.item2vec, cfg.item2vec.sample)
+                                       w2v.seed).persist()
+    vectors, details = train_word2vec(sentences, w2v, sample)
     items, side_vectors = split_vectors(vectors)
     marked, counts = with_cold_items(items, side_vectors, side)
     sentences.unpersist()
-    return TrainedModel(marked.persist(), details={**details, **counts})
+    return TrainedModel(marked.persist(), details={**details, **counts, **tuned})
 
 
 def train_deepwalk(spark: SparkSession, cfg: Config, ratings: DataFrame,
