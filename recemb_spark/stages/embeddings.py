@@ -5,6 +5,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from ..config import Config
 from ..io.warehouse import Warehouse
+from ..models.align import align_to_previous
 from ..models.registry import ModelSpec, user_vectors
 from ..stage import StageFn, StageResult, metrics_frame
 from ..tables import user_histories
@@ -29,6 +30,7 @@ def model_stage(spec: ModelSpec) -> StageFn:
         sequences = wh.read("sequences", run_date, needed_by=spec.stage)
         with res.timed("train"):
             trained = spec.train(spark, cfg, ratings, sequences)
+            trained = align_to_previous(spark, cfg, wh, model, run_date, trained)  # align.*
             items = trained.item_vectors.persist()
             res.rows["item_embeddings"] = wh.write(items, "item_embeddings", run_date,
                                                    model=model)
