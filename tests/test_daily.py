@@ -6,13 +6,15 @@ import json
 import numpy as np
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
+from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 from recemb_spark import daily
 from recemb_spark.cli import main
 from recemb_spark.config import load_config
 from recemb_spark.io import sample
-from recemb_spark.io.history import apply_retention, previous_date, table_dates
+from recemb_spark.io.history import (apply_retention, previous_date, table_dates,
+                                     warehouse_tables)
 from recemb_spark.io.readers import RATINGS_SCHEMA
 from recemb_spark.io.warehouse import Warehouse
 from recemb_spark.models import align
@@ -188,16 +190,22 @@ def sets(items):
 
 
 def day_inputs(spark, folder):
-    """Three cumulative input files: events up to the 80% / 90% time quantile, then all."""
+    """Three cumulative input files (day 1, days 1-2, days 1-3): each user's first 80% of
+    events (in time order) fall on day 1, the next 10% on day 2, the rest on day 3, so that
+    most users come back every day."""
     ratings, _ = sample.generate(spark, load_config(overrides=SIM).sample)
-    events = ratings.select(F.col("user_id").alias("userId"), F.col("item_id").alias("movieId"),
-                            "rating", F.unix_timestamp("ts").alias("timestamp")).persist()
-    q80, q90 = events.approxQuantile("timestamp", [0.8, 0.9], 0.0)
+    order = Window.partitionBy("user_id").orderBy("ts", "item_id")
+    share = F.percent_rank().over(order)
+    day = F.when(share < 0.8, 0).when(share < 0.9, 1).otherwise(2)
+    events = (ratings.withColumn("day", day)
+              .select(F.col("user_id").alias("userId"), F.col("item_id").alias("movieId"),
+                      "rating", (F.lit(1_790_000_000) + F.col("day") * 86_400
+                                 + F.row_number().over(order)).alias("timestamp"), "day")
+              .persist())
     paths = []
-    for i, upto in enumerate([q80, q90, None]):
+    for i in range(3):
         path = str(folder / f"day{i + 1}.parquet")
-        part = events if upto is None else events.filter(F.col("timestamp") <= upto)
-        part.coalesce(1).write.parquet(path)
+        events.filter(F.col("day") <= i).drop("day").coalesce(1).write.parquet(path)
         paths.append(path)
     events.unpersist()
     return paths
@@ -247,8 +255,13 @@ def test_three_consecutive_nightly_runs(keep_spark, tmp_path):
     # retention ran last on DATES[2] and removed DATES[0] everywhere
     kept = wh.read_manifest(DATES[2], "retention")
     assert kept["status"] == "ok" and kept["details"]["dates_removed"] == [DATES[0]]
-    assert kept["rows"]["manifests_removed"] == 1 and kept["rows"]["partitions_removed"] >= 8
-    assert table_dates(wh, "ratings") == DATES[1:]
+    assert kept["rows"]["manifests_removed"] == 1
+    tables = warehouse_tables(wh)
+    assert {"ratings", "sequences", "item_embeddings", "item_neighbors", "metrics"} <= set(tables)
+    assert kept["details"]["partitions_by_table"] == {t: 1 for t in tables}
+    assert kept["rows"]["partitions_removed"] == len(tables)
+    for table in tables + ["_manifests"]:
+        assert table_dates(wh, table) == DATES[1:], table
     assert table_dates(wh, "_manifests") == DATES[1:]
     # a failing run removes nothing
     assert run("2026-11-05", str(tmp_path / "missing.csv"), "warehouse.retention_days=1") == 3
