@@ -17,6 +17,9 @@ items both have, quantiles, head/tail means as the daily stage computes them):
 what a nightly run with a fixed seed sees), ``day_and_seed`` (B vs C). Also the Procrustes
 residuals (before / after rotation) of each pair, as ``align.enabled`` would fit them.
 Writes bench/results/stability_<data>.json.
+
+On the built-in sample the users' histories are spread over five years, so its last day holds
+only a handful of events (the run prints how many); ``--days`` widens the window.
 """
 from __future__ import annotations
 
@@ -70,9 +73,11 @@ def main() -> None:
     ap.add_argument("--days", type=float, default=1.0, help="new events: the last this many days")
     ap.add_argument("--models", default="item2vec,deepwalk,als")
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="config override, as for recemb (repeatable)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    cfg = load_config(overrides=["spark.log_level=ERROR"])
+    cfg = load_config(overrides=["spark.log_level=ERROR", *args.set])
     spark = build_session(cfg.spark, "recemb-bench-stability")
     if args.input:
         valid = readers.read_ratings(spark, cfg.input, args.input).valid

@@ -1,7 +1,6 @@
 """Nightly runs: neighbour overlap, popularity buckets, forward cases, Procrustes alignment,
 retention, and three consecutive dates through the CLI."""
 import datetime as dt
-import json
 
 import numpy as np
 import pytest
@@ -59,7 +58,8 @@ def test_popularity_buckets_and_overlap_metrics(spark):
                                      "item_id string, bucket string")
     assert_df_equality(b50, expected, ignore_row_order=True, ignore_nullable=True)
     b60 = daily.popularity_buckets(ratings, 3.5, 0.6)
-    assert {r["item_id"]: r["bucket"] for r in b60.collect()} == {"a": "head", "b": "head", "c": "tail", "d": "tail", "e": "tail"}
+    assert {r["item_id"]: r["bucket"] for r in b60.collect()} == {
+        "a": "head", "b": "head", "c": "tail", "d": "tail", "e": "tail"}
 
     b85 = daily.popularity_buckets(ratings, 3.5, 0.85)
     assert sorted(r["item_id"] for r in b85.collect() if r["bucket"] == "head") == ["a", "b", "c"]

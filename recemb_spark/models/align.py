@@ -80,6 +80,11 @@ def fit_rotation(sums: Sums) -> Alignment:
                      float(np.sqrt(max(after, 0.0) / y_norm)))
 
 
+def chunk_sums(rows: list[Any]) -> Sums:
+    """:func:`block_sums` of a list of ``(x, y)`` rows."""
+    return block_sums(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]))
+
+
 def cross_sums(pairs: DataFrame, dim: int) -> Sums:
     """:class:`Sums` over ``pairs (x array<float>, y array<float>)``, summed where the rows are:
     each partition returns one d x d partial, merged by a tree reduce."""
@@ -89,10 +94,10 @@ def cross_sums(pairs: DataFrame, dim: int) -> Sums:
         for row in rows:
             chunk.append(row)
             if len(chunk) >= ROWS_PER_CHUNK:
-                total += block_sums(np.array([r[0] for r in chunk]), np.array([r[1] for r in chunk]))
+                total += chunk_sums(chunk)
                 chunk = []
         if chunk:
-            total += block_sums(np.array([r[0] for r in chunk]), np.array([r[1] for r in chunk]))
+            total += chunk_sums(chunk)
         yield total
 
     rdd = pairs.select("x", "y").rdd.mapPartitions(partial)
