@@ -37,9 +37,11 @@ class SparkConfig:
 @dataclass(frozen=True)
 class WarehouseConfig:
     path: str
+    retention_days: int
 
     def validate(self) -> None:
         _check(bool(self.path), "warehouse.path", "must not be empty")
+        _check(self.retention_days >= 0, "warehouse.retention_days", "must be >= 0 (0 = off)")
 
 
 INPUT_FORMATS = ["auto", "csv", "dat", "tsv", "parquet", "table"]
@@ -342,6 +344,27 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class DailyConfig:
+    enabled: bool
+    k: int
+    head_share: float
+    forward: bool
+
+    def validate(self) -> None:
+        _check(self.k >= 1, "daily.k", "must be >= 1")
+        _check(0.0 < self.head_share < 1.0, "daily.head_share", "must be within (0, 1)")
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    enabled: bool
+    min_shared_items: int
+
+    def validate(self) -> None:
+        _check(self.min_shared_items >= 1, "align.min_shared_items", "must be >= 1")
+
+
+@dataclass(frozen=True)
 class Config:
     spark: SparkConfig
     warehouse: WarehouseConfig
@@ -358,6 +381,8 @@ class Config:
     evaluate: EvaluateConfig
     ann: AnnConfig
     report: ReportConfig
+    daily: DailyConfig
+    align: AlignConfig
 
     def validate(self) -> None:
         for f in fields(self):

@@ -10,7 +10,9 @@ from .config import Config
 from .models.registry import model_specs
 from .stage import StageFn, StageResult, run_stage
 from .stages import ann as ann_stage
+from .stages import daily as daily_stage
 from .stages import evaluate as evaluate_stage
+from .stages import retention as retention_stage
 from .stages import tables as tables_stage
 from .stages.embeddings import model_stage
 
@@ -25,6 +27,7 @@ def stage_table() -> dict[str, tuple[StageFn, Callable[[Config], bool]]]:
         stages[spec.stage] = (model_stage(spec), spec.enabled)
     stages["evaluate"] = (evaluate_stage.run, lambda c: c.evaluate.enabled)
     stages["ann"] = (ann_stage.run, lambda c: c.ann.enabled)
+    stages["daily"] = (daily_stage.run, lambda c: c.daily.enabled)
     return stages
 
 
@@ -37,5 +40,8 @@ def run_pipeline(spark: SparkSession, cfg: Config, run_date: str,
                  stages: Optional[list[str]] = None) -> dict[str, StageResult]:
     """Run ``stages`` (default: every enabled stage) for one run date; return their results."""
     table = stage_table()
-    return {name: run_stage(name, table[name][0], spark, cfg, run_date)
-            for name in (stages or enabled_stages(cfg))}
+    results = {name: run_stage(name, table[name][0], spark, cfg, run_date)
+               for name in (stages or enabled_stages(cfg))}
+    if stages is None and cfg.warehouse.retention_days:  # last, only after every stage ran ok
+        results["retention"] = run_stage("retention", retention_stage.run, spark, cfg, run_date)
+    return results

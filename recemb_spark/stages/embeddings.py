@@ -8,6 +8,7 @@ from pyspark.sql import functions as F
 
 from ..config import Config
 from ..io.warehouse import Warehouse
+from ..models.align import align_to_previous
 from ..models.registry import ModelSpec, user_vectors
 from ..models.side_info import side_tokens
 from ..stage import StageFn, StageResult, metrics_frame
@@ -54,6 +55,7 @@ def model_stage(spec: ModelSpec) -> StageFn:
         side = read_side(wh, run_date, cfg)
         with res.timed("train"):
             trained = spec.train(spark, cfg, ratings, sequences, side=side)
+            trained = align_to_previous(spark, cfg, wh, model, run_date, trained)  # align.*
             items = with_source(trained.item_vectors).persist()
             res.rows["item_embeddings"] = wh.write(items, "item_embeddings", run_date,
                                                    model=model)
