@@ -12,8 +12,12 @@ from recemb_spark import daily
 from recemb_spark.cli import main
 from recemb_spark.config import load_config
 from recemb_spark.io import sample
-from recemb_spark.io.history import (apply_retention, previous_date, table_dates,
-                                     warehouse_tables)
+from recemb_spark.io.history import (
+    apply_retention,
+    previous_date,
+    table_dates,
+    warehouse_tables,
+)
 from recemb_spark.io.readers import RATINGS_SCHEMA
 from recemb_spark.io.warehouse import Warehouse
 from recemb_spark.models import align

@@ -2,8 +2,8 @@
 import math
 
 import pytest
-from pyspark.sql import functions as F
 from chispa import assert_approx_df_equality
+from pyspark.sql import functions as F
 
 from recemb_spark.config import load_config
 from recemb_spark.models.side_info import (
@@ -18,7 +18,6 @@ from recemb_spark.models.word2vec import (
     keep_probabilities,
     resolve_settings,
     subsample_sentences,
-    token_counts,
     train_word2vec,
 )
 
