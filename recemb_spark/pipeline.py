@@ -11,6 +11,7 @@ from .models.registry import model_specs
 from .stage import StageFn, StageResult, run_stage
 from .stages import ann as ann_stage
 from .stages import evaluate as evaluate_stage
+from .stages import export as export_stage
 from .stages import tables as tables_stage
 from .stages.embeddings import model_stage
 
@@ -25,6 +26,7 @@ def stage_table() -> dict[str, tuple[StageFn, Callable[[Config], bool]]]:
         stages[spec.stage] = (model_stage(spec), spec.enabled)
     stages["evaluate"] = (evaluate_stage.run, lambda c: c.evaluate.enabled)
     stages["ann"] = (ann_stage.run, lambda c: c.ann.enabled)
+    stages["export"] = (export_stage.run, lambda c: c.export.enabled)
     return stages
 
 
