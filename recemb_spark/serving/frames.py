@@ -56,12 +56,14 @@ class Expected:
 
 
 def expected_counts(frame: DataFrame, kind: str) -> Expected:
-    """Rows, distinct ids and (vector kinds) the smallest and largest dimension, in one job."""
-    aggs = [F.count(F.lit(1)), F.countDistinct("id")]
-    if kind not in RANKED:
-        aggs += [F.min(F.size("vector")), F.max(F.size("vector"))]
-    row = frame.agg(*aggs).first()
-    return Expected(int(row[0]), int(row[1]), *(int(x or 0) for x in row[2:]))
+    """Rows, distinct ids and (vector kinds) the smallest and largest dimension, in one job.
+    A ranked frame is grouped by id already: its rows are its distinct ids."""
+    if kind in RANKED:
+        n = frame.count()
+        return Expected(n, n)
+    row = frame.agg(F.count(F.lit(1)), F.countDistinct("id"), F.min(F.size("vector")),
+                    F.max(F.size("vector"))).first()
+    return Expected(*(int(x or 0) for x in row))
 
 
 def write_frame(frame: DataFrame, target: RedisTarget, prefix: str, model: str, version: str,

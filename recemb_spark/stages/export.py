@@ -8,13 +8,13 @@ import time
 from typing import Any
 
 import redis
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from ..config import Config
 from ..errors import StageError
 from ..io.warehouse import Warehouse
 from ..serving.frames import SOURCES, expected_counts, export_frame, write_frame
-from ..serving.redis_store import (ExportError, RedisTarget, VersionStore, new_version,
+from ..serving.redis_store import (RANKED, ExportError, RedisTarget, VersionStore, new_version,
                                    pointer_key)
 from ..stage import StageResult
 
@@ -100,8 +100,19 @@ def _write_kind(wh: Warehouse, cfg: Config, target: RedisTarget, store: VersionS
                 run_date: str, model: str, version: str, kind: str,
                 res: StageResult) -> dict[str, Any]:
     """Write one kind of one model, verify its counts; return what goes into the version's meta."""
-    e = cfg.export
     frame = export_frame(wh.read(SOURCES[kind][0], run_date, model, needed_by="export"), kind)
+    if kind in RANKED:  # counted, then written: group once
+        frame = frame.persist()
+    try:
+        return _write_frame_checked(cfg, target, store, model, version, kind, frame, res)
+    finally:
+        frame.unpersist()
+
+
+def _write_frame_checked(cfg: Config, target: RedisTarget, store: VersionStore, model: str,
+                         version: str, kind: str, frame: DataFrame,
+                         res: StageResult) -> dict[str, Any]:
+    e = cfg.export
     expected = expected_counts(frame, kind)
     if expected.distinct != expected.keys:
         raise ExportError(f"{SOURCES[kind][0]} (model {model}) has {expected.keys} rows but "
