@@ -68,11 +68,14 @@ def redis_server(*extra: str, binary: str = REDIS_SERVER) -> Iterator[int]:
 class CuttingProxy:
     """Forwards 127.0.0.1:<port> to a Redis port until ``cut_after`` bytes went from clients to
     the server; then it closes every connection and stops listening, so the clients' retries
-    are refused — a network cut in the middle of a write, while the server keeps its data."""
+    are refused — a network cut in the middle of a write, while the server keeps its data.
+    With ``keep_listening`` it only drops the open connections once (a blip to recover from)."""
 
-    def __init__(self, upstream_port: int, cut_after: int):
+    def __init__(self, upstream_port: int, cut_after: int, keep_listening: bool = False):
         self.upstream = upstream_port
         self.cut_after = cut_after
+        self.keep_listening = keep_listening  # True: drop the connections once, then forward
+        self.drops = 0
         self.sent = 0
         self.cut = threading.Event()
         self._lock = threading.Lock()
@@ -108,12 +111,28 @@ class CuttingProxy:
                     with self._lock:
                         self.sent += len(data)
                         over = self.sent > self.cut_after
+                    if over and self.keep_listening:
+                        self.drop_connections()
+                        return
                     if over:
                         self.close()
                         return
                 dst.sendall(data)
         except OSError:
             pass
+
+    def drop_connections(self) -> None:
+        """Drop every open connection once (new ones are forwarded as before)."""
+        with self._lock:
+            socks, self._socks = self._socks, []
+            self.cut_after = float("inf")
+            self.drops += 1
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
 
     def close(self) -> None:
         """Cut: stop listening and drop every connection."""

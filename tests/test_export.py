@@ -261,6 +261,19 @@ def test_a_cut_mid_way_fails_and_leaves_the_previous_version_readable(
     assert r.get(f"{PREFIX}:item2vec:current").decode().startswith(d2)
 
 
+def test_a_dropped_connection_is_reopened_and_the_export_completes(keep_spark, tmp_path,
+                                                                   redis_port):
+    wh_path = str(tmp_path / "wh")
+    data = make_tables(keep_spark, wh_path, D1, seed=8)
+    with CuttingProxy(redis_port, cut_after=5000, keep_listening=True) as proxy:
+        assert main(["export", "--run-date", D1, *export_args(
+            wh_path, proxy.port, "export.batch_size=10", "export.neighbors=false")]) == 0
+        assert proxy.drops == 1
+    r = client(redis_port)
+    assert_version_holds(r, r.get(f"{PREFIX}:item2vec:current").decode(), data,
+                         kinds=("items", "users"))
+
+
 def test_password_comes_from_the_named_env_var_and_stays_secret(keep_spark, tmp_path,
                                                                 monkeypatch, capsys, caplog):
     binary = require_redis_server()

@@ -20,9 +20,11 @@ they never see a half-written version. One export at a time per prefix and model
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 import secrets
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Optional
 
@@ -247,17 +249,95 @@ class VersionStore:
 # the executors' writer
 
 
+def _bulk(value: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+def pack_mset_exists(keys: list[bytes], values: list[bytes]) -> bytes:
+    """``MSET k1 v1 k2 v2 ...`` followed by ``EXISTS k1 k2 ...``, packed as RESP in one buffer
+    (packing by hand: redis-py's general packer took most of the writer's time)."""
+    packed_keys = [_bulk(k) for k in keys]
+    pairs = itertools.chain.from_iterable(zip(packed_keys, map(_bulk, values)))
+    return b"".join([b"*%d\r\n$4\r\nMSET\r\n" % (2 * len(keys) + 1), *pairs,
+                     b"*%d\r\n$6\r\nEXISTS\r\n" % (len(keys) + 1), *packed_keys])
+
+
+class PipelinedWriter:
+    """Sends packed ``MSET`` + ``EXISTS`` batches on one connection, with up to ``depth``
+    batches in flight (the server works on one while Python packs the next).
+
+    ``present`` sums the ``EXISTS`` replies. A dropped connection is re-opened (AUTH, TLS and
+    db selection as configured) and every unanswered batch is sent again — writes are
+    idempotent — up to ``retries`` times in a row with an exponential back-off; an error reply
+    (OOM, NOAUTH, ...) raises at once.
+    """
+
+    def __init__(self, client: redis.Redis, retries: int, depth: int = 2):
+        self.client = client
+        self.conn = client.connection_pool.get_connection()
+        self.retries = retries
+        self.depth = depth
+        self.pending: deque[bytes] = deque()
+        self.present = 0
+        self._failures = 0
+
+    def send(self, payload: bytes) -> None:
+        self.pending.append(payload)
+        self._guard(lambda: self.conn.send_packed_command([payload], check_health=False),
+                    done_by_resend=True)
+        while len(self.pending) > self.depth:
+            self._guard(self._read_one, done_by_resend=False)
+
+    def flush(self) -> int:
+        """Wait for every reply; return the keys found present."""
+        while self.pending:
+            self._guard(self._read_one, done_by_resend=False)
+        return self.present
+
+    def close(self) -> None:
+        self.conn.disconnect()
+        self.client.connection_pool.release(self.conn)
+
+    def _read_one(self) -> None:
+        self.conn.read_response()  # MSET: OK (an error reply raises ResponseError)
+        self.present += int(self.conn.read_response())
+        self.pending.popleft()
+        self._failures = 0
+
+    def _guard(self, step: Callable[[], None], done_by_resend: bool) -> None:
+        """Run ``step``; after a dropped connection reconnect, resend every unanswered batch
+        and (unless the resend did what ``step`` was for) run ``step`` again."""
+        while True:
+            try:
+                step()
+                return
+            except (redis.ConnectionError, redis.TimeoutError):
+                self._failures += 1
+                if self._failures > self.retries:
+                    raise
+                self.conn.disconnect()
+                time.sleep(min(0.512, 0.008 * 2 ** self._failures))
+                try:
+                    for payload in self.pending:
+                        self.conn.send_packed_command([payload], check_health=False)
+                except (redis.ConnectionError, redis.TimeoutError):
+                    continue  # counted as the next failure by the retried step
+                if done_by_resend:
+                    return
+
+
 def partition_writer(target: RedisTarget, prefix: str, model: str, version: str, kind: str,
                      batch_size: int) -> Callable[[Iterator[pa.RecordBatch]],
                                                   Iterator[pa.RecordBatch]]:
     """The ``mapInArrow`` function that writes one partition of ``kind`` rows to Redis.
 
     Input batches: ``(id, vector)`` for vector kinds, ``(id, ids, scores)`` for ranked kinds.
-    Every ``batch_size`` rows become one pipelined round trip (``transaction=False``): an
-    ``MSET`` of the keys and an ``EXISTS`` of the same keys, whose reply counts the keys the
-    server holds. At the end the partition records that count in ``P:M:V:acks`` under
-    ``<kind>:<partition>`` (a retried task overwrites its own entry) and yields one row
-    ``(kind, partition, rows, present)``. Nothing is collected; one connection per task.
+    Every ``batch_size`` rows become one ``MSET`` of the keys plus an ``EXISTS`` of the same
+    keys, whose reply counts the keys the server holds, pipelined on one connection
+    (:class:`PipelinedWriter`; no MULTI). At the end the partition records that count in
+    ``P:M:V:acks`` under ``<kind>:<partition>`` (a retried task overwrites its own entry) and
+    yields one row ``(kind, partition, rows, present)``. Nothing is collected.
     """
     key_prefix = (version_key(prefix, model, version, KINDS[kind]) + ":").encode("utf-8")
     acks_key = version_key(prefix, model, version, "acks")
@@ -267,25 +347,23 @@ def partition_writer(target: RedisTarget, prefix: str, model: str, version: str,
         from pyspark import TaskContext
 
         part = TaskContext.get().partitionId()
-        rows = present = 0
+        rows = 0
         client = target.client()
         try:
-            pipe = client.pipeline(transaction=False)
-            for batch in batches:
-                ids = batch.column(0).to_pylist()
-                values = (encode_ranked_lists(batch.column(1), batch.column(2)) if ranked
-                          else encode_vectors(batch.column(1)))
-                for start in range(0, len(ids), batch_size):
-                    keys = [key_prefix + i.encode("utf-8")
-                            for i in ids[start:start + batch_size]]
-                    args: list[bytes] = [b""] * (2 * len(keys))
-                    args[0::2] = keys
-                    args[1::2] = values[start:start + batch_size]
-                    pipe.execute_command("MSET", *args)
-                    pipe.execute_command("EXISTS", *keys)
-                    _, n = pipe.execute()
-                    rows += len(keys)
-                    present += int(n)
+            writer = PipelinedWriter(client, target.retries)
+            try:
+                for batch in batches:
+                    ids = batch.column(0).to_pylist()
+                    values = (encode_ranked_lists(batch.column(1), batch.column(2)) if ranked
+                              else encode_vectors(batch.column(1)))
+                    for start in range(0, len(ids), batch_size):
+                        keys = [key_prefix + i.encode("utf-8")
+                                for i in ids[start:start + batch_size]]
+                        writer.send(pack_mset_exists(keys, values[start:start + batch_size]))
+                        rows += len(keys)
+                present = writer.flush()
+            finally:
+                writer.close()
             client.hset(acks_key, f"{kind}:{part}", present)
         finally:
             client.close()
