@@ -301,3 +301,30 @@ def test_password_comes_from_the_named_env_var_and_stays_secret(keep_spark, tmp_
         assert "RECEMB_TEST_REDIS_PW" in text and "(password from env)" in text
         for where in (text, out, err, caplog.text):
             assert secret not in where
+
+
+def test_recemb_run_with_export_enabled_on_the_small_sample(keep_spark, tmp_path, redis_port,
+                                                           capsys):
+    """End to end on real tables: tables -> item2vec -> ann -> export (stage order), then
+    lookup shows the ann stage's neighbours with the sample's titles."""
+    from .conftest import SMALL_SAMPLE
+
+    wh_path = str(tmp_path / "wh")
+    args = export_args(wh_path, redis_port, *SMALL_SAMPLE, "export.enabled=true",
+                       "deepwalk.enabled=false", "als.enabled=false",
+                       "evaluate.enabled=false", "ann.user_candidates=false",
+                       "ann.recall_sample=50", "ann.method=exact", "item2vec.max_iter=1")
+    assert main(["run", "--run-date", D1, *args]) == 0
+    wh = Warehouse(keep_spark, wh_path)
+    m = wh.read_manifest(D1, "export")
+    assert m["status"] == "ok" and set(m["details"]["kinds"]["item2vec"]) == {
+        "items", "users", "neighbors"}
+    assert m["rows"]["items_item2vec"] == wh.read("item_embeddings", D1, "item2vec").count()
+    item = wh.read("item_neighbors", D1, "item2vec").orderBy("item_id").first()["item_id"]
+    stored = [r["neighbor_id"] for r in wh.read("item_neighbors", D1, "item2vec")
+              .filter(f"item_id = '{item}'").orderBy("rank").collect()]
+    capsys.readouterr()
+    assert main(["lookup", "--item", item, "-k", "10", *args]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert f"redis version {m['details']['version']}" in lines[0] and "Sample Movie" in lines[0]
+    assert [line.split()[2] for line in lines[1:]] == stored[:10]
