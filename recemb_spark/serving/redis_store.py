@@ -308,23 +308,25 @@ class PipelinedWriter:
     def _guard(self, step: Callable[[], None], done_by_resend: bool) -> None:
         """Run ``step``; after a dropped connection reconnect, resend every unanswered batch
         and (unless the resend did what ``step`` was for) run ``step`` again."""
+        try:
+            step()
+            return
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            error = exc
         while True:
+            self._failures += 1
+            if self._failures > self.retries:
+                raise error
+            self.conn.disconnect()
+            time.sleep(min(0.512, 0.008 * 2 ** self._failures))
             try:
-                step()
+                for payload in self.pending:  # reconnects on the first send
+                    self.conn.send_packed_command([payload], check_health=False)
+                if not done_by_resend:
+                    step()
                 return
-            except (redis.ConnectionError, redis.TimeoutError):
-                self._failures += 1
-                if self._failures > self.retries:
-                    raise
-                self.conn.disconnect()
-                time.sleep(min(0.512, 0.008 * 2 ** self._failures))
-                try:
-                    for payload in self.pending:
-                        self.conn.send_packed_command([payload], check_health=False)
-                except (redis.ConnectionError, redis.TimeoutError):
-                    continue  # counted as the next failure by the retried step
-                if done_by_resend:
-                    return
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                error = exc
 
 
 def partition_writer(target: RedisTarget, prefix: str, model: str, version: str, kind: str,

@@ -50,13 +50,28 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
     wh = Warehouse(spark, cfg.warehouse.path)
     todo = plan(wh, cfg, run_date)
     target = RedisTarget.from_config(e)
-    res = StageResult(inputs={f"{SOURCES[k][0]}/{m}": wh.partition_path(SOURCES[k][0], run_date,
-                                                                         m)
-                              for m, kinds in todo.items() for k in kinds})
+    tables = {(m, SOURCES[k][0]) for m, kinds in todo.items() for k in kinds}
+    res = StageResult(inputs={f"{t}/{m}": wh.partition_path(t, run_date, m)
+                              for m, t in sorted(tables)})
     version = new_version(run_date)
     res.details.update(redis=target.describe(), prefix=e.prefix, version=version,
                        kinds={m: kinds for m, kinds in todo.items()})
+    skipped = [m for m in e.models if m not in todo]
+    if skipped:
+        res.details["skipped_models"] = skipped
+        log.info("export: no item_embeddings at dt=%s for %s: skipped", run_date, skipped)
     store = VersionStore(target.client(), e.prefix)
+    try:
+        _export(wh, cfg, target, store, run_date, version, todo, res)
+    finally:
+        store.r.close()
+    return res
+
+
+def _export(wh: Warehouse, cfg: Config, target: RedisTarget, store: VersionStore,
+            run_date: str, version: str, todo: dict[str, list[str]], res: StageResult) -> None:
+    """Write and verify every model's version, switch the pointers, retire old versions."""
+    e = cfg.export
     try:
         store.r.ping()
     except redis.RedisError as exc:
@@ -82,18 +97,28 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
                           f"version {version}: {message}; the pointers still name the "
                           f"previous versions") from None
     t0 = time.perf_counter()
-    previous = store.switch({m: version for m in todo})
+    try:
+        previous = store.switch({m: version for m in todo})
+    except redis.RedisError as exc:
+        raise ExportError(f"switching the pointers to version {version} failed: "
+                          f"{short_error(exc, target)}; the switch is one MULTI/EXEC (all "
+                          f"pointers or none): see which version "
+                          f"{pointer_key(e.prefix, next(iter(todo)))} names") from None
     retired: dict[str, dict[str, int]] = {}
-    for m in todo:
-        for old in store.stale_versions(m, run_date, e.keep_days):
-            retired.setdefault(m, {})[old] = store.retire(m, old, e.retire_grace_seconds)
+    try:
+        for m in todo:
+            for old in store.stale_versions(m, run_date, e.keep_days):
+                retired.setdefault(m, {})[old] = store.retire(m, old, e.retire_grace_seconds)
+    except redis.RedisError as exc:  # the new versions are live; old ones wait for next time
+        res.details["retire_error"] = short_error(exc, target)
+        log.warning("export: retiring old versions failed (%s); the next export retries",
+                    res.details["retire_error"])
     res.timings["switch_and_retire"] = round(time.perf_counter() - t0, 3)
     res.details.update(previous=previous, retired=retired,
                        pointers={m: pointer_key(e.prefix, m) for m in todo})
     for m in todo:
         log.info("export %s: %s now names %s (was %s); retired %d old version(s)", m,
                  pointer_key(e.prefix, m), version, previous[m], len(retired.get(m, {})))
-    return res
 
 
 def _write_kind(wh: Warehouse, cfg: Config, target: RedisTarget, store: VersionStore,
