@@ -116,7 +116,8 @@ def manifest(wh_path, spark, run_date):
 
 def test_codec_round_trips_and_batch_encoders_match():
     vec = np.array([0.1, -2.5, 3e-8, np.float32(1) / 3], dtype=np.float32)
-    assert codec.encode_vector(vec) == vec.astype("<f4").tobytes() and len(codec.encode_vector(vec)) == 16
+    assert codec.encode_vector(vec) == vec.astype("<f4").tobytes()
+    assert len(codec.encode_vector(vec)) == 16
     np.testing.assert_array_equal(codec.decode_vector(codec.encode_vector(vec)), vec)
     lst = [("318", 0.91), ("é-ü 1", 0.5), ("", -0.25)]
     value = codec.encode_ranked([i for i, _ in lst], [s for _, s in lst])
