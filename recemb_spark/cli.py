@@ -25,6 +25,8 @@ COMMANDS = {
     "sample": "write the built-in synthetic data set as MovieLens files and Parquet (--out)",
     "similar": "the items most similar to one item, from the stored tables",
     "report": "one self-contained HTML page about a run date (needs the 'report' extra)",
+    "export": "vectors and neighbour lists -> a new Redis version, then the pointer switch",
+    "lookup": "one item's neighbours read back from the current Redis version (with titles)",
 }
 
 
@@ -47,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
         if name == "sample":
             p.add_argument("--out", required=True, help="folder to write the sample into")
-        if name == "similar":
+        if name in ("similar", "lookup"):
             p.add_argument("--model", default="item2vec", help="embedding model (item2vec, ...)")
             p.add_argument("--item", required=True, help="item id to query")
             p.add_argument("-k", type=int, default=10, help="neighbours to show")
@@ -79,7 +81,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     setup_logging(logging.WARNING if args.quiet else logging.INFO)
     try:
         cfg = config_from_args(args)
-        run_date = parse_run_date(args.run_date, default_today=args.command != "similar")
+        run_date = parse_run_date(args.run_date,
+                                  default_today=args.command not in ("similar", "lookup"))
         if args.command == "report":
             from .report import require_matplotlib
             require_matplotlib()  # before Spark starts
@@ -122,15 +125,29 @@ def _dispatch(spark, cfg: Config, run_date: str, args: argparse.Namespace) -> No
         return
     if args.command == "similar":
         from .io.warehouse import Warehouse
-        from .neighbors.similar import similar_items
+        from .neighbors.similar import format_similar, similar_items
 
         date, method, rows = similar_items(spark, Warehouse(spark, cfg.warehouse.path),
                                            args.model, args.item, args.k, run_date)
-        query = rows[0]
-        print(f"items like {query.item_id}{f' ({query.title})' if query.title else ''} "
-              f"- model {args.model}, dt={date}, {method}:")
-        for n in rows[1:]:
-            print(f"{n.rank:>4}  {n.similarity:6.3f}  {n.item_id:<12}{n.title or ''}")
+        print("\n".join(format_similar(rows[0], rows[1:],
+                                        f"model {args.model}, dt={date}, {method}")))
+        return
+    if args.command == "lookup":
+        from .io.warehouse import Warehouse
+        from .neighbors.similar import Neighbor, format_similar, item_titles
+        from .serving.lookup import lookup_neighbors
+        from .serving.redis_store import RedisTarget
+
+        target = RedisTarget.from_config(cfg.export)
+        found, rows = lookup_neighbors(target, cfg.export.prefix, args.model, args.item, args.k,
+                                       run_date)
+        date = found.meta.get("run_date", "")
+        titles = item_titles(Warehouse(spark, cfg.warehouse.path), date,
+                             [args.item] + [i for i, _ in rows]) if date else {}
+        print("\n".join(format_similar(
+            Neighbor(0, args.item, 1.0, titles.get(args.item)),
+            [Neighbor(r, i, s, titles.get(i)) for r, (i, s) in enumerate(rows, 1)],
+            f"model {args.model}, redis version {found.version}")))
         return
     if args.command == "report":
         from .report import write_report

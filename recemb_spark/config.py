@@ -365,6 +365,53 @@ class AlignConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """Redis export (``recemb export``, stage ``export``): connection, what to write, versions."""
+    enabled: bool
+    host: str
+    port: int
+    db: int
+    tls: bool
+    tls_ca_file: Optional[str]
+    username: Optional[str]
+    password_env: Optional[str]
+    connect_timeout: float
+    socket_timeout: float
+    retries: int
+    prefix: str
+    models: list[str]
+    items: bool
+    users: bool
+    neighbors: bool
+    user_candidates: bool
+    batch_size: int
+    keep_days: int
+    retire_grace_seconds: int
+
+    def validate(self) -> None:
+        _check(bool(self.host), "export.host", "must not be empty")
+        _check(1 <= self.port <= 65535, "export.port", "must be within [1, 65535]")
+        _check(self.db >= 0, "export.db", "must be >= 0")
+        _check(self.connect_timeout > 0, "export.connect_timeout", "must be > 0 (seconds)")
+        _check(self.socket_timeout > 0, "export.socket_timeout", "must be > 0 (seconds)")
+        _check(self.retries >= 0, "export.retries", "must be >= 0")
+        _check(bool(self.prefix) and not any(c in self.prefix for c in ":*?[]\\ "),
+               "export.prefix", "must be non-empty without ':', spaces or glob characters")
+        _check(len(self.models) >= 1 and all(m and ":" not in m for m in self.models),
+               "export.models", "must name at least one model (names without ':')")
+        _check(self.items or self.users or self.neighbors or self.user_candidates,
+               "export.items", "nothing to write: items, users, neighbors and "
+               "user_candidates are all false")
+        _check(self.batch_size >= 1, "export.batch_size", "must be >= 1")
+        _check(self.keep_days >= 0, "export.keep_days", "must be >= 0")
+        _check(self.retire_grace_seconds >= 0, "export.retire_grace_seconds", "must be >= 0")
+        _check(self.password_env is None or
+               (bool(self.password_env) and self.password_env.replace("_", "a").isalnum()),
+               "export.password_env", "must be the NAME of an environment variable "
+               "(letters, digits, '_'), not the password")
+
+
+@dataclass(frozen=True)
 class Config:
     spark: SparkConfig
     warehouse: WarehouseConfig
@@ -383,6 +430,7 @@ class Config:
     report: ReportConfig
     daily: DailyConfig
     align: AlignConfig
+    export: ExportConfig
 
     def validate(self) -> None:
         for f in fields(self):

@@ -12,6 +12,7 @@ from .stage import StageFn, StageResult, run_stage
 from .stages import ann as ann_stage
 from .stages import daily as daily_stage
 from .stages import evaluate as evaluate_stage
+from .stages import export as export_stage
 from .stages import retention as retention_stage
 from .stages import tables as tables_stage
 from .stages.embeddings import model_stage
@@ -28,6 +29,7 @@ def stage_table() -> dict[str, tuple[StageFn, Callable[[Config], bool]]]:
     stages["evaluate"] = (evaluate_stage.run, lambda c: c.evaluate.enabled)
     stages["ann"] = (ann_stage.run, lambda c: c.ann.enabled)
     stages["daily"] = (daily_stage.run, lambda c: c.daily.enabled)
+    stages["export"] = (export_stage.run, lambda c: c.export.enabled)
     return stages
 
 

@@ -58,10 +58,24 @@ def similar_items(spark: SparkSession, wh: Warehouse, model: str, item: str, k: 
         idx, best = top_k_rows(scores, k)
         rows = [(r + 1, ids[j], float(s)) for r, (j, s) in enumerate(zip(idx[0], best[0]))
                 if j >= 0]
-    titles: dict[str, str] = {}
-    if wh.has("items", run_date):
-        wanted = [item] + [r[1] for r in rows]
-        titles = {r["item_id"]: r["title"] for r in wh.read("items", run_date)
-                  .filter(F.col("item_id").isin(wanted)).collect()}
+    titles = item_titles(wh, run_date, [item] + [r[1] for r in rows])
     neighbors = [Neighbor(rank, i, sim, titles.get(i)) for rank, i, sim in rows]
     return run_date, method, [Neighbor(0, item, 1.0, titles.get(item))] + neighbors
+
+
+def item_titles(wh: Warehouse, run_date: str, ids: list[str]) -> dict[str, str]:
+    """Titles of ``ids`` from the items table of ``run_date`` ({} when it has none)."""
+    if not wh.has("items", run_date):
+        return {}
+    return {r["item_id"]: r["title"] for r in wh.read("items", run_date)
+            .filter(F.col("item_id").isin(ids)).collect()}
+
+
+def format_similar(query: Neighbor, neighbors: list[Neighbor], source: str) -> list[str]:
+    """What ``recemb similar`` and ``recemb lookup`` print: a header naming the query item and
+    ``source`` (where the neighbours come from), then one line per neighbour: rank,
+    similarity, id, title."""
+    title = f" ({query.title})" if query.title else ""
+    return ([f"items like {query.item_id}{title} - {source}:"]
+            + [f"{n.rank:>4}  {n.similarity:6.3f}  {n.item_id:<12}{n.title or ''}"
+               for n in neighbors])

@@ -1,0 +1,1 @@
+"""What leaves the warehouse: the versioned Redis export (codec, store, writer, lookup)."""
