@@ -228,9 +228,12 @@ def main() -> None:
     args = ap.parse_args()
     methods = args.methods.split(",")
     results = {}
+    tag = f"_{args.tag}" if args.tag else ""
     for name in args.datasets.split(","):
         results[name] = run_dataset(name, methods, args.seeds, args.set, args.grid)
-    tag = f"_{args.tag}" if args.tag else ""
+        if not args.grid:  # after every data set: a long run keeps what it measured
+            write_json(f"bench/results/quality{tag}.json",
+                       {"seeds": args.seeds, "overrides": args.set, "results": results})
     if args.grid:
         write_json(f"bench/results/quality_grid{tag}.json",
                    {"seeds": args.seeds, "grid": args.grid, "results": results})

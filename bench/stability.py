@@ -31,9 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import write_json  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from common import write_json  # noqa: E402
 from recemb_spark import daily  # noqa: E402
 from recemb_spark.config import load_config  # noqa: E402
 from recemb_spark.io import readers, sample  # noqa: E402
