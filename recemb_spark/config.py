@@ -267,10 +267,20 @@ class EvaluateConfig:
     enabled: bool
     ks: list[int]
     user_query: bool
+    protocol: str
+    holdout_users: int
+    seed: int
 
     def validate(self) -> None:
         _check(len(self.ks) >= 1 and all(k >= 1 for k in self.ks), "evaluate.ks",
                "must be a non-empty list of integers >= 1")
+        _choice("evaluate.protocol", self.protocol, ["holdout", "retrain"])
+        _check(self.holdout_users >= 0, "evaluate.holdout_users", "must be >= 0 (0 = auto)")
+
+    @property
+    def holds_out(self) -> bool:
+        """True when the tables stage holds pairs out of training (the train-once protocol)."""
+        return self.enabled and self.protocol == "holdout"
 
 
 @dataclass(frozen=True)

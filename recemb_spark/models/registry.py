@@ -1,8 +1,9 @@
 """The embedding models the pipeline knows, behind one interface.
 
 A model trains on a rating table and its sequence table and returns item vectors (and, when
-it learns them itself, user vectors). The model stages train on the full tables; the
-evaluation trains the same models, with the same config, on the leave-last-out split.
+it learns them itself, user vectors). The model stages train on the tables without the
+evaluation's held-out pairs; with ``evaluate.protocol: retrain`` the evaluation trains the
+same models, with the same config, on its own leave-last-out split.
 """
 from __future__ import annotations
 
@@ -52,6 +53,9 @@ class ModelSpec:
     #: rating table and the users' full histories; returns a TrainedModel of extra tables,
     #: metrics and details to merge
     stage_extras: Optional[Callable[..., TrainedModel]] = None
+    #: how the stored user vectors score items (the train-once evaluation reads them back):
+    #: cosine (pooled vectors) or dot (learned factors); the same as TrainedModel's
+    user_similarity: str = "cosine"
 
     def model_name(self, cfg: Config) -> str:
         return self.name_for(cfg) if self.name_for else self.stage
@@ -129,7 +133,8 @@ def model_specs() -> list[ModelSpec]:
         ModelSpec("item2vec", lambda c: c.item2vec.enabled, train_item2vec),
         ModelSpec("deepwalk", lambda c: c.deepwalk.enabled, train_deepwalk,
                   name_for=lambda c: "node2vec" if c.walks.second_order else "deepwalk"),
-        ModelSpec("als", lambda c: c.als.enabled, train_als, stage_extras=als_stage_extras),
+        ModelSpec("als", lambda c: c.als.enabled, train_als, stage_extras=als_stage_extras,
+                  user_similarity="dot"),
     ]
 
 

@@ -8,6 +8,7 @@ from ..io.warehouse import Warehouse
 from ..models.registry import ModelSpec, user_vectors
 from ..stage import StageFn, StageResult, metrics_frame
 from ..tables import user_histories
+from .holdout import training_ratings
 
 
 def write_tables(wh: Warehouse, res: StageResult, tables: dict[str, tuple[DataFrame, bool]],
@@ -28,7 +29,8 @@ def model_stage(spec: ModelSpec) -> StageFn:
         ratings = wh.read("ratings", run_date, needed_by=spec.stage)
         sequences = wh.read("sequences", run_date, needed_by=spec.stage)
         with res.timed("train"):
-            trained = spec.train(spark, cfg, ratings, sequences)
+            train = training_ratings(wh, ratings, run_date, res)  # without the held-out pairs
+            trained = spec.train(spark, cfg, train, sequences)
             items = trained.item_vectors.persist()
             res.rows["item_embeddings"] = wh.write(items, "item_embeddings", run_date,
                                                    model=model)

@@ -9,6 +9,7 @@ from ..io import readers, sample
 from ..io.warehouse import Warehouse
 from ..stage import StageResult
 from ..tables import build_sessions, clean_ratings
+from .holdout import hold_out
 
 
 def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
@@ -53,7 +54,8 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
             items = items.dropDuplicates(["item_id"])
             res.rows["items"] = wh.write(items, "items", run_date)
     with res.timed("sequences"):
-        sessions = build_sessions(ratings, cfg.sequences).persist()
+        train = hold_out(spark, wh, cfg, ratings, run_date, res)  # evaluate.protocol: holdout
+        sessions = build_sessions(train, cfg.sequences).persist()
         res.rows["sequences"] = wh.write(
             sessions.filter(F.col("n_items") >= cfg.sequences.min_length), "sequences", run_date)
         stats = sessions.agg(F.count("*").alias("sessions"),
