@@ -1,6 +1,7 @@
 """DeepWalk / node2vec training: sequences -> item graph -> walks -> Word2Vec vectors."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pyspark import StorageLevel
@@ -17,6 +18,7 @@ from .walks import (
     walk_token_rows,
 )
 from .word2vec import fit_word2vec, vocabulary_report
+from .word2vec_guard import check_word2vec_fits, fit_details
 
 
 def walks_table(spark: SparkSession, tokens: DataFrame, nodes: DataFrame) -> DataFrame:
@@ -48,7 +50,10 @@ def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataF
     blocks = run.blocks.persist(StorageLevel.MEMORY_AND_DISK)
     stats = walk_stats(blocks)
     tokens = spark.createDataFrame(walk_token_rows(blocks), "items array<string>").persist()
+    size = check_word2vec_fits(tokens, cfg.deepwalk, section="deepwalk")
+    t0 = time.perf_counter()
     node_vectors = fit_word2vec(tokens, cfg.deepwalk)
+    fit = fit_details(size, time.perf_counter() - t0, cfg.deepwalk.max_iter)
     vectors = (node_vectors.withColumnRenamed("item_id", "node")
                .join(g.nodes.select(F.col("node").cast("string").alias("node"), "item_id"),
                      "node")
@@ -57,7 +62,7 @@ def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataF
     details = {"edges": n_kept, "edges_below_min_weight": n_all - n_kept, "nodes": g.n_nodes,
                "walk_strategy": run.strategy, "walk_partitions": run.n_parts,
                "alias_table_bytes": alias_table_bytes(g.n_nodes, g.n_edges),
-               **stats, "walks_used": tokens.count(), **vocab}
+               **stats, "walks_used": tokens.count(), **vocab, **fit}
     tables = {"item_graph": (graph, False)}
     if cfg.walks.write_walks:
         tables["walks"] = (walks_table(spark, tokens, g.nodes), True)

@@ -8,6 +8,7 @@ same models, with the same config, on its own leave-last-out split.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -19,6 +20,7 @@ from ..io.warehouse import join_path
 from ..tables import rated_items
 from .users import pool_user_vectors
 from .word2vec import fit_word2vec, resolve_step_size, vocabulary_report
+from .word2vec_guard import check_word2vec_fits, fit_details
 
 
 @dataclass
@@ -65,9 +67,12 @@ def train_item2vec(spark: SparkSession, cfg: Config, ratings: DataFrame,
                    sequences: DataFrame) -> TrainedModel:
     """Item2vec: MLlib Word2Vec on the sequence table."""
     step = resolve_step_size(cfg.item2vec, sequences)  # auto (0) costs one count: do it once
+    size = check_word2vec_fits(sequences, cfg.item2vec, section="item2vec")
+    t0 = time.perf_counter()
     vectors = fit_word2vec(sequences, dataclasses.replace(cfg.item2vec, step_size=step)).persist()
+    fit = fit_details(size, time.perf_counter() - t0, cfg.item2vec.max_iter)
     details = vocabulary_report(sequences, vectors, cfg.item2vec.min_count)
-    details["step_size"] = step
+    details.update(fit, step_size=step)
     return TrainedModel(vectors, details=details)
 
 
