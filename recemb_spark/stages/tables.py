@@ -1,6 +1,7 @@
 """Stage ``tables``: input -> ratings, rejects, items, sequences."""
 from __future__ import annotations
 
+from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -10,6 +11,12 @@ from ..io.warehouse import Warehouse
 from ..stage import StageResult
 from ..tables import build_sessions, clean_ratings
 from .holdout import hold_out
+
+#: frames the size of the log are cached on local disk, never in memory: a 4 GiB local driver
+#: has ~2.2 GiB of unified memory, MovieLens-25M-sized frames do not fit, and MEMORY_AND_DISK
+#: first tries memory ("WARN MemoryStore: Not enough space to cache"), evicting smaller cached
+#: blocks, before it spills; Parquet tables already written are read back instead
+LOG_SIZED = StorageLevel.DISK_ONLY
 
 
 def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
@@ -36,7 +43,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
         else:
             parsed = None
             valid, items = sample.generate(spark, cfg.sample)
-            valid = valid.persist()
+            valid = valid.persist(LOG_SIZED)
             rejects = readers.empty_frame(spark, readers.REJECTS_SCHEMA)
             res.inputs = {"ratings": "built-in sample", "sample": vars(cfg.sample)}
             res.rows.update(read=valid.count(), rejected=0)
@@ -45,8 +52,8 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
     if parsed is not None:
         readers.check_reject_fraction(parsed, inp.max_reject_fraction)
     with res.timed("ratings"):
-        ratings = clean_ratings(valid).persist()
-        res.rows["ratings"] = wh.write(ratings, "ratings", run_date)
+        res.rows["ratings"] = wh.write(clean_ratings(valid), "ratings", run_date)
+        ratings = wh.read("ratings", run_date)  # read back, not cached: see LOG_SIZED
         res.details["duplicates_dropped"] = res.rows["read"] - res.rows["rejected"] - \
             res.rows["ratings"]
     if items is not None:
@@ -55,7 +62,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
             res.rows["items"] = wh.write(items, "items", run_date)
     with res.timed("sequences"):
         train = hold_out(spark, wh, cfg, ratings, run_date, res)  # evaluate.protocol: holdout
-        sessions = build_sessions(train, cfg.sequences).persist()
+        sessions = build_sessions(train, cfg.sequences).persist(LOG_SIZED)
         res.rows["sequences"] = wh.write(
             sessions.filter(F.col("n_items") >= cfg.sequences.min_length), "sequences", run_date)
         stats = sessions.agg(F.count("*").alias("sessions"),
@@ -64,7 +71,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
         res.details.update(sessions=stats["sessions"], users_with_likes=stats["users"],
                            liked_ratings=int(stats["liked"] or 0),
                            sequences_too_short=stats["sessions"] - res.rows["sequences"])
-    for df in (sessions, ratings, valid):
+    for df in (sessions, valid):
         df.unpersist()
     if parsed is not None:
         parsed.unpersist()
