@@ -74,3 +74,11 @@ def without_holdout(ratings: DataFrame, holdout: DataFrame) -> DataFrame:
     ``holdout`` table read back from Parquet is small enough for Spark to broadcast it)."""
     return ratings.join(holdout.select("user_id", "item_id"), ["user_id", "item_id"],
                         "left_anti")
+
+
+def fingerprint(holdout: DataFrame) -> str:
+    """``"<pairs>:<xor of xxhash64(user_id, item_id)>"``: the same for the same set of pairs,
+    whatever their order (the evaluate stage checks each model trained without these)."""
+    row = holdout.agg(F.count("*").alias("n"),
+                      F.bit_xor(F.xxhash64("user_id", "item_id")).alias("x")).first()
+    return f"{row['n']}:{row['x'] or 0}"

@@ -8,7 +8,7 @@ from pyspark.sql import functions as F
 
 from recemb_spark.cli import main
 from recemb_spark.evaluation import holdout_cases, leave_last_out
-from recemb_spark.holdout import AUTO_HOLDOUT_USERS, choose_holdout, holdout_size
+from recemb_spark.holdout import AUTO_HOLDOUT_USERS, choose_holdout, fingerprint, holdout_size
 from recemb_spark.io.readers import RATINGS_SCHEMA
 from recemb_spark.io.warehouse import Warehouse
 
@@ -50,6 +50,9 @@ def test_a_seeded_sample_of_the_requested_size(ratings):
     assert ten == pairs(choose_holdout(ratings, 3.5, 10, seed=7))   # deterministic
     latest = {f"u{u}": "10" if u % 3 == 0 else "3" for u in range(60)}
     assert all(latest[u] == i for u, i in ten)
+    assert fingerprint(choose_holdout(ratings, 3.5, 10, seed=7).repartition(3)) == \
+        fingerprint(choose_holdout(ratings, 3.5, 10, seed=7)) != \
+        fingerprint(choose_holdout(ratings, 3.5, 10, seed=8))
     twenty = pairs(choose_holdout(ratings, 3.5, 20, seed=7))
     assert set(ten) <= set(twenty)                       # the sample grows by the same order
     other = pairs(choose_holdout(ratings, 3.5, 10, seed=8))

@@ -22,7 +22,7 @@ from ..evaluation import (
     popularity_vectors,
     score_model,
 )
-from ..holdout import without_holdout
+from ..holdout import fingerprint, without_holdout
 from ..io.warehouse import Warehouse
 from ..models.registry import enabled_models, user_vectors
 from ..stage import StageResult, metrics_frame
@@ -59,7 +59,7 @@ def run_holdout(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
     tables of the run date, and score them like :func:`run_retrain` scores its models.
 
     A model whose stage did not exclude exactly these pairs from its training (its manifest's
-    ``holdout_pairs_excluded``) is refused with a StageError: its figures would be flattered.
+    ``holdout_fingerprint``) is refused with a StageError: its figures would be flattered.
     """
     wh = Warehouse(spark, cfg.warehouse.path)
     ks = cfg.evaluate.ks
@@ -68,7 +68,8 @@ def run_holdout(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
     needed = "evaluate (evaluate.protocol: holdout)"
     ratings = wh.read("ratings", run_date, needed_by=needed)
     holdout = wh.read("holdout", run_date, needed_by=needed).persist()
-    n_holdout = holdout.count()
+    mark = fingerprint(holdout)
+    n_holdout = int(mark.split(":")[0])
     if n_holdout == 0:
         raise StageError(f"the holdout table of {run_date} is empty: the tables stage ran with "
                          f"evaluate.enabled=false or evaluate.protocol=retrain (or no user has "
@@ -84,7 +85,7 @@ def run_holdout(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
     for spec in enabled_models(cfg):
         name = spec.model_name(cfg)
         items = wh.read("item_embeddings", run_date, model=name, needed_by=needed).persist()
-        _check_trained_without(wh, run_date, spec.stage, n_holdout)
+        _check_trained_without(wh, run_date, spec.stage, mark)
         with res.timed(f"score_{name}"):
             res.metrics += score_model(spark, cases, items, ks, name, catalogue)
             if cfg.evaluate.user_query:
@@ -100,19 +101,21 @@ def run_holdout(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
     return res
 
 
-def _check_trained_without(wh: Warehouse, run_date: str, stage: str, n_holdout: int) -> None:
-    """StageError unless ``stage``'s manifest says it excluded ``n_holdout`` pairs."""
+def _check_trained_without(wh: Warehouse, run_date: str, stage: str, mark: str) -> None:
+    """StageError unless ``stage``'s manifest says it excluded the pairs of fingerprint
+    ``mark`` (:func:`recemb_spark.holdout.fingerprint`)."""
     try:
         manifest = wh.read_manifest(run_date, stage)
     except Exception:  # no manifest (tables copied by hand): nothing to check against
         log.warning("evaluate: no manifest of stage %s for %s; cannot check that it trained "
                     "without the held-out pairs", stage, run_date)
         return
-    excluded = manifest.get("details", {}).get("holdout_pairs_excluded")
-    if excluded != n_holdout:
-        raise StageError(f"stage {stage} of {run_date} trained without {excluded} held-out "
-                         f"pairs, the holdout table has {n_holdout}: re-run stage {stage} after "
-                         f"the tables stage (or evaluate with --set evaluate.protocol=retrain)")
+    excluded = manifest.get("details", {}).get("holdout_fingerprint")
+    if excluded != mark:
+        raise StageError(f"stage {stage} of {run_date} was trained without other held-out pairs "
+                         f"(fingerprint {excluded}) than the holdout table holds ({mark}): "
+                         f"re-run stage {stage} after the tables stage (or evaluate with "
+                         f"--set evaluate.protocol=retrain)")
 
 
 def run_retrain(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:

@@ -13,7 +13,14 @@ import logging
 from pyspark.sql import DataFrame, SparkSession
 
 from ..config import Config
-from ..holdout import HOLDOUT_SCHEMA, holdout_size, last_liked, sample_users, without_holdout
+from ..holdout import (
+    HOLDOUT_SCHEMA,
+    fingerprint,
+    holdout_size,
+    last_liked,
+    sample_users,
+    without_holdout,
+)
 from ..io.warehouse import Warehouse
 from ..stage import StageResult
 
@@ -47,12 +54,14 @@ def hold_out(spark: SparkSession, wh: Warehouse, cfg: Config, ratings: DataFrame
 def training_ratings(wh: Warehouse, ratings: DataFrame, run_date: str,
                      res: StageResult) -> DataFrame:
     """``ratings`` without the run date's held-out pairs (unchanged when there are none);
-    records ``details.holdout_pairs_excluded`` (the evaluate stage checks it)."""
-    n = 0
+    records ``details.holdout_pairs_excluded`` and ``holdout_fingerprint`` (the evaluate
+    stage checks the latter)."""
+    n, mark = 0, "0:0"
     if wh.has("holdout", run_date):
         holdout = wh.read("holdout", run_date)
-        n = holdout.count()
+        mark = fingerprint(holdout)
+        n = int(mark.split(":")[0])
         if n:
             ratings = without_holdout(ratings, holdout)
-    res.details["holdout_pairs_excluded"] = n
+    res.details.update(holdout_pairs_excluded=n, holdout_fingerprint=mark)
     return ratings
