@@ -320,12 +320,22 @@ class EvaluateConfig:
     user_query: bool
     head_share: float
     cold_max_events: int
+    protocol: str
+    holdout_users: int
+    seed: int
 
     def validate(self) -> None:
         _check(len(self.ks) >= 1 and all(k >= 1 for k in self.ks), "evaluate.ks",
                "must be a non-empty list of integers >= 1")
         _check(0 < self.head_share < 1, "evaluate.head_share", "must be within (0, 1)")
         _check(self.cold_max_events >= 0, "evaluate.cold_max_events", "must be >= 0")
+        _choice("evaluate.protocol", self.protocol, ["holdout", "retrain"])
+        _check(self.holdout_users >= 0, "evaluate.holdout_users", "must be >= 0 (0 = auto)")
+
+    @property
+    def holds_out(self) -> bool:
+        """True when the tables stage holds pairs out of training (the train-once protocol)."""
+        return self.enabled and self.protocol == "holdout"
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,10 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from .holdout import last_liked, without_holdout
 from .neighbors.topk import BLOCK_CELLS, collect_matrix, top_k_rows, unit_rows
 from .stage import metric_row
-from .tables import event_struct, item_order
+from .tables import event_struct
 
 
 @dataclass
@@ -47,22 +48,24 @@ class Split:
 
 def leave_last_out(ratings: DataFrame, min_rating: float) -> Split:
     """Hold out each eligible user's last liked item; see the module doc."""
-    liked = ratings.filter(F.col("rating") >= F.lit(min_rating))
-    latest_first = Window.partitionBy("user_id").orderBy(
-        F.desc("ts"), *[k.desc() for k in item_order()])
-    ranked = (liked.withColumn("_r", F.row_number().over(latest_first))
-              .withColumn("_n", F.count("*").over(Window.partitionBy("user_id")))
-              .filter(F.col("_n") >= 2))
-    heldout = ranked.filter(F.col("_r") == 1).select("user_id", F.col("item_id").alias("heldout"))
-    history = (ranked.filter(F.col("_r") >= 2).groupBy("user_id")
+    heldout = last_liked(ratings, min_rating)
+    train = without_holdout(ratings, heldout)
+    return Split(train=train, cases=holdout_cases(train, heldout, min_rating))
+
+
+def holdout_cases(train: DataFrame, heldout: DataFrame, min_rating: float) -> DataFrame:
+    """The evaluation cases for held-out pairs ``heldout (user_id, item_id)`` and the rating
+    table they were taken out of, ``train``: ``(user_id, heldout, query, history)`` with
+    ``history`` the user's liked training items in time order (ties as in :func:`last_liked`)
+    and ``query`` its last element. Users without a liked training item get no case."""
+    liked = (train.filter(F.col("rating") >= F.lit(min_rating))
+             .join(heldout.select("user_id").distinct(), "user_id"))
+    history = (liked.groupBy("user_id")
                .agg(F.array_sort(F.collect_list(event_struct())).alias("_h"))
                .select("user_id", F.transform("_h", lambda e: e["item_id"]).alias("history")))
-    cases = (heldout.join(history, "user_id")
-             .select("user_id", "heldout", F.element_at("history", -1).alias("query"),
-                     "history"))
-    train = ratings.join(heldout.withColumnRenamed("heldout", "item_id"),
-                         ["user_id", "item_id"], "left_anti")
-    return Split(train=train, cases=cases)
+    return (heldout.select("user_id", F.col("item_id").alias("heldout")).join(history, "user_id")
+            .select("user_id", "heldout", F.element_at("history", -1).alias("query"),
+                    "history"))
 
 
 def popularity_vectors(train: DataFrame, min_rating: float) -> DataFrame:

@@ -13,6 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 from . import __version__
 from .config import Config
 from .io.warehouse import Warehouse
+from .progress import progress, set_step
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,11 @@ class StageResult:
     def timed(self, step: str) -> Iterator[None]:
         """Add the wall time of the ``with`` block to ``timings[step]`` (seconds)."""
         t0 = time.perf_counter()
+        outer = set_step(step)  # named in the progress lines of a long step
         try:
             yield
         finally:
+            set_step(outer)
             self.timings[step] = round(self.timings.get(step, 0.0) + time.perf_counter() - t0, 3)
 
 
@@ -75,7 +78,8 @@ def run_stage(name: str, fn: StageFn, spark: SparkSession, cfg: Config,
         "master": spark.sparkContext.master, "parameters": cfg.to_dict(),
     }
     try:
-        result = fn(spark, cfg, run_date)
+        with progress(spark, f"stage {name}"):  # a line every ~45 s while it runs
+            result = fn(spark, cfg, run_date)
     except BaseException as exc:
         manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}",
                         seconds=round(time.perf_counter() - t0, 3))

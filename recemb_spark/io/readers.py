@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -155,7 +156,7 @@ def read_ratings(spark: SparkSession, cfg: InputConfig, path: Optional[str] = No
         parsed = _parse_frame(frame, resolved.path, cfg)
     else:
         raise InputError(f"unknown input format {resolved.format!r}")
-    parsed = parsed.persist()
+    parsed = parsed.persist(StorageLevel.DISK_ONLY)  # log-sized: see stages/tables.LOG_SIZED
     counts = {r["reason"]: r["count"] for r in parsed.groupBy("reason").count().collect()}
     read = sum(counts.values())
     if read == 0:

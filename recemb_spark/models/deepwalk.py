@@ -74,7 +74,7 @@ def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataF
         by_node = side.join(node_ids, "item_id").select(F.col("node").alias("item_id"), "side")
         sentences = interleave_side_tokens(tokens, by_node, cfg.side_info.sample,
                                            cfg.walks.seed).persist()
-    node_vectors, vocab = train_word2vec(sentences, w2v, sample)
+    node_vectors, vocab = train_word2vec(sentences, w2v, sample, section="deepwalk")
     vocab.update(tuned)
     node_vectors, side_vectors = split_vectors(node_vectors)
     vectors = (node_vectors.withColumnRenamed("item_id", "node").join(node_ids, "node")

@@ -1,8 +1,9 @@
 """The embedding models the pipeline knows, behind one interface.
 
 A model trains on a rating table and its sequence table and returns item vectors (and, when
-it learns them itself, user vectors). The model stages train on the full tables; the
-evaluation trains the same models, with the same config, on the leave-last-out split.
+it learns them itself, user vectors). The model stages train on the tables without the
+evaluation's held-out pairs; with ``evaluate.protocol: retrain`` the evaluation trains the
+same models, with the same config, on its own leave-last-out split.
 """
 from __future__ import annotations
 
@@ -55,6 +56,9 @@ class ModelSpec:
     #: rating table and the users' full histories; returns a TrainedModel of extra tables,
     #: metrics and details to merge
     stage_extras: Optional[Callable[..., TrainedModel]] = None
+    #: how the stored user vectors score items (the train-once evaluation reads them back):
+    #: cosine (pooled vectors) or dot (learned factors); the same as TrainedModel's
+    user_similarity: str = "cosine"
 
     def model_name(self, cfg: Config) -> str:
         return self.name_for(cfg) if self.name_for else self.stage
@@ -71,11 +75,11 @@ def train_item2vec(spark: SparkSession, cfg: Config, ratings: DataFrame,
         w2v, sample, tuned = tune_word2vec(spark, lambda s: s, sequences, w2v, sample,
                                            w2v.tune_seconds, train_word2vec)
     if side is None:
-        vectors, details = train_word2vec(sequences, w2v, sample)
+        vectors, details = train_word2vec(sequences, w2v, sample, section="item2vec")
         return TrainedModel(vectors, details={**details, **tuned})
     sentences = interleave_side_tokens(sequences.select("items"), side, cfg.side_info.sample,
                                        w2v.seed).persist()
-    vectors, details = train_word2vec(sentences, w2v, sample)
+    vectors, details = train_word2vec(sentences, w2v, sample, section="item2vec")
     items, side_vectors = split_vectors(vectors)
     marked, counts = with_cold_items(items, side_vectors, side)
     sentences.unpersist()
@@ -144,7 +148,8 @@ def model_specs() -> list[ModelSpec]:
         ModelSpec("item2vec", lambda c: c.item2vec.enabled, train_item2vec),
         ModelSpec("deepwalk", lambda c: c.deepwalk.enabled, train_deepwalk,
                   name_for=lambda c: "node2vec" if c.walks.second_order else "deepwalk"),
-        ModelSpec("als", lambda c: c.als.enabled, train_als, stage_extras=als_stage_extras),
+        ModelSpec("als", lambda c: c.als.enabled, train_als, stage_extras=als_stage_extras,
+                  user_similarity="dot"),
     ]
 
 

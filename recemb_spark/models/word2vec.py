@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -12,6 +13,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from ..config import Word2VecConfig
+from .word2vec_guard import Word2VecSize, check_limits, driver_heap_bytes, fit_details
 
 VECTORS_SCHEMA = "item_id string, vector array<float>"
 
@@ -158,7 +160,8 @@ def subsample_sentences(sentences: DataFrame, keep: dict[str, float], seed: int,
 
 
 def train_word2vec(sentences: DataFrame, cfg: Word2VecConfig, sample: float = 0.0,
-                   input_col: str = "items") -> tuple[DataFrame, dict[str, Any]]:
+                   input_col: str = "items", section: str = "item2vec"
+                   ) -> tuple[DataFrame, dict[str, Any]]:
     """Corpus statistics -> auto settings -> subsampling -> MLlib fit.
 
     Returns the vectors (cached; see :func:`fit_word2vec`) and the manifest details: the
@@ -181,12 +184,20 @@ def train_word2vec(sentences: DataFrame, cfg: Word2VecConfig, sample: float = 0.
         details.update(subsampled_items=len(keep),
                        tokens_after_subsampling=int(trained_on.agg(
                            F.sum(F.size(input_col))).first()[0] or 0))
+    # the guard: MLlib keeps vocabulary x vector_size arrays on the driver (``section`` names
+    # the keys in its error)
+    vocab = counts.filter(F.col("count") >= max(resolved.min_count, 1)).count()
+    heap = driver_heap_bytes(sentences.sparkSession)
+    size = Word2VecSize(details.get("tokens_after_subsampling", corpus.tokens), vocab,
+                        check_limits(vocab, resolved.vector_size, heap, section), heap)
+    t0 = time.perf_counter()
     vectors = fit_word2vec(trained_on, resolved, input_col).persist()
+    vectors.count()
+    details.update(fit_details(size, time.perf_counter() - t0, resolved.max_iter))
     details.update(vocabulary_report(sentences, vectors, resolved.min_count, input_col))
     details.update({f"used_{k}": getattr(resolved, k) for k in
                     ("step_size", "max_iter", "min_count", "window_size", "vector_size")},
                    sample=sample)
-    vectors.count()
     counts.unpersist()
     if trained_on is not sentences:
         trained_on.unpersist()

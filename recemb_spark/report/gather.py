@@ -306,7 +306,7 @@ def popular_neighbors(wh: Warehouse, run_date: str, cfg: Config) -> Optional[
     if not models or not wh.has("ratings", run_date):
         return None
     top = popular_items(wh.read("ratings", run_date), cfg.report.popular_items,
-                        cfg.sequences.min_rating)
+                        cfg.liked_min_rating)
     ids = [i for i, _ in top]
     found: dict[str, dict[str, list[tuple[int, str, float]]]] = {i: {} for i in ids}
     for model in models:

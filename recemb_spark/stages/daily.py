@@ -32,7 +32,7 @@ def stability(wh: Warehouse, cfg: Config, run_date: str, res: StageResult, ratin
             log.info("daily %s: no item_neighbors before %s: no overlap", model, run_date)
             continue
         if buckets is None:
-            buckets = daily.popularity_buckets(ratings, cfg.sequences.min_rating,
+            buckets = daily.popularity_buckets(ratings, cfg.liked_min_rating,
                                                cfg.daily.head_share).persist()
         with res.timed(f"overlap_{model}"):
             overlap = daily.neighbor_overlap(wh.read("item_neighbors", run_date, model),
@@ -65,7 +65,7 @@ def forward(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str, res:
     previous = wh.read("ratings", prev).persist()
     cutoff = daily.cutoff_of(previous)
     info["cutoff"] = None if cutoff is None else cutoff.isoformat()
-    k, min_rating = cfg.daily.k, cfg.sequences.min_rating
+    k, min_rating = cfg.daily.k, cfg.liked_min_rating
     if cutoff is None:
         info["skipped"] = f"ratings of {prev} are empty"
         previous.unpersist()

@@ -13,6 +13,7 @@ from ..models.registry import ModelSpec, user_vectors
 from ..models.side_info import side_tokens
 from ..stage import StageFn, StageResult, metrics_frame
 from ..tables import user_histories
+from .holdout import training_ratings
 
 
 def write_tables(wh: Warehouse, res: StageResult, tables: dict[str, tuple[DataFrame, bool]],
@@ -54,7 +55,8 @@ def model_stage(spec: ModelSpec) -> StageFn:
         sequences = wh.read("sequences", run_date, needed_by=spec.stage)
         side = read_side(wh, run_date, cfg)
         with res.timed("train"):
-            trained = spec.train(spark, cfg, ratings, sequences, side=side)
+            train = training_ratings(wh, ratings, run_date, res)  # without the held-out pairs
+            trained = spec.train(spark, cfg, train, sequences, side=side)
             trained = align_to_previous(spark, cfg, wh, model, run_date, trained)  # align.*
             items = with_source(trained.item_vectors).persist()
             res.rows["item_embeddings"] = wh.write(items, "item_embeddings", run_date,

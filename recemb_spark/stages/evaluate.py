@@ -1,21 +1,30 @@
-"""Stage ``evaluate``: leave-last-out HR/NDCG/coverage for every enabled model + popularity."""
+"""Stage ``evaluate``: HR/NDCG/coverage for every enabled model + popularity.
+
+``evaluate.protocol: holdout`` (default, train once): score the embedding tables the model
+stages wrote for the run date on the ``holdout`` pairs the tables stage took out of their
+training data. ``retrain``: the leave-last-out split of every eligible user, every model
+trained again on it (twice the training; for exact comparisons).
+"""
 from __future__ import annotations
 
 import logging
 import time
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ..config import Config
+from ..errors import StageError
 from ..evaluation import (
     format_metrics,
+    holdout_cases,
     leave_last_out,
     popularity_segments,
     popularity_vectors,
     score_model,
     segments_for_cases,
 )
+from ..holdout import fingerprint, without_holdout
 from ..io.warehouse import Warehouse
 from ..models.registry import enabled_models, user_vectors
 from ..stage import StageResult, metrics_frame
@@ -36,6 +45,110 @@ def item_categories(wh: Warehouse, run_date: str):
 
 
 def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
+    """Score every enabled model on the same cases, as ``evaluate.protocol`` says."""
+    if cfg.evaluate.protocol == "retrain":
+        return run_retrain(spark, cfg, run_date)
+    return run_holdout(spark, cfg, run_date)
+
+
+def _popularity(spark: SparkSession, wh: Warehouse, cfg: Config, res: StageResult,
+                cases: DataFrame, train: DataFrame, catalogue: int, run_date: str) -> DataFrame:
+    """Score popularity (and, with item categories, popularity within the query item's
+    category) on ``cases``; return the held-out items' popularity segments (cached) that
+    every model's scoring splits by."""
+    ks = cfg.evaluate.ks
+    with res.timed("popularity"):
+        segments = segments_for_cases(cases, popularity_segments(
+            train, cfg.liked_min_rating, cfg.evaluate.head_share,
+            cfg.evaluate.cold_max_events)).persist()
+        popularity = popularity_vectors(train, cfg.liked_min_rating).persist()
+        res.metrics += score_model(spark, cases, popularity, ks, "popularity", catalogue,
+                                   mode="constant", segments=segments)
+        categories = item_categories(wh, run_date)
+        if categories is not None:
+            res.metrics += score_model(spark, cases, popularity, ks, "popularity_category",
+                                       catalogue, mode="category", segments=segments,
+                                       item_categories=categories)
+        popularity.unpersist()
+    return segments
+
+
+def _finish(spark: SparkSession, wh: Warehouse, cfg: Config, res: StageResult,
+            run_date: str) -> None:
+    res.rows["metrics"] = wh.write(metrics_frame(spark, res.metrics), "metrics", run_date,
+                                   stage="evaluate")
+    log.info("evaluation (%s, %d users):\n%s", res.details["protocol"],
+             res.details["eligible_users"], format_metrics(res.metrics, cfg.evaluate.ks))
+
+
+def run_holdout(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
+    """Train nothing: read the holdout pairs and each model's item (and user) embedding
+    tables of the run date, and score them like :func:`run_retrain` scores its models.
+
+    A model whose stage did not exclude exactly these pairs from its training (its manifest's
+    ``holdout_fingerprint``) is refused with a StageError: its figures would be flattered.
+    """
+    wh = Warehouse(spark, cfg.warehouse.path)
+    ks = cfg.evaluate.ks
+    res = StageResult(inputs={"ratings": wh.partition_path("ratings", run_date),
+                              "holdout": wh.partition_path("holdout", run_date)})
+    needed = "evaluate (evaluate.protocol: holdout)"
+    ratings = wh.read("ratings", run_date, needed_by=needed)
+    holdout = wh.read("holdout", run_date, needed_by=needed).persist()
+    mark = fingerprint(holdout)
+    n_holdout = int(mark.split(":")[0])
+    if n_holdout == 0:
+        raise StageError(f"the holdout table of {run_date} is empty: the tables stage ran with "
+                         f"evaluate.enabled=false or evaluate.protocol=retrain (or no user has "
+                         f"two liked items); re-run the tables stage, or evaluate with "
+                         f"--set evaluate.protocol=retrain")
+    with res.timed("cases"):
+        train = without_holdout(ratings, holdout)
+        cases = holdout_cases(train, holdout, cfg.liked_min_rating).persist()
+        catalogue = train.select("item_id").distinct().count()
+        res.details.update(protocol="holdout", holdout_pairs=n_holdout,
+                           eligible_users=cases.count(), catalogue=catalogue)
+    segments = _popularity(spark, wh, cfg, res, cases, train, catalogue, run_date)
+    for spec in enabled_models(cfg):
+        name = spec.model_name(cfg)
+        items = wh.read("item_embeddings", run_date, model=name, needed_by=needed).persist()
+        _check_trained_without(wh, run_date, spec.stage, mark)
+        with res.timed(f"score_{name}"):
+            res.metrics += score_model(spark, cases, items, ks, name, catalogue,
+                                       segments=segments)
+            if cfg.evaluate.user_query:
+                users = wh.read("user_embeddings", run_date, model=name, needed_by=needed)
+                res.metrics += score_model(spark, cases, items, ks, name, catalogue,
+                                           mode="user", user_vectors=users,
+                                           similarity=spec.user_similarity,
+                                           segments=segments)
+        res.details[f"{name}_vectors"] = items.count()
+        items.unpersist()
+    _finish(spark, wh, cfg, res, run_date)
+    segments.unpersist()
+    cases.unpersist()
+    holdout.unpersist()
+    return res
+
+
+def _check_trained_without(wh: Warehouse, run_date: str, stage: str, mark: str) -> None:
+    """StageError unless ``stage``'s manifest says it excluded the pairs of fingerprint
+    ``mark`` (:func:`recemb_spark.holdout.fingerprint`)."""
+    try:
+        manifest = wh.read_manifest(run_date, stage)
+    except Exception:  # no manifest (tables copied by hand): nothing to check against
+        log.warning("evaluate: no manifest of stage %s for %s; cannot check that it trained "
+                    "without the held-out pairs", stage, run_date)
+        return
+    excluded = manifest.get("details", {}).get("holdout_fingerprint")
+    if excluded != mark:
+        raise StageError(f"stage {stage} of {run_date} was trained without other held-out pairs "
+                         f"(fingerprint {excluded}) than the holdout table holds ({mark}): "
+                         f"re-run stage {stage} after the tables stage (or evaluate with "
+                         f"--set evaluate.protocol=retrain)")
+
+
+def run_retrain(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
     """Split once, train every enabled model on the split, score all on the same cases."""
     wh = Warehouse(spark, cfg.warehouse.path)
     ks = cfg.evaluate.ks
@@ -47,21 +160,9 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
         cases = split.cases.persist()
         train_sequences = build_sequences(train, cfg.sequences, cfg.liked_min_rating).persist()
         catalogue = train.select("item_id").distinct().count()
-        res.details.update(eligible_users=cases.count(), catalogue=catalogue,
-                           train_ratings=train.count())
-        segments = segments_for_cases(cases, popularity_segments(
-            train, cfg.liked_min_rating, cfg.evaluate.head_share,
-            cfg.evaluate.cold_max_events)).persist()
-    with res.timed("popularity"):
-        popularity = popularity_vectors(train, cfg.liked_min_rating).persist()
-        res.metrics += score_model(spark, cases, popularity, ks, "popularity", catalogue,
-                                   mode="constant", segments=segments)
-        categories = item_categories(wh, run_date)
-        if categories is not None:  # popularity within the query item's category
-            res.metrics += score_model(spark, cases, popularity, ks, "popularity_category",
-                                       catalogue, mode="category", segments=segments,
-                                       item_categories=categories)
-        popularity.unpersist()
+        res.details.update(protocol="retrain", eligible_users=cases.count(),
+                           catalogue=catalogue, train_ratings=train.count())
+    segments = _popularity(spark, wh, cfg, res, cases, train, catalogue, run_date)
     histories = cases.select("user_id", F.col("history").alias("items"))
     side = read_side(wh, run_date, cfg)
     for spec in enabled_models(cfg):
@@ -82,10 +183,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
                                            segments=segments)
         res.details[f"{name}_vectors"] = n_vectors
         items.unpersist()
-    res.rows["metrics"] = wh.write(metrics_frame(spark, res.metrics), "metrics", run_date,
-                                   stage="evaluate")
+    _finish(spark, wh, cfg, res, run_date)
     for df in (train_sequences, cases, train, segments):
         df.unpersist()
-    log.info("evaluation (leave-last-out, %d users):\n%s", res.details["eligible_users"],
-             format_metrics(res.metrics, ks))
     return res

@@ -1,6 +1,7 @@
 """Stage ``tables``: input -> ratings, rejects, items, sequences."""
 from __future__ import annotations
 
+from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -14,6 +15,13 @@ from ..tables import (
     clean_ratings,
     items_from_categories,
 )
+from .holdout import hold_out
+
+#: frames the size of the log are cached on local disk, never in memory: a 4 GiB local driver
+#: has ~2.2 GiB of unified memory, MovieLens-25M-sized frames do not fit, and MEMORY_AND_DISK
+#: first tries memory ("WARN MemoryStore: Not enough space to cache"), evicting smaller cached
+#: blocks, before it spills; Parquet tables already written are read back instead
+LOG_SIZED = StorageLevel.DISK_ONLY
 
 
 def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
@@ -40,7 +48,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
         else:
             parsed = None
             valid, items = sample.generate(spark, cfg.sample)
-            valid = valid.persist()
+            valid = valid.persist(LOG_SIZED)
             rejects = readers.empty_frame(spark, readers.REJECTS_SCHEMA)
             res.inputs = {"ratings": "built-in sample", "sample": vars(cfg.sample)}
             res.rows.update(read=valid.count(), rejected=0)
@@ -49,9 +57,10 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
     if parsed is not None:
         readers.check_reject_fraction(parsed, inp.max_reject_fraction)
     with res.timed("ratings"):
-        ratings = (aggregate_events(valid, inp.event_signal) if inp.path and inp.implicit
-                   else clean_ratings(valid)).persist()
-        res.rows["ratings"] = wh.write(ratings, "ratings", run_date)
+        table = (aggregate_events(valid, inp.event_signal) if inp.path and inp.implicit
+                 else clean_ratings(valid))
+        res.rows["ratings"] = wh.write(table, "ratings", run_date)
+        ratings = wh.read("ratings", run_date)  # read back, not cached: see LOG_SIZED
         key = "events_merged" if inp.path and inp.implicit else "duplicates_dropped"
         res.details[key] = res.rows["read"] - res.rows["rejected"] - res.rows["ratings"]
     if items is None and "category" in valid.columns:
@@ -63,9 +72,10 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
             res.rows["items"] = wh.write(items, "items", run_date)
     with res.timed("sequences"):
         # an implicit log's sequences come from its events (repeats, sessions), rated
-        # input's from the rating table
+        # input's from the rating table; without the evaluation's held-out pairs
         source = valid if inp.path and inp.implicit else ratings
-        sessions = build_sessions(source, cfg.sequences, cfg.liked_min_rating).persist()
+        train = hold_out(spark, wh, cfg, ratings, run_date, res, source)  # evaluate.protocol
+        sessions = build_sessions(train, cfg.sequences, cfg.liked_min_rating).persist(LOG_SIZED)
         res.rows["sequences"] = wh.write(
             sessions.filter(F.col("n_items") >= cfg.sequences.min_length), "sequences", run_date)
         stats = sessions.agg(F.count("*").alias("sessions"),
@@ -74,7 +84,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
         res.details.update(sessions=stats["sessions"], users_with_likes=stats["users"],
                            liked_ratings=int(stats["liked"] or 0),
                            sequences_too_short=stats["sessions"] - res.rows["sequences"])
-    for df in (sessions, ratings, valid):
+    for df in (sessions, valid):
         df.unpersist()
     if parsed is not None:
         parsed.unpersist()

@@ -1,0 +1,116 @@
+"""Fail early, with a clear message, when MLlib Word2Vec's driver-side arrays cannot fit.
+
+MLlib's ``Word2Vec.fit`` builds the vocabulary on the driver (one ``VocabWord`` per word with
+two 40-int Huffman arrays) and two float arrays of ``vocabulary x vector_size`` (``syn0``,
+``syn1``), indexed by a JVM ``Int``; every epoch it broadcasts both, collects the partitions'
+updated rows, and at the end copies the vectors into the model and a word -> vector map. A
+vocabulary that breaks these fails after minutes of work with an ``OutOfMemoryError`` or a
+negative array size deep inside Spark; :func:`check_word2vec_fits` finds out in one
+aggregation before the fit starts and names the keys to change.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from ..config import Word2VecConfig
+from ..errors import ConfigError
+
+INT_MAX = 2**31 - 1
+#: float copies of vocabulary x vector_size the driver may hold at once: syn0 and syn1, their
+#: broadcast copies (serialised blocks + the local executor's values), the collected updates of
+#: one epoch (up to one row of each per partition) and the final model's vectors and map
+FLOAT_COPIES = 8
+#: bytes per vocabulary word besides its vectors: the VocabWord (two int[40] arrays, a String),
+#: the word -> index hash map entry and the final map's key
+BYTES_PER_WORD = 600
+#: share of the driver heap the estimate may take (the rest: Spark's own memory, other caches)
+SAFE_HEAP_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Word2VecSize:
+    """What the guard measured: tokens in the corpus, words with >= min_count occurrences,
+    the driver bytes the fit needs (estimate) and the driver heap it has."""
+
+    tokens: int
+    vocabulary: int
+    driver_bytes: int
+    heap_bytes: int
+
+    def as_details(self, prefix: str = "word2vec_") -> dict[str, int]:
+        return {f"{prefix}tokens": self.tokens, f"{prefix}vocabulary": self.vocabulary,
+                f"{prefix}driver_bytes_estimate": self.driver_bytes,
+                f"{prefix}driver_heap_bytes": self.heap_bytes}
+
+
+def driver_bytes(vocabulary: int, vector_size: int) -> int:
+    """Estimated driver bytes of one MLlib Word2Vec fit (see :data:`FLOAT_COPIES`)."""
+    return vocabulary * (FLOAT_COPIES * 4 * vector_size + BYTES_PER_WORD)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*$", re.IGNORECASE)
+
+
+def parse_memory(text: str) -> int:
+    """Bytes of a JVM memory string (``4g``, ``512m``, ``1024k``, ``2048``: bytes)."""
+    m = _SIZE.match(text or "")
+    if not m:
+        raise ValueError(f"not a memory size: {text!r}")
+    scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2).lower()]
+    return int(float(m.group(1)) * scale)
+
+
+def driver_heap_bytes(spark: SparkSession) -> int:
+    """The driver JVM's maximum heap (``Runtime.maxMemory``); ``spark.driver.memory`` (default
+    1g) when the JVM cannot be asked."""
+    try:
+        return int(spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory())
+    except Exception:  # pragma: no cover - a remote driver (Spark Connect)
+        return parse_memory(spark.conf.get("spark.driver.memory", "1g"))
+
+
+def check_limits(vocabulary: int, vector_size: int, heap_bytes: int,
+                 section: str = "item2vec/deepwalk") -> int:
+    """Raise ConfigError when ``vocabulary x vector_size`` reaches ``Int.MaxValue`` or the
+    estimate exceeds :data:`SAFE_HEAP_SHARE` of ``heap_bytes``; return the estimate."""
+    cells = vocabulary * vector_size
+    keys = f"raise {section}.min_count, lower {section}.vector_size"
+    if cells >= INT_MAX:
+        raise ConfigError(
+            f"Word2Vec cannot train {vocabulary:,} words x vector_size {vector_size}: "
+            f"{cells:,} cells exceed MLlib's limit of {INT_MAX:,} (Int.MaxValue); {keys}")
+    need = driver_bytes(vocabulary, vector_size)
+    if need > SAFE_HEAP_SHARE * heap_bytes:
+        raise ConfigError(
+            f"Word2Vec on {vocabulary:,} words x vector_size {vector_size} needs about "
+            f"{need / 2**30:.1f} GiB of driver heap, more than {SAFE_HEAP_SHARE:.0%} of the "
+            f"{heap_bytes / 2**30:.1f} GiB the driver has; {keys}, or give the driver more "
+            f"memory (spark.driver_memory, or spark-submit --driver-memory)")
+    return need
+
+
+def check_word2vec_fits(sentences: DataFrame, cfg: Word2VecConfig, input_col: str = "items",
+                        section: str = "item2vec/deepwalk",
+                        heap_bytes: Optional[int] = None) -> Word2VecSize:
+    """Count the corpus' tokens and the words MLlib would keep (>= ``cfg.min_count``), in one
+    aggregation, and :func:`check_limits` them against the driver heap (``heap_bytes``, by
+    default the running driver's). Returns the sizes (for the manifest)."""
+    counts = (sentences.select(F.explode(input_col).alias("_w")).groupBy("_w").count())
+    row = counts.agg(F.sum("count").alias("tokens"),
+                     F.sum((F.col("count") >= cfg.min_count).cast("long")).alias("vocab")).first()
+    tokens, vocab = int(row["tokens"] or 0), int(row["vocab"] or 0)
+    heap = heap_bytes if heap_bytes is not None else driver_heap_bytes(sentences.sparkSession)
+    need = check_limits(vocab, cfg.vector_size, heap, section)
+    return Word2VecSize(tokens, vocab, need, heap)
+
+
+def fit_details(size: Word2VecSize, seconds: float, epochs: int) -> dict[str, float]:
+    """Manifest details of one fit: the sizes, its seconds and training tokens per second
+    (``tokens x epochs / seconds``)."""
+    return {**size.as_details(), "word2vec_seconds": round(seconds, 3),
+            "word2vec_tokens_per_s": round(size.tokens * epochs / max(seconds, 1e-9), 1)}

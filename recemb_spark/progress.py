@@ -1,0 +1,109 @@
+"""Progress lines while long Spark work runs, so a run of many minutes never sits silent.
+
+``with progress(spark, "item2vec"):`` starts a daemon thread that, every ``every`` seconds
+(default :data:`EVERY_SECONDS`), logs one line: the label, the current step (what
+:func:`set_step` last named, e.g. a ``StageResult.timed`` block), the elapsed time, how many
+Spark jobs finished since the block began, and for each active Spark stage its tasks done /
+running / total (from ``SparkContext.statusTracker()``; MLlib Word2Vec runs one job per
+epoch, ALS one per iteration, so the job count is the epoch or iteration count). Leaving the
+block stops the thread. Nothing is logged for blocks shorter than ``every``.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+#: seconds between two progress lines
+EVERY_SECONDS = 45.0
+
+_step: Optional[str] = None
+
+
+def set_step(step: Optional[str]) -> Optional[str]:
+    """Name the step the running stage is in (shown in progress lines; None clears it);
+    return the previous one (to restore when a nested step ends)."""
+    global _step
+    previous, _step = _step, step
+    return previous
+
+
+class ProgressReporter:
+    """The reporting thread behind :func:`progress` (start/stop; ``lines`` counts logs)."""
+
+    def __init__(self, spark: SparkSession, label: str, every: float = EVERY_SECONDS,
+                 logger: logging.Logger = log):
+        self.sc = spark.sparkContext
+        self.label, self.every, self.log = label, every, logger
+        self.lines = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"progress-{label}",
+                                        daemon=True)
+        self._t0 = time.perf_counter()
+        self._jobs_before: set[int] = set()
+
+    def start(self) -> "ProgressReporter":
+        self._t0 = time.perf_counter()
+        self._jobs_before = self._known_jobs()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _known_jobs(self) -> set[int]:
+        try:
+            tracker = self.sc.statusTracker()
+            return set(tracker.getJobIdsForGroup(None)) | set(tracker.getActiveJobsIds())
+        except Exception:  # the context is stopping
+            return set()
+
+    def line(self) -> str:
+        """The progress line for now."""
+        elapsed = time.perf_counter() - self._t0
+        head = f"{self.label}{f' / {_step}' if _step else ''}: {_fmt(elapsed)} elapsed"
+        try:
+            tracker = self.sc.statusTracker()
+            active = sorted(tracker.getActiveJobsIds())
+            new = self._known_jobs() - self._jobs_before
+            done = len(new - set(active))
+            parts = []
+            for sid in sorted(tracker.getActiveStageIds()):
+                info = tracker.getStageInfo(sid)
+                if info is not None:
+                    parts.append(f"stage {sid} '{info.name}' tasks {info.numCompletedTasks}"
+                                 f"/{info.numTasks} done, {info.numActiveTasks} running")
+        except Exception as exc:  # the context is stopping: say so, never raise from here
+            return f"{head}; Spark status unavailable ({type(exc).__name__})"
+        if not active:
+            return f"{head}; {done} Spark jobs done, none running (driver-side work)"
+        return f"{head}; {done} Spark jobs done, running job {active}: " + "; ".join(parts)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self.log.info("progress %s", self.line())
+            self.lines += 1
+
+
+def _fmt(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.0f}s"
+
+
+@contextmanager
+def progress(spark: SparkSession, label: str,
+             every: Optional[float] = None) -> Iterator[ProgressReporter]:
+    """Log a progress line every ``every`` seconds while the block runs (see the module doc)."""
+    reporter = ProgressReporter(spark, label, EVERY_SECONDS if every is None else every)
+    reporter.start()
+    try:
+        yield reporter
+    finally:
+        reporter.stop()
