@@ -37,9 +37,11 @@ class SparkConfig:
 @dataclass(frozen=True)
 class WarehouseConfig:
     path: str
+    lock_max_age_hours: float
 
     def validate(self) -> None:
         _check(bool(self.path), "warehouse.path", "must not be empty")
+        _check(self.lock_max_age_hours > 0, "warehouse.lock_max_age_hours", "must be > 0")
 
 
 INPUT_FORMATS = ["auto", "csv", "dat", "tsv", "parquet", "table"]
