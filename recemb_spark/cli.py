@@ -89,7 +89,13 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     spark = None
     try:
-        spark = build_session(cfg.spark, f"recemb-{args.command}")
+        options = None
+        if cfg.catalog.enabled:
+            from .io import catalog
+            options = catalog.session_options(cfg.warehouse.path, cfg.catalog.database)
+        spark = build_session(cfg.spark, f"recemb-{args.command}", options)
+        if cfg.catalog.enabled:
+            catalog.prepare(spark)
         _dispatch(spark, cfg, run_date, args)
         return 0
     except RecembError as exc:

@@ -276,6 +276,16 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class CatalogConfig:
+    enabled: bool
+    database: str
+
+    def validate(self) -> None:
+        _check(self.database.replace("_", "").isalnum() and self.database.isascii(),
+               "catalog.database", "must be a plain name (letters, digits, _)")
+
+
+@dataclass(frozen=True)
 class Config:
     spark: SparkConfig
     warehouse: WarehouseConfig
@@ -290,6 +300,7 @@ class Config:
     users: UsersConfig
     evaluate: EvaluateConfig
     ann: AnnConfig
+    catalog: CatalogConfig
 
     def validate(self) -> None:
         for f in fields(self):

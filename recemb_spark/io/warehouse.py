@@ -153,6 +153,8 @@ class Warehouse:
         rows = self.spark.read.parquet(path).count()
         for written in _RECORDERS:
             written.append(path[len(self.root.rstrip("/")) + 1:])
+        from . import catalog  # registers the partition when the session has a catalog
+        catalog.after_write(self, df.schema, table, run_date, model, stage)
         return rows
 
     def read(self, table: str, run_date: str, model: Optional[str] = None,
