@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        if name == "run":
+            p.add_argument("--resume", action="store_true",
+                           help="skip the stages already done for this date with the same "
+                                "parameters and outputs present (see _manifests/dt=<date>/)")
         if name == "sample":
             p.add_argument("--out", required=True, help="folder to write the sample into")
         if name in ("similar", "lookup"):
@@ -76,7 +80,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Run one command; return the process exit code (0 ok, 2 config, 3 input, 4 stage, 1 other)."""
+    """Run one command; return the process exit code (codes: errors.py)."""
     args = build_parser().parse_args(argv)
     setup_logging(logging.WARNING if args.quiet else logging.INFO)
     try:
@@ -93,11 +97,17 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     spark = None
     try:
-        spark = build_session(cfg.spark, f"recemb-{args.command}")
+        options = None
+        if cfg.catalog.enabled:
+            from .io import catalog
+            options = catalog.session_options(cfg.warehouse.path, cfg.catalog.database)
+        spark = build_session(cfg.spark, f"recemb-{args.command}", options)
+        if cfg.catalog.enabled:
+            catalog.prepare(spark)
         _dispatch(spark, cfg, run_date, args)
         return 0
     except RecembError as exc:
-        print(f"recemb: {args.command} failed: {exc}", file=sys.stderr)
+        print(f"recemb: {args.command} failed{_in_stage(exc)}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("recemb: interrupted", file=sys.stderr)
@@ -105,12 +115,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     except Exception as exc:  # unexpected: keep the traceback, end with one clear line
         log.exception("unexpected error")
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"recemb: {args.command} failed with an unexpected "
+        print(f"recemb: {args.command} failed{_in_stage(exc)} with an unexpected "
               f"{type(exc).__name__}: {first[:500]}", file=sys.stderr)
         return 1
     finally:
         if spark is not None:
             spark.stop()
+
+
+def _in_stage(exc: BaseException) -> str:
+    """`` in stage X`` when the error came out of a pipeline stage (runs.run_stages sets it)."""
+    stage = getattr(exc, "recemb_stage", None)
+    return f" in stage {stage}" if stage else ""
 
 
 def _dispatch(spark, cfg: Config, run_date: str, args: argparse.Namespace) -> None:
@@ -154,7 +170,8 @@ def _dispatch(spark, cfg: Config, run_date: str, args: argparse.Namespace) -> No
         print(write_report(spark, cfg, run_date))
         return
     stages = None if args.command == "run" else [args.command]
-    results = pipeline.run_pipeline(spark, cfg, run_date, stages=stages)
+    results = pipeline.run_pipeline(spark, cfg, run_date, stages=stages,
+                                    resume=getattr(args, "resume", False))
     if "evaluate" in results:
         print(f"leave-last-out evaluation, run date {run_date} "
               f"({results['evaluate'].details['eligible_users']} users):")

@@ -38,10 +38,12 @@ class SparkConfig:
 class WarehouseConfig:
     path: str
     retention_days: int
+    lock_max_age_hours: float
 
     def validate(self) -> None:
         _check(bool(self.path), "warehouse.path", "must not be empty")
         _check(self.retention_days >= 0, "warehouse.retention_days", "must be >= 0 (0 = off)")
+        _check(self.lock_max_age_hours > 0, "warehouse.lock_max_age_hours", "must be > 0")
 
 
 INPUT_FORMATS = ["auto", "csv", "dat", "tsv", "parquet", "table"]
@@ -422,6 +424,16 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class CatalogConfig:
+    enabled: bool
+    database: str
+
+    def validate(self) -> None:
+        _check(self.database.replace("_", "").isalnum() and self.database.isascii(),
+               "catalog.database", "must be a plain name (letters, digits, _)")
+
+
+@dataclass(frozen=True)
 class Config:
     spark: SparkConfig
     warehouse: WarehouseConfig
@@ -441,6 +453,7 @@ class Config:
     daily: DailyConfig
     align: AlignConfig
     export: ExportConfig
+    catalog: CatalogConfig
 
     def validate(self) -> None:
         for f in fields(self):

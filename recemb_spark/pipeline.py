@@ -8,7 +8,7 @@ from pyspark.sql import SparkSession
 
 from .config import Config
 from .models.registry import model_specs
-from .stage import StageFn, StageResult, run_stage
+from .stage import StageFn, StageResult
 from .stages import ann as ann_stage
 from .stages import daily as daily_stage
 from .stages import evaluate as evaluate_stage
@@ -39,11 +39,20 @@ def enabled_stages(cfg: Config) -> list[str]:
 
 
 def run_pipeline(spark: SparkSession, cfg: Config, run_date: str,
-                 stages: Optional[list[str]] = None) -> dict[str, StageResult]:
-    """Run ``stages`` (default: every enabled stage) for one run date; return their results."""
+                 stages: Optional[list[str]] = None,
+                 resume: bool = False) -> dict[str, StageResult]:
+    """Run ``stages`` (default: every enabled stage) for one run date; return their results.
+
+    Holds the date's run lock; the whole pipeline also writes the run summary (run.json), and
+    with ``resume`` skips the stages already done (:mod:`recemb_spark.runs`).
+    """
+    from .runs import run_stages
+
     table = stage_table()
-    results = {name: run_stage(name, table[name][0], spark, cfg, run_date)
-               for name in (stages or enabled_stages(cfg))}
+    results = run_stages(spark, cfg, run_date,
+                         [(name, table[name][0]) for name in (stages or enabled_stages(cfg))],
+                         resume=resume, summary=stages is None,
+                         command="run" if stages is None else stages[0])
     if stages is None and cfg.warehouse.retention_days:  # last, only after every stage ran ok
         results["retention"] = run_stage("retention", retention_stage.run, spark, cfg, run_date)
     return results

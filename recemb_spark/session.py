@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Optional
 
 from pyspark.sql import SparkSession
 
@@ -21,7 +22,8 @@ def started_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
-def build_session(cfg: SparkConfig, app_name: str = "recemb-spark") -> SparkSession:
+def build_session(cfg: SparkConfig, app_name: str = "recemb-spark",
+                  options: Optional[dict[str, str]] = None) -> SparkSession:
     """Return the SparkSession for a job.
 
     Under ``spark-submit`` the master and resources given there are kept; ``cfg.master`` is
@@ -29,6 +31,7 @@ def build_session(cfg: SparkConfig, app_name: str = "recemb-spark") -> SparkSess
     that suit one machine: driver memory from ``cfg.driver_memory``, shuffle partitions scaled
     to the cores, executors running this very interpreter. Either way the session time zone is
     UTC, partition columns are read back as strings, and partition overwrite is dynamic.
+    ``options`` are further builder settings (the catalog's, :mod:`recemb_spark.io.catalog`).
     """
     builder = SparkSession.builder.appName(app_name)
     submitted = started_by_spark_submit()
@@ -48,12 +51,15 @@ def build_session(cfg: SparkConfig, app_name: str = "recemb-spark") -> SparkSess
                    .config("spark.sql.shuffle.partitions", cfg.shuffle_partitions or 2 * cores)
                    .config("spark.default.parallelism", 2 * cores)
                    .config("spark.ui.showConsoleProgress", "false"))
+    for key, value in (options or {}).items():
+        builder = builder.config(key, value)
     spark = (builder
              .config("spark.sql.session.timeZone", "UTC")
              .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
              .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
              .getOrCreate())
     spark.sparkContext.setLogLevel(cfg.log_level)
-    log.info("spark %s master=%s parallelism=%d", spark.version, spark.sparkContext.master,
-             spark.sparkContext.defaultParallelism)
+    log.info("spark %s master=%s parallelism=%d (recemb_spark from %s)", spark.version,
+             spark.sparkContext.master, spark.sparkContext.defaultParallelism,
+             os.path.dirname(__file__))
     return spark

@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from . import __version__
 from .config import Config
-from .io.warehouse import Warehouse
+from .io.warehouse import Warehouse, record_writes
 from .progress import progress, set_step
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,8 @@ def run_stage(name: str, fn: StageFn, spark: SparkSession, cfg: Config,
               run_date: str) -> StageResult:
     """Run one stage, log one line about it, and write its manifest (also when it fails).
 
-    The manifest goes to ``<warehouse>/_manifests/dt=<run_date>/<name>.json``.
+    The manifest goes to ``<warehouse>/_manifests/dt=<run_date>/<name>.json``; its
+    ``outputs`` lists the partitions the stage wrote (relative to the warehouse root).
     """
     wh = Warehouse(spark, cfg.warehouse.path)
     started = dt.datetime.now(dt.timezone.utc)
@@ -78,11 +79,12 @@ def run_stage(name: str, fn: StageFn, spark: SparkSession, cfg: Config,
         "master": spark.sparkContext.master, "parameters": cfg.to_dict(),
     }
     try:
-        with progress(spark, f"stage {name}"):  # a line every ~45 s while it runs
+        with record_writes() as outputs, progress(spark, f"stage {name}"):  # progress: a
+            # line every ~45 s while it runs
             result = fn(spark, cfg, run_date)
     except BaseException as exc:
         manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}",
-                        seconds=round(time.perf_counter() - t0, 3))
+                        seconds=round(time.perf_counter() - t0, 3), outputs=outputs)
         try:
             wh.write_manifest(run_date, name, manifest)
         except Exception:  # the original error matters more than a failed manifest
@@ -92,7 +94,7 @@ def run_stage(name: str, fn: StageFn, spark: SparkSession, cfg: Config,
     manifest.update(status="ok", seconds=seconds,
                     finished_at=dt.datetime.now(dt.timezone.utc).isoformat(),
                     inputs=result.inputs, rows=result.rows, details=result.details,
-                    timings=result.timings, metrics=result.metrics)
+                    timings=result.timings, metrics=result.metrics, outputs=outputs)
     path = wh.write_manifest(run_date, name, manifest)
     rows = ", ".join(f"{k}={v}" for k, v in result.rows.items())
     log.info("stage %s: done in %.1fs: %s (manifest %s)", name, seconds, rows, path)

@@ -12,8 +12,9 @@ must still replace the old partition, and dynamic overwrite writes nothing for e
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -62,6 +63,21 @@ class HadoopFS:
         finally:
             out.close()
 
+    def create_new(self, path: str, text: str) -> bool:
+        """Write a new file; False (nothing written) when it exists. Atomic on HDFS."""
+        p, fs = self._path(path)
+        try:
+            out = fs.create(p, False)
+        except Exception as exc:  # FileAlreadyExistsException through py4j
+            if fs.exists(p):
+                return False
+            raise exc
+        try:
+            out.write(bytearray(text.encode("utf-8")))
+        finally:
+            out.close()
+        return True
+
     def read_text(self, path: str) -> str:
         p, fs = self._path(path)
         stream = fs.open(p)
@@ -76,6 +92,24 @@ class HadoopFS:
             return "\n".join(lines)
         finally:
             stream.close()
+
+
+_RECORDERS: list[list[str]] = []
+
+
+@contextmanager
+def record_writes() -> Iterator[list[str]]:
+    """Collect the partitions written inside the ``with`` block (paths relative to the root).
+
+    The stage runner records them in the stage's manifest; ``recemb run --resume`` checks
+    that they still exist before it skips the stage.
+    """
+    written: list[str] = []
+    _RECORDERS.append(written)
+    try:
+        yield written
+    finally:
+        _RECORDERS.remove(written)
 
 
 def join_path(*parts: str) -> str:
@@ -116,7 +150,12 @@ class Warehouse:
                 raise ValueError(f"{table}: partition column '{col}' must not be in the data")
         path = self.partition_path(table, run_date, model, stage)
         df.write.mode("overwrite").parquet(path)
-        return self.spark.read.parquet(path).count()
+        rows = self.spark.read.parquet(path).count()
+        for written in _RECORDERS:
+            written.append(path[len(self.root.rstrip("/")) + 1:])
+        from . import catalog  # registers the partition when the session has a catalog
+        catalog.after_write(self, df.schema, table, run_date, model, stage)
+        return rows
 
     def read(self, table: str, run_date: str, model: Optional[str] = None,
              stage: Optional[str] = None, needed_by: str = "") -> DataFrame:
