@@ -8,7 +8,7 @@ from pyspark.sql import SparkSession
 
 from .config import Config
 from .models.registry import model_specs
-from .stage import StageFn, StageResult
+from .stage import StageFn, StageResult, run_stage
 from .stages import ann as ann_stage
 from .stages import daily as daily_stage
 from .stages import evaluate as evaluate_stage
