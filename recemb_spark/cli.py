@@ -107,7 +107,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         _dispatch(spark, cfg, run_date, args)
         return 0
     except RecembError as exc:
-        print(f"recemb: {args.command} failed{_in_stage(exc)}: {exc}", file=sys.stderr)
+        print(f"recemb: {args.command} failed{_in_stage(exc, args.command)}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("recemb: interrupted", file=sys.stderr)
@@ -115,7 +115,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except Exception as exc:  # unexpected: keep the traceback, end with one clear line
         log.exception("unexpected error")
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"recemb: {args.command} failed{_in_stage(exc)} with an unexpected "
+        print(f"recemb: {args.command} failed{_in_stage(exc, args.command)} with an unexpected "
               f"{type(exc).__name__}: {first[:500]}", file=sys.stderr)
         return 1
     finally:
@@ -123,10 +123,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             spark.stop()
 
 
-def _in_stage(exc: BaseException) -> str:
-    """`` in stage X`` when the error came out of a pipeline stage (runs.run_stages sets it)."""
+def _in_stage(exc: BaseException, command: str) -> str:
+    """`` in stage X`` when the error came out of a pipeline stage (runs.run_stages sets it)
+    other than the one the command names (``recemb export`` fails "in" export anyway)."""
     stage = getattr(exc, "recemb_stage", None)
-    return f" in stage {stage}" if stage else ""
+    return f" in stage {stage}" if stage and stage != command else ""
 
 
 def _dispatch(spark, cfg: Config, run_date: str, args: argparse.Namespace) -> None:
