@@ -6,7 +6,7 @@ from recemb_spark.progress import progress, set_step
 
 
 def slow(rows):
-    time.sleep(0.5)
+    time.sleep(1.5)  # long enough for several 0.3 s ticks per job on a loaded machine
     return [sum(1 for _ in rows)]
 
 

@@ -22,7 +22,8 @@ from .conftest import SMALL_SAMPLE
 DATE = "2026-11-10"
 # four stages, trained briefly: enough to fail in the middle and resume
 QUICK = [*SMALL_SAMPLE, "als.enabled=false", "ann.enabled=false", "item2vec.max_iter=1",
-         "deepwalk.max_iter=1", "walks.walks_per_node=2", "evaluate.user_query=false"]
+         "deepwalk.max_iter=1", "walks.walks_per_node=2", "evaluate.user_query=false",
+         "daily.enabled=false"]
 
 
 def sets(*items):
