@@ -10,7 +10,10 @@ def slow(rows):
     return [sum(1 for _ in rows)]
 
 
-def test_logs_while_a_slow_job_runs(spark, caplog):
+def test_logs_while_a_slow_job_runs(spark, caplog, monkeypatch):
+    # the CLI's setup_logging stops recemb_spark's records at its own handler; caplog listens
+    # at the root
+    monkeypatch.setattr(logging.getLogger("recemb_spark"), "propagate", True)
     caplog.set_level(logging.INFO, logger="recemb_spark.progress")
     outer = set_step("fit")
     try:

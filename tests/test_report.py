@@ -83,7 +83,8 @@ def test_report_written_under_the_warehouse_with_every_section(built):
     # stage timings from the manifests, with the timings inside a stage
     for stage in ("tables", "item2vec", "evaluate", "ann"):
         assert f"<td>{stage}</td>" in page
-    assert "train_item2vec&nbsp;" in page and "split&nbsp;" in page
+    # (the evaluate stage of the default train-once protocol: cases, then scoring per model)
+    assert "score_item2vec&nbsp;" in page and "cases&nbsp;" in page
     assert "No rejects: all " in page and "input rows were accepted" in page
     assert "2 run date(s) up to 2026-11-01" in page
 
@@ -135,7 +136,8 @@ def test_trend_holds_both_dates(built, spark):
     assert sorted(trend["dt"].unique()) == [D1, D2]
     wide = trend.pivot_table(index=["model", "query"], columns="dt", values="value")
     assert np.allclose(wide[D1], wide[D2] * 0.8)
-    assert set(wide.index) == {("popularity", "-"), ("item2vec", "item"), ("item2vec", "user")}
+    assert set(wide.index) == {("popularity", "-"), ("popularity_category", "-"),
+                               ("item2vec", "item"), ("item2vec", "user")}
     assert sorted(gather.hr_trend(wh, D1, 10)["dt"].unique()) == [D1]  # nothing after the date
 
 
