@@ -102,13 +102,22 @@ def fmt_metric(name: str, value: Any) -> str:
     base = name.split("@")[0]
     if any(part in base for part in COUNT_NAMES):
         return fmt(value)
+    v, text = as_number(value)
+    if v is None:
+        return text
+    return f"{v:,.2f}" if "seconds" in base else f"{v:.4f}"
+
+
+def as_number(value: Any) -> tuple[Optional[float], str]:
+    """``(number, "")``, or ``(None, the cell's text)`` for a value that is not a number
+    (escaped) or is NaN (an en dash)."""
     try:
         v = float(value)
     except (TypeError, ValueError):
-        return esc(value)
+        return None, esc(value)
     if math.isnan(v):
-        return "&ndash;"
-    return f"{v:,.2f}" if "seconds" in base else f"{v:.4f}"
+        return None, "&ndash;"
+    return v, ""
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -116,12 +125,9 @@ def fmt(value: Any, digits: int = 4) -> str:
     (one decimal from 100 up); missing values as an en dash."""
     if value is None:
         return "&ndash;"
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return esc(value)
-    if math.isnan(v):
-        return "&ndash;"
+    v, text = as_number(value)
+    if v is None:
+        return text
     if v.is_integer() and abs(v) < 1e15:
         return f"{int(v):,}"
     return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.{digits}f}"
