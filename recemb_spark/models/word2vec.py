@@ -53,10 +53,12 @@ def fit_word2vec(sentences: DataFrame, cfg: Word2VecConfig, input_col: str = "it
 
 
 def vocabulary_report(sentences: DataFrame, vectors: DataFrame, min_count: int,
-                      input_col: str = "items") -> dict[str, int]:
+                      input_col: str = "items",
+                      counts: Optional[DataFrame] = None) -> dict[str, int]:
     """Counts for the manifest: distinct items in the sentences, items with a vector, and
-    items left without one because they occur fewer than ``min_count`` times."""
-    counts = sentences.select(F.explode(input_col).alias("item_id")).groupBy("item_id").count()
+    items left without one because they occur fewer than ``min_count`` times. ``counts``:
+    the corpus's :func:`token_counts` when the caller has them already."""
+    counts = token_counts(sentences, input_col) if counts is None else counts
     row = counts.agg(F.count("*").alias("items"),
                      F.sum((F.col("count") < min_count).cast("int")).alias("below")).first()
     return {"items_in_sentences": int(row["items"] or 0),
@@ -194,7 +196,8 @@ def train_word2vec(sentences: DataFrame, cfg: Word2VecConfig, sample: float = 0.
     vectors = fit_word2vec(trained_on, resolved, input_col).persist()
     vectors.count()
     details.update(fit_details(size, time.perf_counter() - t0, resolved.max_iter))
-    details.update(vocabulary_report(sentences, vectors, resolved.min_count, input_col))
+    details.update(vocabulary_report(sentences, vectors, resolved.min_count, input_col,
+                                     counts))
     details.update({f"used_{k}": getattr(resolved, k) for k in
                     ("step_size", "max_iter", "min_count", "window_size", "vector_size")},
                    sample=sample)
