@@ -37,6 +37,9 @@ class Prepared:
     users: int
     #: side tokens (items file genres or the log's categories) when side_info.enabled
     side: DataFrame | None = None
+    #: the tutorial's corpus: liked items only (differs from ``train_sequences`` on rated
+    #: input, whose sequences hold every rated item by default: sequences.context_min_rating)
+    liked_sequences: DataFrame | None = None
 
 
 def prepare(input_path: str | None, overrides: list[str] | None = None,
@@ -70,10 +73,12 @@ def prepare(input_path: str | None, overrides: list[str] | None = None,
     if implicit:
         heldout = cases.select("user_id", F.col("heldout").alias("item_id"))
         source = valid.join(heldout, ["user_id", "item_id"], "left_anti")
-    seqs = build_sequences(source, cfg.sequences, cfg.liked_min_rating).persist()
+    seqs = build_sequences(source, cfg.sequences, cfg.context_min_rating).persist()
+    liked = (seqs if cfg.context_min_rating == cfg.liked_min_rating else
+             build_sequences(source, cfg.sequences, cfg.liked_min_rating).persist())
     catalogue = train.select("item_id").distinct().count()
     return Prepared(spark, cfg, name, ratings, train, cases, seqs, catalogue, cases.count(),
-                    side)
+                    side, liked)
 
 
 def metrics_dict(rows: list[dict[str, Any]]) -> dict[str, float]:

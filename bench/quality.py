@@ -10,11 +10,12 @@ histories, long tail, categories); the real ones are read from ``$RECEMB_DATA`` 
 ``../shared/data`` beside the checkout) with the same settings as the README's commands.
 Methods: ``popularity``; ``item2vec`` and ``deepwalk`` with our defaults (the library's own
 trainers: auto settings resolved per corpus, subsampling); ``mllib_tutorial`` (MLlib
-Word2Vec at the tutorial's settings: dim 10, window 5, 10 epochs, minCount 5, step 0.025);
+Word2Vec at the tutorial's settings: dim 10, window 5, 10 epochs, minCount 5, step 0.025,
+on the tutorial's corpus: each user's liked items);
 ``gensim_{hs,sgns}_{tutorial,ours}`` (skip-gram with hierarchical softmax / negative
-sampling, at the tutorial's settings and at the settings our item2vec resolved for the
-corpus; needs ``pip install -e '.[bench]'``). Every eligible user counts (a held-out or query
-item without a vector is a miss). Mean and standard deviation over seeds 42, 43, ...
+sampling, at the tutorial's settings on the tutorial's corpus, and at the settings our
+item2vec resolved on our corpus — every rated item, ``sequences.context_min_rating``;
+needs ``pip install -e '.[bench]'``). Every eligible user counts (a held-out or query item without a vector is a miss). Mean and standard deviation over seeds 42, 43, ...
 Writes ``bench/results/quality[_<tag>].json`` and prints one table per metric.
 """
 from __future__ import annotations
@@ -86,7 +87,7 @@ def run_model(p: Prepared, train: Callable, seed: int, section: str) -> dict[str
 def run_mllib_tutorial(p: Prepared, seed: int) -> dict[str, Any]:
     w2v = p.cfg.replace("item2vec", seed=seed, **TUTORIAL).item2vec
     t0 = time.perf_counter()
-    vectors = fit_word2vec(p.train_sequences, w2v).persist()
+    vectors = fit_word2vec(p.liked_sequences, w2v).persist()  # the tutorial's corpus
     vectors.count()
     out = dict(scored(p, vectors, "mllib"), seconds=time.perf_counter() - t0)
     vectors.unpersist()
@@ -163,10 +164,12 @@ def run_dataset(name: str, methods: list[str], seeds: int, extra: list[str],
         corpus = corpus_stats(p.train_sequences)
         print(f"\n{name}: {p.users} users, corpus {vars(corpus)}", flush=True)
         return {"corpus": vars(corpus), "grid": run_grid(p, grid_points(grid), seeds)}
-    sentences = None
+    sentences: dict[str, list[list[str]]] = {}
     if any(m.startswith("gensim") for m in methods):
-        # the bench's single-process baseline: sentences on the driver (never in the library)
-        sentences = [r["items"] for r in p.train_sequences.select("items").collect()]
+        # the bench's single-process baseline: sentences on the driver (never in the library);
+        # at the tutorial's settings on the tutorial's corpus (liked items), else on ours
+        for which, seqs in (("tutorial", p.liked_sequences), ("ours", p.train_sequences)):
+            sentences[which] = [r["items"] for r in seqs.select("items").collect()]
     corpus = corpus_stats(p.train_sequences)
     out: dict[str, Any] = {"users": p.users, "catalogue": p.catalogue,
                            "corpus": vars(corpus), "methods": {}}
@@ -187,7 +190,8 @@ def run_dataset(name: str, methods: list[str], seeds: int, extra: list[str],
                 r = run_mllib_tutorial(p, seed)
             else:
                 _, kind, which = method.split("_")
-                r = run_gensim(p, sentences, gensim_params(p, which), seed, hs=kind == "hs")
+                r = run_gensim(p, sentences[which], gensim_params(p, which), seed,
+                               hs=kind == "hs")
             runs.append(r)
             print(f"  {method:<22} seed {seed}: HR@10 {r['hr@10']:.4f} NDCG@10 "
                   f"{r['ndcg@10']:.4f} misses {r['misses']:.0f} ({r['seconds']:.1f} s)",
@@ -198,7 +202,7 @@ def run_dataset(name: str, methods: list[str], seeds: int, extra: list[str],
         summary["ndcg@10_std"] = statistics.pstdev(r["ndcg@10"] for r in runs)
         summary["runs"] = runs
         out["methods"][method] = summary
-    for df in (p.train_sequences, p.cases, p.train, p.ratings):
+    for df in (p.train_sequences, p.liked_sequences, p.cases, p.train, p.ratings):
         df.unpersist()
     return out
 

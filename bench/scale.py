@@ -188,7 +188,8 @@ def summarise(manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
             w2v[stage] = {k: d.get(f"word2vec_{k}") for k in
                           ("tokens", "vocabulary", "seconds", "tokens_per_s",
                            "driver_bytes_estimate")}
-            w2v[stage]["epochs"] = manifests[stage]["parameters"][stage]["max_iter"]
+            w2v[stage]["epochs"] = d.get("used_max_iter",
+                                         manifests[stage]["parameters"][stage]["max_iter"])
     out["word2vec"] = w2v
     ev = manifests.get("evaluate", {})
     hr: dict[str, dict[str, float]] = {}

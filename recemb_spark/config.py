@@ -136,6 +136,7 @@ class SampleConfig:
 @dataclass(frozen=True)
 class SequencesConfig:
     min_rating: float
+    context_min_rating: Optional[float]
     session_gap_minutes: float
     max_length: int
     min_length: int
@@ -466,12 +467,27 @@ class Config:
         _check(inp.implicit or inp.rating_min <= seq.min_rating <= inp.rating_max,
                "sequences.min_rating",
                f"must lie within the rating range [{inp.rating_min}, {inp.rating_max}]")
+        _check(seq.context_min_rating is None or seq.context_min_rating <= seq.min_rating,
+               "sequences.context_min_rating",
+               f"must be null or <= sequences.min_rating ({seq.min_rating}): liked items are "
+               "always part of the context")
 
     @property
     def liked_min_rating(self) -> float:
         """The rating from which an interaction is "liked" (enters sequences, evaluation):
         ``sequences.min_rating`` for rated input; every event of an implicit log is liked."""
         return float("-inf") if self.input.implicit else self.sequences.min_rating
+
+    @property
+    def context_min_rating(self) -> float:
+        """The rating from which an interaction enters the sequence table (the training
+        context of item2vec, DeepWalk's graph and the user vectors):
+        ``sequences.context_min_rating``, or every rated item when it is null; every event
+        of an implicit log."""
+        seq = self.sequences
+        if self.input.implicit or seq.context_min_rating is None:
+            return float("-inf")
+        return seq.context_min_rating
 
     def to_dict(self) -> dict[str, Any]:
         """The effective parameters as plain data (for manifests)."""

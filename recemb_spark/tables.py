@@ -89,12 +89,14 @@ def items_from_categories(events: DataFrame) -> DataFrame:
 
 def build_sessions(ratings: DataFrame, cfg: SequencesConfig,
                    min_rating: Optional[float] = None) -> DataFrame:
-    """Every session of liked items, before the ``min_length`` filter.
+    """Every session of the items rated at least ``min_rating``, before the ``min_length``
+    filter.
 
     ``ratings``: the rating table, or an implicit log's events ``(user_id, item_id, rating,
-    ts[, session_id])`` (then an item can recur). Liked = ``rating >= min_rating``
-    (default ``cfg.min_rating``; pass ``Config.liked_min_rating``, which takes every event of
-    an implicit log). Each user's liked items are ordered by time (ties by item id in natural
+    ts[, session_id])`` (then an item can recur). Kept = ``rating >= min_rating`` (default
+    ``cfg.min_rating``, the liked items; the tables stage passes
+    ``Config.context_min_rating``: every rated item by default, every event of an implicit
+    log). Each user's kept items are ordered by time (ties by item id in natural
     order, see :func:`item_order`); when ``cfg.max_length`` > 0 only the latest that many are
     kept; a ``session_id`` column keys sessions by (user, session); when
     ``cfg.session_gap_minutes`` > 0 a new session also starts wherever two consecutive likes

@@ -56,7 +56,18 @@ def test_auto_settings_follow_the_corpus():
                                               singletons=3000))
     big = resolve_settings(cfg, Corpus(sentences=160_000, tokens=15_000_000, vocabulary=59_000,
                                        singletons=2000))
-    assert small_tail.max_iter > big.max_iter == 5
+    assert small_tail.max_iter > big.max_iter == 2  # 15M tokens, 254 per item: 2 epochs
+    assert small_tail.min_count == 1 and big.min_count == 2
+    # large corpora: within the update budget, but never under ~300 updates per item
+    mid = resolve_settings(cfg, Corpus(sentences=10_000, tokens=2_900_000, vocabulary=14_000,
+                                       singletons=0))
+    assert mid.max_iter == 5  # 14.5M updates: the usual floor of 5 epochs
+    wide = resolve_settings(cfg, Corpus(sentences=160_000, tokens=12_000_000,
+                                        vocabulary=59_000, singletons=0))
+    assert wide.max_iter == 2  # the budget allows 2
+    thin = resolve_settings(cfg, Corpus(sentences=160_000, tokens=12_000_000,
+                                        vocabulary=200_000, singletons=0))
+    assert thin.max_iter == 5  # 60 tokens per item: 300 updates need 5 epochs
     assert small_tail.min_count == 1 and big.min_count == 2
     assert small_tail.step_size < big.step_size
     fixed = resolve_settings(w2v_cfg(max_iter=7, min_count=3, step_size=0.05), Corpus(1, 1, 1, 1))

@@ -1,9 +1,13 @@
 import datetime as dt
 
+import pytest
 from chispa import assert_df_equality
 
+from recemb_spark.cli import main
 from recemb_spark.config import load_config
+from recemb_spark.errors import ConfigError
 from recemb_spark.io.readers import RATINGS_SCHEMA
+from recemb_spark.io.warehouse import Warehouse
 from recemb_spark.tables import (
     aggregate_events,
     build_sequences,
@@ -119,3 +123,44 @@ def test_items_from_categories_takes_the_most_frequent(spark):
                                RATINGS_SCHEMA + ", category string")
     got = {r["item_id"]: (r["title"], r["genres"]) for r in items_from_categories(ev).collect()}
     assert got == {"a": (None, ["y"]), "b": (None, ["z"])}
+
+
+def test_sequences_hold_every_rated_item_and_the_holdout_stays_liked(keep_spark, tmp_path):
+    """The tables stage on rated input: the sequences (training context) hold every rated
+    item by default, only the liked ones with ``sequences.context_min_rating=3.5``; the
+    held-out item is the last *liked* one either way, and never in the sequences."""
+    f = tmp_path / "u.data"  # user, item, rating, epoch seconds (MovieLens 100K layout)
+    rows = []
+    for u in range(1, 5):
+        rows += [(u, 1, 5, 100), (u, 2, 2, 200), (u, 3, 4, 300), (u, 4, 1, 400), (u, 5, 3, 500)]
+    f.write_text("".join(f"{u}\t{i}\t{r}\t{ts}\n" for u, i, r, ts in rows))
+    wh = Warehouse(keep_spark, str(tmp_path / "wh"))
+    args = ["--input", str(f), "--warehouse", str(tmp_path / "wh"), "-q",
+            "--set", "evaluate.holdout_users=10"]
+
+    assert main(["tables", "--run-date", "2026-11-01", *args]) == 0
+    seqs = {r["user_id"]: r["items"] for r in wh.read("sequences", "2026-11-01").collect()}
+    # item 3 (the last liked) is held out; 2, 4 and 5 (rated 1..3) are context
+    assert seqs == {str(u): ["1", "2", "4", "5"] for u in range(1, 5)}
+    held = {(r["user_id"], r["item_id"]) for r in wh.read("holdout", "2026-11-01").collect()}
+    assert held == {(str(u), "3") for u in range(1, 5)}
+    details = wh.read_manifest("2026-11-01", "tables")["details"]
+    assert details["sequence_items"] == 16 and details["context_min_rating"] is None
+
+    assert main(["tables", "--run-date", "2026-11-02", *args,
+                 "--set", "sequences.context_min_rating=3.5"]) == 0
+    seqs = {r["user_id"]: r["items"] for r in wh.read("sequences", "2026-11-02").collect()}
+    assert seqs == {}  # one liked item left per user: shorter than sequences.min_length
+    assert main(["tables", "--run-date", "2026-11-03", *args,
+                 "--set", "sequences.context_min_rating=2", "--set", "sequences.min_length=1"]) == 0
+    seqs = {r["user_id"]: r["items"] for r in wh.read("sequences", "2026-11-03").collect()}
+    assert seqs == {str(u): ["1", "2", "5"] for u in range(1, 5)}
+
+
+def test_context_min_rating_cannot_exceed_the_liked_threshold():
+    with pytest.raises(ConfigError, match="sequences.context_min_rating"):
+        load_config(overrides=["sequences.context_min_rating=4", "sequences.min_rating=3.5"])
+    assert load_config(overrides=["sequences.context_min_rating=2"]).context_min_rating == 2.0
+    assert load_config().context_min_rating == float("-inf")
+    implicit = load_config(overrides=["input.rating_col=null", "sequences.context_min_rating=3"])
+    assert implicit.context_min_rating == float("-inf")  # every event of a click log

@@ -75,6 +75,13 @@ def vocabulary_report(sentences: DataFrame, vectors: DataFrame, min_count: int,
 #: HR@10 0.364-0.366, 20 epochs 0.30-0.32.
 AUTO_ITER_UPDATES = 150_000
 AUTO_MIN_ITER, AUTO_MAX_ITER = 5, 25
+#: Large corpora: MLlib trains at ~60k (window 10) to ~140k (window 5) tokens/s on one core,
+#: so 5 epochs of a MovieLens-25M corpus (22M tokens) would take half an hour. From
+#: AUTO_MAX_UPDATES token updates up, auto epochs drop to what keeps the fit under that
+#: budget, but never below AUTO_UPDATES_PER_ITEM updates of the average vocabulary item
+#: (the per-item exposure of the 1.5M-rating scale run at 5 epochs: ~300-500).
+AUTO_MAX_UPDATES = 25_000_000
+AUTO_UPDATES_PER_ITEM = 300
 #: ``min_count: 0`` (auto): 1 (every item gets a vector) while at least this share of the
 #: vocabulary is seen once (long tails: their held-out items would have no vector), else 2.
 AUTO_MIN_COUNT_SINGLETON_SHARE = 0.25
@@ -109,6 +116,19 @@ def corpus_stats(sentences: DataFrame, input_col: str = "items",
     return Corpus(n, int(row["t"] or 0), int(row["v"] or 0), int(row["s"] or 0))
 
 
+def auto_epochs(corpus: Corpus) -> int:
+    """Epochs for ``max_iter: 0``: about :data:`AUTO_ITER_UPDATES` token updates within
+    [AUTO_MIN_ITER, AUTO_MAX_ITER]; for a corpus where that exceeds :data:`AUTO_MAX_UPDATES`,
+    as many as fit that budget, but at least :data:`AUTO_UPDATES_PER_ITEM` updates per
+    vocabulary item (and at least one epoch)."""
+    tokens = max(corpus.tokens, 1)
+    epochs = min(AUTO_MAX_ITER, max(AUTO_MIN_ITER, math.ceil(AUTO_ITER_UPDATES / tokens)))
+    if tokens * epochs > AUTO_MAX_UPDATES:
+        per_item = math.ceil(AUTO_UPDATES_PER_ITEM * max(corpus.vocabulary, 1) / tokens)
+        epochs = min(epochs, max(1, AUTO_MAX_UPDATES // tokens, per_item))
+    return int(epochs)
+
+
 def resolve_settings(cfg: Word2VecConfig, corpus: Corpus) -> Word2VecConfig:
     """``cfg`` with every auto key (0) replaced by the value for this corpus: ``step_size``
     (:data:`AUTO_STEP_MIN_TOKENS`), ``max_iter`` (:data:`AUTO_ITER_UPDATES`) and
@@ -118,8 +138,7 @@ def resolve_settings(cfg: Word2VecConfig, corpus: Corpus) -> Word2VecConfig:
         changes["step_size"] = (LARGE_STEP if corpus.tokens >= AUTO_STEP_MIN_TOKENS
                                 else SMALL_STEP)
     if cfg.max_iter == 0:
-        epochs = math.ceil(AUTO_ITER_UPDATES / max(corpus.tokens, 1))
-        changes["max_iter"] = int(min(AUTO_MAX_ITER, max(AUTO_MIN_ITER, epochs)))
+        changes["max_iter"] = auto_epochs(corpus)
     if cfg.min_count == 0:
         share = corpus.singletons / max(corpus.vocabulary, 1)
         changes["min_count"] = 1 if share >= AUTO_MIN_COUNT_SINGLETON_SHARE else 2

@@ -158,7 +158,7 @@ def run_retrain(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
         split = leave_last_out(ratings, cfg.liked_min_rating)
         train = split.train.persist()
         cases = split.cases.persist()
-        train_sequences = build_sequences(train, cfg.sequences, cfg.liked_min_rating).persist()
+        train_sequences = build_sequences(train, cfg.sequences, cfg.context_min_rating).persist()
         catalogue = train.select("item_id").distinct().count()
         res.details.update(protocol="retrain", eligible_users=cases.count(),
                            catalogue=catalogue, train_ratings=train.count())

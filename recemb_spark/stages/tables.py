@@ -75,14 +75,15 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
         # input's from the rating table; without the evaluation's held-out pairs
         source = valid if inp.path and inp.implicit else ratings
         train = hold_out(spark, wh, cfg, ratings, run_date, res, source)  # evaluate.protocol
-        sessions = build_sessions(train, cfg.sequences, cfg.liked_min_rating).persist(LOG_SIZED)
+        sessions = build_sessions(train, cfg.sequences, cfg.context_min_rating).persist(LOG_SIZED)
         res.rows["sequences"] = wh.write(
             sessions.filter(F.col("n_items") >= cfg.sequences.min_length), "sequences", run_date)
         stats = sessions.agg(F.count("*").alias("sessions"),
                              F.countDistinct("user_id").alias("users"),
-                             F.sum("n_items").alias("liked")).first()
-        res.details.update(sessions=stats["sessions"], users_with_likes=stats["users"],
-                           liked_ratings=int(stats["liked"] or 0),
+                             F.sum("n_items").alias("tokens")).first()
+        res.details.update(sessions=stats["sessions"], users_with_sequences=stats["users"],
+                           sequence_items=int(stats["tokens"] or 0),
+                           context_min_rating=cfg.sequences.context_min_rating,
                            sequences_too_short=stats["sessions"] - res.rows["sequences"])
     for df in (sessions, valid):
         df.unpersist()
