@@ -33,3 +33,15 @@ def keep_spark(spark, monkeypatch):
     monkeypatch.setattr(session_module, "build_session", lambda *a, **k: spark)
     monkeypatch.setattr(spark, "stop", lambda: None)
     return spark
+
+
+#: the slowest files (a metastore, a cluster, whole pipeline runs) start first, so that with
+#: ``pytest -n auto --dist loadfile`` they run side by side instead of last on one worker
+SLOW_FIRST = ["test_catalog.py", "test_cluster.py", "test_daily.py", "test_ann.py",
+              "test_pipeline.py", "test_cli.py", "test_holdout.py", "test_report.py",
+              "test_export.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept
