@@ -314,39 +314,50 @@ def segments_for_cases(cases: DataFrame, segments: DataFrame) -> DataFrame:
                     .alias("segments")))
 
 
+#: the baselines scored without embeddings: one ranking whatever the query (no item / user)
+BASELINES = ("popularity", "popularity_category")
+
+
+def is_baseline(model: str) -> bool:
+    """True for a :data:`BASELINES` model name."""
+    return model in BASELINES
+
+
 def format_metrics(metrics: list[dict[str, Any]], ks: list[int]) -> str:
-    """A small text table: one line per model and query (item / user)."""
+    """A small text table: one line per model and query (item / user; ``-`` for a
+    baseline), the model column as wide as the longest name needs."""
     by: dict[tuple[str, str], dict[str, float]] = {}
     for m in metrics:
         query = "user" if m["metric"].startswith("user_") else "item"
         name = m["metric"].removeprefix("user_")
-        if m["model"] == "popularity":
+        if is_baseline(m["model"]):
             query = "-"
         by.setdefault((m["model"], query), {})[f"{name}@{m['k']}" if m["k"] else name] = m["value"]
+    w = max([14] + [len(model) + 1 for model, _ in by])
     cols = [f"hr@{k}" for k in ks] + [f"ndcg@{k}" for k in ks] + [f"coverage@{ks[0]}"]
-    head = f"{'model':<14}{'query':<7}" + "".join(f"{c:>12}" for c in cols) + f"{'misses':>9}"
+    head = f"{'model':<{w}}{'query':<7}" + "".join(f"{c:>12}" for c in cols) + f"{'misses':>9}"
     lines = [head, "-" * len(head)]
     for (model, query), vals in by.items():
         if not any(c in vals for c in cols):
             continue
         misses = int(vals.get("query_missing", 0) + vals.get("heldout_missing", 0))
-        lines.append(f"{model:<14}{query:<7}" + "".join(
+        lines.append(f"{model:<{w}}{query:<7}" + "".join(
             f"{vals.get(c, float('nan')):>12.4f}" for c in cols) + f"{misses:>9}")
     k = ks[0]
     segments = [s for s in SEGMENTS if any(f"hr_{s}@{k}" in v for v in by.values())]
     if segments:  # HR@k by the held-out item's popularity segment, with its users
         lines += ["", f"HR@{k} by the held-out item's popularity (users; misses = held-out "
                       f"items without a vector)",
-                  f"{'model':<14}{'query':<7}" + "".join(
+                  f"{'model':<{w}}{'query':<7}" + "".join(
                       f"{s:>12}{'misses':>8}" for s in segments)]
         for (model, query), vals in by.items():
             if not any(f"hr_{s}@{k}" in vals for s in segments):
                 continue
-            lines.append(f"{model:<14}{query:<7}" + "".join(
+            lines.append(f"{model:<{w}}{query:<7}" + "".join(
                 f"{vals.get(f'hr_{s}@{k}', float('nan')):>12.4f}"
                 f"{int(vals.get(f'heldout_missing_{s}', 0)):>8}" for s in segments))
         users = next(v for v in by.values() if f"users_{segments[0]}" in v)
-        lines.append(f"{'(users)':<21}" + "".join(
+        lines.append(f"{'(users)':<{w + 7}}" + "".join(
             f"{int(users.get(f'users_{s}', 0)):>12}{'':>8}" for s in segments))
     return "\n".join(lines)
 

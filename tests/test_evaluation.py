@@ -124,6 +124,14 @@ def test_format_metrics_table():
     assert "item2vec      item         0.2500" in text and "user         0.2000" in text
 
 
+def test_format_metrics_widens_for_long_names_and_baselines_have_no_query():
+    rows = [{"model": "popularity_category", "metric": "hr", "k": 10, "value": 0.05},
+            {"model": "item2vec", "metric": "hr", "k": 10, "value": 0.25}]
+    lines = format_metrics(rows, [10]).splitlines()
+    assert lines[2].split()[:3] == ["popularity_category", "-", "0.0500"]
+    assert lines[3].startswith("item2vec            item ")  # one column width for all rows
+
+
 def test_popularity_segments_head_tail_cold(spark):
     from recemb_spark.evaluation import popularity_segments, segments_for_cases
 

@@ -18,6 +18,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from ..config import Config
+from ..evaluation import is_baseline
 from ..io.warehouse import Warehouse, join_path
 from ..neighbors.topk import unit_rows
 from ..tables import natural_key
@@ -58,7 +59,7 @@ def split_query(metric: str) -> tuple[str, str]:
 def model_order(key: tuple[str, str]) -> tuple[bool, str, bool]:
     """Sort key of ``(model, query)``: the popularity baselines first, then models by name,
     item query before user query."""
-    return not key[0].startswith("popularity"), key[0], key[1] == "user"
+    return not is_baseline(key[0]), key[0], key[1] == "user"
 
 
 def evaluation_table(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -81,7 +82,7 @@ def evaluation_table(metrics: pd.DataFrame) -> pd.DataFrame:
         query, name = split_query(r.metric)
         if name == "users":
             continue
-        if r.model.startswith("popularity"):
+        if is_baseline(r.model):
             query = "-"
         row = rows.setdefault((r.model, query), {"model": r.model, "query": query,
                                                   "users": users.get(r.model), "misses": 0})
@@ -151,7 +152,7 @@ def hr_trend(wh: Warehouse, run_date: str, k: int) -> Optional[pd.DataFrame]:
             .collect())
     out = pd.DataFrame(
         [{"dt": r["dt"], "model": r["model"],
-          "query": "-" if r["model"].startswith("popularity") else split_query(r["metric"])[0],
+          "query": "-" if is_baseline(r["model"]) else split_query(r["metric"])[0],
           "value": float(r["value"])} for r in rows],
         columns=["dt", "model", "query", "value"])
     return out.sort_values(["dt", "model", "query"]).reset_index(drop=True)
