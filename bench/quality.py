@@ -15,7 +15,8 @@ on the tutorial's corpus: each user's liked items);
 ``gensim_{hs,sgns}_{tutorial,ours}`` (skip-gram with hierarchical softmax / negative
 sampling, at the tutorial's settings on the tutorial's corpus, and at the settings our
 item2vec resolved on our corpus — every rated item, ``sequences.context_min_rating``;
-needs ``pip install -e '.[bench]'``). Every eligible user counts (a held-out or query item without a vector is a miss). Mean and standard deviation over seeds 42, 43, ...
+needs ``pip install -e '.[bench]'``). Every eligible user counts (a held-out or query item
+without a vector is a miss). Mean and standard deviation over seeds 42, 43, ...
 Writes ``bench/results/quality[_<tag>].json`` and prints one table per metric.
 """
 from __future__ import annotations

@@ -10,9 +10,6 @@ class StderrHandler(logging.StreamHandler):
     stream of the moment it was made (the CLI runs many times in one process in tests, and
     an embedding application may redirect stderr after the first run)."""
 
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
     @property  # type: ignore[override]
     def stream(self):  # noqa: D401 - logging.StreamHandler's attribute
         return sys.stderr

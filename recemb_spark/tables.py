@@ -99,7 +99,7 @@ def build_sessions(ratings: DataFrame, cfg: SequencesConfig,
     log). Each user's kept items are ordered by time (ties by item id in natural
     order, see :func:`item_order`); when ``cfg.max_length`` > 0 only the latest that many are
     kept; a ``session_id`` column keys sessions by (user, session); when
-    ``cfg.session_gap_minutes`` > 0 a new session also starts wherever two consecutive likes
+    ``cfg.session_gap_minutes`` > 0 a new session also starts wherever two consecutive items
     are more than that apart; with ``cfg.collapse_repeats`` consecutive repeats of one item
     become one token. Returns ``(user_id, items array<string>, n_items int,
     ts_start timestamp, ts_end timestamp)``.
