@@ -12,7 +12,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recemb_spark.config import Config, load_config
-from recemb_spark.evaluation import leave_last_out, popularity_vectors, score_model
+from recemb_spark.evaluation import (
+    leave_last_out,
+    popularity_segments,
+    popularity_vectors,
+    score_model,
+    segments_for_cases,
+)
 from recemb_spark.io import readers, sample
 from recemb_spark.models.side_info import side_tokens
 from recemb_spark.session import build_session
@@ -40,6 +46,11 @@ class Prepared:
     #: the tutorial's corpus: liked items only (differs from ``train_sequences`` on rated
     #: input, whose sequences hold every rated item by default: sequences.context_min_rating)
     liked_sequences: DataFrame | None = None
+    #: the held-out items' popularity segments (head / tail / cold), as the evaluate stage
+    #: computes them: every score splits by them
+    segments: DataFrame | None = None
+    #: ``(item_id, category)``: each item's first genre / category (None without items)
+    categories: DataFrame | None = None
 
 
 def prepare(input_path: str | None, overrides: list[str] | None = None,
@@ -77,18 +88,30 @@ def prepare(input_path: str | None, overrides: list[str] | None = None,
     liked = (seqs if cfg.context_min_rating == cfg.liked_min_rating else
              build_sequences(source, cfg.sequences, cfg.liked_min_rating).persist())
     catalogue = train.select("item_id").distinct().count()
+    ev = cfg.evaluate
+    segments = segments_for_cases(cases, popularity_segments(
+        train, cfg.liked_min_rating, ev.head_share, ev.cold_max_events)).persist()
+    categories = None
+    if items is not None:
+        categories = (items.select("item_id", F.element_at("genres", 1).alias("category"))
+                      .filter(F.col("category").isNotNull()).dropDuplicates(["item_id"])
+                      .persist())
     return Prepared(spark, cfg, name, ratings, train, cases, seqs, catalogue, cases.count(),
-                    side, liked)
+                    side, liked, segments, categories)
 
 
 def metrics_dict(rows: list[dict[str, Any]]) -> dict[str, float]:
     return {(r["metric"] + (f"@{r['k']}" if r["k"] else "")): r["value"] for r in rows}
 
 
-def popularity(p: Prepared, ks: list[int]) -> dict[str, float]:
+def popularity(p: Prepared, ks: list[int], within_category: bool = False) -> dict[str, float]:
+    """Popularity's metrics (with the segment rows); ``within_category``: the items of the
+    query item's category first (needs ``p.categories``)."""
     vectors = popularity_vectors(p.train, p.cfg.liked_min_rating)
+    mode = "category" if within_category else "constant"
     return metrics_dict(score_model(p.spark, p.cases, vectors, ks, "popularity", p.catalogue,
-                                    mode="constant"))
+                                    mode=mode, segments=p.segments,
+                                    item_categories=p.categories))
 
 
 def score_vectors(p: Prepared, vectors: DataFrame, ks: list[int], name: str) -> dict[str, float]:

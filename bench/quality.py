@@ -8,7 +8,8 @@ Data sets: ``ml-100k`` (MovieLens ratings), ``sample`` (the built-in generator),
 ``yoochoose`` (short click sessions, no ratings), ``taobao`` (long pv/cart/fav/buy
 histories, long tail, categories); the real ones are read from ``$RECEMB_DATA`` (default
 ``../shared/data`` beside the checkout) with the same settings as the README's commands.
-Methods: ``popularity``; ``item2vec`` and ``deepwalk`` with our defaults (the library's own
+Methods: ``popularity``; ``popularity_category`` (the items of the query item's category
+first: data sets with item genres or categories); ``item2vec`` and ``deepwalk`` with our defaults (the library's own
 trainers: auto settings resolved per corpus, subsampling); ``mllib_tutorial`` (MLlib
 Word2Vec at the tutorial's settings: dim 10, window 5, 10 epochs, minCount 5, step 0.025,
 on the tutorial's corpus: each user's liked items);
@@ -17,6 +18,9 @@ sampling, at the tutorial's settings on the tutorial's corpus, and at the settin
 item2vec resolved on our corpus — every rated item, ``sequences.context_min_rating``;
 needs ``pip install -e '.[bench]'``). Every eligible user counts (a held-out or query item
 without a vector is a miss). Mean and standard deviation over seeds 42, 43, ...
+Every score is also split by the held-out item's popularity (head / tail / cold, as the
+evaluate stage splits it): ``hr_cold@10`` with ``--set side_info.enabled=false`` against the
+default measures what side information does for cold items.
 Writes ``bench/results/quality[_<tag>].json`` and prints one table per metric.
 """
 from __future__ import annotations
@@ -59,14 +63,29 @@ DATASETS: dict[str, tuple[str | None, list[str]]] = {
 }
 TUTORIAL = {"vector_size": 10, "window_size": 5, "max_iter": 10, "min_count": 5,
             "num_partitions": 1, "step_size": 0.025, "sample": 0.0}
-METHODS = ["popularity", "item2vec", "deepwalk", "mllib_tutorial", "gensim_hs_tutorial",
+METHODS = ["popularity", "popularity_category", "item2vec", "deepwalk", "mllib_tutorial", "gensim_hs_tutorial",
            "gensim_sgns_tutorial", "gensim_hs_ours", "gensim_sgns_ours"]
 
 
+#: the held-out item's popularity segments every score is split by (evaluate.head_share,
+#: evaluate.cold_max_events), as in the pipeline's metrics table
+SEGMENT_KEYS = ("hr_head@10", "hr_tail@10", "hr_cold@10")
+
+
+def summary_of(m: dict[str, float]) -> dict[str, float]:
+    """HR@10, NDCG@10, misses and the segment HR@10 (and the segments' user counts) of one
+    metrics dict."""
+    out = {"hr@10": m["hr@10"], "ndcg@10": m["ndcg@10"],
+           "misses": m["query_missing"] + m["heldout_missing"]}
+    out.update({k: m[k] for k in SEGMENT_KEYS if k in m})
+    out.update({f"users_{s}": m[f"users_{s}"] for s in ("head", "tail", "cold")
+                if f"users_{s}" in m})
+    return out
+
+
 def scored(p: Prepared, vectors, name: str) -> dict[str, float]:
-    m = metrics_dict(score_model(p.spark, p.cases, vectors, [10], name, p.catalogue))
-    return {"hr@10": m["hr@10"], "ndcg@10": m["ndcg@10"],
-            "misses": m["query_missing"] + m["heldout_missing"]}
+    return summary_of(metrics_dict(score_model(p.spark, p.cases, vectors, [10], name,
+                                               p.catalogue, segments=p.segments)))
 
 
 def run_model(p: Prepared, train: Callable, seed: int, section: str) -> dict[str, Any]:
@@ -178,11 +197,13 @@ def run_dataset(name: str, methods: list[str], seeds: int, extra: list[str],
           flush=True)
     for method in methods:
         runs = []
-        for s in range(seeds if method != "popularity" else 1):
+        for s in range(seeds if not method.startswith("popularity") else 1):
             seed = 42 + s
-            if method == "popularity":
-                m = popularity(p, [10])
-                r = {"hr@10": m["hr@10"], "ndcg@10": m["ndcg@10"], "misses": 0, "seconds": 0}
+            if method in ("popularity", "popularity_category"):
+                if method == "popularity_category" and p.categories is None:
+                    break  # no item categories in this data set
+                m = popularity(p, [10], within_category=method == "popularity_category")
+                r = dict(summary_of(m), misses=0, seconds=0)
             elif method == "item2vec":
                 r = run_model(p, train_item2vec, seed, "item2vec")
             elif method == "deepwalk":
@@ -197,10 +218,15 @@ def run_dataset(name: str, methods: list[str], seeds: int, extra: list[str],
             print(f"  {method:<22} seed {seed}: HR@10 {r['hr@10']:.4f} NDCG@10 "
                   f"{r['ndcg@10']:.4f} misses {r['misses']:.0f} ({r['seconds']:.1f} s)",
                   flush=True)
+        if not runs:
+            continue
         summary = {k: statistics.mean(r[k] for r in runs)
-                   for k in ("hr@10", "ndcg@10", "misses", "seconds")}
-        summary["hr@10_std"] = statistics.pstdev(r["hr@10"] for r in runs)
-        summary["ndcg@10_std"] = statistics.pstdev(r["ndcg@10"] for r in runs)
+                   for k in ("hr@10", "ndcg@10", "misses", "seconds", *SEGMENT_KEYS)
+                   if k in runs[0]}
+        summary.update({k: v for k, v in runs[0].items() if k.startswith("users_")})
+        for k in ("hr@10", "ndcg@10", *SEGMENT_KEYS):
+            if k in runs[0]:
+                summary[f"{k}_std"] = statistics.pstdev(r[k] for r in runs)
         summary["runs"] = runs
         out["methods"][method] = summary
     for df in (p.train_sequences, p.liked_sequences, p.cases, p.train, p.ratings):
@@ -216,7 +242,10 @@ def table(results: dict[str, Any], metric: str) -> str:
         cells = []
         for n in names:
             r = results[n]["methods"].get(method)
-            cells.append(f"{r[metric]:.4f} ± {r[metric + '_std']:.4f}" if r else "-")
+            std = r.get(metric + "_std") if r else None
+            cells.append("-" if not r or metric not in r else
+                         f"{r[metric]:.4f} ± {std:.4f}" if std is not None else
+                         f"{r[metric]:.4f}")
         lines.append(f"{method:<22}" + "".join(f"{c:>20}" for c in cells))
     return "\n".join(lines)
 
@@ -247,6 +276,9 @@ def main() -> None:
     print(table(results, "hr@10"))
     print()
     print(table(results, "ndcg@10"))
+    for key in SEGMENT_KEYS:  # by the held-out item's popularity (mean over seeds)
+        print()
+        print(table(results, key))
     write_json(f"bench/results/quality{tag}.json",
                {"seeds": args.seeds, "overrides": args.set, "results": results})
 

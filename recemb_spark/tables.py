@@ -56,10 +56,12 @@ def clean_ratings(valid: DataFrame) -> DataFrame:
     implicit signal). Among duplicates the latest ``ts`` wins; at equal ``ts`` the higher
     rating.
     """
-    w = Window.partitionBy("user_id", "item_id").orderBy(F.desc("ts"), F.desc("rating"))
-    return (valid.withColumn("_n", F.row_number().over(w))
-            .filter(F.col("_n") == 1).drop("_n")
-            .select("user_id", "item_id", "rating", "ts", F.col("rating").alias("signal")))
+    # max of (ts, rating) structs: a hash aggregation with a map-side partial step, where a
+    # row_number window would sort the whole log by (user, item) first
+    latest = F.max(F.struct("ts", "rating")).alias("_l")
+    return (valid.groupBy("user_id", "item_id").agg(latest)
+            .select("user_id", "item_id", F.col("_l.rating").alias("rating"),
+                    F.col("_l.ts").alias("ts"), F.col("_l.rating").alias("signal")))
 
 
 def aggregate_events(events: DataFrame, signal: str = "sum") -> DataFrame:

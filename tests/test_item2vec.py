@@ -1,7 +1,12 @@
+import random
+
+import numpy as np
+import pyarrow as pa
 from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import functions as F
 
 from recemb_spark.config import load_config
+from recemb_spark.models import users
 from recemb_spark.models.users import pool_user_vectors
 from recemb_spark.models.word2vec import fit_word2vec, vocabulary_report
 
@@ -73,3 +78,43 @@ def test_auto_step_size_follows_corpus_size(spark):
     n = AUTO_STEP_MIN_TOKENS // 10
     large = spark.range(n).select(F.array_repeat(F.col("id").cast("string"), 10).alias("items"))
     assert resolve_step_size(w2v_cfg(step_size=0.0), large) == LARGE_STEP
+
+
+def test_pooling_matches_a_plain_python_reference(spark):
+    """Random histories (repeats, unknown items, an empty and a null history) against the
+    definition, computed in plain Python; chunks of a few tokens give the same vectors."""
+    import random
+
+    from recemb_spark.models import users
+
+    rng = random.Random(3)
+    vecs = {f"i{k}": [float(np.float32(rng.uniform(-1, 1))) for _ in range(4)]
+            for k in range(30)}  # float32 values, as the table stores them
+    hist = [(f"u{n}", [f"i{rng.randrange(40)}" for _ in range(rng.randrange(1, 12))])
+            for n in range(60)] + [("empty", []), ("null", None)]
+    vectors = spark.createDataFrame(list(vecs.items()), VEC)
+    histories = spark.createDataFrame(hist, "user_id string, items array<string>")
+
+    def reference(items, half_life):
+        n, acc, total = len(items), [0.0] * 4, 0.0
+        for p, item in enumerate(items):
+            if item in vecs:
+                w = 0.5 ** ((n - 1 - p) / half_life)
+                acc, total = [a + w * v for a, v in zip(acc, vecs[item])], total + w
+        return [a / total for a in acc] if total else None
+
+    expected = spark.createDataFrame(
+        [(u, reference(items or [], 2.0)) for u, items in hist if reference(items or [], 2.0)],
+        USERS)
+    got = pool_user_vectors(histories, vectors, "recency", half_life=2.0)
+    assert_approx_df_equality(got, expected, 1e-5, ignore_row_order=True, ignore_nullable=True)
+    # the numpy kernel on one Arrow batch, and on the same rows in chunks of three users
+    batch = histories.toArrow().combine_chunks().to_batches()[0]
+    ids = sorted(vecs)
+    m = np.array([vecs[k] for k in ids], np.float32)
+    lookup = {k: i for i, k in enumerate(ids)}
+    whole = users._pool(batch, m, lookup, True, 2.0)
+    parts = [users._pool(batch.slice(lo, 3), m, lookup, True, 2.0)
+             for lo in range(0, batch.num_rows, 3)]
+    assert pa.Table.from_batches(parts).to_pylist() == pa.Table.from_batches([whole]).to_pylist()
+    assert users._rows_per_chunk(batch) == batch.num_rows  # small batches stay whole
