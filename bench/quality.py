@@ -99,7 +99,8 @@ def run_model(p: Prepared, train: Callable, seed: int, section: str) -> dict[str
     vectors.count()
     seconds = time.perf_counter() - t0
     out = dict(scored(p, vectors, section), seconds=seconds,
-               settings={k: v for k, v in trained.details.items() if k.startswith("used_")})
+               settings={k: v for k, v in trained.details.items()
+                         if k.startswith(("used_", "tune_"))})
     vectors.unpersist()
     return out
 

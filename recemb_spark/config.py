@@ -162,8 +162,9 @@ class Word2VecConfig:
     seed: int
 
     def validate_as(self, section: str) -> None:
-        for name in ("vector_size", "window_size", "num_partitions", "max_sentence_length"):
+        for name in ("vector_size", "window_size", "max_sentence_length"):
             _check(getattr(self, name) >= 1, f"{section}.{name}", "must be >= 1")
+        _check(self.num_partitions >= 0, f"{section}.num_partitions", "must be >= 0 (0 = auto)")
         _check(self.max_iter >= 0, f"{section}.max_iter", "must be >= 0 (0 = auto)")
         _check(self.min_count >= 0, f"{section}.min_count", "must be >= 0 (0 = auto)")
         _check(self.step_size >= 0, f"{section}.step_size", "must be >= 0 (0 = auto)")

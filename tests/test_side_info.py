@@ -67,10 +67,15 @@ def test_auto_settings_follow_the_corpus():
     thin = resolve_settings(cfg, Corpus(sentences=160_000, tokens=12_000_000,
                                         vocabulary=200_000, singletons=0))
     assert thin.max_iter == 5  # 60 tokens per item: 300 updates need 5 epochs
+    # partitions: 2 from 20M token updates (big: 15M x 2 epochs), 1 below (mid: 14.5M)
+    assert (big.num_partitions, wide.num_partitions, mid.num_partitions,
+            small_tail.num_partitions) == (2, 2, 1, 1)
     assert small_tail.min_count == 1 and big.min_count == 2
     assert small_tail.step_size < big.step_size
-    fixed = resolve_settings(w2v_cfg(max_iter=7, min_count=3, step_size=0.05), Corpus(1, 1, 1, 1))
-    assert (fixed.max_iter, fixed.min_count, fixed.step_size) == (7, 3, 0.05)
+    fixed = resolve_settings(w2v_cfg(max_iter=7, min_count=3, step_size=0.05, num_partitions=3),
+                             Corpus(1, 1, 1, 1))
+    assert (fixed.max_iter, fixed.min_count, fixed.step_size, fixed.num_partitions) == (
+        7, 3, 0.05, 3)
 
 
 def test_train_word2vec_records_corpus_and_resolved_settings(spark):
@@ -82,6 +87,10 @@ def test_train_word2vec_records_corpus_and_resolved_settings(spark):
     assert details["corpus_tokens"] == 8 and details["used_max_iter"] >= 5
     assert details["used_min_count"] == 1 and details["items_with_vector"] == vectors.count()
     assert details["tokens_after_subsampling"] <= 8
+    assert details["used_num_partitions"] == 1  # 8 tokens: far below the parallel threshold
+    two, d2 = train_word2vec(s, w2v_cfg(vector_size=4, max_iter=2, min_count=1,
+                                        num_partitions=2))
+    assert d2["used_num_partitions"] == 2 and two.count() == 4
 
 
 def test_side_tokens_interleave_after_their_items(spark):

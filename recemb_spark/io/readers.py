@@ -138,7 +138,8 @@ def read_ratings(spark: SparkSession, cfg: InputConfig, path: Optional[str] = No
                  fmt: Optional[str] = None) -> ParsedRatings:
     """Read and validate a rating input; see the module doc for what comes back.
 
-    Caches the parsed rows (the caller reads both outputs); call ``unpersist()`` when done.
+    Text input is parsed once and cached on disk (the caller reads both outputs); Parquet
+    and tables are read again instead. Call ``unpersist()`` when done.
     """
     path = path or cfg.path
     if not path:
@@ -156,7 +157,10 @@ def read_ratings(spark: SparkSession, cfg: InputConfig, path: Optional[str] = No
         parsed = _parse_frame(frame, resolved.path, cfg)
     else:
         raise InputError(f"unknown input format {resolved.format!r}")
-    parsed = parsed.persist(StorageLevel.DISK_ONLY)  # log-sized: see stages/tables.LOG_SIZED
+    if resolved.format in ("csv", "dat", "tsv"):
+        # text is parsed once and kept on local disk (log-sized: see stages/tables.LOG_SIZED);
+        # a columnar input is cheaper to read again than to copy
+        parsed = parsed.persist(StorageLevel.DISK_ONLY)
     counts = {r["reason"]: r["count"] for r in parsed.groupBy("reason").count().collect()}
     read = sum(counts.values())
     if read == 0:
@@ -168,7 +172,8 @@ def read_ratings(spark: SparkSession, cfg: InputConfig, path: Optional[str] = No
                                                             *extras)
     rejects = parsed.filter(F.col("reason").isNotNull()).select("source", "line", "reason")
     return ParsedRatings(valid, rejects, read, dict(sorted(rejected.items())), resolved.path,
-                         resolved.format, resolved.items_path, cached=parsed)
+                         resolved.format, resolved.items_path,
+                         cached=parsed if parsed.is_cached else None)
 
 
 def check_reject_fraction(parsed: ParsedRatings, max_fraction: float) -> None:
