@@ -101,7 +101,7 @@ def run_model(p: Prepared, train: Callable, seed: int, section: str) -> dict[str
     out = dict(scored(p, vectors, section), seconds=seconds,
                settings={k: v for k, v in trained.details.items()
                          if k.startswith(("used_", "tune_"))})
-    vectors.unpersist()
+    trained.release()
     return out
 
 
@@ -178,7 +178,7 @@ def run_grid(p: Prepared, points: list[list[str]], seeds: int) -> dict[str, Any]
 
 
 def run_dataset(name: str, methods: list[str], seeds: int, extra: list[str],
-                grid: str = "") -> dict[str, Any]:
+                grid: str = "", first_seed: int = 42) -> dict[str, Any]:
     path, overrides = DATASETS[name]
     p = prepare(path, overrides + extra, name=name)
     if grid:
@@ -199,7 +199,7 @@ def run_dataset(name: str, methods: list[str], seeds: int, extra: list[str],
     for method in methods:
         runs = []
         for s in range(seeds if not method.startswith("popularity") else 1):
-            seed = 42 + s
+            seed = first_seed + s
             if method in ("popularity", "popularity_category"):
                 if method == "popularity_category" and p.categories is None:
                     break  # no item categories in this data set
@@ -256,6 +256,7 @@ def main() -> None:
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=42, help="seeds run from this one up")
     ap.add_argument("--set", action="append", default=[], help="config override (all sets)")
     ap.add_argument("--tag", default="", help="suffix of the result file")
     ap.add_argument("--grid", default="", help="settings search instead of the methods: "
@@ -265,7 +266,8 @@ def main() -> None:
     results = {}
     tag = f"_{args.tag}" if args.tag else ""
     for name in args.datasets.split(","):
-        results[name] = run_dataset(name, methods, args.seeds, args.set, args.grid)
+        results[name] = run_dataset(name, methods, args.seeds, args.set, args.grid,
+                                    args.first_seed)
         if not args.grid:  # after every data set: a long run keeps what it measured
             write_json(f"bench/results/quality{tag}.json",
                        {"seeds": args.seeds, "overrides": args.set, "results": results})

@@ -51,7 +51,8 @@ def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataF
     Returns plain parts (the registry wraps them): the item vectors ``(item_id, vector)``
     (cached), counts for the manifest (edges kept and dropped, nodes, strategy, walks, steps,
     vocabulary), and the extra tables by name with whether they are per model: ``item_graph``
-    and, with ``walks.write_walks``, ``walks``. With ``side`` (see :mod:`.side_info`) side
+    and, with ``walks.write_walks``, ``walks``; and the cached frames those tables come from
+    (the walk tokens), for the caller to release once they are written. With ``side`` (see :mod:`.side_info`) side
     tokens follow each node in the walks and items without a learned vector get one from
     their side tokens (``source`` column).
     """
@@ -95,4 +96,4 @@ def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataF
         df.unpersist()
     if sentences is not tokens:
         sentences.unpersist()
-    return vectors, details, tables
+    return vectors, details, tables, [tokens]

@@ -37,6 +37,18 @@ class TrainedModel:
     user_similarity: str = "cosine"
     #: metric rows (model, metric, k, value) the model measured itself (e.g. ALS RMSE)
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    #: further frames the trainer cached that the tables above are computed from (walks,
+    #: id indexes): released with the rest by :meth:`release` once the stage wrote them
+    cached: list[DataFrame] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Unpersist every frame this model holds: a run's later stages (and a bench that
+        trains again in the same session) get the memory back."""
+        frames = [self.item_vectors, self.user_vectors, *self.cached,
+                  *(df for df, _ in self.tables.values())]
+        for df in frames:
+            if df is not None:
+                df.unpersist()
 
 
 #: ``train(spark, cfg, ratings, sequences, side=None)``; ``side`` is the side-token table
@@ -91,8 +103,8 @@ def train_deepwalk(spark: SparkSession, cfg: Config, ratings: DataFrame,
     """DeepWalk / node2vec: item graph -> distributed random walks -> MLlib Word2Vec."""
     from . import deepwalk  # keeps the walk machinery out of item2vec-only imports
 
-    vectors, details, tables = deepwalk.train(spark, cfg, ratings, sequences, side)
-    return TrainedModel(vectors, details=details, tables=tables)
+    vectors, details, tables, cached = deepwalk.train(spark, cfg, ratings, sequences, side)
+    return TrainedModel(vectors, details=details, tables=tables, cached=cached)
 
 
 def user_vectors(trained: TrainedModel, histories: DataFrame, items: DataFrame,
@@ -118,7 +130,7 @@ def train_als(spark: SparkSession, cfg: Config, ratings: DataFrame,
     return TrainedModel(item_vectors.persist(), user_vectors.persist(),
                         details={"users": users.count(), "items": items.count(),
                                  "implicit_prefs": cfg.als.implicit_prefs},
-                        user_similarity="dot")
+                        user_similarity="dot", cached=[users, items])
 
 
 def als_stage_extras(spark: SparkSession, cfg: Config, ratings: DataFrame,

@@ -84,8 +84,10 @@ def model_stage(spec: ModelSpec) -> StageFn:
         if res.metrics:
             res.rows["metrics"] = wh.write(metrics_frame(spark, res.metrics), "metrics",
                                            run_date, stage=spec.stage)
-        histories.unpersist()
-        items.unpersist()
+        for df in (histories, items, side):
+            if df is not None:
+                df.unpersist()
+        trained.release()
         return res
 
     return run
