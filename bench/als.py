@@ -38,7 +38,7 @@ def main() -> None:
         for rank, implicit in runs:
             cfg = p.cfg.replace("als", rank=rank, implicit_prefs=implicit).als
             t0 = time.perf_counter()
-            model, users, items = als.fit(p.spark, p.train, cfg, ckpt)
+            model, users, items, _ = als.fit(p.spark, p.train, cfg, ckpt)
             user_f, item_f = als.factor_tables(model, users, items)
             item_f, user_f = item_f.persist(), user_f.persist()
             item_f.count()

@@ -239,6 +239,8 @@ class AlsConfig:
     max_iter: int
     reg_param: float
     alpha: float
+    auto_alpha_scale: float
+    auto_alpha_exponent: float
     nonnegative: bool
     num_user_blocks: int
     num_item_blocks: int
@@ -252,7 +254,9 @@ class AlsConfig:
         for name in ("rank", "max_iter", "num_user_blocks", "num_item_blocks"):
             _check(getattr(self, name) >= 1, f"als.{name}", "must be >= 1")
         _check(self.reg_param >= 0, "als.reg_param", "must be >= 0")
-        _check(self.alpha >= 0, "als.alpha", "must be >= 0")
+        _check(self.alpha >= 0, "als.alpha", "must be >= 0 (0 = auto)")
+        _check(self.auto_alpha_scale > 0, "als.auto_alpha_scale", "must be > 0")
+        _check(self.auto_alpha_exponent >= 0, "als.auto_alpha_exponent", "must be >= 0")
         _check(self.checkpoint_interval >= 0, "als.checkpoint_interval", "must be >= 0")
         _check(0.0 < self.rmse_test_fraction < 1.0, "als.rmse_test_fraction",
                "must be within (0, 1)")

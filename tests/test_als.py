@@ -5,6 +5,7 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from recemb_spark.config import load_config
+from recemb_spark.errors import ConfigError
 from recemb_spark.io import sample
 from recemb_spark.io.readers import RATINGS_SCHEMA
 from recemb_spark.models import als
@@ -37,7 +38,7 @@ def small_ratings(spark):
 
 
 def test_factors_one_vector_of_size_rank_per_id(spark, small_ratings, tmp_path):
-    model, users, items = als.fit(spark, small_ratings, als_cfg(), str(tmp_path))
+    model, users, items, _ = als.fit(spark, small_ratings, als_cfg(), str(tmp_path))
     user_f, item_f = als.factor_tables(model, users, items)
     assert user_f.count() == small_ratings.select("user_id").distinct().count()
     assert item_f.count() == small_ratings.select("item_id").distinct().count()
@@ -54,8 +55,8 @@ def test_explicit_rmse_beats_global_mean(spark, small_ratings, tmp_path):
 
 
 def test_same_seed_same_factors(spark, small_ratings, tmp_path):
-    one = als.factor_tables(*als.fit(spark, small_ratings, als_cfg(), str(tmp_path)))[1]
-    two = als.factor_tables(*als.fit(spark, small_ratings, als_cfg(), str(tmp_path)))[1]
+    one = als.factor_tables(*als.fit(spark, small_ratings, als_cfg(), str(tmp_path))[:3])[1]
+    two = als.factor_tables(*als.fit(spark, small_ratings, als_cfg(), str(tmp_path))[:3])[1]
     assert_df_equality(one, two, ignore_row_order=True)
 
 
@@ -65,7 +66,7 @@ def test_implicit_top_k_excludes_seen_items(spark, tmp_path):
                                           "u5": "abcde"}.items() for i in items],
         RATINGS_SCHEMA)
     cfg = als_cfg("als.implicit_prefs=true", "als.implicit_signal=count", "als.rank=4")
-    model, users, items = als.fit(spark, ratings, cfg, str(tmp_path))
+    model, users, items, _ = als.fit(spark, ratings, cfg, str(tmp_path))
     user_f, item_f = als.factor_tables(model, users, items)
     seen = ratings.groupBy("user_id").agg(F.collect_list("item_id").alias("items"))
     cands = user_candidates(spark, user_f, item_f, seen, 3, "dot").collect()
@@ -77,3 +78,37 @@ def test_implicit_top_k_excludes_seen_items(spark, tmp_path):
     assert "u5" not in got  # u5 has seen everything
     for user, rows in got.items():
         assert [r for r, _ in sorted(rows)] == list(range(1, len(rows) + 1))
+
+
+def test_auto_alpha_grows_with_sparsity_and_ignores_the_signal_unit():
+    base = als.auto_alpha(rows=1000, signal_sum=3000.0, n_users=100, n_items=200, scale=0.8,
+                          exponent=0.65)
+    # density 5%: 0.8 x 20 ** 0.65 / mean signal 3
+    assert base == pytest.approx(0.8 * 20 ** 0.65 / 3)
+    # four times the items, same pairs: four times sparser, alpha x 4 ** 0.65
+    assert als.auto_alpha(1000, 3000.0, 100, 800, 0.8, 0.65) == pytest.approx(base * 4 ** 0.65)
+    # the same pairs with the signal in another unit (x 10): the confidences stay the same
+    assert als.auto_alpha(1000, 30000.0, 100, 200, 0.8, 0.65) * 10 == pytest.approx(base)
+
+
+def test_fit_resolves_auto_alpha_from_the_table_and_uses_it(spark, small_ratings, tmp_path):
+    stats = small_ratings.agg(F.count("*"), F.sum("rating"), F.countDistinct("user_id"),
+                              F.countDistinct("item_id")).first()
+    auto = als.fit(spark, small_ratings, als_cfg("als.alpha=0"), str(tmp_path))
+    assert auto.alpha == pytest.approx(als.auto_alpha(*stats, 0.8, 0.65))
+    fixed = als.fit(spark, small_ratings, als_cfg(f"als.alpha={auto.alpha}"), str(tmp_path))
+    other = als.fit(spark, small_ratings, als_cfg("als.alpha=40"), str(tmp_path))
+    assert fixed.alpha == auto.alpha and other.alpha == 40
+    same = als.factor_tables(auto.model, auto.users, auto.items)[1]
+    assert_df_equality(same, als.factor_tables(fixed.model, fixed.users, fixed.items)[1],
+                       ignore_row_order=True)  # the resolved alpha is the one trained with
+    differs = als.factor_tables(other.model, other.users, other.items)[1]
+    joined = same.alias("a").join(differs.alias("b"), "item_id")
+    assert joined.filter(F.col("a.vector") != F.col("b.vector")).count() > 0
+
+
+def test_alpha_config_is_validated():
+    with pytest.raises(ConfigError, match="als.alpha"):
+        load_config(overrides=["als.alpha=-1"])
+    with pytest.raises(ConfigError, match="als.auto_alpha_scale"):
+        load_config(overrides=["als.auto_alpha_scale=0"])

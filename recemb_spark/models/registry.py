@@ -125,11 +125,13 @@ def train_als(spark: SparkSession, cfg: Config, ratings: DataFrame,
     """ALS factors on the rating table (user factors are the user vectors, scored by dot)."""
     from . import als
 
-    model, users, items = als.fit(spark, ratings, cfg.als, als_checkpoint_dir(cfg))
+    model, users, items, alpha = als.fit(spark, ratings, cfg.als, als_checkpoint_dir(cfg))
     user_vectors, item_vectors = als.factor_tables(model, users, items)
-    return TrainedModel(item_vectors.persist(), user_vectors.persist(),
-                        details={"users": users.count(), "items": items.count(),
-                                 "implicit_prefs": cfg.als.implicit_prefs},
+    details = {"users": users.count(), "items": items.count(),
+               "implicit_prefs": cfg.als.implicit_prefs}
+    if cfg.als.implicit_prefs:
+        details["alpha"] = round(alpha, 4)
+    return TrainedModel(item_vectors.persist(), user_vectors.persist(), details=details,
                         user_similarity="dot", cached=[users, items])
 
 
