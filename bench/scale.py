@@ -172,7 +172,8 @@ def read_manifests(warehouse: Path) -> dict[str, dict[str, Any]]:
 
 
 def summarise(manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Stage seconds, Word2Vec throughput and HR@10 from a run's manifests."""
+    """Stage seconds, Word2Vec throughput, ALS's confidence scale and HR@10 from a run's
+    manifests."""
     out: dict[str, Any] = {
         "stages": {s: m.get("seconds") for s, m in manifests.items()},
         "status": {s: m.get("status") for s, m in manifests.items()},
@@ -191,6 +192,7 @@ def summarise(manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
             w2v[stage]["epochs"] = d.get("used_max_iter",
                                          manifests[stage]["parameters"][stage]["max_iter"])
     out["word2vec"] = w2v
+    out["als_alpha"] = manifests.get("als", {}).get("details", {}).get("alpha")
     ev = manifests.get("evaluate", {})
     hr: dict[str, dict[str, float]] = {}
     for m in ev.get("metrics", []):
