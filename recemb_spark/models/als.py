@@ -83,7 +83,7 @@ def fit(spark: SparkSession, ratings: DataFrame, cfg: AlsConfig,
                                                             F.sum("signal")).first()
         alpha = (auto_alpha(rows, signal_sum, users.count(), items.count(),
                             cfg.auto_alpha_scale, cfg.auto_alpha_exponent)
-                 if rows and signal_sum and signal_sum > 0 else 1.0)
+                 if (signal_sum or 0) > 0 else 1.0)  # an empty or all-zero table
     data = training_frame(to_indexed(ratings, users, items), cfg)
     model = _estimator(cfg, "drop", alpha).fit(data)
     return AlsFit(model, users, items, alpha)
