@@ -83,12 +83,15 @@ def test_implicit_top_k_excludes_seen_items(spark, tmp_path):
 def test_auto_alpha_grows_with_sparsity_and_ignores_the_signal_unit():
     base = als.auto_alpha(rows=1000, signal_sum=3000.0, n_users=100, n_items=200, scale=0.8,
                           exponent=0.65)
-    # density 5%: 0.8 x 20 ** 0.65 / mean signal 3
-    assert base == pytest.approx(0.8 * 20 ** 0.65 / 3)
+    # density 5%: 0.8 x 20 ** 0.65 / mean signal 3 = 1.8691..., to 4 significant digits
+    assert base == 1.869 == pytest.approx(0.8 * 20 ** 0.65 / 3, rel=1e-3)
     # four times the items, same pairs: four times sparser, alpha x 4 ** 0.65
-    assert als.auto_alpha(1000, 3000.0, 100, 800, 0.8, 0.65) == pytest.approx(base * 4 ** 0.65)
+    assert als.auto_alpha(1000, 3000.0, 100, 800, 0.8, 0.65) == pytest.approx(base * 4 ** 0.65,
+                                                                                rel=1e-3)
     # the same pairs with the signal in another unit (x 10): the confidences stay the same
     assert als.auto_alpha(1000, 30000.0, 100, 200, 0.8, 0.65) * 10 == pytest.approx(base)
+    # a sum that differs in its last bits (another partition order) gives the same alpha
+    assert als.auto_alpha(1000, 3000.0 * (1 + 1e-15), 100, 200, 0.8, 0.65) == base
 
 
 def test_fit_resolves_auto_alpha_from_the_table_and_uses_it(spark, small_ratings, tmp_path):

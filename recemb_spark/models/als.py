@@ -39,9 +39,12 @@ def auto_alpha(rows: int, signal_sum: float, n_users: int, n_items: int, scale: 
     are fitted to the best measured alphas (``bench/als_confidence.py``): the built-in sample
     (density 6.6%, mean signal 3.3) 1-2, a 1.5M-rating generated log (1.1%) 4-10, yoochoose
     (0.07%, 1.35) 40-100; ML-100K is flat from 0.25 to 40. Assumes ``rows`` and
-    ``signal_sum`` > 0.
+    ``signal_sum`` > 0; the result is rounded to 4 significant digits.
     """
-    return scale * (n_users * n_items / rows) ** exponent * rows / signal_sum
+    alpha = scale * (n_users * n_items / rows) ** exponent * rows / signal_sum
+    # 4 significant digits: a float sum of the signal depends on the partition order in its
+    # last bits, and the same data must give the same alpha (and factors) on any cluster
+    return float(f"{alpha:.4g}")
 
 
 def _estimator(cfg: AlsConfig, cold_start: str, alpha: float) -> ALS:
