@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import metrics_dict, popularity, prepare, write_json  # noqa: E402
+from common import fit_and_score_als, popularity, prepare, write_json  # noqa: E402
 
-from recemb_spark.evaluation import score_model  # noqa: E402
 from recemb_spark.models import als  # noqa: E402
 
 
@@ -37,18 +35,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as ckpt:
         for rank, implicit in runs:
             cfg = p.cfg.replace("als", rank=rank, implicit_prefs=implicit).als
-            t0 = time.perf_counter()
-            model, users, items, _ = als.fit(p.spark, p.train, cfg, ckpt)
-            user_f, item_f = als.factor_tables(model, users, items)
-            item_f, user_f = item_f.persist(), user_f.persist()
-            item_f.count()
-            seconds = time.perf_counter() - t0
-            m = metrics_dict(score_model(p.spark, p.cases, item_f, [10], "als", p.catalogue))
-            u = metrics_dict(score_model(p.spark, p.cases, item_f, [10], "als", p.catalogue,
-                                         mode="user", user_vectors=user_f, similarity="dot"))
-            row = {"rank": rank, "implicit": implicit, "fit_seconds": round(seconds, 2),
-                   "item_hr@10": m["hr@10"], "item_ndcg@10": m["ndcg@10"],
-                   "user_hr@10": u["user_hr@10"], "user_ndcg@10": u["user_ndcg@10"]}
+            row = {"rank": rank, "implicit": implicit, **fit_and_score_als(p, cfg, ckpt)}
+            seconds = row["fit_seconds"]
             if not implicit:
                 row.update(als.rmse_report(p.spark, p.ratings, cfg, ckpt))
             rows.append(row)
@@ -56,8 +44,6 @@ def main() -> None:
                   f"{seconds:5.1f}s  item HR@10 {row['item_hr@10']:.4f}  user HR@10 "
                   f"{row['user_hr@10']:.4f}  RMSE {row.get('rmse', float('nan')):.4f} "
                   f"(global mean {row.get('rmse_global_mean', float('nan')):.4f})", flush=True)
-            item_f.unpersist()
-            user_f.unpersist()
     write_json(f"bench/results/als_{p.name}.json",
                {"data": p.name, "users": p.users, "popularity": pop, "runs": rows})
 

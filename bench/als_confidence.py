@@ -19,16 +19,14 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import metrics_dict, prepare, write_json  # noqa: E402
+from common import fit_and_score_als, prepare, write_json  # noqa: E402
 from quality import DATASETS  # noqa: E402
 
-from recemb_spark.evaluation import score_model  # noqa: E402
 from recemb_spark.models import als  # noqa: E402
 
 
@@ -52,24 +50,9 @@ def shape_of(p) -> dict[str, Any]:
 def run_point(p, alpha: float, reg: float, ckpt: str) -> dict[str, Any]:
     """One implicit fit at ``alpha`` / ``reg`` scored by item and user query."""
     cfg = p.cfg.replace("als", implicit_prefs=True, alpha=alpha, reg_param=reg).als
-    t0 = time.perf_counter()
-    model, users, items, alpha = als.fit(p.spark, p.train, cfg, ckpt)
-    user_f, item_f = als.factor_tables(model, users, items)
-    item_f, user_f = item_f.persist(), user_f.persist()
-    item_f.count()
-    seconds = time.perf_counter() - t0
-    m = metrics_dict(score_model(p.spark, p.cases, item_f, [10], "als", p.catalogue,
-                                 segments=p.segments))
-    u = metrics_dict(score_model(p.spark, p.cases, item_f, [10], "als", p.catalogue,
-                                 mode="user", user_vectors=user_f, similarity="dot"))
-    for df in (item_f, user_f, users, items):
-        df.unpersist()
-    row = {"alpha": alpha, "reg_param": reg, "fit_seconds": round(seconds, 2),
-           "item_hr@10": m["hr@10"], "item_ndcg@10": m["ndcg@10"],
-           "user_hr@10": u["user_hr@10"], "user_ndcg@10": u["user_ndcg@10"]}
-    row.update({k: m[k] for k in m if k.startswith("hr_") and k.endswith("@10")})
-    print(f"  alpha {alpha:>6g} reg {reg:>5g}: fit {seconds:6.1f}s  item HR@10 "
-          f"{row['item_hr@10']:.4f}  user HR@10 {row['user_hr@10']:.4f}", flush=True)
+    row = {"reg_param": reg, **fit_and_score_als(p, cfg, ckpt)}
+    print(f"  alpha {row['alpha']:>6g} reg {reg:>5g}: fit {row['fit_seconds']:6.1f}s  item "
+          f"HR@10 {row['item_hr@10']:.4f}  user HR@10 {row['user_hr@10']:.4f}", flush=True)
     return row
 
 
