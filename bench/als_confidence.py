@@ -32,10 +32,7 @@ from recemb_spark.models import als  # noqa: E402
 
 def shape_of(p) -> dict[str, Any]:
     """Rows, users and items of the training part, its density and mean implicit signal."""
-    from pyspark.sql import functions as F
-
-    signal = als.training_frame(p.train, p.cfg.als).agg(F.count("*"), F.sum("signal")).first()
-    rows, signal_sum = signal[0], signal[1]
+    rows, signal_sum = als.signal_totals(p.train, p.cfg.als)
     users = p.train.select("user_id").distinct().count()
     return {"train_rows": rows, "train_users": users, "catalogue": p.catalogue,
             "ratings_per_user": round(rows / max(users, 1), 1),

@@ -68,6 +68,13 @@ def training_frame(ratings: DataFrame, cfg: AlsConfig) -> DataFrame:
     return ratings.withColumn("signal", F.col("rating"))
 
 
+def signal_totals(ratings: DataFrame, cfg: AlsConfig) -> tuple[int, float]:
+    """``(pairs, summed signal)`` of ``ratings`` as ALS trains on them (:func:`training_frame`),
+    in one pass; the sum is 0.0 for an empty table."""
+    rows, signal_sum = training_frame(ratings, cfg).agg(F.count("*"), F.sum("signal")).first()
+    return rows, signal_sum or 0.0
+
+
 def fit(spark: SparkSession, ratings: DataFrame, cfg: AlsConfig,
         checkpoint_dir: str) -> AlsFit:
     """Fit ALS on ``ratings``; return the model, the user/item index tables and the alpha used
@@ -82,11 +89,10 @@ def fit(spark: SparkSession, ratings: DataFrame, cfg: AlsConfig,
                                                                          "item_id").persist()
     alpha = cfg.alpha
     if cfg.implicit_prefs and not alpha:
-        rows, signal_sum = training_frame(ratings, cfg).agg(F.count("*"),
-                                                            F.sum("signal")).first()
+        rows, signal_sum = signal_totals(ratings, cfg)
         alpha = (auto_alpha(rows, signal_sum, users.count(), items.count(),
                             cfg.auto_alpha_scale, cfg.auto_alpha_exponent)
-                 if (signal_sum or 0) > 0 else 1.0)  # an empty or all-zero table
+                 if signal_sum > 0 else 1.0)  # an empty or all-zero table
     data = training_frame(to_indexed(ratings, users, items), cfg)
     model = _estimator(cfg, "drop", alpha).fit(data)
     return AlsFit(model, users, items, alpha)

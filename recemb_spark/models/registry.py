@@ -130,7 +130,7 @@ def train_als(spark: SparkSession, cfg: Config, ratings: DataFrame,
     details = {"users": users.count(), "items": items.count(),
                "implicit_prefs": cfg.als.implicit_prefs}
     if cfg.als.implicit_prefs:
-        details["alpha"] = round(alpha, 4)
+        details["alpha"] = alpha  # auto: already rounded to 4 significant digits
     return TrainedModel(item_vectors.persist(), user_vectors.persist(), details=details,
                         user_similarity="dot", cached=[users, items])
 
