@@ -27,9 +27,11 @@ class SparkConfig:
     driver_memory: str
     shuffle_partitions: int
     log_level: str
+    blas_threads: int
 
     def validate(self) -> None:
         _check(self.shuffle_partitions >= 0, "spark.shuffle_partitions", "must be >= 0")
+        _check(self.blas_threads >= 0, "spark.blas_threads", "must be >= 0 (0 = leave as is)")
         _choice("spark.log_level", self.log_level,
                 ["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"])
 

@@ -32,9 +32,17 @@ def build_session(cfg: SparkConfig, app_name: str = "recemb-spark",
     to the cores, executors running this very interpreter. Either way the session time zone is
     UTC, partition columns are read back as strings, and partition overwrite is dynamic.
     ``options`` are further builder settings (the catalog's, :mod:`recemb_spark.io.catalog`).
+
+    ``cfg.blas_threads`` (when > 0) becomes ``OPENBLAS_NUM_THREADS`` of the executors and, in
+    local mode, of the driver JVM started here (an existing value in this process's
+    environment wins): MLlib's ALS calls native BLAS from every task, and a threaded OpenBLAS
+    per task would oversubscribe the cores.
     """
     builder = SparkSession.builder.appName(app_name)
     submitted = started_by_spark_submit()
+    if cfg.blas_threads:
+        threads = os.environ.setdefault("OPENBLAS_NUM_THREADS", str(cfg.blas_threads))
+        builder = builder.config("spark.executorEnv.OPENBLAS_NUM_THREADS", threads)
     if submitted:
         if cfg.master:
             log.warning("spark.master=%s ignored: spark-submit's --master decides", cfg.master)

@@ -115,3 +115,23 @@ def test_alpha_config_is_validated():
         load_config(overrides=["als.alpha=-1"])
     with pytest.raises(ConfigError, match="als.auto_alpha_scale"):
         load_config(overrides=["als.auto_alpha_scale=0"])
+
+
+def test_native_blas_is_used_where_installed_one_thread_per_task(spark):
+    """The session gives executors (and, in local mode, its own JVM) OPENBLAS_NUM_THREADS=1,
+    and MLlib picks the system BLAS when there is one (CI installs libopenblas0-pthread)."""
+    import ctypes.util
+    import os
+
+    assert spark.conf.get("spark.executorEnv.OPENBLAS_NUM_THREADS") == "1"
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    name = als.blas_implementation(spark)
+    if ctypes.util.find_library("blas"):
+        assert name == "JNIBLAS"
+    else:
+        assert name in ("VectorBLAS", "JavaBLAS", "F2jBLAS")
+
+
+def test_blas_threads_must_not_be_negative():
+    with pytest.raises(ConfigError, match="spark.blas_threads"):
+        load_config(overrides=["spark.blas_threads=-1"])

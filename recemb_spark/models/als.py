@@ -47,6 +47,18 @@ def auto_alpha(rows: int, signal_sum: float, n_users: int, n_items: int, scale: 
     return float(f"{alpha:.4g}")
 
 
+def blas_implementation(spark: SparkSession) -> str:
+    """The BLAS that MLlib's linear algebra (ALS's normal equations) uses in the driver JVM,
+    which in local mode runs the tasks too: ``JNIBLAS`` (native: a system ``libblas.so.3``
+    such as OpenBLAS), ``VectorBLAS`` (the Java Vector API fallback) or ``F2jBLAS``;
+    ``unknown`` when the JVM cannot say."""
+    try:
+        return str(spark._jvm.dev.ludovic.netlib.blas.BLAS.getInstance()  # type: ignore
+                   .getClass().getSimpleName())
+    except Exception:  # noqa: BLE001 - another Spark build or JVM: a label, not a failure
+        return "unknown"
+
+
 def _estimator(cfg: AlsConfig, cold_start: str, alpha: float) -> ALS:
     return ALS(rank=cfg.rank, maxIter=cfg.max_iter, regParam=cfg.reg_param, alpha=alpha,
                implicitPrefs=cfg.implicit_prefs, nonnegative=cfg.nonnegative,

@@ -128,7 +128,7 @@ def train_als(spark: SparkSession, cfg: Config, ratings: DataFrame,
     model, users, items, alpha = als.fit(spark, ratings, cfg.als, als_checkpoint_dir(cfg))
     user_vectors, item_vectors = als.factor_tables(model, users, items)
     details = {"users": users.count(), "items": items.count(),
-               "implicit_prefs": cfg.als.implicit_prefs}
+               "implicit_prefs": cfg.als.implicit_prefs, "blas": als.blas_implementation(spark)}
     if cfg.als.implicit_prefs:
         details["alpha"] = alpha  # auto: already rounded to 4 significant digits
     return TrainedModel(item_vectors.persist(), user_vectors.persist(), details=details,
