@@ -137,7 +137,7 @@ def fit_and_score_als(p: Prepared, cfg, checkpoint_dir: str) -> dict[str, Any]:
                                  mode="user", user_vectors=user_f, similarity="dot"))
     for df in (item_f, user_f, fitted.users, fitted.items):
         df.unpersist()
-    row = {"alpha": fitted.alpha, "fit_seconds": round(seconds, 2),
+    row = {"alpha": fitted.alpha, "iterations": fitted.iterations, "fit_seconds": round(seconds, 2),
            "item_hr@10": m["hr@10"], "item_ndcg@10": m["ndcg@10"],
            "user_hr@10": u["user_hr@10"], "user_ndcg@10": u["user_ndcg@10"]}
     row.update({k: m[k] for k in m if k.startswith("hr_") and k.endswith("@10")})

@@ -193,6 +193,7 @@ def summarise(manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
                                          manifests[stage]["parameters"][stage]["max_iter"])
     out["word2vec"] = w2v
     out["als_alpha"] = manifests.get("als", {}).get("details", {}).get("alpha")
+    out["als_iterations"] = manifests.get("als", {}).get("details", {}).get("iterations")
     out["als_blas"] = manifests.get("als", {}).get("details", {}).get("blas")
     ev = manifests.get("evaluate", {})
     hr: dict[str, dict[str, float]] = {}

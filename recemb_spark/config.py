@@ -243,6 +243,9 @@ class AlsConfig:
     alpha: float
     auto_alpha_scale: float
     auto_alpha_exponent: float
+    auto_iter_confidence: float
+    auto_min_iter: int
+    auto_max_iter: int
     nonnegative: bool
     num_user_blocks: int
     num_item_blocks: int
@@ -253,8 +256,12 @@ class AlsConfig:
 
     def validate(self) -> None:
         _choice("als.implicit_signal", self.implicit_signal, ["signal", "rating", "count"])
-        for name in ("rank", "max_iter", "num_user_blocks", "num_item_blocks"):
+        for name in ("rank", "num_user_blocks", "num_item_blocks", "auto_min_iter"):
             _check(getattr(self, name) >= 1, f"als.{name}", "must be >= 1")
+        _check(self.max_iter >= 0, "als.max_iter", "must be >= 0 (0 = auto)")
+        _check(self.auto_max_iter >= self.auto_min_iter, "als.auto_max_iter",
+               "must be >= als.auto_min_iter")
+        _check(self.auto_iter_confidence > 0, "als.auto_iter_confidence", "must be > 0")
         _check(self.reg_param >= 0, "als.reg_param", "must be >= 0")
         _check(self.alpha >= 0, "als.alpha", "must be >= 0 (0 = auto)")
         _check(self.auto_alpha_scale > 0, "als.auto_alpha_scale", "must be > 0")

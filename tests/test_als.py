@@ -8,7 +8,7 @@ from recemb_spark.config import load_config
 from recemb_spark.errors import ConfigError
 from recemb_spark.io import sample
 from recemb_spark.io.readers import RATINGS_SCHEMA
-from recemb_spark.models import als
+from recemb_spark.models import als, blas
 from recemb_spark.neighbors.topk import user_candidates
 from recemb_spark.tables import clean_ratings
 
@@ -38,7 +38,7 @@ def small_ratings(spark):
 
 
 def test_factors_one_vector_of_size_rank_per_id(spark, small_ratings, tmp_path):
-    model, users, items, _ = als.fit(spark, small_ratings, als_cfg(), str(tmp_path))
+    model, users, items = als.fit(spark, small_ratings, als_cfg(), str(tmp_path))[:3]
     user_f, item_f = als.factor_tables(model, users, items)
     assert user_f.count() == small_ratings.select("user_id").distinct().count()
     assert item_f.count() == small_ratings.select("item_id").distinct().count()
@@ -66,7 +66,7 @@ def test_implicit_top_k_excludes_seen_items(spark, tmp_path):
                                           "u5": "abcde"}.items() for i in items],
         RATINGS_SCHEMA)
     cfg = als_cfg("als.implicit_prefs=true", "als.implicit_signal=count", "als.rank=4")
-    model, users, items, _ = als.fit(spark, ratings, cfg, str(tmp_path))
+    model, users, items = als.fit(spark, ratings, cfg, str(tmp_path))[:3]
     user_f, item_f = als.factor_tables(model, users, items)
     seen = ratings.groupBy("user_id").agg(F.collect_list("item_id").alias("items"))
     cands = user_candidates(spark, user_f, item_f, seen, 3, "dot").collect()
@@ -119,13 +119,13 @@ def test_alpha_config_is_validated():
 
 def test_native_blas_is_used_where_installed_one_thread_per_task(spark):
     """The session gives executors (and, in local mode, its own JVM) OPENBLAS_NUM_THREADS=1,
-    and MLlib picks the system BLAS when there is one (CI installs libopenblas0-pthread)."""
+    and MLlib picks the system BLAS when there is one (CI has none: the Java fallback)."""
     import ctypes.util
     import os
 
     assert spark.conf.get("spark.executorEnv.OPENBLAS_NUM_THREADS") == "1"
     assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
-    name = als.blas_implementation(spark)
+    name = blas.implementation(spark)
     if ctypes.util.find_library("blas"):
         assert name == "JNIBLAS"
     else:
@@ -135,3 +135,42 @@ def test_native_blas_is_used_where_installed_one_thread_per_task(spark):
 def test_blas_threads_must_not_be_negative():
     with pytest.raises(ConfigError, match="spark.blas_threads"):
         load_config(overrides=["spark.blas_threads=-1"])
+
+
+def test_auto_iterations_grow_with_the_mean_confidence_within_bounds():
+    assert als.auto_iterations(4.7, 8.0, 5, 15) == 5        # dense: the floor
+    assert als.auto_iterations(38.0, 8.0, 5, 15) == 5       # 4.75 rounds half up to 5
+    assert als.auto_iterations(44.0, 8.0, 5, 15) == 6       # 5.5 -> 6
+    assert als.auto_iterations(88.0, 8.0, 5, 15) == 11
+    assert als.auto_iterations(1e6, 8.0, 5, 15) == 15       # the ceiling
+
+
+def test_fit_resolves_auto_iterations_and_trains_with_them(spark, small_ratings, tmp_path):
+    cfg = als_cfg("als.max_iter=0", "als.auto_iter_confidence=0.5", "als.auto_min_iter=2",
+                  "als.auto_max_iter=20")
+    auto = als.fit(spark, small_ratings, cfg, str(tmp_path))
+    rows, total = als.signal_totals(small_ratings, cfg)
+    assert auto.iterations == als.auto_iterations(auto.alpha * total / rows, 0.5, 2, 20)
+    assert 2 < auto.iterations < 20  # neither bound: the confidence decided
+    same = als.fit(spark, small_ratings, als_cfg(f"als.max_iter={auto.iterations}"),
+                   str(tmp_path))
+    fewer = als.fit(spark, small_ratings, als_cfg(f"als.max_iter={auto.iterations - 1}"),
+                    str(tmp_path))
+    assert same.iterations == auto.iterations and fewer.iterations == auto.iterations - 1
+    mine = als.factor_tables(auto.model, auto.users, auto.items)[1]
+    assert_df_equality(mine, als.factor_tables(same.model, same.users, same.items)[1],
+                       ignore_row_order=True)
+    other = als.factor_tables(fewer.model, fewer.users, fewer.items)[1]
+    joined = mine.alias("a").join(other.alias("b"), "item_id")
+    assert joined.filter(F.col("a.vector") != F.col("b.vector")).count() > 0
+
+
+def test_explicit_mode_auto_iterations_and_iteration_config_validated(spark, small_ratings,
+                                                                      tmp_path):
+    fitted = als.fit(spark, small_ratings, als_cfg("als.implicit_prefs=false", "als.max_iter=0"),
+                     str(tmp_path))
+    assert fitted.iterations == als.EXPLICIT_AUTO_ITERATIONS
+    with pytest.raises(ConfigError, match="als.auto_max_iter"):
+        load_config(overrides=["als.auto_min_iter=6", "als.auto_max_iter=5"])
+    with pytest.raises(ConfigError, match="als.max_iter"):
+        load_config(overrides=["als.max_iter=-1"])

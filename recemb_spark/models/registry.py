@@ -123,12 +123,14 @@ def als_checkpoint_dir(cfg: Config) -> str:
 def train_als(spark: SparkSession, cfg: Config, ratings: DataFrame,
               sequences: DataFrame, side: Optional[DataFrame] = None) -> TrainedModel:
     """ALS factors on the rating table (user factors are the user vectors, scored by dot)."""
-    from . import als
+    from . import als, blas
 
-    model, users, items, alpha = als.fit(spark, ratings, cfg.als, als_checkpoint_dir(cfg))
+    model, users, items, alpha, iterations = als.fit(spark, ratings, cfg.als,
+                                                     als_checkpoint_dir(cfg))
     user_vectors, item_vectors = als.factor_tables(model, users, items)
     details = {"users": users.count(), "items": items.count(),
-               "implicit_prefs": cfg.als.implicit_prefs, "blas": als.blas_implementation(spark)}
+               "implicit_prefs": cfg.als.implicit_prefs, "blas": blas.implementation(spark),
+               "iterations": iterations}
     if cfg.als.implicit_prefs:
         details["alpha"] = alpha  # auto: already rounded to 4 significant digits
     return TrainedModel(item_vectors.persist(), user_vectors.persist(), details=details,

@@ -13,6 +13,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from ..config import Word2VecConfig
+from .blas import warn_if_native_for_word2vec
 from .word2vec_guard import Word2VecSize, check_limits, driver_heap_bytes, fit_details
 
 VECTORS_SCHEMA = "item_id string, vector array<float>"
@@ -224,6 +225,7 @@ def train_word2vec(sentences: DataFrame, cfg: Word2VecConfig, sample: float = 0.
     heap = driver_heap_bytes(sentences.sparkSession)
     size = Word2VecSize(details.get("tokens_after_subsampling", corpus.tokens), vocab,
                         check_limits(vocab, resolved.vector_size, heap, section), heap)
+    details["blas"] = warn_if_native_for_word2vec(sentences.sparkSession)
     t0 = time.perf_counter()
     vectors = fit_word2vec(trained_on, resolved, input_col).persist()
     vectors.count()
