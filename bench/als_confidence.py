@@ -6,7 +6,8 @@
         --set input.item_col=item_id --set input.ts_col=ts --alphas 1,4,10,40
 
 For each data set: the pipeline's leave-last-out split (``bench/common.prepare``), then per
-(alpha, reg_param) one implicit ALS fit at the configured rank and iterations on the training
+(alpha, reg_param) one implicit ALS fit at the configured rank and iterations (``max_iter: 0``:
+the auto count of :func:`recemb_spark.models.als.auto_iterations`, recorded per run) on the training
 part, scored as the evaluate stage scores ALS: HR@10 / NDCG@10 with the query item's factor
 (cosine) and with the user's factor (dot product), split by head / tail / cold held-out items.
 Records fit seconds, the catalogue size and the mean ratings per user and per item (the data

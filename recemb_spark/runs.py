@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 # Keys that steer how a run goes, not what it writes: a resumed run may change them freely
 # (say, more driver memory after an out-of-memory failure).
-RUN_CONTROL_KEYS = {"spark.master", "spark.driver_memory", "spark.log_level",
+RUN_CONTROL_KEYS = {"spark.master", "spark.driver_memory", "spark.log_level", "spark.blas_threads",
                     "warehouse.lock_max_age_hours", "warehouse.retention_days"}
 RUN_CONTROL_SECTIONS = {"catalog", "report"}  # report: a command, not a stage
 # Sections a stage provably does not read (its outputs cannot depend on them). Sections not

@@ -22,6 +22,17 @@ def started_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
+BLAS_THREADS_KEY = "spark.executorEnv.OPENBLAS_NUM_THREADS"
+
+
+def _submitted_conf_has(key: str) -> bool:
+    """Under spark-submit (its JVM already running): whether ``key`` was given to it."""
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()  # joins spark-submit's gateway; starts no JVM
+    return SparkConf().contains(key)
+
+
 def build_session(cfg: SparkConfig, app_name: str = "recemb-spark",
                   options: Optional[dict[str, str]] = None) -> SparkSession:
     """Return the SparkSession for a job.
@@ -34,15 +45,17 @@ def build_session(cfg: SparkConfig, app_name: str = "recemb-spark",
     ``options`` are further builder settings (the catalog's, :mod:`recemb_spark.io.catalog`).
 
     ``cfg.blas_threads`` (when > 0) becomes ``OPENBLAS_NUM_THREADS`` of the executors and, in
-    local mode, of the driver JVM started here (an existing value in this process's
-    environment wins): MLlib's ALS calls native BLAS from every task, and a threaded OpenBLAS
-    per task would oversubscribe the cores.
+    local mode, of the driver JVM started here: where a native BLAS is installed MLlib calls
+    it from every task, and a threaded OpenBLAS per task would oversubscribe the cores. A
+    value already in this process's environment, or (under spark-submit) an
+    ``spark.executorEnv.OPENBLAS_NUM_THREADS`` given to spark-submit, wins. (Python workers'
+    numpy is one thread per task either way: Spark gives them ``OMP_NUM_THREADS``.)
     """
     builder = SparkSession.builder.appName(app_name)
     submitted = started_by_spark_submit()
-    if cfg.blas_threads:
+    if cfg.blas_threads and not (submitted and _submitted_conf_has(BLAS_THREADS_KEY)):
         threads = os.environ.setdefault("OPENBLAS_NUM_THREADS", str(cfg.blas_threads))
-        builder = builder.config("spark.executorEnv.OPENBLAS_NUM_THREADS", threads)
+        builder = builder.config(BLAS_THREADS_KEY, threads)
     if submitted:
         if cfg.master:
             log.warning("spark.master=%s ignored: spark-submit's --master decides", cfg.master)

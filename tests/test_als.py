@@ -1,4 +1,5 @@
 import datetime as dt
+import logging
 
 import pytest
 from chispa import assert_df_equality
@@ -117,19 +118,28 @@ def test_alpha_config_is_validated():
         load_config(overrides=["als.auto_alpha_scale=0"])
 
 
-def test_native_blas_is_used_where_installed_one_thread_per_task(spark):
-    """The session gives executors (and, in local mode, its own JVM) OPENBLAS_NUM_THREADS=1,
-    and MLlib picks the system BLAS when there is one (CI has none: the Java fallback)."""
+def test_blas_threads_reach_the_executors_and_mllib_names_its_blas(spark):
+    """The session gives executors (and, in local mode, its own JVM) the OPENBLAS_NUM_THREADS
+    of this process (1 unless the shell set one), and MLlib's BLAS is the system one exactly
+    when a libblas.so.3 is installed (CI has none: the Java fallback)."""
     import ctypes.util
     import os
 
-    assert spark.conf.get("spark.executorEnv.OPENBLAS_NUM_THREADS") == "1"
-    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    assert spark.conf.get("spark.executorEnv.OPENBLAS_NUM_THREADS") == \
+        os.environ["OPENBLAS_NUM_THREADS"]
     name = blas.implementation(spark)
-    if ctypes.util.find_library("blas"):
-        assert name == "JNIBLAS"
-    else:
-        assert name in ("VectorBLAS", "JavaBLAS", "F2jBLAS")
+    assert name != "unknown"
+    assert (name == blas.NATIVE) == bool(ctypes.util.find_library("blas"))
+
+
+def test_native_blas_warning_once_per_process(spark, monkeypatch, caplog):
+    monkeypatch.setattr(blas, "_warned", set())
+    monkeypatch.setattr(blas, "implementation", lambda _spark: blas.NATIVE)
+    with caplog.at_level(logging.WARNING, logger="recemb_spark.models.blas"):
+        assert blas.warn_if_native_for_word2vec(spark) == blas.NATIVE
+        assert blas.warn_if_native_for_word2vec(spark) == blas.NATIVE
+    records = list({id(r): r for r in caplog.records}.values())
+    assert len([r for r in records if "Word2Vec trains about 2.5x slower" in r.getMessage()]) == 1
 
 
 def test_blas_threads_must_not_be_negative():
@@ -139,19 +149,24 @@ def test_blas_threads_must_not_be_negative():
 
 def test_auto_iterations_grow_with_the_mean_confidence_within_bounds():
     assert als.auto_iterations(4.7, 8.0, 5, 15) == 5        # dense: the floor
-    assert als.auto_iterations(38.0, 8.0, 5, 15) == 5       # 4.75 rounds half up to 5
+    assert als.auto_iterations(38.0, 8.0, 5, 15) == 5       # 4.75 -> 5
     assert als.auto_iterations(44.0, 8.0, 5, 15) == 6       # 5.5 -> 6
+    assert als.auto_iterations(52.0, 8.0, 1, 15) == 7       # 6.5 -> 7: half up, not to even
     assert als.auto_iterations(88.0, 8.0, 5, 15) == 11
     assert als.auto_iterations(1e6, 8.0, 5, 15) == 15       # the ceiling
+    assert als.auto_iterations(float("inf"), 8.0, 5, 15) == 15
+    assert als.auto_iterations(0.0, 8.0, 5, 15) == 5        # an all-zero signal
 
 
 def test_fit_resolves_auto_iterations_and_trains_with_them(spark, small_ratings, tmp_path):
-    cfg = als_cfg("als.max_iter=0", "als.auto_iter_confidence=0.5", "als.auto_min_iter=2",
-                  "als.auto_max_iter=20")
+    # checkpoints off (als_cfg): keep the lineage short, at most 12 iterations
+    cfg = als_cfg("als.max_iter=0", "als.auto_iter_confidence=0.3", "als.auto_min_iter=2",
+                  "als.auto_max_iter=12")
     auto = als.fit(spark, small_ratings, cfg, str(tmp_path))
     rows, total = als.signal_totals(small_ratings, cfg)
-    assert auto.iterations == als.auto_iterations(auto.alpha * total / rows, 0.5, 2, 20)
-    assert 2 < auto.iterations < 20  # neither bound: the confidence decided
+    assert auto.iterations == als.auto_iterations(float(f"{auto.alpha * total / rows:.4g}"),
+                                                  0.3, 2, 12)
+    assert 2 < auto.iterations < 12  # neither bound: the confidence decided
     same = als.fit(spark, small_ratings, als_cfg(f"als.max_iter={auto.iterations}"),
                    str(tmp_path))
     fewer = als.fit(spark, small_ratings, als_cfg(f"als.max_iter={auto.iterations - 1}"),
@@ -163,14 +178,29 @@ def test_fit_resolves_auto_iterations_and_trains_with_them(spark, small_ratings,
     other = als.factor_tables(fewer.model, fewer.users, fewer.items)[1]
     joined = mine.alias("a").join(other.alias("b"), "item_id")
     assert joined.filter(F.col("a.vector") != F.col("b.vector")).count() > 0
+    # a fixed alpha: the iterations still follow the table's confidence at that alpha
+    fixed = als.fit(spark, small_ratings, als_cfg("als.alpha=1", *cfg_keys(cfg)), str(tmp_path))
+    assert fixed.alpha == 1 and fixed.iterations != auto.iterations
+    assert fixed.iterations == als.auto_iterations(float(f"{total / rows:.4g}"), 0.3, 2, 12)
 
 
-def test_explicit_mode_auto_iterations_and_iteration_config_validated(spark, small_ratings,
-                                                                      tmp_path):
+def cfg_keys(cfg):
+    return [f"als.max_iter={cfg.max_iter}", f"als.auto_iter_confidence={cfg.auto_iter_confidence}",
+            f"als.auto_min_iter={cfg.auto_min_iter}", f"als.auto_max_iter={cfg.auto_max_iter}"]
+
+
+def test_explicit_mode_auto_iterations(spark, small_ratings, tmp_path):
     fitted = als.fit(spark, small_ratings, als_cfg("als.implicit_prefs=false", "als.max_iter=0"),
                      str(tmp_path))
     assert fitted.iterations == als.EXPLICIT_AUTO_ITERATIONS
+
+
+def test_iteration_config_is_validated():
     with pytest.raises(ConfigError, match="als.auto_max_iter"):
         load_config(overrides=["als.auto_min_iter=6", "als.auto_max_iter=5"])
     with pytest.raises(ConfigError, match="als.max_iter"):
         load_config(overrides=["als.max_iter=-1"])
+    with pytest.raises(ConfigError, match="als.auto_iter_confidence"):
+        load_config(overrides=["als.auto_iter_confidence=0"])
+    with pytest.raises(ConfigError, match="als.auto_min_iter"):
+        load_config(overrides=["als.auto_min_iter=0", "als.auto_max_iter=0"])

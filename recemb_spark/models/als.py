@@ -28,7 +28,8 @@ class AlsFit(NamedTuple):
     iterations: int
 
 
-#: ``max_iter: 0`` in explicit mode (no confidence to go by): the RMSE test's setting
+#: ``max_iter: 0`` in explicit mode (no confidence to go by): the default before auto
+#: iterations, at which the README's explicit RMSE was measured
 EXPLICIT_AUTO_ITERATIONS = 10
 
 
@@ -65,7 +66,8 @@ def auto_iterations(confidence: float, per_iteration: float, lowest: int, highes
     (``bench/als_confidence.py``). Iterations cost time in proportion, so dense tables get
     few. Assumes ``per_iteration`` > 0 and ``lowest`` <= ``highest``.
     """
-    return max(lowest, min(highest, int(confidence / per_iteration + 0.5)))
+    steps = confidence / per_iteration + 0.5
+    return lowest if steps != steps else max(lowest, min(highest, int(min(steps, highest))))
 
 
 def _estimator(cfg: AlsConfig, cold_start: str, alpha: float, iterations: int) -> ALS:
@@ -118,10 +120,12 @@ def fit(spark: SparkSession, ratings: DataFrame, cfg: AlsConfig,
                                 cfg.auto_alpha_scale, cfg.auto_alpha_exponent)
                      if signal_sum > 0 else 1.0)  # an empty or all-zero table
         if not iterations:
-            iterations = auto_iterations(alpha * signal_sum / max(rows, 1),
-                                         cfg.auto_iter_confidence, cfg.auto_min_iter,
-                                         cfg.auto_max_iter)
-    iterations = iterations or EXPLICIT_AUTO_ITERATIONS
+            # 4 significant digits, as the alpha: the same data, the same count anywhere
+            confidence = float(f"{alpha * signal_sum / max(rows, 1):.4g}")
+            iterations = auto_iterations(confidence, cfg.auto_iter_confidence,
+                                         cfg.auto_min_iter, cfg.auto_max_iter)
+    elif not iterations:  # explicit mode: no confidence to go by
+        iterations = EXPLICIT_AUTO_ITERATIONS
     data = training_frame(to_indexed(ratings, users, items), cfg)
     model = _estimator(cfg, "drop", alpha, iterations).fit(data)
     return AlsFit(model, users, items, alpha, iterations)

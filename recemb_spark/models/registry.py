@@ -125,14 +125,14 @@ def train_als(spark: SparkSession, cfg: Config, ratings: DataFrame,
     """ALS factors on the rating table (user factors are the user vectors, scored by dot)."""
     from . import als, blas
 
-    model, users, items, alpha, iterations = als.fit(spark, ratings, cfg.als,
-                                                     als_checkpoint_dir(cfg))
-    user_vectors, item_vectors = als.factor_tables(model, users, items)
+    fitted = als.fit(spark, ratings, cfg.als, als_checkpoint_dir(cfg))
+    users, items = fitted.users, fitted.items
+    user_vectors, item_vectors = als.factor_tables(fitted.model, users, items)
     details = {"users": users.count(), "items": items.count(),
                "implicit_prefs": cfg.als.implicit_prefs, "blas": blas.implementation(spark),
-               "iterations": iterations}
+               "iterations": fitted.iterations}
     if cfg.als.implicit_prefs:
-        details["alpha"] = alpha  # auto: already rounded to 4 significant digits
+        details["alpha"] = fitted.alpha  # auto: already rounded to 4 significant digits
     return TrainedModel(item_vectors.persist(), user_vectors.persist(), details=details,
                         user_similarity="dot", cached=[users, items])
 
