@@ -1,5 +1,6 @@
 import datetime as dt
 import logging
+import os
 
 import pytest
 from chispa import assert_df_equality
@@ -118,18 +119,46 @@ def test_alpha_config_is_validated():
         load_config(overrides=["als.auto_alpha_scale=0"])
 
 
-def test_blas_threads_reach_the_executors_and_mllib_names_its_blas(spark):
-    """The session gives executors (and, in local mode, its own JVM) the OPENBLAS_NUM_THREADS
-    of this process (1 unless the shell set one), and MLlib's BLAS is the system one exactly
-    when a libblas.so.3 is installed (CI has none: the Java fallback)."""
+def test_mllib_names_its_blas_native_exactly_where_installed(spark):
+    """MLlib's BLAS is the system one exactly when a libblas.so.3 is installed (CI has none:
+    the Java fallback)."""
     import ctypes.util
-    import os
 
-    assert spark.conf.get("spark.executorEnv.OPENBLAS_NUM_THREADS") == \
-        os.environ["OPENBLAS_NUM_THREADS"]
     name = blas.implementation(spark)
     assert name != "unknown"
     assert (name == blas.NATIVE) == bool(ctypes.util.find_library("blas"))
+
+
+def test_blas_threads_reach_the_executors_only_when_set(monkeypatch):
+    """``spark.blas_threads`` > 0 becomes the executors' (and this process's, for the local
+    driver JVM) OPENBLAS_NUM_THREADS; 0, the default, leaves both alone. Checked on the
+    builder's settings, without starting a second JVM."""
+    from pyspark.sql import SparkSession
+
+    from recemb_spark import session as session_module
+
+    seen = {}
+
+    class Builder:
+        def __getattr__(self, name):
+            return lambda *a, **k: self
+
+        def config(self, key, value=None):
+            seen[key] = value
+            return self
+
+        def getOrCreate(self):
+            raise RuntimeError("stop here")
+
+    monkeypatch.setattr(SparkSession, "builder", Builder())
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    for threads, expected in ((0, None), (3, "3")):
+        seen.clear()
+        cfg = load_config(overrides=[f"spark.blas_threads={threads}"]).spark
+        with pytest.raises(RuntimeError, match="stop here"):
+            session_module.build_session(cfg)
+        assert seen.get(session_module.BLAS_THREADS_KEY) == expected
+        assert os.environ.get("OPENBLAS_NUM_THREADS") == expected
 
 
 def test_native_blas_warning_once_per_process(spark, monkeypatch, caplog):
