@@ -193,7 +193,7 @@ def test_fit_resolves_auto_iterations_and_trains_with_them(spark, small_ratings,
                   "als.auto_max_iter=12")
     auto = als.fit(spark, small_ratings, cfg, str(tmp_path))
     rows, total = als.signal_totals(small_ratings, cfg)
-    assert auto.iterations == als.auto_iterations(float(f"{auto.alpha * total / rows:.4g}"),
+    assert auto.iterations == als.auto_iterations(als.four_digits(auto.alpha * total / rows),
                                                   0.3, 2, 12)
     assert 2 < auto.iterations < 12  # neither bound: the confidence decided
     same = als.fit(spark, small_ratings, als_cfg(f"als.max_iter={auto.iterations}"),
@@ -210,7 +210,7 @@ def test_fit_resolves_auto_iterations_and_trains_with_them(spark, small_ratings,
     # a fixed alpha: the iterations still follow the table's confidence at that alpha
     fixed = als.fit(spark, small_ratings, als_cfg("als.alpha=1", *cfg_keys(cfg)), str(tmp_path))
     assert fixed.alpha == 1 and fixed.iterations != auto.iterations
-    assert fixed.iterations == als.auto_iterations(float(f"{total / rows:.4g}"), 0.3, 2, 12)
+    assert fixed.iterations == als.auto_iterations(als.four_digits(total / rows), 0.3, 2, 12)
 
 
 def cfg_keys(cfg):

@@ -1,6 +1,7 @@
 """ALS matrix factorisation (Spark MLlib) with string ids mapped to dense ints and back."""
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 from pyspark.ml.evaluation import RegressionEvaluator
@@ -48,10 +49,15 @@ def auto_alpha(rows: int, signal_sum: float, n_users: int, n_items: int, scale: 
     (0.07%, 1.35) 40-100; ML-100K is flat from 0.25 to 40. Assumes ``rows`` and
     ``signal_sum`` > 0; the result is rounded to 4 significant digits.
     """
-    alpha = scale * (n_users * n_items / rows) ** exponent * rows / signal_sum
-    # 4 significant digits: a float sum of the signal depends on the partition order in its
-    # last bits, and the same data must give the same alpha (and factors) on any cluster
-    return float(f"{alpha:.4g}")
+    return four_digits(scale * (n_users * n_items / rows) ** exponent * rows / signal_sum)
+
+
+def four_digits(value: float) -> float:
+    """``value`` rounded to 4 significant digits. Applied to whatever is derived from a float
+    sum of the signal (the auto alpha, the mean confidence): such a sum depends on the
+    partition order in its last bits, and the same data must give the same alpha, iteration
+    count and factors on any cluster."""
+    return float(f"{value:.4g}")
 
 
 def auto_iterations(confidence: float, per_iteration: float, lowest: int, highest: int) -> int:
@@ -67,7 +73,7 @@ def auto_iterations(confidence: float, per_iteration: float, lowest: int, highes
     few. Assumes ``per_iteration`` > 0 and ``lowest`` <= ``highest``.
     """
     steps = confidence / per_iteration + 0.5
-    return lowest if steps != steps else max(lowest, min(highest, int(min(steps, highest))))
+    return lowest if math.isnan(steps) else max(lowest, int(min(steps, highest)))
 
 
 def _estimator(cfg: AlsConfig, cold_start: str, alpha: float, iterations: int) -> ALS:
@@ -120,8 +126,7 @@ def fit(spark: SparkSession, ratings: DataFrame, cfg: AlsConfig,
                                 cfg.auto_alpha_scale, cfg.auto_alpha_exponent)
                      if signal_sum > 0 else 1.0)  # an empty or all-zero table
         if not iterations:
-            # 4 significant digits, as the alpha: the same data, the same count anywhere
-            confidence = float(f"{alpha * signal_sum / max(rows, 1):.4g}")
+            confidence = four_digits(alpha * signal_sum / max(rows, 1))
             iterations = auto_iterations(confidence, cfg.auto_iter_confidence,
                                          cfg.auto_min_iter, cfg.auto_max_iter)
     elif not iterations:  # explicit mode: no confidence to go by
