@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import re
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -632,6 +633,11 @@ def _build_section(cls: type, section: str, values: Any) -> Any:
     return cls(**{n: _coerce(values[n], hints[n], f"{section}.{n}") for n in names})
 
 
+#: a decimal number in exponent notation without a dot, e.g. ``1e-5``, which YAML 1.1 (PyYAML)
+#: reads as a string
+_FLOAT_TEXT = re.compile(r"[+-]?\d+[eE][+-]?\d+")
+
+
 def _coerce(value: Any, typ: Any, key: str) -> Any:
     origin = typing.get_origin(typ)
     if origin in (typing.Union, types.UnionType):
@@ -658,6 +664,8 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     elif typ is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string
     elif typ is str:
         if isinstance(value, str):
             return value

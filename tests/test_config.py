@@ -45,6 +45,15 @@ def test_set_overrides_parse_yaml_values():
     assert cfg.item2vec.enabled is False
 
 
+def test_exponent_notation_without_a_dot_is_a_float(tmp_path):
+    # PyYAML (YAML 1.1) reads 1e-5 as a string; float keys accept it from --set and files
+    f = tmp_path / "my.yaml"
+    f.write_text("item2vec:\n  sample: 3e-5\n")
+    assert load_config([str(f)]).item2vec.sample == 3e-5
+    assert load_config(overrides=["item2vec.sample=1e-5"]).item2vec.sample == 1e-5
+    assert load_config(overrides=["input.rating_max=1E+1"]).input.rating_max == 10.0
+
+
 def test_conf_file_then_set(tmp_path):
     f = tmp_path / "my.yaml"
     f.write_text("sequences:\n  min_rating: 4.0\n  min_length: 3\n")
@@ -56,6 +65,8 @@ def test_conf_file_then_set(tmp_path):
     ("sequences.min_ratin=4", "unknown config key 'sequences.min_ratin'"),
     ("nosuch.key=1", "unknown config section 'nosuch'"),
     ("sequences.min_length=two", "'sequences.min_length' must be of type int"),
+    ("sequences.min_length=1e3", "'sequences.min_length' must be of type int"),
+    ("item2vec.sample=1e-5x", "'item2vec.sample' must be of type float"),
     ("sequences.min_length=0", "'sequences.min_length' must be >= 1"),
     ("input.format=xls", "'input.format' must be one of"),
     ("sequences.min_rating=9", "'sequences.min_rating' must lie within the rating range"),
