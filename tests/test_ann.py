@@ -201,6 +201,31 @@ def test_stream_top_k_matches_a_full_sort_with_ties_and_exclusions(n, n_q, k):
     assert np.array_equal(np.where(found, got, 0), np.where(found, vals[:, :want.shape[1]], 0))
 
 
+def test_kth_per_row_over_signed_scores_and_short_rows():
+    rng = np.random.default_rng(3)
+    rows = rng.integers(0, 39, 3000)
+    vals = (rng.standard_normal(3000) * 100).astype(np.float32)
+    vals[:50], vals[50:100] = 0.0, -0.0  # both zeros, negative and positive scores
+    rows[rows == 7] = 8  # row 7: no candidates
+    rows[:3] = 39  # row 39: 3 candidates, fewer than k
+    k = 10
+    got = topk._kth_per_row(rows, vals, 40, k)
+    for r in range(40):
+        mine = np.sort(vals[rows == r])[::-1]
+        want = mine[k - 1] if len(mine) >= k else -np.inf
+        assert got[r] == want, r
+    assert np.isneginf(got[7]) and np.isneginf(got[39])
+
+
+def test_exclusions_positions_ignore_unknown_ids_and_null_lists():
+    import pyarrow as pa
+    ids = pa.array(["a", "b", "c"])
+    lists = pa.array([["c", "x", "a"], None, [], ["b"]], pa.list_(pa.string()))
+    rows, cols = topk.exclusions(lists, ids)
+    assert rows.tolist() == [0, 0, 3] and cols.tolist() == [2, 0, 1]
+    assert topk.positions(pa.array(["b", "zz", "a"]), ids).tolist() == [1, -1, 0]
+
+
 def test_merge_top_k_unions_rows_once():
     a_i = np.array([[5, 2, -1]]); a_v = np.array([[0.9, 0.5, -np.inf]], np.float32)
     b_i = np.array([[2, 7, 1]]); b_v = np.array([[0.5, 0.8, 0.5]], np.float32)

@@ -112,9 +112,8 @@ def test_pooling_matches_a_plain_python_reference(spark):
     batch = histories.toArrow().combine_chunks().to_batches()[0]
     ids = sorted(vecs)
     m = np.array([vecs[k] for k in ids], np.float32)
-    lookup = {k: i for i, k in enumerate(ids)}
-    whole = users._pool(batch, m, lookup, True, 2.0)
-    parts = [users._pool(batch.slice(lo, 3), m, lookup, True, 2.0)
+    whole = users._pool(batch, m, pa.array(ids), True, 2.0)
+    parts = [users._pool(batch.slice(lo, 3), m, pa.array(ids), True, 2.0)
              for lo in range(0, batch.num_rows, 3)]
     assert pa.Table.from_batches(parts).to_pylist() == pa.Table.from_batches([whole]).to_pylist()
     assert users._rows_per_chunk(batch) == batch.num_rows  # small batches stay whole

@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame
 
-from ..neighbors.topk import IdLookup, broadcast_items, first_of
+from ..neighbors.topk import broadcast_items, first_of, positions
 
 USERS_SCHEMA = "user_id string, vector array<float>"
 #: history items pooled per numpy step (bounds a task's memory: x dim x 8 bytes)
@@ -34,11 +34,10 @@ def pool_user_vectors(histories: DataFrame, item_vectors: DataFrame, pooling: st
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         ids, matrix = bc.value
-        lookup = IdLookup.get(ids)
         for batch in batches:
             step = _rows_per_chunk(batch)
             for lo in range(0, batch.num_rows, step):
-                out = _pool(batch.slice(lo, step), matrix, lookup, recency, half_life)
+                out = _pool(batch.slice(lo, step), matrix, ids, recency, half_life)
                 if out.num_rows:
                     yield out
 
@@ -50,15 +49,14 @@ def _rows_per_chunk(batch: pa.RecordBatch) -> int:
     return max(1, int(batch.num_rows * min(1.0, CHUNK_TOKENS / tokens)))
 
 
-def _pool(batch: pa.RecordBatch, matrix: np.ndarray, lookup: dict[str, int], recency: bool,
+def _pool(batch: pa.RecordBatch, matrix: np.ndarray, ids: pa.Array, recency: bool,
           half_life: float) -> pa.RecordBatch:
     """Pooled vectors of one batch of ``(user_id, items)`` rows (users without a known item
     dropped)."""
     lists = batch.column(1)
     lengths = lists.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
     rows = np.repeat(np.arange(batch.num_rows), lengths)
-    cols = np.fromiter((lookup.get(s, -1) for s in lists.flatten().to_pylist()), np.int64,
-                       count=len(rows))
+    cols = positions(lists.flatten(), ids)
     if recency:
         starts = np.cumsum(lengths) - lengths
         from_end = (lengths[rows] - 1) - (np.arange(len(rows)) - starts[rows])

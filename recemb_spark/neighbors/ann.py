@@ -37,10 +37,10 @@ from ..config import AnnConfig
 from .banded import MAX_HASHES, BandLayout, banded_top_k, tune_layout
 from .topk import (
     TOPK_SCHEMA,
-    IdLookup,
     broadcast_items,
     exact_top_k,
     exclusions,
+    positions,
     query_matrix,
     stream_top_k,
     topk_batch,
@@ -129,16 +129,15 @@ def lsh_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: An
         if batch.num_rows == 0 and part != 0:  # partition 0 reports the buckets
             return
         ids, x = bc.value
-        lookup = IdLookup.get(ids)
         qids = batch.column(0).combine_chunks()
         q = (query_matrix(batch.to_batches()[0], 1) if batch.num_rows
              else np.zeros((0, x.shape[1]), np.float32))
         if self_join:
-            self_idx = np.array([lookup.get(s, -1) for s in qids.to_pylist()], np.int64)
+            self_idx = positions(qids, ids)
             exclude = (np.zeros(0, np.int64),) * 2
         else:
             self_idx = np.full(batch.num_rows, -1, np.int64)
-            exclude = exclusions(batch.column(2).combine_chunks(), lookup)
+            exclude = exclusions(batch.column(2).combine_chunks(), ids)
         salt = batch.column(3).to_numpy(zero_copy_only=False).astype(np.uint64)
         res = banded_top_k(q, x, proj, length, bands, min(k, len(x)), cap, seed, self_idx,
                            exclude, salt)
