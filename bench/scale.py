@@ -14,7 +14,8 @@ script records:
 * ``total_seconds`` (wall time of the subprocess) and each stage's seconds and step timings
   (from the manifests), with ``ratings`` (rows of the rating table);
 * the peak RSS of the whole process tree, of the Python driver and of the JVM (``/proc``,
-  polled every 0.5 s) and the peak used JVM heap (``jstat -gc`` every 2 s: S0U+S1U+EU+OU);
+  polled every 0.5 s), the peak used JVM heap (``jstat -gc`` every 2 s: S0U+S1U+EU+OU) and the
+  JVM's GC seconds (GCT);
 * per Word2Vec fit (item2vec, deepwalk): tokens, seconds and training tokens/s
   (``tokens x epochs / seconds``) from the manifest details;
 * HR@10 (item and user query) per model, the protocol and the number of evaluated users.
@@ -86,8 +87,9 @@ def _is_jvm(pid: int) -> bool:
     return bool(cmd) and cmd[0].endswith(b"java") and b"org.apache.spark.deploy.SparkSubmit" in cmd
 
 
-def _jstat_heap(pid: int) -> Optional[tuple[float, float]]:
-    """(used, capacity) heap in MiB from ``jstat -gc``, or None."""
+def _jstat_heap(pid: int) -> Optional[tuple[float, float, float]]:
+    """(used, capacity) heap in MiB and the JVM's total GC seconds so far (``GCT``) from
+    ``jstat -gc``, or None."""
     try:
         out = subprocess.run(["jstat", "-gc", str(pid)], capture_output=True, text=True,
                              timeout=20).stdout.split("\n")
@@ -97,7 +99,7 @@ def _jstat_heap(pid: int) -> Optional[tuple[float, float]]:
     g = dict(zip(head, vals))
     used = sum(g.get(k, 0.0) for k in ("S0U", "S1U", "EU", "OU"))
     cap = sum(g.get(k, 0.0) for k in ("S0C", "S1C", "EC", "OC"))
-    return used / 1024, cap / 1024
+    return used / 1024, cap / 1024, g.get("GCT", 0.0)
 
 
 class Monitor:
@@ -106,7 +108,8 @@ class Monitor:
     def __init__(self, root: int):
         self.root = root
         self.peak = {"tree_rss_mb": 0.0, "driver_python_rss_mb": 0.0, "jvm_rss_mb": 0.0,
-                     "jvm_heap_used_mb": 0.0, "jvm_heap_capacity_mb": 0.0}
+                     "jvm_heap_used_mb": 0.0, "jvm_heap_capacity_mb": 0.0,
+                     "jvm_gc_seconds": 0.0}  # the last GCT seen: GC time up to ~2 s before exit
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self.jstat_ok = False
@@ -137,6 +140,7 @@ class Monitor:
                         self.jstat_ok = True
                         self._max("jvm_heap_used_mb", heap[0])
                         self._max("jvm_heap_capacity_mb", heap[1])
+                        self._max("jvm_gc_seconds", heap[2])
 
     def _max(self, key: str, value: float) -> None:
         self.peak[key] = max(self.peak[key], value)

@@ -18,10 +18,10 @@ run date while they stay eligible.
 """
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from .tables import item_order
+from .tables import event_struct
 
 #: ``evaluate.holdout_users: 0`` (auto) holds out this many users at most.
 AUTO_HOLDOUT_USERS = 10_000
@@ -34,21 +34,17 @@ def holdout_size(holdout_users: int) -> int:
     return holdout_users if holdout_users > 0 else AUTO_HOLDOUT_USERS
 
 
-def ranked_likes(ratings: DataFrame, min_rating: float) -> DataFrame:
-    """The liked rows of ``ratings`` with ``_r`` (1 = the user's latest liked item, ties by
-    :func:`item_order`, larger id first) and ``_n`` (the user's number of liked items)."""
-    liked = ratings.filter(F.col("rating") >= F.lit(min_rating))
-    latest_first = Window.partitionBy("user_id").orderBy(
-        F.desc("ts"), *[k.desc() for k in item_order()])
-    return (liked.withColumn("_r", F.row_number().over(latest_first))
-            .withColumn("_n", F.count("*").over(Window.partitionBy("user_id"))))
-
-
 def last_liked(ratings: DataFrame, min_rating: float) -> DataFrame:
-    """``(user_id, item_id)``: the last liked item of every eligible user (>= 2 liked)."""
-    ranked = ranked_likes(ratings, min_rating)
-    return (ranked.filter((F.col("_r") == 1) & (F.col("_n") >= 2))
-            .select("user_id", "item_id"))
+    """``(user_id, item_id)``: the last liked item of every eligible user (>= 2 liked): the
+    latest ``ts``, ties by :func:`~recemb_spark.tables.item_order` (the larger id is later).
+
+    One hash aggregation (the max of an :func:`event_struct` per user) instead of a window
+    that sorts every liked row by user and time: 29 s of the 25M-rating tables stage before."""
+    liked = ratings.filter(F.col("rating") >= F.lit(min_rating))
+    return (liked.groupBy("user_id")
+            .agg(F.max(event_struct()).alias("_last"), F.count("*").alias("_n"))
+            .filter(F.col("_n") >= 2)
+            .select("user_id", F.col("_last.item_id").alias("item_id")))
 
 
 def sample_users(candidates: DataFrame, n_users: int, seed: int) -> DataFrame:

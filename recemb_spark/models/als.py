@@ -116,8 +116,7 @@ def fit(spark: SparkSession, ratings: DataFrame, cfg: AlsConfig,
     """
     if cfg.checkpoint_interval:
         spark.sparkContext.setCheckpointDir(checkpoint_dir)
-    users, items = dense_index(ratings, "user_id").persist(), dense_index(ratings,
-                                                                         "item_id").persist()
+    users, items = dense_index(ratings, "user_id"), dense_index(ratings, "item_id")
     alpha, iterations = cfg.alpha, cfg.max_iter
     if cfg.implicit_prefs and not (alpha and iterations):
         rows, signal_sum = signal_totals(ratings, cfg)

@@ -243,11 +243,14 @@ def index_graph(graph: DataFrame) -> IndexedGraph:
     """Number the nodes of ``graph (src, dst, weight, prob)`` 0..N-1 in natural item order."""
     ends = graph.select(F.col("src").alias("item_id"), "weight").unionByName(
         graph.select(F.col("dst").alias("item_id"), F.lit(0.0).alias("weight")))
-    named = ends.groupBy("item_id").agg(F.sum("weight").alias("freq"))
-    nodes = (dense_index(named, "item_id").join(named, "item_id")
+    named = ends.groupBy("item_id").agg(F.sum("weight").alias("freq")).persist()
+    index = dense_index(named, "item_id")
+    nodes = (index.join(named, "item_id")
              .select(F.col("item_id_idx").cast("long").alias("node"), "item_id", "freq")
              .persist())
     n_nodes = nodes.count()
+    index.unpersist()
+    named.unpersist()
     ids = nodes.select("node", "item_id")
     edges = (graph.join(ids.withColumnRenamed("node", "src_id").withColumnRenamed("item_id",
                                                                                   "src"), "src")
