@@ -1,6 +1,8 @@
 """Frequent-token subsampling, corpus-adaptive Word2Vec settings and side information."""
 import math
 
+import numpy as np
+import pyarrow as pa
 import pytest
 from chispa import assert_approx_df_equality
 from pyspark.sql import functions as F
@@ -12,14 +14,8 @@ from recemb_spark.models.side_info import (
     side_tokens,
     split_vectors,
 )
-from recemb_spark.models.word2vec import (
-    Corpus,
-    corpus_stats,
-    keep_probabilities,
-    resolve_settings,
-    subsample_sentences,
-    train_word2vec,
-)
+from recemb_spark.models.subsample import drop_tokens, keep_probabilities, subsample_sentences
+from recemb_spark.models.word2vec import Corpus, corpus_stats, resolve_settings, train_word2vec
 
 VEC = "item_id string, vector array<float>"
 
@@ -50,14 +46,31 @@ def test_subsampling_is_seeded_and_drops_only_frequent_tokens(spark):
     assert [r["items"] for r in other] != [r["items"] for r in once]
 
 
+def test_drop_tokens_draws_per_row_key_and_position():
+    lists = pa.array([["a"] * 50 + ["b", "c"], None, [], ["a", "b"] * 20],
+                     pa.list_(pa.string()))
+    keys = np.array([1, 2, 3, 4], np.uint64)
+    out = drop_tokens(lists, keys, pa.array(["a"]), np.array([0.2])).to_pylist()
+    assert out[1] is None and out[2] == []                   # null and empty rows stay
+    for before, after in zip(lists.to_pylist(), out):
+        if before:  # other tokens all kept, in order; "a" thinned
+            assert [t for t in after if t != "a"] == [t for t in before if t != "a"]
+    assert 5 <= sum(r.count("a") for r in out if r) <= 25   # ~0.2 of 70
+    # the draw travels with the row: a slice of the batch drops the same tokens
+    assert drop_tokens(lists.slice(1), keys[1:], pa.array(["a"]),
+                       np.array([0.2])).to_pylist() == out[1:]
+    other = drop_tokens(lists, keys + np.uint64(9), pa.array(["a"]), np.array([0.2]))
+    assert other.to_pylist() != out
+
+
 def test_auto_settings_follow_the_corpus():
     cfg = w2v_cfg(max_iter=0, min_count=0, step_size=0.0)
     small_tail = resolve_settings(cfg, Corpus(sentences=3000, tokens=12_000, vocabulary=5000,
                                               singletons=3000))
     big = resolve_settings(cfg, Corpus(sentences=160_000, tokens=15_000_000, vocabulary=59_000,
                                        singletons=2000))
-    assert small_tail.max_iter > big.max_iter == 1  # 15M tokens, 254 per item: 1 epoch
-    # large corpora: within the update budget, but never under ~150 updates per item
+    assert small_tail.max_iter > big.max_iter == 2  # 15M tokens, 254 per item: 2 epochs
+    # large corpora: within the update budget, but never under ~300 updates per item
     mid = resolve_settings(cfg, Corpus(sentences=10_000, tokens=2_900_000, vocabulary=14_000,
                                        singletons=0))
     assert mid.max_iter == 5  # 14.5M updates: the usual floor of 5 epochs
@@ -66,10 +79,10 @@ def test_auto_settings_follow_the_corpus():
     assert wide.max_iter == 2  # the budget allows 2
     thin = resolve_settings(cfg, Corpus(sentences=160_000, tokens=12_000_000,
                                         vocabulary=200_000, singletons=0))
-    assert thin.max_iter == 3  # 60 tokens per item: 150 updates need 3 epochs
+    assert thin.max_iter == 5  # 60 tokens per item: 300 updates need 5 epochs
     below = resolve_settings(cfg, Corpus(sentences=5_000, tokens=900_000, vocabulary=9_000,
                                          singletons=0))
-    # partitions: 2 from 5M token updates (big 15M x 1, wide 12M x 2, mid 2.9M x 5), 1 below
+    # partitions: 2 from 5M token updates (big 15M x 2, wide 12M x 2, mid 2.9M x 5), 1 below
     # (0.9M x 5 = 4.5M; small_tail)
     assert (big.num_partitions, wide.num_partitions, mid.num_partitions,
             below.num_partitions, small_tail.num_partitions) == (2, 2, 2, 1, 1)

@@ -15,7 +15,8 @@ from pyspark.ml.stat import Summarizer
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from .word2vec import keep_probabilities, subsample_sentences, token_counts
+from .subsample import keep_probabilities, subsample_sentences
+from .word2vec import token_counts
 
 SIDE_PREFIX = "side:"
 

@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 
 from ..config import Word2VecConfig
 from .blas import warn_if_native_for_word2vec
+from .subsample import keep_probabilities, subsample_sentences
 from .word2vec_guard import Word2VecSize, check_limits, driver_heap_bytes, fit_details
 
 VECTORS_SCHEMA = "item_id string, vector array<float>"
@@ -80,12 +81,12 @@ AUTO_MIN_ITER, AUTO_MAX_ITER = 5, 25
 #: Large corpora: MLlib trains at ~60k (window 10) to ~140k (window 5) tokens/s on one core,
 #: so 5 epochs of a MovieLens-25M corpus (22M tokens) would take half an hour. From
 #: AUTO_MAX_UPDATES token updates up, auto epochs drop to what keeps the fit under that
-#: budget, but never below AUTO_UPDATES_PER_ITEM updates of the average vocabulary item.
-#: Measured (item-query HR@10, 10,000 held-out users): DeepWalk on the 25M-rating log's walks
-#: (11.8M tokens, 59k nodes) 0.399 at 1 epoch (200 updates per item) against 0.395 at 2
-#: (400); item2vec on the 1.5M log 0.389 at 1 epoch (103 per item) against 0.393 at 5.
+#: budget, but never below AUTO_UPDATES_PER_ITEM updates of the average vocabulary item
+#: (the per-item exposure of the 1.5M-rating scale run at 5 epochs: ~300-500). At 25M
+#: ratings: item2vec 1 epoch (25.1M tokens), DeepWalk 2 (11.8M; 1 epoch measured HR@10 0.399
+#: against 0.395 at 2, bench/results/word2vec_scale_settings.json).
 AUTO_MAX_UPDATES = 25_000_000
-AUTO_UPDATES_PER_ITEM = 150
+AUTO_UPDATES_PER_ITEM = 300
 #: ``num_partitions: 0`` (auto): AUTO_PARTITIONS from this many token updates (tokens x
 #: epochs) up, else 1. MLlib trains each partition on one core and averages the vectors after
 #: every epoch; one partition leaves the second core of a 2-core machine idle through the
@@ -162,41 +163,6 @@ def resolve_settings(cfg: Word2VecConfig, corpus: Corpus) -> Word2VecConfig:
         share = corpus.singletons / max(corpus.vocabulary, 1)
         changes["min_count"] = 1 if share >= AUTO_MIN_COUNT_SINGLETON_SHARE else 2
     return dataclasses.replace(cfg, **changes)
-
-
-def keep_probabilities(counts: DataFrame, sample: float, total: int) -> dict[str, float]:
-    """Mikolov's subsampling: a token seen ``c`` times in ``total`` is kept with probability
-    ``(sqrt(c / (sample * total)) + 1) * sample * total / c`` (word2vec.c). Returns only the
-    tokens kept with probability < 1: those seen more than ``sample * total`` times, at most
-    ``1 / sample`` of them (bounded, collected)."""
-    threshold = sample * total
-    frequent = counts.filter(F.col("count") > F.lit(threshold)).collect()
-    out = {}
-    for row in frequent:
-        c = row["count"]
-        p = (math.sqrt(c / threshold) + 1.0) * threshold / c
-        if p < 1.0:
-            out[row["item_id"]] = p
-    return out
-
-
-def subsample_sentences(sentences: DataFrame, keep: dict[str, float], seed: int,
-                        input_col: str = "items") -> DataFrame:
-    """Drop each occurrence of a frequent token with probability ``1 - keep[token]``.
-
-    The draw is a hash of (seed, sentence, position): the same corpus and seed drop the same
-    tokens whatever the partitioning. Other columns pass unchanged."""
-    if not keep:
-        return sentences
-    probs = F.create_map(*[x for item, p in sorted(keep.items())
-                           for x in (F.lit(item), F.lit(float(p)))])
-    sentence = F.xxhash64(F.lit(seed), F.col(input_col))
-
-    def kept(token: Any, pos: Any) -> Any:
-        uniform = F.pmod(F.xxhash64(sentence, pos), F.lit(1 << 30)) / F.lit(float(1 << 30))
-        return uniform < F.coalesce(F.try_element_at(probs, token), F.lit(1.0))
-
-    return sentences.withColumn(input_col, F.filter(input_col, kept))
 
 
 def train_word2vec(sentences: DataFrame, cfg: Word2VecConfig, sample: float = 0.0,
