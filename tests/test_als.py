@@ -164,6 +164,9 @@ def test_blas_threads_reach_the_executors_only_when_set(monkeypatch):
 def test_native_blas_warning_once_per_process(spark, monkeypatch, caplog):
     monkeypatch.setattr(blas, "_warned", set())
     monkeypatch.setattr(blas, "implementation", lambda _spark: blas.NATIVE)
+    # a CLI test in the same worker may have run setup_logging, which stops recemb_spark's
+    # records at its own handler; caplog listens at the root
+    monkeypatch.setattr(logging.getLogger("recemb_spark"), "propagate", True)
     with caplog.at_level(logging.WARNING, logger="recemb_spark.models.blas"):
         assert blas.warn_if_native_for_word2vec(spark) == blas.NATIVE
         assert blas.warn_if_native_for_word2vec(spark) == blas.NATIVE
