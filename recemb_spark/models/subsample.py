@@ -10,7 +10,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from ..neighbors.topk import positions
+from ..neighbors.topk import list_positions
 
 _HASH = "_subsample_hash"
 
@@ -46,19 +46,14 @@ def drop_tokens(lists: pa.Array, sentence_keys: np.ndarray, tokens: pa.Array,
     """``lists`` (``list<string>``) without the occurrences that lose their draw: the token at
     position ``p`` of row ``r`` stays when ``uniform(key[r] ^ p * odd) < keep[token]`` (1 for a
     token not in ``tokens``). Null rows stay null."""
-    lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
-    lengths = lists.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-    flat = lists.flatten()
-    rows = np.repeat(np.arange(len(lists)), lengths)
-    pos = np.arange(len(flat), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    idx = positions(flat, tokens)
+    lengths, rows, idx = list_positions(lists, tokens)
+    pos = np.arange(len(rows), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     p = np.where(idx >= 0, keep[np.maximum(idx, 0)], 1.0)
     draw = uniform(sentence_keys[rows] ^ (pos.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93)))
     kept = draw < p
-    counts = np.bincount(rows[kept], minlength=len(lists)) if len(lists) else np.zeros(0, int)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    values = flat.filter(pa.array(kept))
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values,
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(rows[kept], minlength=len(lists)))])
+    values = lists.flatten().filter(pa.array(kept))
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32), pa.int32()), values,
                                     mask=lists.is_null() if lists.null_count else None)
 
 

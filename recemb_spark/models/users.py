@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame
 
-from ..neighbors.topk import broadcast_items, first_of, positions
+from ..neighbors.topk import broadcast_items, first_of, list_positions
 
 USERS_SCHEMA = "user_id string, vector array<float>"
 #: history items pooled per numpy step (bounds a task's memory: x dim x 8 bytes)
@@ -54,9 +54,7 @@ def _pool(batch: pa.RecordBatch, matrix: np.ndarray, ids: pa.Array, recency: boo
     """Pooled vectors of one batch of ``(user_id, items)`` rows (users without a known item
     dropped)."""
     lists = batch.column(1)
-    lengths = lists.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-    rows = np.repeat(np.arange(batch.num_rows), lengths)
-    cols = positions(lists.flatten(), ids)
+    lengths, rows, cols = list_positions(lists, ids)
     if recency:
         starts = np.cumsum(lengths) - lengths
         from_end = (lengths[rows] - 1) - (np.arange(len(rows)) - starts[rows])

@@ -255,12 +255,19 @@ def positions(values: pa.Array, ids: pa.Array) -> np.ndarray:
     return found.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+def list_positions(lists: pa.Array, ids: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For an Arrow ``list<string>`` array: ``(lengths, rows, cols)`` as int64 — each list's
+    length (0 for null), and for every value of ``lists.flatten()`` its row and its position
+    in ``ids`` (-1 when absent)."""
+    lengths = lists.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    rows = np.repeat(np.arange(len(lists), dtype=np.int64), lengths)
+    return lengths, rows, positions(lists.flatten(), ids)
+
+
 def exclusions(lists: pa.Array, ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """``(row, col)`` pairs of an Arrow ``list<string>`` column of excluded item ids (``col``:
     the position in ``ids``; ids outside the catalogue dropped)."""
-    lengths = lists.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
-    rows = np.repeat(np.arange(len(lists)), lengths)
-    cols = positions(lists.flatten(), ids)
+    _, rows, cols = list_positions(lists, ids)
     return rows[cols >= 0], cols[cols >= 0]
 
 
