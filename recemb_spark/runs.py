@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from pyspark.sql import SparkSession
 
-from .config import Config
+from .config import Config, run_control_keys
 from .errors import RecembError
 from .io.lock import RunLock
 from .io.warehouse import Warehouse, join_path
@@ -25,10 +25,9 @@ from .stage import StageFn, StageResult, run_stage
 
 log = logging.getLogger(__name__)
 
-# Keys that steer how a run goes, not what it writes: a resumed run may change them freely
-# (say, more driver memory after an out-of-memory failure).
-RUN_CONTROL_KEYS = {"spark.master", "spark.driver_memory", "spark.log_level", "spark.blas_threads",
-                    "warehouse.lock_max_age_hours", "warehouse.retention_days"}
+# Keys that steer how a run goes, not what it writes (declared with run_control=True): a
+# resumed run may change them freely (say, more driver memory after an out-of-memory failure).
+RUN_CONTROL_KEYS = run_control_keys()
 RUN_CONTROL_SECTIONS = {"catalog", "report"}  # report: a command, not a stage
 # Sections a stage provably does not read (its outputs cannot depend on them). Sections not
 # listed — input, sample, sequences, users, and any section added later — count for every

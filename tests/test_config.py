@@ -6,25 +6,62 @@ import pytest
 import yaml
 
 from recemb_spark.cli import main, parse_run_date
-from recemb_spark.config import Config, default_yaml_text, load_config, valid_keys
+from recemb_spark.config import (
+    GENERATED,
+    Config,
+    defaults,
+    defaults_yaml,
+    load_config,
+    settings,
+    valid_keys,
+)
 from recemb_spark.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_packaged_defaults_are_conf_default_yaml():
-    assert default_yaml_text() == (ROOT / "conf" / "default.yaml").read_text()
+@pytest.mark.parametrize("rel", sorted(GENERATED))
+def test_generated_files_equal_the_declarations(rel):
+    # conf/default.yaml and docs/configuration.md are generated from recemb_spark/config.py:
+    # after changing a declaration, run `python -m recemb_spark.config --write`
+    assert (ROOT / rel).read_text() == GENERATED[rel](), (
+        f"{rel} differs from the declarations: python -m recemb_spark.config --write")
 
 
-def test_every_key_in_default_yaml_has_a_comment_and_a_typed_field():
-    text = (ROOT / "conf" / "default.yaml").read_text()
-    data = yaml.safe_load(text)
-    declared = {f.name for f in fields(Config)}
-    assert set(data) == declared
+def test_default_yaml_reads_back_as_the_declared_defaults():
+    text = defaults_yaml()
+    assert yaml.safe_load(text) == defaults()
     for line in text.splitlines():
         if re.match(r"^  \w+:", line):
-            assert "#" in line, f"key without a comment: {line.strip()}"
-    assert len(valid_keys()) == sum(len(v) for v in data.values())
+            assert "  # " in line, f"key without a doc: {line.strip()}"
+    assert set(defaults()) == {f.name for f in fields(Config)}
+    assert len(valid_keys()) == len(settings()) == sum(len(v) for v in defaults().values())
+
+
+def test_every_setting_has_a_doc_and_a_default_it_allows():
+    from recemb_spark.config import check_value
+    for s in settings():
+        assert s.doc.strip(), s.key
+        if s.key != "input.event_weights":  # {} is fine until input.event_col is set
+            check_value(s, s.default)
+    assert Config() == load_config()  # the dataclass defaults are the declared ones
+
+
+@pytest.mark.parametrize("text, expected", [("false", "false"), ("true", "true"),
+                                            ("auto", "auto"), ("'false'", "false")])
+def test_input_header_accepts_yaml_booleans(tmp_path, text, expected):
+    f = tmp_path / "h.yaml"
+    f.write_text(f"input:\n  header: {text}\n")
+    assert load_config([str(f)]).input.header == expected
+    assert load_config(overrides=[f"input.header={text}"]).input.header == expected
+
+
+def test_a_section_used_twice_has_its_own_defaults():
+    cfg = load_config()
+    assert (cfg.item2vec.window_size, cfg.deepwalk.window_size) == (10, 5)
+    assert (cfg.item2vec.step_size, cfg.deepwalk.step_size) == (0.0, 0.1)
+    with pytest.raises(ConfigError, match="'deepwalk.window_size' must be >= 1"):
+        load_config(overrides=["deepwalk.window_size=0"])
 
 
 def test_defaults_load_with_types():
@@ -71,6 +108,11 @@ def test_conf_file_then_set(tmp_path):
     ("input.format=xls", "'input.format' must be one of"),
     ("sequences.min_rating=9", "'sequences.min_rating' must lie within the rating range"),
     ("evaluate.ks=10", "'evaluate.ks' must be a list"),
+    ("evaluate.ks=[10, 0]", "'evaluate.ks' (item 0) must be >= 1"),
+    ("evaluate.ks=[]", "'evaluate.ks' must not be empty"),
+    ("evaluate.head_share=1", "'evaluate.head_share' must be within (0, 1), got 1.0"),
+    ("export.prefix=a:b", "'export.prefix' must be non-empty without ':'"),
+    ("input.event_weights={pv: 0}", "'input.event_weights' (value of 'pv') must be > 0"),
     ("novalue", "--set expects section.key=value"),
 ])
 def test_bad_overrides_name_the_key(override, fragment):

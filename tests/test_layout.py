@@ -1,5 +1,5 @@
 """The package's shape: no import circles between its modules, and a built wheel that holds
-every module of the source tree and the packaged defaults."""
+every module of the source tree."""
 from __future__ import annotations
 
 import ast
@@ -87,13 +87,10 @@ def test_grouped_modules_import():
     import recemb_spark.neighbors.banded  # noqa: F401
 
 
-def test_wheel_holds_every_module_and_the_defaults(tmp_path):
+def test_wheel_holds_every_module(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
                     "-q", "-w", str(tmp_path), str(ROOT)], check=True, cwd=tmp_path)
     (wheel,) = tmp_path.glob("recemb_spark-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {str(p.relative_to(ROOT)) for p in PKG.rglob("*.py")}
     assert expected - names == set()
-    assert "recemb_spark/default.yaml" in names
-    packaged = zipfile.ZipFile(wheel).read("recemb_spark/default.yaml").decode()
-    assert packaged == (ROOT / "conf" / "default.yaml").read_text()
