@@ -35,7 +35,7 @@ from common import write_json  # noqa: E402
 
 from recemb_spark.config import load_config  # noqa: E402
 from recemb_spark.io.warehouse import Warehouse  # noqa: E402
-from recemb_spark.pipeline import run_pipeline  # noqa: E402
+from recemb_spark.runner.pipeline import run_pipeline  # noqa: E402
 from recemb_spark.session import build_session  # noqa: E402
 from tests.redis_server import REDIS_SERVER, redis_server  # noqa: E402
 

@@ -7,25 +7,22 @@ import logging
 import sys
 from typing import Optional
 
+from . import __version__
 from .config import Config, load_config
 from .errors import ConfigError, RecembError
 from .logs import setup_logging
+from .stages import STAGES
 
 log = logging.getLogger("recemb_spark.cli")
 
+#: every command: ``run``, one per declared stage (``recemb_spark.stages.STAGES``), and the
+#: commands that are not stages
 COMMANDS = {
     "run": "run every enabled stage for one run date (the whole pipeline)",
-    "tables": "input -> ratings, rejects, items, sequences",
-    "item2vec": "sequences -> item2vec item and user embeddings (MLlib Word2Vec)",
-    "deepwalk": "sequences -> item graph -> distributed walks -> DeepWalk/node2vec embeddings",
-    "als": "ratings -> ALS user and item factors, RMSE, user candidates",
-    "evaluate": "leave-last-out HR@K / NDCG@K / coverage of every enabled model + popularity",
-    "ann": "item_neighbors and user_candidates per model (exact / banded LSH), with recall",
-    "daily": "top-k overlap with the previous date, previous date's model on the new events",
+    **{stage.name: stage.doc for stage in STAGES},
     "sample": "write the built-in synthetic data set as MovieLens files and Parquet (--out)",
     "similar": "the items most similar to one item, from the stored tables",
     "report": "one self-contained HTML page about a run date (needs the 'report' extra)",
-    "export": "vectors and neighbour lists -> a new Redis version, then the pointer switch",
     "lookup": "one item's neighbours read back from the current Redis version (with titles)",
 }
 
@@ -44,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     parser = argparse.ArgumentParser(
         prog="recemb", description="Embedding tables for recommenders on Apache Spark.")
+    parser.add_argument("--version", action="version", version=f"recemb {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
@@ -131,7 +129,7 @@ def _in_stage(exc: BaseException, command: str) -> str:
 
 
 def _dispatch(spark, cfg: Config, run_date: str, args: argparse.Namespace) -> None:
-    from . import pipeline
+    from .runner import pipeline
     from .evaluation import format_metrics
     from .io import sample
 

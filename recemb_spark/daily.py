@@ -22,7 +22,7 @@ from typing import Any, Optional
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from .stage import metric_row
+from .metrics import metric_row
 from .tables import item_order
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)

@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 
 from .holdout import last_liked, without_holdout
 from .neighbors.topk import BLOCK_CELLS, collect_matrix, top_k_rows, unit_rows
-from .stage import metric_row
+from .metrics import metric_row
 from .tables import event_struct
 
 

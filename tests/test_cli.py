@@ -88,7 +88,7 @@ def test_spark_submit_job_entry_point(tmp_path):
     proc = subprocess.run(
         ["spark-submit", "--master", "local[1]", "--conf", "spark.ui.enabled=false",
          "--conf", "spark.sql.shuffle.partitions=2",  # Spark's 200 are for clusters
-         str(ROOT / "jobs" / "build_tables.py"), "--input", str(f), "--warehouse", str(wh),
+         str(ROOT / "jobs" / "stage.py"), "tables", "--input", str(f), "--warehouse", str(wh),
          "--run-date", "2026-11-03"],
         capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -2,7 +2,7 @@
 import logging
 import time
 
-from recemb_spark.progress import progress, set_step
+from recemb_spark.runner.progress import progress, set_step
 
 
 def slow(rows):
@@ -14,7 +14,7 @@ def test_logs_while_a_slow_job_runs(spark, caplog, monkeypatch):
     # the CLI's setup_logging stops recemb_spark's records at its own handler; caplog listens
     # at the root
     monkeypatch.setattr(logging.getLogger("recemb_spark"), "propagate", True)
-    caplog.set_level(logging.INFO, logger="recemb_spark.progress")
+    caplog.set_level(logging.INFO, logger="recemb_spark.runner.progress")
     outer = set_step("fit")
     try:
         with progress(spark, "stage test", every=0.3) as reporter:
@@ -23,7 +23,7 @@ def test_logs_while_a_slow_job_runs(spark, caplog, monkeypatch):
     finally:
         set_step(outer)
     records = {id(r): r for r in caplog.records}.values()  # each record once (see test_runs)
-    lines = [r.getMessage() for r in records if r.name == "recemb_spark.progress"]
+    lines = [r.getMessage() for r in records if r.name == "recemb_spark.runner.progress"]
     assert reporter.lines == len(lines) >= 3
     assert all(line.startswith("progress stage test / fit: ") for line in lines)
     running = [line for line in lines if "running job" in line]
@@ -36,7 +36,7 @@ def test_logs_while_a_slow_job_runs(spark, caplog, monkeypatch):
 
 
 def test_nothing_for_a_short_block(spark, caplog):
-    caplog.set_level(logging.INFO, logger="recemb_spark.progress")
+    caplog.set_level(logging.INFO, logger="recemb_spark.runner.progress")
     with progress(spark, "quick", every=30) as reporter:
         spark.range(10).count()
     assert reporter.lines == 0

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from recemb_spark import pipeline
 from recemb_spark.cli import main
 from recemb_spark.config import load_config
 from recemb_spark.errors import LockError
-from recemb_spark.io.lock import RunLock, lock_path
 from recemb_spark.io.warehouse import Warehouse
-from recemb_spark.runs import skip_reason
+from recemb_spark.runner.lock import RunLock, lock_path
+from recemb_spark.runner.runs import skip_reason
+from recemb_spark.stages import embeddings, stage_named
 
 from .conftest import SMALL_SAMPLE
 
@@ -48,17 +48,14 @@ def run_json(root: Path) -> dict:
 def test_failed_stage_then_resume_skips_what_was_done(keep_spark, tmp_path, monkeypatch, capsys):
     root = tmp_path / "wh"
     args = ["--warehouse", str(root), "--run-date", DATE, "-q", *sets(*QUICK)]
-    real_table = pipeline.stage_table
+    real_run = embeddings.run  # the model stages' run(ctx)
 
-    def crash(spark, cfg, run_date):
-        raise RuntimeError("executor lost (injected)")
+    def crash_deepwalk(ctx):
+        if ctx.stage.name == "deepwalk":
+            raise RuntimeError("executor lost (injected)")
+        real_run(ctx)
 
-    def broken_table():
-        table = real_table()
-        table["deepwalk"] = (crash, table["deepwalk"][1])
-        return table
-
-    monkeypatch.setattr(pipeline, "stage_table", broken_table)
+    monkeypatch.setattr(embeddings, "run", crash_deepwalk)
     assert main(["run", *args]) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "failed in stage deepwalk" in last and "executor lost (injected)" in last
@@ -69,7 +66,7 @@ def test_failed_stage_then_resume_skips_what_was_done(keep_spark, tmp_path, monk
     assert summary["stages"][0]["rows"]["ratings"] > 20000
     assert not (root / "_manifests" / f"dt={DATE}" / "run.lock").exists()
 
-    monkeypatch.setattr(pipeline, "stage_table", real_table)
+    monkeypatch.setattr(embeddings, "run", real_run)
     before = files_state(root, "ratings", "sequences", "item_embeddings", "user_embeddings")
     manifests = {s: (root / "_manifests" / f"dt={DATE}" / f"{s}.json").read_text()
                  for s in ("tables", "item2vec")}
@@ -94,18 +91,20 @@ def test_failed_stage_then_resume_skips_what_was_done(keep_spark, tmp_path, monk
 
     # why a stage would (not) be skipped, from the manifests just written
     cfg = load_config(overrides=[f"warehouse.path={root}", *QUICK])
-    assert skip_reason(wh, "tables", cfg, DATE)[0] is None
+    assert skip_reason(wh, stage_named("tables"), cfg, DATE)[0] is None
     more_memory = load_config(overrides=[f"warehouse.path={root}", *QUICK,
                                          "spark.driver_memory=8g"])
-    assert skip_reason(wh, "item2vec", more_memory, DATE)[0] is None
+    item2vec, tables = stage_named("item2vec"), stage_named("tables")
+    assert skip_reason(wh, item2vec, more_memory, DATE)[0] is None
     threads = load_config(overrides=[f"warehouse.path={root}", *QUICK, "spark.blas_threads=2"])
-    assert skip_reason(wh, "item2vec", threads, DATE)[0] is None  # speed, not the result
+    assert skip_reason(wh, item2vec, threads, DATE)[0] is None  # speed, not the result
     other = load_config(overrides=[f"warehouse.path={root}", *QUICK, "item2vec.max_iter=3"])
-    assert skip_reason(wh, "tables", other, DATE)[0] is None  # tables does not read item2vec
-    assert skip_reason(wh, "item2vec", other, DATE)[0] == "parameters changed: item2vec.max_iter"
-    assert skip_reason(wh, "evaluate", other, DATE)[0].startswith("parameters changed")
+    assert skip_reason(wh, tables, other, DATE)[0] is None  # tables does not read item2vec
+    assert skip_reason(wh, item2vec, other, DATE)[0] == "parameters changed: item2vec.max_iter"
+    assert skip_reason(wh, stage_named("evaluate"), other, DATE)[0].startswith(
+        "parameters changed")
     wh.fs.delete(wh.partition_path("user_embeddings", DATE, "item2vec"))
-    reason = skip_reason(wh, "item2vec", cfg, DATE)[0]
+    reason = skip_reason(wh, item2vec, cfg, DATE)[0]
     assert reason == f"output partition(s) missing: user_embeddings/dt={DATE}/model=item2vec"
 
 
@@ -143,7 +142,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(keep_spark, tmp_path, caplog
     gone = subprocess.Popen(["true"])
     gone.wait()
     lock = write_lock(root, host=socket.gethostname(), pid=gone.pid, started_at=now_iso())
-    logger = logging.getLogger("recemb_spark.io.lock")
+    logger = logging.getLogger("recemb_spark.runner.lock")
     logger.addHandler(caplog.handler)
     try:
         rc = main(["tables", "--warehouse", str(root), "--run-date", DATE, "-q",

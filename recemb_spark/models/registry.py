@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 
 from ..config import Config
 from ..io.warehouse import join_path
+from ..stages import stage_named
 from ..tables import rated_items
 from .side_info import interleave_side_tokens, split_vectors, with_cold_items
 from .tune import tune_word2vec
@@ -58,10 +59,11 @@ TrainFn = Callable[..., TrainedModel]
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """``stage``: the stage name; ``model_name(cfg)``: the ``model`` the outputs carry."""
+    """``stage``: the stage that trains it (declared in :data:`recemb_spark.stages.STAGES`,
+    which also says when it is enabled); ``model_name(cfg)``: the ``model`` the outputs
+    carry."""
 
     stage: str
-    enabled: Callable[[Config], bool]
     train: TrainFn
     name_for: Optional[Callable[[Config], str]] = None
     #: work only the model's own stage does (not the evaluation): gets the trained model, the
@@ -140,8 +142,8 @@ def train_als(spark: SparkSession, cfg: Config, ratings: DataFrame,
 def als_stage_extras(spark: SparkSession, cfg: Config, ratings: DataFrame,
                      trained: TrainedModel) -> TrainedModel:
     """RMSE on a held-out share (explicit mode) and top-K unseen items per user by dot."""
+    from ..metrics import metric_row
     from ..neighbors.topk import user_candidates
-    from ..stage import metric_row
     from . import als
 
     extra = TrainedModel(trained.item_vectors)
@@ -161,13 +163,19 @@ def als_stage_extras(spark: SparkSession, cfg: Config, ratings: DataFrame,
 def model_specs() -> list[ModelSpec]:
     """Every embedding model, in pipeline order."""
     return [
-        ModelSpec("item2vec", lambda c: c.item2vec.enabled, train_item2vec),
-        ModelSpec("deepwalk", lambda c: c.deepwalk.enabled, train_deepwalk,
+        ModelSpec("item2vec", train_item2vec),
+        ModelSpec("deepwalk", train_deepwalk,
                   name_for=lambda c: "node2vec" if c.walks.second_order else "deepwalk"),
-        ModelSpec("als", lambda c: c.als.enabled, train_als, stage_extras=als_stage_extras,
-                  user_similarity="dot"),
+        ModelSpec("als", train_als, stage_extras=als_stage_extras, user_similarity="dot"),
     ]
 
 
+def model_spec(stage: str) -> ModelSpec:
+    """The model trained by stage ``stage``."""
+    (spec,) = [m for m in model_specs() if m.stage == stage]
+    return spec
+
+
 def enabled_models(cfg: Config) -> list[ModelSpec]:
-    return [m for m in model_specs() if m.enabled(cfg)]
+    """The models whose stage ``recemb run`` runs under ``cfg``, in pipeline order."""
+    return [m for m in model_specs() if stage_named(m.stage).enabled(cfg)]

@@ -8,13 +8,13 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ..config import AnnConfig, Config
+from ..config import AnnConfig
 from ..errors import StageError
 from ..evaluation import popularity_segments
-from ..io.warehouse import Warehouse
+from ..metrics import metric_row, metrics_frame
 from ..neighbors import ann
 from ..neighbors.topk import user_candidates
-from ..stage import StageResult, metric_row, metrics_frame
+from ..runner.stage import StageContext
 from ..tables import rated_items
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,9 @@ def users_top_k(spark: SparkSession, items: DataFrame, users: DataFrame, seen: D
     return ann.spark_lsh_user_candidates(spark, items, users, seen, cfg, k)
 
 
-def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
-    wh = Warehouse(spark, cfg.warehouse.path)
+def run(ctx: StageContext) -> None:
+    spark, cfg, run_date, wh, res = ctx.spark, ctx.config, ctx.run_date, ctx.warehouse, ctx.result
     a = cfg.ann
-    res = StageResult()
     present = wh.models("item_embeddings", run_date)
     models = [m for m in a.models if m in present]
     if not models:
@@ -121,7 +120,6 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
     for df in (seen, segments):
         if df is not None:
             df.unpersist()
-    return res
 
 
 def tail_report(segments: DataFrame, items: DataFrame, neighbors: DataFrame) -> dict[str, float]:

@@ -12,7 +12,8 @@ from ..config import Config
 from ..evaluation import popularity_vectors, score_model
 from ..io.history import previous_date
 from ..io.warehouse import Warehouse
-from ..stage import StageResult, metrics_frame
+from ..metrics import metrics_frame
+from ..runner.stage import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +104,9 @@ def forward(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str, res:
     previous.unpersist()
 
 
-def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
-    wh = Warehouse(spark, cfg.warehouse.path)
-    res = StageResult(inputs={"ratings": wh.partition_path("ratings", run_date)})
+def run(ctx: StageContext) -> None:
+    spark, cfg, run_date, wh, res = ctx.spark, ctx.config, ctx.run_date, ctx.warehouse, ctx.result
+    res.inputs["ratings"] = wh.partition_path("ratings", run_date)
     ratings = wh.read("ratings", run_date, needed_by="daily").persist()
     stability(wh, cfg, run_date, res, ratings)
     if cfg.daily.forward:
@@ -113,4 +114,3 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
     res.rows["metrics"] = wh.write(metrics_frame(spark, res.metrics), "metrics", run_date,
                                    stage="daily")
     ratings.unpersist()
-    return res

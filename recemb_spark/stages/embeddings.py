@@ -3,15 +3,16 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from ..config import Config
 from ..io.warehouse import Warehouse
+from ..metrics import metrics_frame
 from ..models.align import align_to_previous
-from ..models.registry import ModelSpec, user_vectors
+from ..models.registry import model_spec, user_vectors
 from ..models.side_info import side_tokens
-from ..stage import StageFn, StageResult, metrics_frame
+from ..runner.stage import StageContext, StageResult
 from ..tables import user_histories
 from .holdout import training_ratings
 
@@ -43,51 +44,48 @@ def with_source(items: DataFrame) -> DataFrame:
     return items.withColumn("source", F.lit("learned"))
 
 
-def model_stage(spec: ModelSpec) -> StageFn:
-    """The stage function for ``spec``: ratings + sequences of the run date -> embeddings."""
-
-    def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
-        wh = Warehouse(spark, cfg.warehouse.path)
-        model = spec.model_name(cfg)
-        res = StageResult(inputs={"ratings": wh.partition_path("ratings", run_date),
-                                  "sequences": wh.partition_path("sequences", run_date)})
-        ratings = wh.read("ratings", run_date, needed_by=spec.stage)
-        sequences = wh.read("sequences", run_date, needed_by=spec.stage)
-        side = read_side(wh, run_date, cfg)
-        with res.timed("train"):
-            train = training_ratings(wh, ratings, run_date, res)  # without the held-out pairs
-            trained = spec.train(spark, cfg, train, sequences, side=side)
-            trained = align_to_previous(spark, cfg, wh, model, run_date, trained)  # align.*
-            items = with_source(trained.item_vectors).persist()
-            res.rows["item_embeddings"] = wh.write(items, "item_embeddings", run_date,
-                                                   model=model)
-        res.details.update(trained.details, model=model)
-        with res.timed("other_tables"):
-            write_tables(wh, res, trained.tables, run_date, model)
-        with res.timed("users"):
-            histories = user_histories(sequences).persist()
-            if trained.user_vectors is None:
-                res.details["user_pooling"] = cfg.users.pooling
-            res.rows["user_embeddings"] = wh.write(
-                user_vectors(trained, histories, items, cfg), "user_embeddings", run_date,
-                model=model)
-            res.details["users_with_history"] = histories.count()
-            if trained.user_vectors is None:  # pooled: users whose items all lack a vector
-                res.details["users_without_vector"] = (res.details["users_with_history"]
-                                                       - res.rows["user_embeddings"])
-        if spec.stage_extras is not None:
-            with res.timed("extras"):
-                extra = spec.stage_extras(spark, cfg, ratings, trained)
-                res.details.update(extra.details)
-                write_tables(wh, res, extra.tables, run_date, model)
-                res.metrics += extra.metrics
-        if res.metrics:
-            res.rows["metrics"] = wh.write(metrics_frame(spark, res.metrics), "metrics",
-                                           run_date, stage=spec.stage)
-        for df in (histories, items, side):
-            if df is not None:
-                df.unpersist()
-        trained.release()
-        return res
-
-    return run
+def run(ctx: StageContext) -> None:
+    """A model stage (item2vec, deepwalk, als: :func:`~recemb_spark.models.registry.model_spec`
+    of the stage's name): ratings + sequences of the run date -> embeddings."""
+    spark, cfg, run_date, wh, res = ctx.spark, ctx.config, ctx.run_date, ctx.warehouse, ctx.result
+    spec = model_spec(ctx.stage.name)
+    model = spec.model_name(cfg)
+    res.inputs.update(ratings=wh.partition_path("ratings", run_date),
+                      sequences=wh.partition_path("sequences", run_date))
+    ratings = wh.read("ratings", run_date, needed_by=spec.stage)
+    sequences = wh.read("sequences", run_date, needed_by=spec.stage)
+    side = read_side(wh, run_date, cfg)
+    with res.timed("train"):
+        train = training_ratings(wh, ratings, run_date, res)  # without the held-out pairs
+        trained = spec.train(spark, cfg, train, sequences, side=side)
+        trained = align_to_previous(spark, cfg, wh, model, run_date, trained)  # align.*
+        items = with_source(trained.item_vectors).persist()
+        res.rows["item_embeddings"] = wh.write(items, "item_embeddings", run_date,
+                                               model=model)
+    res.details.update(trained.details, model=model)
+    with res.timed("other_tables"):
+        write_tables(wh, res, trained.tables, run_date, model)
+    with res.timed("users"):
+        histories = user_histories(sequences).persist()
+        if trained.user_vectors is None:
+            res.details["user_pooling"] = cfg.users.pooling
+        res.rows["user_embeddings"] = wh.write(
+            user_vectors(trained, histories, items, cfg), "user_embeddings", run_date,
+            model=model)
+        res.details["users_with_history"] = histories.count()
+        if trained.user_vectors is None:  # pooled: users whose items all lack a vector
+            res.details["users_without_vector"] = (res.details["users_with_history"]
+                                                   - res.rows["user_embeddings"])
+    if spec.stage_extras is not None:
+        with res.timed("extras"):
+            extra = spec.stage_extras(spark, cfg, ratings, trained)
+            res.details.update(extra.details)
+            write_tables(wh, res, extra.tables, run_date, model)
+            res.metrics += extra.metrics
+    if res.metrics:
+        res.rows["metrics"] = wh.write(metrics_frame(spark, res.metrics), "metrics",
+                                       run_date, stage=spec.stage)
+    for df in (histories, items, side):
+        if df is not None:
+            df.unpersist()
+    trained.release()

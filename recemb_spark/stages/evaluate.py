@@ -26,8 +26,9 @@ from ..evaluation import (
 )
 from ..holdout import fingerprint, without_holdout
 from ..io.warehouse import Warehouse
+from ..metrics import metrics_frame
 from ..models.registry import enabled_models, user_vectors
-from ..stage import StageResult, metrics_frame
+from ..runner.stage import StageContext, StageResult
 from ..tables import build_sequences
 from .embeddings import read_side
 
@@ -44,11 +45,12 @@ def item_categories(wh: Warehouse, run_date: str):
     return items if items.limit(1).count() else None
 
 
-def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
+def run(ctx: StageContext) -> None:
     """Score every enabled model on the same cases, as ``evaluate.protocol`` says."""
-    if cfg.evaluate.protocol == "retrain":
-        return run_retrain(spark, cfg, run_date)
-    return run_holdout(spark, cfg, run_date)
+    if ctx.config.evaluate.protocol == "retrain":
+        run_retrain(ctx)
+    else:
+        run_holdout(ctx)
 
 
 def _popularity(spark: SparkSession, wh: Warehouse, cfg: Config, res: StageResult,
@@ -81,17 +83,17 @@ def _finish(spark: SparkSession, wh: Warehouse, cfg: Config, res: StageResult,
              res.details["eligible_users"], format_metrics(res.metrics, cfg.evaluate.ks))
 
 
-def run_holdout(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
+def run_holdout(ctx: StageContext) -> None:
     """Train nothing: read the holdout pairs and each model's item (and user) embedding
     tables of the run date, and score them like :func:`run_retrain` scores its models.
 
     A model whose stage did not exclude exactly these pairs from its training (its manifest's
     ``holdout_fingerprint``) is refused with a StageError: its figures would be flattered.
     """
-    wh = Warehouse(spark, cfg.warehouse.path)
+    spark, cfg, run_date, wh, res = ctx.spark, ctx.config, ctx.run_date, ctx.warehouse, ctx.result
     ks = cfg.evaluate.ks
-    res = StageResult(inputs={"ratings": wh.partition_path("ratings", run_date),
-                              "holdout": wh.partition_path("holdout", run_date)})
+    res.inputs.update(ratings=wh.partition_path("ratings", run_date),
+                      holdout=wh.partition_path("holdout", run_date))
     needed = "evaluate (evaluate.protocol: holdout)"
     ratings = wh.read("ratings", run_date, needed_by=needed)
     holdout = wh.read("holdout", run_date, needed_by=needed).persist()
@@ -128,7 +130,6 @@ def run_holdout(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
     segments.unpersist()
     cases.unpersist()
     holdout.unpersist()
-    return res
 
 
 def _check_trained_without(wh: Warehouse, run_date: str, stage: str, mark: str) -> None:
@@ -148,11 +149,11 @@ def _check_trained_without(wh: Warehouse, run_date: str, stage: str, mark: str) 
                          f"--set evaluate.protocol=retrain)")
 
 
-def run_retrain(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
+def run_retrain(ctx: StageContext) -> None:
     """Split once, train every enabled model on the split, score all on the same cases."""
-    wh = Warehouse(spark, cfg.warehouse.path)
+    spark, cfg, run_date, wh, res = ctx.spark, ctx.config, ctx.run_date, ctx.warehouse, ctx.result
     ks = cfg.evaluate.ks
-    res = StageResult(inputs={"ratings": wh.partition_path("ratings", run_date)})
+    res.inputs["ratings"] = wh.partition_path("ratings", run_date)
     ratings = wh.read("ratings", run_date, needed_by="evaluate")
     with res.timed("split"):
         split = leave_last_out(ratings, cfg.liked_min_rating)
@@ -186,4 +187,3 @@ def run_retrain(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
     _finish(spark, wh, cfg, res, run_date)
     for df in (train_sequences, cases, train, segments):
         df.unpersist()
-    return res

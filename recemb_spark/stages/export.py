@@ -8,11 +8,12 @@ import time
 from typing import Any
 
 import redis
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 
 from ..config import Config
 from ..errors import StageError
 from ..io.warehouse import Warehouse
+from ..runner.stage import StageContext, StageResult
 from ..serving.frames import SOURCES, expected_counts, export_frame, write_frame
 from ..serving.redis_store import (
     RANKED,
@@ -22,7 +23,6 @@ from ..serving.redis_store import (
     new_version,
     pointer_key,
 )
-from ..stage import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +51,14 @@ def plan(wh: Warehouse, cfg: Config, run_date: str) -> dict[str, list[str]]:
     return {m: [k for k in wanted if wh.has(SOURCES[k][0], run_date, m)] for m in models}
 
 
-def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
+def run(ctx: StageContext) -> None:
+    cfg, run_date, wh, res = ctx.config, ctx.run_date, ctx.warehouse, ctx.result
     e = cfg.export
-    wh = Warehouse(spark, cfg.warehouse.path)
     todo = plan(wh, cfg, run_date)
     target = RedisTarget.from_config(e)
     tables = {(m, SOURCES[k][0]) for m, kinds in todo.items() for k in kinds}
-    res = StageResult(inputs={f"{t}/{m}": wh.partition_path(t, run_date, m)
-                              for m, t in sorted(tables)})
+    res.inputs.update({f"{t}/{m}": wh.partition_path(t, run_date, m)
+                       for m, t in sorted(tables)})
     version = new_version(run_date)
     res.details.update(redis=target.describe(), prefix=e.prefix, version=version,
                        kinds={m: kinds for m, kinds in todo.items()})
@@ -71,7 +71,6 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
         _export(wh, cfg, target, store, run_date, version, todo, res)
     finally:
         store.r.close()
-    return res
 
 
 def _export(wh: Warehouse, cfg: Config, target: RedisTarget, store: VersionStore,

@@ -23,7 +23,7 @@ from ..holdout import (
     without_holdout,
 )
 from ..io.warehouse import Warehouse
-from ..stage import StageResult
+from ..runner.stage import StageResult
 
 log = logging.getLogger(__name__)
 

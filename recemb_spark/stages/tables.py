@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 from pyspark import StorageLevel
-from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from ..config import Config
 from ..io import readers, sample
-from ..io.warehouse import Warehouse
-from ..stage import StageResult
+from ..runner.stage import StageContext
 from ..tables import (
     aggregate_events,
     build_sessions,
@@ -24,14 +21,13 @@ from .holdout import hold_out
 LOG_SIZED = StorageLevel.DISK_ONLY
 
 
-def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
+def run(ctx: StageContext) -> None:
     """Read the input (or generate the built-in sample) and write the four base tables.
 
     Rejected rows are written before the reject-fraction check, so a failing run still leaves
     the evidence in ``rejects``.
     """
-    wh = Warehouse(spark, cfg.warehouse.path)
-    res = StageResult()
+    spark, cfg, run_date, wh, res = ctx.spark, ctx.config, ctx.run_date, ctx.warehouse, ctx.result
     inp = cfg.input
     with res.timed("read"):
         if inp.path:
@@ -89,4 +85,3 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
         df.unpersist()
     if parsed is not None:
         parsed.unpersist()
-    return res

@@ -1,8 +1,11 @@
-"""One run of stages for one date: the run lock, ``--resume``, and the run summary.
+"""One run of stages for one date: each stage's manifest, the run lock, ``--resume``, and the
+run summary.
 
-``run_stages`` holds the date's lock (:mod:`recemb_spark.io.lock`) while it runs the stages in
-order. With ``resume`` a stage is skipped when its manifest for the date says ``ok``, its
-parameters equal the current ones (:func:`compared_parameters`) and every partition it wrote
+:func:`run_stage` runs one declared stage (:class:`~.stage.Stage`) with its
+:class:`~.stage.StageContext`, logs one line and writes its manifest. :func:`run_stages` holds
+the date's lock (:mod:`.lock`) while it runs stages in order. With ``resume`` a stage is
+skipped when its manifest for the date says ``ok``, the keys of the config sections it
+declares equal the current ones (:func:`compared_parameters`) and every partition it wrote
 still exists; from the first stage that must run, every later stage runs. The summary
 ``_manifests/dt=<date>/run.json`` lists each stage's status (ok / failed / skipped / not_run),
 rows and seconds; a skipped stage keeps its own manifest untouched (it still describes the
@@ -13,49 +16,86 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from typing import Any, Optional
+from typing import Any
 
 from pyspark.sql import SparkSession
 
-from .config import Config, run_control_keys
-from .errors import RecembError
-from .io.lock import RunLock
-from .io.warehouse import Warehouse, join_path
-from .stage import StageFn, StageResult, run_stage
+from .. import __version__
+from ..config import Config, run_control_keys
+from ..errors import RecembError
+from ..io.warehouse import Warehouse, join_path, record_writes
+from .lock import RunLock
+from .progress import progress
+from .stage import Stage, StageContext, StageResult
 
 log = logging.getLogger(__name__)
 
-# Keys that steer how a run goes, not what it writes (declared with run_control=True): a
-# resumed run may change them freely (say, more driver memory after an out-of-memory failure).
-RUN_CONTROL_KEYS = run_control_keys()
-RUN_CONTROL_SECTIONS = {"catalog", "report"}  # report: a command, not a stage
-# Sections a stage provably does not read (its outputs cannot depend on them). Sections not
-# listed — input, sample, sequences, users, and any section added later — count for every
-# stage; evaluate and ann (which read every model's settings) compare everything.
-_MODELS = {"item2vec", "graph", "walks", "deepwalk", "als"}
-NOT_READ_BY = {
-    "tables": _MODELS | {"users", "ann"},  # evaluate.*: the tables stage holds pairs out
-    "item2vec": _MODELS - {"item2vec"} | {"evaluate", "ann"},
-    "deepwalk": {"item2vec", "als", "evaluate", "ann"},
-    "als": _MODELS - {"als"} | {"evaluate", "ann"},
-}
+
+def run_stage(stage: Stage, spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
+    """Run one stage, log one line about it, and write its manifest (also when it fails).
+
+    The manifest goes to ``<warehouse>/_manifests/dt=<run_date>/<name>.json``; its
+    ``outputs`` lists the partitions the stage wrote (relative to the warehouse root). A write
+    to a table the stage does not declare is a programming error (RuntimeError).
+    """
+    name = stage.name
+    wh = Warehouse(spark, cfg.warehouse.path)
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.perf_counter()
+    log.info("stage %s: started (run date %s)", name, run_date)
+    manifest: dict[str, Any] = {
+        "stage": name, "run_date": run_date, "started_at": started.isoformat(),
+        "spark_version": spark.version, "recemb_version": __version__,
+        "master": spark.sparkContext.master, "parameters": cfg.to_dict(),
+    }
+    ctx = StageContext(spark, cfg, run_date, wh, StageResult(), stage)
+    outputs: list[str] = []
+    try:
+        run = stage.load()
+        with record_writes() as outputs, progress(spark, f"stage {name}"):  # progress: a
+            # line every ~45 s while it runs
+            run(ctx)
+        undeclared = sorted({p.split("/")[0] for p in outputs} - set(stage.writes))
+        if undeclared:
+            raise RuntimeError(f"stage {name} wrote table(s) {undeclared} it does not declare "
+                               f"(writes={list(stage.writes)}): fix recemb_spark/stages/"
+                               f"__init__.py")
+    except BaseException as exc:
+        manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}",
+                        seconds=round(time.perf_counter() - t0, 3), outputs=outputs)
+        try:
+            wh.write_manifest(run_date, name, manifest)
+        except Exception:  # the original error matters more than a failed manifest
+            log.debug("could not write the failure manifest", exc_info=True)
+        raise
+    result = ctx.result
+    seconds = round(time.perf_counter() - t0, 3)
+    manifest.update(status="ok", seconds=seconds,
+                    finished_at=dt.datetime.now(dt.timezone.utc).isoformat(),
+                    inputs=result.inputs, rows=result.rows, details=result.details,
+                    timings=result.timings, metrics=result.metrics, outputs=outputs)
+    path = wh.write_manifest(run_date, name, manifest)
+    rows = ", ".join(f"{k}={v}" for k, v in result.rows.items())
+    log.info("stage %s: done in %.1fs: %s (manifest %s)", name, seconds, rows, path)
+    return result
 
 
-def compared_parameters(stage: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The ``section.key -> value`` pairs of ``params`` that decide ``stage``'s outputs."""
-    ignored = RUN_CONTROL_SECTIONS | NOT_READ_BY.get(stage, set())
+def compared_parameters(stage: Stage, params: dict[str, Any]) -> dict[str, Any]:
+    """The ``section.key -> value`` pairs of ``params`` that decide ``stage``'s outputs: the
+    keys of the sections it declares (``Stage.config``), run-control keys aside."""
+    control = run_control_keys()
     return {f"{section}.{key}": value
-            for section, values in params.items() if section not in ignored
-            for key, value in values.items() if f"{section}.{key}" not in RUN_CONTROL_KEYS}
+            for section, values in params.items() if section in stage.config
+            for key, value in values.items() if f"{section}.{key}" not in control}
 
 
-def skip_reason(wh: Warehouse, stage: str, cfg: Config, run_date: str
-                ) -> tuple[Optional[str], Optional[dict[str, Any]]]:
+def skip_reason(wh: Warehouse, stage: Stage, cfg: Config, run_date: str
+                ) -> tuple[str | None, dict[str, Any] | None]:
     """``(why the stage must run, None)``, or ``(None, its manifest)`` when it can be skipped."""
-    path = wh.manifest_path(run_date, stage)
+    path = wh.manifest_path(run_date, stage.name)
     if not wh.fs.exists(path):
         return "no manifest for this date", None
-    manifest = wh.read_manifest(run_date, stage)
+    manifest = wh.read_manifest(run_date, stage.name)
     if manifest.get("status") != "ok":
         return f"its last run {manifest.get('status', 'did not finish')}", None
     before = compared_parameters(stage, manifest.get("parameters", {}))
@@ -79,7 +119,7 @@ def result_from_manifest(manifest: dict[str, Any]) -> StageResult:
 
 
 def run_stages(spark: SparkSession, cfg: Config, run_date: str,
-               stages: list[tuple[str, StageFn]], resume: bool = False,
+               stages: list[Stage], resume: bool = False,
                summary: bool = True, command: str = "run") -> dict[str, StageResult]:
     """Run ``stages`` in order for ``run_date`` under the date's lock; return their results.
 
@@ -95,10 +135,11 @@ def run_stages(spark: SparkSession, cfg: Config, run_date: str,
     must_run = not resume
     with RunLock(wh, run_date, cfg.warehouse.lock_max_age_hours, command):
         try:
-            for name, fn in stages:
+            for stage in stages:
+                name = stage.name
                 if not must_run:
-                    reason, manifest = skip_reason(wh, name, cfg, run_date)
-                    if reason is None:
+                    reason, manifest = skip_reason(wh, stage, cfg, run_date)
+                    if manifest is not None:  # no reason to run it
                         results[name] = result_from_manifest(manifest)
                         entries.append(_entry(name, "skipped", manifest,
                                               ran_at=manifest.get("started_at")))
@@ -109,7 +150,7 @@ def run_stages(spark: SparkSession, cfg: Config, run_date: str,
                     must_run = True
                 s0 = time.perf_counter()
                 try:
-                    results[name] = run_stage(name, fn, spark, cfg, run_date)
+                    results[name] = run_stage(stage, spark, cfg, run_date)
                 except BaseException as exc:
                     entries.append({"stage": name, "status": "failed", "skipped": False,
                                     "seconds": round(time.perf_counter() - s0, 3),
@@ -123,12 +164,12 @@ def run_stages(spark: SparkSession, cfg: Config, run_date: str,
                 else None
             done = {e["stage"] for e in entries}
             entries += [{"stage": n, "status": "not_run", "skipped": False}
-                        for n, _ in stages if n not in done]
+                        for n in (s.name for s in stages) if n not in done]
             if summary:
                 _write_summary(wh, run_date, started, t0, resume, entries, "failed", failed)
             if failed is not None:
                 try:
-                    exc.recemb_stage = failed
+                    setattr(exc, "recemb_stage", failed)  # noqa: B010 - read by the CLI
                 except AttributeError:  # an exception type without a __dict__
                     pass
                 code = exc.exit_code if isinstance(exc, RecembError) else 1
@@ -149,7 +190,7 @@ def _entry(name: str, status: str, manifest: dict[str, Any], **extra: Any) -> di
 
 
 def _write_summary(wh: Warehouse, run_date: str, started: dt.datetime, t0: float, resume: bool,
-                   entries: list[dict[str, Any]], status: str, failed: Optional[str]) -> None:
+                   entries: list[dict[str, Any]], status: str, failed: str | None) -> None:
     payload = {"run_date": run_date, "status": status, "resume": resume,
                "started_at": started.isoformat(),
                "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),

@@ -14,9 +14,10 @@ import logging
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
-from pyspark.sql import SparkSession
+if TYPE_CHECKING:  # the runner's declarations import this module before Spark is needed
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 

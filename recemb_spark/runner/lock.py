@@ -24,7 +24,7 @@ from typing import Any, Optional
 from urllib.parse import urlparse
 
 from ..errors import LockError
-from .warehouse import Warehouse, join_path
+from ..io.warehouse import Warehouse, join_path
 
 log = logging.getLogger(__name__)
 
