@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_json  # noqa: E402
 
 from recemb_spark.config import load_config  # noqa: E402
-from recemb_spark.neighbors import ann  # noqa: E402
+from recemb_spark.neighbors import nearest as ann  # noqa: E402
 from recemb_spark.session import build_session  # noqa: E402
 
 

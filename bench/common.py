@@ -12,22 +12,22 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recemb_spark.config import Config, load_config
-from recemb_spark.evaluation import (
+from recemb_spark.evaluation.scoring import (
     leave_last_out,
     popularity_segments,
     popularity_vectors,
     score_model,
     segments_for_cases,
 )
-from recemb_spark.io import readers, sample
-from recemb_spark.models.side_info import side_tokens
-from recemb_spark.session import build_session
-from recemb_spark.tables import (
+from recemb_spark.interactions import (
     aggregate_events,
     build_sequences,
     clean_ratings,
     items_from_categories,
 )
+from recemb_spark.io import readers, sample
+from recemb_spark.models.side_info import side_tokens
+from recemb_spark.session import build_session
 
 
 @dataclass

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import metrics_dict, popularity, prepare, score_vectors, write_json  # noqa: E402
 
-from recemb_spark.evaluation import score_model  # noqa: E402
+from recemb_spark.evaluation.scoring import score_model  # noqa: E402
 from recemb_spark.models.registry import train_deepwalk  # noqa: E402
 from recemb_spark.models.users import pool_user_vectors  # noqa: E402
 

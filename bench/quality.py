@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Prepared, metrics_dict, popularity, prepare, write_json  # noqa: E402
 
-from recemb_spark.evaluation import score_model  # noqa: E402
+from recemb_spark.evaluation.scoring import score_model  # noqa: E402
 from recemb_spark.models.registry import train_deepwalk, train_item2vec  # noqa: E402
 from recemb_spark.models.word2vec import (  # noqa: E402
     corpus_stats,

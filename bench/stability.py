@@ -34,14 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_json  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from recemb_spark import daily  # noqa: E402
 from recemb_spark.config import load_config  # noqa: E402
+from recemb_spark.evaluation import daily_metrics as daily  # noqa: E402
+from recemb_spark.interactions import build_sequences, clean_ratings  # noqa: E402
 from recemb_spark.io import readers, sample  # noqa: E402
 from recemb_spark.models import align  # noqa: E402
 from recemb_spark.models.registry import model_specs  # noqa: E402
-from recemb_spark.neighbors.ann import exact_item_neighbors, normalise  # noqa: E402
+from recemb_spark.neighbors.nearest import exact_item_neighbors, normalise  # noqa: E402
 from recemb_spark.session import build_session  # noqa: E402
-from recemb_spark.tables import build_sequences, clean_ratings  # noqa: E402
 
 PAIRS = {"same_seed": ("A", "A2"), "seed": ("A", "B"), "day": ("A", "C"),
          "day_and_seed": ("B", "C")}

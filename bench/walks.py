@@ -24,12 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_json  # noqa: E402
 
 from recemb_spark.config import load_config  # noqa: E402
+from recemb_spark.interactions import build_sequences, clean_ratings  # noqa: E402
 from recemb_spark.io import sample  # noqa: E402
 from recemb_spark.logs import setup_logging  # noqa: E402
 from recemb_spark.models.graph import build_item_graph, transition_probabilities  # noqa: E402
 from recemb_spark.models.walks import generate_walks, index_graph, walk_stats  # noqa: E402
 from recemb_spark.session import build_session  # noqa: E402
-from recemb_spark.tables import build_sequences, clean_ratings  # noqa: E402
 
 
 def powerlaw_edges(n_nodes: int, n_edges: int, seed: int = 0):

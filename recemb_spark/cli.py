@@ -129,9 +129,9 @@ def _in_stage(exc: BaseException, command: str) -> str:
 
 
 def _dispatch(spark, cfg: Config, run_date: str, args: argparse.Namespace) -> None:
-    from .runner import pipeline
-    from .evaluation import format_metrics
+    from .evaluation.scoring import format_metrics
     from .io import sample
+    from .runner import pipeline
 
     if args.command == "sample":
         paths = sample.write_sample(spark, cfg.sample, args.out)

@@ -8,11 +8,11 @@ from pyspark.sql import functions as F
 
 from recemb_spark.config import load_config
 from recemb_spark.errors import ConfigError
+from recemb_spark.interactions import clean_ratings
 from recemb_spark.io import sample
 from recemb_spark.io.readers import RATINGS_SCHEMA
 from recemb_spark.models import als, blas
 from recemb_spark.neighbors.topk import user_candidates
-from recemb_spark.tables import clean_ratings
 
 from .conftest import SMALL_SAMPLE
 

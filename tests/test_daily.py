@@ -8,9 +8,9 @@ from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
-from recemb_spark import daily
 from recemb_spark.cli import main
 from recemb_spark.config import load_config
+from recemb_spark.evaluation import daily_metrics as daily
 from recemb_spark.io import sample
 from recemb_spark.io.history import (
     apply_retention,

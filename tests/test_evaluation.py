@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from chispa import assert_df_equality
 
-from recemb_spark.evaluation import (
+from recemb_spark.evaluation.scoring import (
     format_metrics,
     heldout_ranks,
     hit_and_ndcg,
@@ -133,7 +133,7 @@ def test_format_metrics_widens_for_long_names_and_baselines_have_no_query():
 
 
 def test_popularity_segments_head_tail_cold(spark):
-    from recemb_spark.evaluation import popularity_segments, segments_for_cases
+    from recemb_spark.evaluation.scoring import popularity_segments, segments_for_cases
 
     # liked events: a 6, b 2, c 1, d 1 (10 in all); head share 0.5: a alone holds 60%
     rows = [(f"u{i}", "a", 5.0, t(i)) for i in range(6)] + [

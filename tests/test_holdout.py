@@ -7,13 +7,13 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from recemb_spark.cli import main
-from recemb_spark.evaluation import holdout_cases, leave_last_out
-from recemb_spark.holdout import (
+from recemb_spark.evaluation.holdout import (
     AUTO_HOLDOUT_USERS,
     choose_holdout,
     fingerprint,
     holdout_size,
 )
+from recemb_spark.evaluation.scoring import holdout_cases, leave_last_out
 from recemb_spark.io.readers import RATINGS_SCHEMA
 from recemb_spark.io.warehouse import Warehouse
 

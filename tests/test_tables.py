@@ -6,9 +6,7 @@ from chispa import assert_df_equality
 from recemb_spark.cli import main
 from recemb_spark.config import load_config
 from recemb_spark.errors import ConfigError
-from recemb_spark.io.readers import RATINGS_SCHEMA
-from recemb_spark.io.warehouse import Warehouse
-from recemb_spark.tables import (
+from recemb_spark.interactions import (
     aggregate_events,
     build_sequences,
     build_sessions,
@@ -16,6 +14,8 @@ from recemb_spark.tables import (
     items_from_categories,
     user_histories,
 )
+from recemb_spark.io.readers import RATINGS_SCHEMA
+from recemb_spark.io.warehouse import Warehouse
 
 SEQ_SCHEMA = ("user_id string, items array<string>, n_items int, ts_start timestamp, "
               "ts_end timestamp")

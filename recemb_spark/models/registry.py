@@ -14,9 +14,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ..config import Config
+from ..interactions import rated_items
 from ..io.warehouse import join_path
 from ..stages import stage_named
-from ..tables import rated_items
 from .side_info import interleave_side_tokens, split_vectors, with_cold_items
 from .tune import tune_word2vec
 from .users import pool_user_vectors

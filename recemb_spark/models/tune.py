@@ -19,8 +19,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ..config import Word2VecConfig
-from ..evaluation import score_model
-from ..tables import user_histories
+from ..evaluation.scoring import score_model
+from ..interactions import user_histories
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from ..config import Config
-from ..evaluation import is_baseline
+from ..evaluation.scoring import is_baseline
+from ..interactions import natural_key
 from ..io.warehouse import Warehouse, join_path
 from ..neighbors.topk import unit_rows
-from ..tables import natural_key
 
 #: evaluation metric names (without the ``user_`` prefix of user-vector queries)
 EVAL_METRICS = ("hr", "ndcg", "coverage")

@@ -10,12 +10,12 @@ from pyspark.sql import functions as F
 
 from ..config import AnnConfig
 from ..errors import StageError
-from ..evaluation import popularity_segments
+from ..evaluation.scoring import popularity_segments
+from ..interactions import rated_items
 from ..metrics import metric_row, metrics_frame
-from ..neighbors import ann
+from ..neighbors import nearest as ann
 from ..neighbors.topk import user_candidates
 from ..runner.stage import StageContext
-from ..tables import rated_items
 
 log = logging.getLogger(__name__)
 

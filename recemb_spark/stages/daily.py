@@ -7,9 +7,9 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from .. import daily
 from ..config import Config
-from ..evaluation import popularity_vectors, score_model
+from ..evaluation import daily_metrics as daily
+from ..evaluation.scoring import popularity_vectors, score_model
 from ..io.history import previous_date
 from ..io.warehouse import Warehouse
 from ..metrics import metrics_frame

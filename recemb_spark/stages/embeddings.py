@@ -7,13 +7,13 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from ..config import Config
+from ..interactions import user_histories
 from ..io.warehouse import Warehouse
 from ..metrics import metrics_frame
 from ..models.align import align_to_previous
 from ..models.registry import model_spec, user_vectors
 from ..models.side_info import side_tokens
 from ..runner.stage import StageContext, StageResult
-from ..tables import user_histories
 from .holdout import training_ratings
 
 

@@ -15,7 +15,8 @@ from pyspark.sql import functions as F
 
 from ..config import Config
 from ..errors import StageError
-from ..evaluation import (
+from ..evaluation.holdout import fingerprint, without_holdout
+from ..evaluation.scoring import (
     format_metrics,
     holdout_cases,
     leave_last_out,
@@ -24,12 +25,11 @@ from ..evaluation import (
     score_model,
     segments_for_cases,
 )
-from ..holdout import fingerprint, without_holdout
+from ..interactions import build_sequences
 from ..io.warehouse import Warehouse
 from ..metrics import metrics_frame
 from ..models.registry import enabled_models, user_vectors
 from ..runner.stage import StageContext, StageResult
-from ..tables import build_sequences
 from .embeddings import read_side
 
 log = logging.getLogger(__name__)

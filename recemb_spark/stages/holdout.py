@@ -14,7 +14,7 @@ from typing import Optional
 from pyspark.sql import DataFrame, SparkSession
 
 from ..config import Config
-from ..holdout import (
+from ..evaluation.holdout import (
     HOLDOUT_SCHEMA,
     fingerprint,
     holdout_size,

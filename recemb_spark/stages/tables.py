@@ -4,14 +4,14 @@ from __future__ import annotations
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
-from ..io import readers, sample
-from ..runner.stage import StageContext
-from ..tables import (
+from ..interactions import (
     aggregate_events,
     build_sessions,
     clean_ratings,
     items_from_categories,
 )
+from ..io import readers, sample
+from ..runner.stage import StageContext
 from .holdout import hold_out
 
 #: frames the size of the log are cached on local disk, never in memory: a 4 GiB local driver

@@ -22,8 +22,8 @@ from typing import Any, Optional
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from .metrics import metric_row
-from .tables import item_order
+from ..interactions import item_order
+from ..metrics import metric_row
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 

@@ -27,10 +27,10 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from ..interactions import event_struct
+from ..metrics import metric_row
+from ..neighbors.topk import BLOCK_CELLS, collect_matrix, top_k_rows, unit_rows
 from .holdout import last_liked, without_holdout
-from .neighbors.topk import BLOCK_CELLS, collect_matrix, top_k_rows, unit_rows
-from .metrics import metric_row
-from .tables import event_struct
 
 
 @dataclass

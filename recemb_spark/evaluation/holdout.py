@@ -21,7 +21,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from .tables import event_struct
+from ..interactions import event_struct
 
 #: ``evaluate.holdout_users: 0`` (auto) holds out this many users at most.
 AUTO_HOLDOUT_USERS = 10_000
