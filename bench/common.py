@@ -12,9 +12,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recemb_spark.config import Config, load_config
+from recemb_spark.evaluation.popularity import popularity_segments
 from recemb_spark.evaluation.scoring import (
     leave_last_out,
-    popularity_segments,
     popularity_vectors,
     score_model,
     segments_for_cases,

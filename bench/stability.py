@@ -36,6 +36,7 @@ from pyspark.sql import functions as F  # noqa: E402
 
 from recemb_spark.config import load_config  # noqa: E402
 from recemb_spark.evaluation import daily_metrics as daily  # noqa: E402
+from recemb_spark.evaluation.popularity import popularity_segments  # noqa: E402
 from recemb_spark.interactions import build_sequences, clean_ratings  # noqa: E402
 from recemb_spark.io import readers, sample  # noqa: E402
 from recemb_spark.models import align  # noqa: E402
@@ -96,8 +97,8 @@ def main() -> None:
                                & (F.col("rating") >= cfg.sequences.min_rating)).count()
     print(f"{name}: {ratings.count()} ratings, {new} new in the last {args.days} day(s) "
           f"after {cutoff} ({new_liked} liked)")
-    buckets = daily.popularity_buckets(ratings, cfg.sequences.min_rating,
-                                       cfg.daily.head_share).persist()
+    buckets = popularity_segments(ratings, cfg.sequences.min_rating, cfg.evaluate.head_share,
+                                  cfg.evaluate.cold_max_events).persist()
     runs = {"A": ("yesterday", 0), "A2": ("yesterday", 0), "B": ("yesterday", 1),
             "C": ("today", 0)}
     results = {}

@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 from recemb_spark.cli import main
 from recemb_spark.config import load_config
 from recemb_spark.evaluation import daily_metrics as daily
+from recemb_spark.evaluation.popularity import popularity_segments
 from recemb_spark.io import sample
 from recemb_spark.io.history import (
     apply_retention,
@@ -48,25 +49,27 @@ def test_neighbor_overlap_on_hand_made_lists(spark):
                               ignore_row_order=True, ignore_nullable=True)
 
 
-def test_popularity_buckets_and_overlap_metrics(spark):
+def test_popularity_segments_and_overlap_metrics(spark):
     # liked events: a 5, b 3, c 1, d 1 (10 in all); e only disliked. head_share 0.5: a (0 before
     # it) and b (5 before it, 5 < 5 is false -> tail). head_share 0.6: a, b (5 < 6).
-    # head_share 0.85: a, b, c (8 < 8.5) but not d (9): the tie c/d is broken by item id
+    # head_share 0.85: a, b, c (8 < 8.5) but not d (9): the tie c/d is broken by item id;
+    # e has no liked event: not listed (the overlap counts it as tail)
     rows = [(f"u{i}", "a", 5.0, t(1, i)) for i in range(5)]
     rows += [(f"u{i}", "b", 4.0, t(1, i)) for i in range(3)]
     rows += [("u0", "c", 4.0, t(2)), ("u1", "d", 4.0, t(2)), ("u2", "e", 1.0, t(2))]
     ratings = spark.createDataFrame(rows, RATINGS_SCHEMA)
-    b50 = daily.popularity_buckets(ratings, 3.5, 0.5)
-    expected = spark.createDataFrame([("a", "head"), ("b", "tail"), ("c", "tail"),
-                                      ("d", "tail"), ("e", "tail")],
-                                     "item_id string, bucket string")
+    b50 = popularity_segments(ratings, 3.5, 0.5, cold_max_events=1)
+    expected = spark.createDataFrame([("a", ["head"]), ("b", ["tail"]), ("c", ["tail", "cold"]),
+                                      ("d", ["tail", "cold"])],
+                                     "item_id string, segments array<string>")
     assert_df_equality(b50, expected, ignore_row_order=True, ignore_nullable=True)
-    b60 = daily.popularity_buckets(ratings, 3.5, 0.6)
-    assert {r["item_id"]: r["bucket"] for r in b60.collect()} == {
-        "a": "head", "b": "head", "c": "tail", "d": "tail", "e": "tail"}
+    b60 = popularity_segments(ratings, 3.5, 0.6, cold_max_events=0)
+    assert {r["item_id"]: r["segments"] for r in b60.collect()} == {
+        "a": ["head"], "b": ["head"], "c": ["tail"], "d": ["tail"]}
 
-    b85 = daily.popularity_buckets(ratings, 3.5, 0.85)
-    assert sorted(r["item_id"] for r in b85.collect() if r["bucket"] == "head") == ["a", "b", "c"]
+    b85 = popularity_segments(ratings, 3.5, 0.85, cold_max_events=0)
+    assert sorted(r["item_id"] for r in b85.collect() if r["segments"][0] == "head") == [
+        "a", "b", "c"]
 
     overlap = spark.createDataFrame([("a", 1.0), ("b", 0.5), ("c", 0.0), ("z", 0.25)],
                                     "item_id string, overlap double")

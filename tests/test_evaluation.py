@@ -133,7 +133,8 @@ def test_format_metrics_widens_for_long_names_and_baselines_have_no_query():
 
 
 def test_popularity_segments_head_tail_cold(spark):
-    from recemb_spark.evaluation.scoring import popularity_segments, segments_for_cases
+    from recemb_spark.evaluation.popularity import popularity_segments
+    from recemb_spark.evaluation.scoring import segments_for_cases
 
     # liked events: a 6, b 2, c 1, d 1 (10 in all); head share 0.5: a alone holds 60%
     rows = [(f"u{i}", "a", 5.0, t(i)) for i in range(6)] + [

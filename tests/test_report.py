@@ -17,8 +17,8 @@ import pytest
 from recemb_spark.cli import main
 from recemb_spark.config import load_config
 from recemb_spark.io.warehouse import Warehouse
-from recemb_spark.report import gather
 from recemb_spark.metrics import metric_row, metrics_frame
+from recemb_spark.report import gather
 
 D1, D2 = "2026-10-31", "2026-11-01"
 # tiny and fast: only item2vec (+ popularity) is trained; ann writes its neighbours exactly

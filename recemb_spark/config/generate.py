@@ -18,8 +18,8 @@ from .sections import _SECTION_TYPES, settings
 YAML_HEADER = """\
 # recemb-spark defaults: every parameter, with what it does. Override with `--conf FILE.yaml`
 # (same shape, any subset of keys) or `--set section.key=value`. Unknown keys are errors.
-# GENERATED from recemb_spark/config.py by `python -m recemb_spark.config --write`: edit the
-# declarations there, not this file (docs/configuration.md lists the allowed values).
+# GENERATED from recemb_spark/config/sections.py by `python -m recemb_spark.config --write`:
+# edit the declarations there, not this file (docs/configuration.md lists the allowed values).
 """
 
 _PLAIN = re.compile(r"[A-Za-z0-9_./\-]+")
@@ -75,10 +75,10 @@ def configuration_markdown() -> str:
     lines = [
         "# Configuration",
         "",
-        "<!-- GENERATED from recemb_spark/config.py by `python -m recemb_spark.config "
+        "<!-- GENERATED from recemb_spark/config/sections.py by `python -m recemb_spark.config "
         "--write`; do not edit -->",
         "",
-        "Every setting, declared once in `recemb_spark/config.py` (type, default, allowed "
+        "Every setting, declared once in `recemb_spark/config/sections.py` (type, default, allowed "
         "values, doc). Layers merge in order: these defaults, each `--conf FILE.yaml` (same "
         "shape as [`conf/default.yaml`](../conf/default.yaml), any subset of keys), each "
         "`--set section.key=value` (values parsed as YAML: `4.0`, `true`, `null`, `[10, 50]`). "

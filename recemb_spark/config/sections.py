@@ -538,13 +538,14 @@ class EvaluateConfig:
     )
     head_share: float = setting(
         0.2,
-        "head items: the most liked items holding this share of the liked training events; the "
-        "rest is the tail (metrics *_head / *_tail)",
+        "head items: the most liked items holding this share of the liked events; the rest is "
+        "the tail (the evaluation's *_head / *_tail on the training events, ann's coverage and "
+        "daily's overlap on the date's)",
         gt=0, lt=1,
     )
     cold_max_events: int = setting(
         5,
-        "cold held-out items: at most this many liked training events (metrics *_cold; "
+        "cold items: at most this many liked training events (metrics *_cold; "
         "popularity_category is the baseline)",
         ge=0,
     )
@@ -688,12 +689,6 @@ class DailyConfig:
         10,
         "top-k of the neighbour-overlap (|A∩B|/k) and of the forward HR@k / NDCG@k",
         ge=1,
-    )
-    head_share: float = setting(
-        0.2,
-        "popularity buckets: \"head\" = the most liked items that hold this share of today's "
-        "liked events, \"tail\" = the rest",
-        gt=0, lt=1,
     )
     forward: bool = setting(
         True,

@@ -3,27 +3,27 @@ events that arrived since. Pure DataFrame functions; ``stages/daily.py`` wires t
 
 *Stability*: for every item with a neighbour list on both dates, the overlap of the two top-k
 lists ``|A ∩ B| / k`` (:func:`neighbor_overlap`), summarised as a mean, quantiles and means
-per popularity bucket (:func:`popularity_buckets`, :func:`overlap_metrics`).
+for head and tail items (:func:`overlap_metrics`; the rule: :mod:`.popularity`).
 
 *Forward evaluation*: yesterday's tables against the liked events after yesterday's cutoff
 (the latest ``ts`` of yesterday's rating table). Each user with such an event is one case
 (:func:`forward_cases`): the target is the user's first new liked item (not one they had
 rated by the cutoff; ties in time by item id), the query their last liked item at the cutoff,
 and everything they had rated by then is excluded from the ranking. The embeddings are scored
-with :func:`recemb_spark.evaluation.score_model` (metric names prefixed ``forward_``,
+with :func:`recemb_spark.evaluation.scoring.score_model` (metric names prefixed ``forward_``,
 :func:`forward_rows`); the stored neighbour lists with :func:`forward_neighbor_metrics`.
 """
 from __future__ import annotations
 
 import datetime as dt
-import math
 from typing import Any, Optional
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from ..interactions import item_order
+from ..ids import item_order
 from ..metrics import metric_row
+from .popularity import is_head
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
@@ -51,47 +51,14 @@ def neighbor_overlap(today: DataFrame, previous: DataFrame, k: int) -> DataFrame
                     .alias("overlap")))
 
 
-def popularity_buckets(ratings: DataFrame, min_rating: float, head_share: float) -> DataFrame:
-    """``(item_id, bucket)``: ``head`` for the most liked items that together hold
-    ``head_share`` of all liked events (rating >= ``min_rating``): taken in order of liked
-    count (ties by item id), an item is head while the liked events of the items before it
-    are below the share; ``tail`` for every other rated item.
-
-    Only the histogram ``liked count -> number of items`` reaches the driver (at most one row
-    per distinct count); the items tied at the boundary count are ordered by a window
-    partitioned by count.
-    """
-    counts = (ratings.groupBy("item_id").agg(
-        F.sum((F.col("rating") >= F.lit(min_rating)).cast("long")).alias("_liked")))
-    hist = sorted(((r["_liked"], r["n"]) for r in
-                   counts.groupBy("_liked").agg(F.count("*").alias("n")).collect()),
-                  reverse=True)
-    target = head_share * sum(c * n for c, n in hist)
-    boundary, take, before = None, 0, 0  # items with count > boundary are head, plus `take`
-    for c, n in hist:                    # items of count == boundary
-        if c <= 0 or before >= target:
-            break
-        take = min(n, math.ceil((target - before) / c))
-        boundary = c
-        if take < n:
-            break
-        before += c * n
-    if boundary is None:
-        head = F.lit(False)
-    else:
-        tied = F.row_number().over(Window.partitionBy("_liked").orderBy(*item_order()))
-        head = (F.col("_liked") > boundary) | ((F.col("_liked") == boundary) & (tied <= take))
-    return counts.select("item_id", F.when(head, "head").otherwise("tail").alias("bucket"))
-
-
-def overlap_metrics(model: str, overlap: DataFrame, buckets: DataFrame,
+def overlap_metrics(model: str, overlap: DataFrame, segments: DataFrame,
                     k: int) -> list[dict[str, Any]]:
     """Metric rows of one model's overlaps (one aggregation): ``overlap_mean``,
     ``overlap_p10`` .. ``overlap_p90`` (observed values), ``overlap_head_mean`` /
-    ``overlap_tail_mean`` (items not in ``buckets`` count as tail) and the item counts
+    ``overlap_tail_mean`` (head and tail by :func:`.popularity.popularity_segments` of today's
+    ratings, ``segments``; items not in it count as tail) and the item counts
     ``overlap_items``, ``overlap_head_items`` (k = 0). Empty overlap -> counts only."""
-    joined = overlap.join(buckets, "item_id", "left").withColumn(
-        "_head", F.coalesce(F.col("bucket") == "head", F.lit(False)))
+    joined = overlap.join(segments, "item_id", "left").withColumn("_head", is_head())
     row = joined.agg(
         F.count("*").alias("n"), F.avg("overlap").alias("mean"),
         F.percentile_approx("overlap", list(QUANTILES), 10000).alias("q"),
@@ -126,7 +93,7 @@ def forward_cases(previous: DataFrame, today: DataFrame, min_rating: float,
 
     ``previous``: the rating table at the cutoff; ``today``: today's rating table (either may
     hold events the other lacks). Returns ``(cases, no_query)``: ``cases (user_id, heldout,
-    query, history)`` — the shape :func:`recemb_spark.evaluation.score_model` scores, with
+    query, history)`` — the shape :func:`recemb_spark.evaluation.scoring.score_model` scores, with
     ``history`` every item the user had rated by the cutoff (excluded from the ranking);
     ``no_query (user_id)`` users with a new liked item but no liked item at the cutoff.
     """

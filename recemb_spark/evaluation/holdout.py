@@ -2,7 +2,7 @@
 
 The ``tables`` stage chooses, once per run date, one ``(user_id, item_id)`` pair for each of a
 seeded sample of *eligible* users (at least two liked items, rating >= ``sequences.min_rating``):
-the user's last liked item, in the order :func:`recemb_spark.evaluation.leave_last_out` uses
+the user's last liked item, in the order :func:`recemb_spark.evaluation.scoring.leave_last_out` uses
 (latest ``ts``; equal times broken by item id in natural order, the larger id counting as
 later). It writes them as the ``holdout`` table and builds the sequence table from the
 ratings without them; the model stages train on the ratings without them; the ``evaluate``
@@ -18,10 +18,12 @@ run date while they stay eligible.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from ..interactions import event_struct
+from ..ids import event_struct
 
 #: ``evaluate.holdout_users: 0`` (auto) holds out this many users at most.
 AUTO_HOLDOUT_USERS = 10_000
@@ -36,7 +38,7 @@ def holdout_size(holdout_users: int) -> int:
 
 def last_liked(ratings: DataFrame, min_rating: float) -> DataFrame:
     """``(user_id, item_id)``: the last liked item of every eligible user (>= 2 liked): the
-    latest ``ts``, ties by :func:`~recemb_spark.tables.item_order` (the larger id is later).
+    latest ``ts``, ties by :func:`~recemb_spark.ids.item_order` (the larger id is later).
 
     One hash aggregation (the max of an :func:`event_struct` per user) instead of a window
     that sorts every liked row by user and time: 29 s of the 25M-rating tables stage before."""
@@ -72,9 +74,25 @@ def without_holdout(ratings: DataFrame, holdout: DataFrame) -> DataFrame:
                         "left_anti")
 
 
-def fingerprint(holdout: DataFrame) -> str:
-    """``"<pairs>:<xor of xxhash64(user_id, item_id)>"``: the same for the same set of pairs,
-    whatever their order (the evaluate stage checks each model trained without these)."""
+class Fingerprint(NamedTuple):
+    """A set of held-out pairs: how many, and the xor of their ``xxhash64(user_id, item_id)``
+    (the same for the same set, whatever the order). ``str()`` is the manifests' form
+    ``"<pairs>:<xor>"`` (``details.holdout_fingerprint``)."""
+
+    pairs: int
+    xor: int
+
+    def __str__(self) -> str:
+        return f"{self.pairs}:{self.xor}"
+
+
+#: the fingerprint of no pairs
+NO_PAIRS = Fingerprint(0, 0)
+
+
+def fingerprint(holdout: DataFrame) -> Fingerprint:
+    """The :class:`Fingerprint` of the ``holdout`` pairs (the evaluate stage checks that each
+    model trained without exactly these)."""
     row = holdout.agg(F.count("*").alias("n"),
                       F.bit_xor(F.xxhash64("user_id", "item_id")).alias("x")).first()
-    return f"{row['n']}:{row['x'] or 0}"
+    return Fingerprint(int(row["n"]), int(row["x"] or 0))

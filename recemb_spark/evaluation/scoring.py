@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ..interactions import event_struct
+from ..ids import event_struct
 from ..metrics import metric_row
 from ..neighbors.topk import BLOCK_CELLS, collect_matrix, top_k_rows, unit_rows
 from .holdout import last_liked, without_holdout
@@ -225,7 +225,7 @@ def score_model(spark: SparkSession, cases: DataFrame, item_vectors: DataFrame, 
     ``"category"`` does the same but ranks the items of the query item's category first
     (``item_categories (item_id, category)``, one per item). ``similarity="dot"`` scores user
     queries by dot product (ALS factors); item queries are always cosine.
-    ``segments (item_id, segments array<string>)`` (see :func:`popularity_segments`) adds the
+    ``segments (item_id, segments array<string>)`` (see :func:`.popularity.popularity_segments`) adds the
     rows ``hr_<segment>``, ``ndcg_<segment>``, ``users_<segment>`` and
     ``heldout_missing_<segment>`` over the cases whose held-out item is in each segment.
     """
@@ -278,31 +278,6 @@ def metric_rows(model: str, prefix: str, suffix: str, counts: _Counts, ks: list[
         out.append(metric_row(model, f"{prefix}hr{suffix}", k, counts.hits[k] / users))
         out.append(metric_row(model, f"{prefix}ndcg{suffix}", k, counts.ndcg[k] / users))
     return out
-
-
-def popularity_segments(train: DataFrame, min_rating: float, head_share: float = 0.2,
-                        cold_max_events: int = 5) -> DataFrame:
-    """Each training item's popularity segments: ``(item_id, segments array<string>)``.
-
-    ``head``: the most liked items that together hold the first ``head_share`` of the liked
-    training events (the item that crosses the line included); ``tail``: the rest; ``cold``
-    (also tail): at most ``cold_max_events`` liked training events. Items with no liked
-    training event (never seen) are not listed: :func:`segments_for_cases` counts them as
-    tail and cold. Ties in popularity are ordered by item id.
-    """
-    counts = (train.filter(F.col("rating") >= F.lit(min_rating))
-              .groupBy("item_id").agg(F.count("*").alias("events")))
-    ordered = Window.orderBy(F.desc("events"), F.col("item_id")).rowsBetween(
-        Window.unboundedPreceding, -1)
-    total = counts.agg(F.sum("events")).first()[0] or 0
-    before = F.coalesce(F.sum("events").over(ordered), F.lit(0))
-    head = before < F.lit(head_share * total)
-    return counts.select(
-        "item_id",
-        F.when(head & (F.col("events") > cold_max_events), F.array(F.lit("head")))
-        .when(head, F.array(F.lit("head"), F.lit("cold")))
-        .when(F.col("events") <= cold_max_events, F.array(F.lit("tail"), F.lit("cold")))
-        .otherwise(F.array(F.lit("tail"))).alias("segments"))
 
 
 def segments_for_cases(cases: DataFrame, segments: DataFrame) -> DataFrame:
@@ -362,5 +337,5 @@ def format_metrics(metrics: list[dict[str, Any]], ks: list[int]) -> str:
     return "\n".join(lines)
 
 
-#: the held-out item segments of :func:`popularity_segments`, in print order
+#: the held-out item segments of :func:`.popularity.popularity_segments`, in print order
 SEGMENTS = ["head", "tail", "cold"]

@@ -10,7 +10,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ..config import AlsConfig
-from ..interactions import dense_index
+from ..ids import dense_index
 
 
 def to_indexed(ratings: DataFrame, users: DataFrame, items: DataFrame) -> DataFrame:

@@ -42,7 +42,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ..config import WalksConfig
-from ..interactions import dense_index
+from ..ids import dense_index
 from .alias import alias_probabilities, alias_tables, csr_rows
 
 log = logging.getLogger(__name__)

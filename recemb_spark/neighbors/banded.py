@@ -2,7 +2,7 @@
 
 The hash family is ``BucketedRandomProjectionLSH``'s: ``h_j(x) = floor(x . r_j / w)`` for
 random unit vectors ``r_j`` (taken from a fitted Spark model, see
-:func:`recemb_spark.neighbors.ann.brp_projections`). ``k x L`` functions form ``L`` bands of ``k``: a band
+:func:`recemb_spark.neighbors.nearest.brp_projections`). ``k x L`` functions form ``L`` bands of ``k``: a band
 key combines its ``k`` hashes (AND), and a query is scored against the items that share its key
 in any band (OR). Buckets with more than ``cap`` items are cut into random chunks of at most
 ``cap``; an item query is scored against its own chunk, any other query against one chunk

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ..interactions import natural_key
+from ..ids import natural_key
 
 # at most this many (query, item) scores in memory at once per task (~80 MB of float32)
 BLOCK_CELLS = 20_000_000

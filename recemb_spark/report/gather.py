@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from ..config import Config
 from ..evaluation.scoring import is_baseline
-from ..interactions import natural_key
+from ..ids import natural_key
 from ..io.warehouse import Warehouse, join_path
 from ..neighbors.topk import unit_rows
 

@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 
 from ..config import AnnConfig
 from ..errors import StageError
-from ..evaluation.scoring import popularity_segments
+from ..evaluation.popularity import popularity_segments
 from ..interactions import rated_items
 from ..metrics import metric_row, metrics_frame
 from ..neighbors import nearest as ann

@@ -9,6 +9,7 @@ from pyspark.sql import SparkSession
 
 from ..config import Config
 from ..evaluation import daily_metrics as daily
+from ..evaluation.popularity import popularity_segments
 from ..evaluation.scoring import popularity_vectors, score_model
 from ..io.history import previous_date
 from ..io.warehouse import Warehouse
@@ -23,7 +24,7 @@ NO_PREVIOUS = "no previous date"
 def stability(wh: Warehouse, cfg: Config, run_date: str, res: StageResult, ratings) -> None:
     """Overlap rows for every model with item_neighbors today and on an earlier date."""
     models = wh.models("item_neighbors", run_date)
-    buckets = None
+    segments = None
     for model in models:
         prev = previous_date(wh, "item_neighbors", run_date, model)
         info: dict[str, Any] = {"previous_date": prev}
@@ -32,14 +33,15 @@ def stability(wh: Warehouse, cfg: Config, run_date: str, res: StageResult, ratin
             info["skipped"] = NO_PREVIOUS
             log.info("daily %s: no item_neighbors before %s: no overlap", model, run_date)
             continue
-        if buckets is None:
-            buckets = daily.popularity_buckets(ratings, cfg.liked_min_rating,
-                                               cfg.daily.head_share).persist()
+        if segments is None:  # the evaluation's head/tail rule, on today's ratings
+            segments = popularity_segments(ratings, cfg.liked_min_rating,
+                                           cfg.evaluate.head_share,
+                                           cfg.evaluate.cold_max_events).persist()
         with res.timed(f"overlap_{model}"):
             overlap = daily.neighbor_overlap(wh.read("item_neighbors", run_date, model),
                                              wh.read("item_neighbors", prev, model),
                                              cfg.daily.k)
-            rows = daily.overlap_metrics(model, overlap, buckets, cfg.daily.k)
+            rows = daily.overlap_metrics(model, overlap, segments, cfg.daily.k)
         res.metrics += rows
         got = {r["metric"]: r["value"] for r in rows}
         info.update(items=int(got["overlap_items"]), mean=got.get("overlap_mean"))
@@ -48,8 +50,8 @@ def stability(wh: Warehouse, cfg: Config, run_date: str, res: StageResult, ratin
                  f"{got['overlap_mean']:.3f}", got["overlap_items"])
     if not models:
         res.details["stability"] = {"skipped": f"no item_neighbors for {run_date}"}
-    if buckets is not None:
-        buckets.unpersist()
+    if segments is not None:
+        segments.unpersist()
 
 
 def forward(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str, res: StageResult,

@@ -7,6 +7,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from ..config import Config
+from ..evaluation.holdout import NO_PAIRS, fingerprint, without_holdout
 from ..interactions import user_histories
 from ..io.warehouse import Warehouse
 from ..metrics import metrics_frame
@@ -14,7 +15,6 @@ from ..models.align import align_to_previous
 from ..models.registry import model_spec, user_vectors
 from ..models.side_info import side_tokens
 from ..runner.stage import StageContext, StageResult
-from .holdout import training_ratings
 
 
 def write_tables(wh: Warehouse, res: StageResult, tables: dict[str, tuple[DataFrame, bool]],
@@ -89,3 +89,18 @@ def run(ctx: StageContext) -> None:
         if df is not None:
             df.unpersist()
     trained.release()
+
+
+def training_ratings(wh: Warehouse, ratings: DataFrame, run_date: str,
+                     res: StageResult) -> DataFrame:
+    """``ratings`` without the run date's held-out pairs (unchanged when there are none);
+    records ``details.holdout_pairs_excluded`` and ``holdout_fingerprint`` (the evaluate
+    stage checks the latter)."""
+    mark = NO_PAIRS
+    if wh.has("holdout", run_date):
+        holdout = wh.read("holdout", run_date)
+        mark = fingerprint(holdout)
+        if mark.pairs:
+            ratings = without_holdout(ratings, holdout)
+    res.details.update(holdout_pairs_excluded=mark.pairs, holdout_fingerprint=str(mark))
+    return ratings

@@ -15,12 +15,12 @@ from pyspark.sql import functions as F
 
 from ..config import Config
 from ..errors import StageError
-from ..evaluation.holdout import fingerprint, without_holdout
+from ..evaluation.holdout import Fingerprint, fingerprint, without_holdout
+from ..evaluation.popularity import popularity_segments
 from ..evaluation.scoring import (
     format_metrics,
     holdout_cases,
     leave_last_out,
-    popularity_segments,
     popularity_vectors,
     score_model,
     segments_for_cases,
@@ -98,7 +98,7 @@ def run_holdout(ctx: StageContext) -> None:
     ratings = wh.read("ratings", run_date, needed_by=needed)
     holdout = wh.read("holdout", run_date, needed_by=needed).persist()
     mark = fingerprint(holdout)
-    n_holdout = int(mark.split(":")[0])
+    n_holdout = mark.pairs
     if n_holdout == 0:
         raise StageError(f"the holdout table of {run_date} is empty: the tables stage ran with "
                          f"evaluate.enabled=false or evaluate.protocol=retrain (or no user has "
@@ -132,17 +132,18 @@ def run_holdout(ctx: StageContext) -> None:
     holdout.unpersist()
 
 
-def _check_trained_without(wh: Warehouse, run_date: str, stage: str, mark: str) -> None:
+def _check_trained_without(wh: Warehouse, run_date: str, stage: str,
+                           mark: Fingerprint) -> None:
     """StageError unless ``stage``'s manifest says it excluded the pairs of fingerprint
-    ``mark`` (:func:`recemb_spark.holdout.fingerprint`)."""
-    try:
-        manifest = wh.read_manifest(run_date, stage)
-    except Exception:  # no manifest (tables copied by hand): nothing to check against
+    ``mark`` (:func:`recemb_spark.evaluation.holdout.fingerprint`). Only a missing manifest
+    (tables copied by hand) skips the check, with a warning; an unreadable one is an error."""
+    if not wh.fs.exists(wh.manifest_path(run_date, stage)):
         log.warning("evaluate: no manifest of stage %s for %s; cannot check that it trained "
                     "without the held-out pairs", stage, run_date)
         return
+    manifest = wh.read_manifest(run_date, stage)
     excluded = manifest.get("details", {}).get("holdout_fingerprint")
-    if excluded != mark:
+    if excluded != str(mark):
         raise StageError(f"stage {stage} of {run_date} was trained without other held-out pairs "
                          f"(fingerprint {excluded}) than the holdout table holds ({mark}): "
                          f"re-run stage {stage} after the tables stage (or evaluate with "

@@ -1,9 +1,21 @@
-"""Stage ``tables``: input -> ratings, rejects, items, sequences."""
+"""Stage ``tables``: input -> ratings, rejects, items, sequences, and the evaluation's
+held-out pairs (``holdout``), which the sequences and every model stage leave out."""
 from __future__ import annotations
 
+import logging
+
 from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from ..config import Config
+from ..evaluation.holdout import (
+    HOLDOUT_SCHEMA,
+    holdout_size,
+    last_liked,
+    sample_users,
+    without_holdout,
+)
 from ..interactions import (
     aggregate_events,
     build_sessions,
@@ -11,8 +23,10 @@ from ..interactions import (
     items_from_categories,
 )
 from ..io import readers, sample
-from ..runner.stage import StageContext
-from .holdout import hold_out
+from ..io.warehouse import Warehouse
+from ..runner.stage import StageContext, StageResult
+
+log = logging.getLogger(__name__)
 
 #: frames the size of the log are cached on local disk, never in memory: a 4 GiB local driver
 #: has ~2.2 GiB of unified memory, MovieLens-25M-sized frames do not fit, and MEMORY_AND_DISK
@@ -85,3 +99,30 @@ def run(ctx: StageContext) -> None:
         df.unpersist()
     if parsed is not None:
         parsed.unpersist()
+
+
+def hold_out(spark: SparkSession, wh: Warehouse, cfg: Config, ratings: DataFrame,
+             run_date: str, res: StageResult, source: DataFrame | None = None) -> DataFrame:
+    """The train-once protocol's hook (:mod:`recemb_spark.evaluation.holdout`): write the
+    ``holdout`` table of ``run_date`` (chosen from ``ratings``) and return what
+    the sequences are built from without the held-out pairs: ``source`` (an implicit log's
+    events) or the ratings. Records ``rows.holdout`` and, when holding out, the eligible users
+    and the held-out share of the ratings in ``res.details``."""
+    source = ratings if source is None else source
+    if not cfg.evaluate.holds_out:
+        res.rows["holdout"] = wh.write(spark.createDataFrame([], HOLDOUT_SCHEMA), "holdout",
+                                       run_date)
+        return source
+    with res.timed("holdout"):
+        last = last_liked(ratings, cfg.liked_min_rating).persist()  # one row per user
+        eligible = last.count()
+        pairs = sample_users(last, holdout_size(cfg.evaluate.holdout_users),
+                             cfg.evaluate.seed).select("user_id", "item_id")
+        n = res.rows["holdout"] = wh.write(pairs, "holdout", run_date)
+        last.unpersist()
+    share = n / max(res.rows.get("ratings", 0), 1)
+    res.details.update(holdout_eligible_users=eligible, holdout_users=n,
+                       holdout_share_of_ratings=round(share, 6))
+    log.info("holdout: the last liked item of %d of %d eligible users (%.3f%% of the ratings) "
+             "is held out of every model", n, eligible, 100 * share)
+    return without_holdout(source, wh.read("holdout", run_date))
