@@ -1,8 +1,6 @@
 """The rating table and the sequence table: pure DataFrame -> DataFrame functions."""
 from __future__ import annotations
 
-from typing import Optional
-
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -52,7 +50,7 @@ def items_from_categories(events: DataFrame) -> DataFrame:
 
 
 def build_sessions(ratings: DataFrame, cfg: SequencesConfig,
-                   min_rating: Optional[float] = None) -> DataFrame:
+                   min_rating: float | None = None) -> DataFrame:
     """Every session of the items rated at least ``min_rating``, before the ``min_length``
     filter.
 
@@ -100,7 +98,7 @@ def build_sessions(ratings: DataFrame, cfg: SequencesConfig,
 
 
 def build_sequences(ratings: DataFrame, cfg: SequencesConfig,
-                    min_rating: Optional[float] = None) -> DataFrame:
+                    min_rating: float | None = None) -> DataFrame:
     """The sequence table: :func:`build_sessions` without sessions shorter than ``min_length``."""
     return build_sessions(ratings, cfg, min_rating).filter(F.col("n_items") >= cfg.min_length)
 

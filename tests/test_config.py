@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("rel", sorted(GENERATED))
 def test_generated_files_equal_the_declarations(rel):
-    # conf/default.yaml and docs/configuration.md are generated from recemb_spark/config/sections.py:
-    # after changing a declaration, run `python -m recemb_spark.config --write`
+    # conf/default.yaml and docs/configuration.md are generated from
+    # recemb_spark/config/sections.py: after changing a declaration, run
+    # `python -m recemb_spark.config --write`
     assert (ROOT / rel).read_text() == GENERATED[rel](), (
         f"{rel} differs from the declarations: python -m recemb_spark.config --write")
 

@@ -187,7 +187,7 @@ def test_evaluation_table_and_other_metrics():
     t = gather.evaluation_table(m)
     assert list(t.columns) == ["model", "query", "users", "hr@10", "hr@50", "ndcg@10",
                                "ndcg@50", "coverage@10", "misses"]
-    assert list(zip(t["model"], t["query"])) == [("popularity", "-"), ("w2v", "item"),
+    assert list(zip(t["model"], t["query"], strict=False)) == [("popularity", "-"), ("w2v", "item"),
                                                  ("w2v", "user")]
     assert t.loc[1, "hr@50"] == 0.7 and t.loc[1, "misses"] == 5 and t.loc[2, "misses"] == 0
     assert t.loc[2, "hr@10"] == 0.3 and t.loc[0, "users"] == 100
@@ -233,8 +233,9 @@ def test_projection_without_items_colours_by_popularity(spark, tmp_path):
                                     for i in range(60)], "item_id string, vector array<float>"),
              "item_embeddings", D2, model="m")
     # item i gets i + 1 ratings: items 54..59 are the top 10%
-    wh.write(spark.createDataFrame([(f"u{j}", str(i), 4.0) for i in range(60) for j in range(i + 1)],
-                                   "user_id string, item_id string, rating double"), "ratings", D2)
+    rated = [(f"u{j}", str(i), 4.0) for i in range(60) for j in range(i + 1)]
+    wh.write(spark.createDataFrame(rated, "user_id string, item_id string, rating double"),
+             "ratings", D2)
     cfg = load_config(overrides=["report.sample_items=25"])
     p = gather.projection(wh, D2, "m", cfg)
     assert p.colour_by == "popularity" and p.items == 60 and p.coords.shape == (25, 2)

@@ -16,7 +16,7 @@ with :func:`recemb_spark.evaluation.scoring.score_model` (metric names prefixed 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Optional
+from typing import Any
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -71,7 +71,7 @@ def overlap_metrics(model: str, overlap: DataFrame, segments: DataFrame,
         return out
     out.append(metric_row(model, "overlap_mean", k, row["mean"]))
     out += [metric_row(model, f"overlap_p{round(q * 100):02d}", k, v)
-            for q, v in zip(QUANTILES, row["q"])]
+            for q, v in zip(QUANTILES, row["q"], strict=False)]
     for name in ("head", "tail"):
         if row[name] is not None:
             out.append(metric_row(model, f"overlap_{name}_mean", k, row[name]))
@@ -82,7 +82,7 @@ def overlap_metrics(model: str, overlap: DataFrame, segments: DataFrame,
 # forward evaluation
 
 
-def cutoff_of(previous: DataFrame) -> Optional[dt.datetime]:
+def cutoff_of(previous: DataFrame) -> dt.datetime | None:
     """The latest event time of a rating table (its cutoff), None when it is empty."""
     return previous.agg(F.max("ts")).first()[0]
 

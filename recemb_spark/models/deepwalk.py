@@ -45,7 +45,8 @@ def validation_walks(spark: SparkSession, cfg: Config, ratings: DataFrame,
 
 def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataFrame,
           side: Optional[DataFrame] = None
-          ) -> tuple[DataFrame, dict[str, Any], dict[str, tuple[DataFrame, bool]]]:
+          ) -> tuple[DataFrame, dict[str, Any], dict[str, tuple[DataFrame, bool]],
+                     list[DataFrame]]:
     """Train on ``sequences`` (and ``ratings`` for rating-weighted edges); see the module doc.
 
     Returns plain parts (the registry wraps them): the item vectors ``(item_id, vector)``

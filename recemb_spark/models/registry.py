@@ -7,8 +7,9 @@ same models, with the same config, on its own leave-last-out split.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -30,7 +31,7 @@ class TrainedModel:
     counts for the manifest."""
 
     item_vectors: DataFrame
-    user_vectors: Optional[DataFrame] = None
+    user_vectors: DataFrame | None = None
     details: dict[str, Any] = field(default_factory=dict)
     #: other tables the model stage writes, by name, with whether they are per model
     tables: dict[str, tuple[DataFrame, bool]] = field(default_factory=dict)
@@ -65,11 +66,11 @@ class ModelSpec:
 
     stage: str
     train: TrainFn
-    name_for: Optional[Callable[[Config], str]] = None
+    name_for: Callable[[Config], str] | None = None
     #: work only the model's own stage does (not the evaluation): gets the trained model, the
     #: rating table and the users' full histories; returns a TrainedModel of extra tables,
     #: metrics and details to merge
-    stage_extras: Optional[Callable[..., TrainedModel]] = None
+    stage_extras: Callable[..., TrainedModel] | None = None
     #: how the stored user vectors score items (the train-once evaluation reads them back):
     #: cosine (pooled vectors) or dot (learned factors); the same as TrainedModel's
     user_similarity: str = "cosine"
@@ -79,7 +80,7 @@ class ModelSpec:
 
 
 def train_item2vec(spark: SparkSession, cfg: Config, ratings: DataFrame,
-                   sequences: DataFrame, side: Optional[DataFrame] = None) -> TrainedModel:
+                   sequences: DataFrame, side: DataFrame | None = None) -> TrainedModel:
     """Item2vec: MLlib Word2Vec on the sequence table (auto settings resolved for the corpus,
     frequent tokens subsampled; the manifest details record both). With ``side``
     (``(item_id, side array<string>)``, see :mod:`.side_info`) side tokens are interleaved and
@@ -101,7 +102,7 @@ def train_item2vec(spark: SparkSession, cfg: Config, ratings: DataFrame,
 
 
 def train_deepwalk(spark: SparkSession, cfg: Config, ratings: DataFrame,
-                   sequences: DataFrame, side: Optional[DataFrame] = None) -> TrainedModel:
+                   sequences: DataFrame, side: DataFrame | None = None) -> TrainedModel:
     """DeepWalk / node2vec: item graph -> distributed random walks -> MLlib Word2Vec."""
     from . import deepwalk  # keeps the walk machinery out of item2vec-only imports
 
@@ -123,7 +124,7 @@ def als_checkpoint_dir(cfg: Config) -> str:
 
 
 def train_als(spark: SparkSession, cfg: Config, ratings: DataFrame,
-              sequences: DataFrame, side: Optional[DataFrame] = None) -> TrainedModel:
+              sequences: DataFrame, side: DataFrame | None = None) -> TrainedModel:
     """ALS factors on the rating table (user factors are the user vectors, scored by dot)."""
     from . import als, blas
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,7 @@ OTHER = "other"
 # metrics
 
 
-def metrics_for_date(wh: Warehouse, run_date: str) -> Optional[pd.DataFrame]:
+def metrics_for_date(wh: Warehouse, run_date: str) -> pd.DataFrame | None:
     """The metrics table of one date as ``(stage, model, metric, k, value)``, or ``None``.
 
     Small by construction (models x metrics x ks rows), so it is collected as a whole.
@@ -72,9 +72,9 @@ def evaluation_table(metrics: pd.DataFrame) -> pd.DataFrame:
     ev = metrics[metrics["stage"] == "evaluate"]
     if ev.empty:
         return pd.DataFrame(columns=["model", "query"])
-    ks = sorted({int(k) for k, m in zip(ev["k"], ev["metric"])
+    ks = sorted({int(k) for k, m in zip(ev["k"], ev["metric"], strict=False)
                  if split_query(m)[1] in ("hr", "ndcg")})
-    cov_ks = sorted({int(k) for k, m in zip(ev["k"], ev["metric"])
+    cov_ks = sorted({int(k) for k, m in zip(ev["k"], ev["metric"], strict=False)
                      if split_query(m)[1] == "coverage"})
     users: dict[str, float] = {r.model: r.value for r in ev.itertuples() if r.metric == "users"}
     rows: dict[tuple[str, str], dict[str, Any]] = {}
@@ -105,7 +105,8 @@ def other_metrics(metrics: pd.DataFrame) -> dict[str, pd.DataFrame]:
     rest = metrics[metrics["stage"] != "evaluate"]
     for stage in dict.fromkeys(rest["stage"]):
         part = rest[rest["stage"] == stage]
-        names = [f"{m}@{int(k)}" if int(k) else m for m, k in zip(part["metric"], part["k"])]
+        names = [f"{m}@{int(k)}" if int(k) else m
+                 for m, k in zip(part["metric"], part["k"], strict=False)]
         wide = (part.assign(name=names)
                 .pivot_table(index="model", columns="name", values="value", aggfunc="first"))
         wide.columns.name = None
@@ -113,10 +114,10 @@ def other_metrics(metrics: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
-def headline_k(metrics: pd.DataFrame, preferred: int = 10) -> Optional[int]:
+def headline_k(metrics: pd.DataFrame, preferred: int = 10) -> int | None:
     """The k of the headline figures: ``preferred`` when the evaluation has it, else its
     smallest k; ``None`` without evaluation metrics."""
-    ks = {int(k) for m, k, s in zip(metrics["metric"], metrics["k"], metrics["stage"])
+    ks = {int(k) for m, k, s in zip(metrics["metric"], metrics["k"], metrics["stage"], strict=False)
           if s == "evaluate" and split_query(m)[1] == "hr"}
     if not ks:
         return None
@@ -133,7 +134,7 @@ def headline(metrics: pd.DataFrame, k: int) -> pd.DataFrame:
             .reset_index(drop=True))
 
 
-def hr_trend(wh: Warehouse, run_date: str, k: int) -> Optional[pd.DataFrame]:
+def hr_trend(wh: Warehouse, run_date: str, k: int) -> pd.DataFrame | None:
     """HR@k of every model and query on every date up to ``run_date`` that has evaluation
     metrics: ``(dt, model, query, value)`` sorted by date. ``None`` without a metrics table.
 
@@ -265,17 +266,26 @@ def projection(wh: Warehouse, run_date: str, model: str, cfg: Config) -> Project
 # neighbours of popular items
 
 
+class NeighborRow(NamedTuple):
+    """One neighbour of a popular item in one model's ``item_neighbors``."""
+
+    rank: int
+    item_id: str
+    title: str | None
+    similarity: float
+    genre: str | None
+
+
 @dataclass
 class PopularItem:
     """A most-liked item (its title and first genre when the items table has them) and, per
-    model, its top neighbours ``(rank, item_id, title, similarity, genre)``."""
+    model, its top neighbours."""
 
     item_id: str
-    title: Optional[str]
-    genre: Optional[str]
+    title: str | None
+    genre: str | None
     likes: int
-    neighbors: dict[str, list[tuple[int, str, Optional[str], float, Optional[str]]]] = field(
-        default_factory=dict)
+    neighbors: dict[str, list[NeighborRow]] = field(default_factory=dict)
 
 
 def popular_items(ratings: DataFrame, n: int, min_rating: float) -> list[tuple[str, int]]:
@@ -288,7 +298,7 @@ def popular_items(ratings: DataFrame, n: int, min_rating: float) -> list[tuple[s
 
 
 def titles_of(wh: Warehouse, run_date: str,
-              ids: list[str]) -> dict[str, tuple[Optional[str], Optional[str]]]:
+              ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
     """``{item_id: (title, first genre)}`` for the given ids (empty without an items table)."""
     if not ids or not wh.has("items", run_date):
         return {}
@@ -298,8 +308,8 @@ def titles_of(wh: Warehouse, run_date: str,
             items.select("item_id", "title", genre.cast("string").alias("genre")).collect()}
 
 
-def popular_neighbors(wh: Warehouse, run_date: str, cfg: Config) -> Optional[
-        tuple[list[str], list[PopularItem]]]:
+def popular_neighbors(wh: Warehouse, run_date: str, cfg: Config
+                      ) -> tuple[list[str], list[PopularItem]] | None:
     """``(models, items)``: the ``report.popular_items`` most-liked items of the ratings table
     and their top ``report.neighbors`` neighbours in every model of ``item_neighbors``, with
     titles. ``None`` without ratings or item_neighbors for the date."""
@@ -319,14 +329,15 @@ def popular_neighbors(wh: Warehouse, run_date: str, cfg: Config) -> Optional[
                 (int(r["rank"]), r["neighbor_id"], float(r["similarity"])))
     wanted = ids + [n for per in found.values() for lst in per.values() for _, n, _ in lst]
     meta = titles_of(wh, run_date, sorted(set(wanted)))
-    def title(i: str) -> Optional[str]:
+    def title(i: str) -> str | None:
         return meta.get(i, (None, None))[0]
 
-    def genre(i: str) -> Optional[str]:
+    def genre(i: str) -> str | None:
         return meta.get(i, (None, None))[1]
 
     items = [PopularItem(i, title(i), genre(i), likes,
-                         {m: [(rank, n, title(n), sim, genre(n)) for rank, n, sim in lst]
+                         {m: [NeighborRow(rank, n, title(n), sim, genre(n))
+                              for rank, n, sim in lst]
                           for m, lst in found[i].items()})
              for i, likes in top]
     return models, items
@@ -337,14 +348,29 @@ def popular_neighbors(wh: Warehouse, run_date: str, cfg: Config) -> Optional[
 
 
 def manifests(wh: Warehouse, run_date: str) -> list[dict[str, Any]]:
-    """Every stage manifest of the date (``_manifests/dt=<date>/*.json``), in the order the
-    stages started; empty when there are none."""
+    """Every stage manifest of the date (``_manifests/dt=<date>/<stage>.json``), in the order
+    the stages started; empty when there are none. The run summary (``run.json``, not a
+    stage) is :func:`run_summary`'s."""
     folder = join_path(wh.root, "_manifests", f"dt={run_date}")
     if not wh.fs.is_dir(folder):
         return []
     out = [json.loads(wh.fs.read_text(join_path(folder, name)))
-           for name in wh.fs.list_names(folder) if name.endswith(".json")]
+           for name in wh.fs.list_names(folder)
+           if name.endswith(".json") and name != RUN_SUMMARY]
     return sorted(out, key=lambda m: (str(m.get("started_at", "")), str(m.get("stage", ""))))
+
+
+#: the run summary's file name beside the stage manifests (written by recemb run)
+RUN_SUMMARY = "run.json"
+
+
+def run_summary(wh: Warehouse, run_date: str) -> dict[str, Any] | None:
+    """The date's run summary (status, seconds of the whole run), or None without one."""
+    path = join_path(wh.root, "_manifests", f"dt={run_date}", RUN_SUMMARY)
+    if not wh.fs.exists(path):
+        return None
+    summary: dict[str, Any] = json.loads(wh.fs.read_text(path))
+    return summary
 
 
 def timed_steps(manifest: dict[str, Any]) -> list[tuple[str, float]]:
@@ -376,7 +402,7 @@ def stage_timings(found: list[dict[str, Any]]) -> pd.DataFrame:
         columns=["stage", "status", "seconds", "steps", "error"])
 
 
-def rejects_by_reason(wh: Warehouse, run_date: str) -> Optional[pd.DataFrame]:
+def rejects_by_reason(wh: Warehouse, run_date: str) -> pd.DataFrame | None:
     """``(reason, rows)`` of the date's rejects, most frequent first (grouped on the
     executors); ``None`` without a rejects partition."""
     if not wh.has("rejects", run_date):
@@ -397,12 +423,13 @@ class ReportData:
     run_date: str
     warehouse: str
     manifests: list[dict[str, Any]]
-    metrics: Optional[pd.DataFrame]
-    k: Optional[int]
-    trend: Optional[pd.DataFrame]
+    run: dict[str, Any] | None
+    metrics: pd.DataFrame | None
+    k: int | None
+    trend: pd.DataFrame | None
     projections: list[Projection]
-    neighbors: Optional[tuple[list[str], list[PopularItem]]]
-    rejects: Optional[pd.DataFrame]
+    neighbors: tuple[list[str], list[PopularItem]] | None
+    rejects: pd.DataFrame | None
 
 
 def gather(wh: Warehouse, cfg: Config, run_date: str) -> ReportData:
@@ -411,6 +438,7 @@ def gather(wh: Warehouse, cfg: Config, run_date: str) -> ReportData:
     k = headline_k(metrics) if metrics is not None else None
     return ReportData(
         run_date=run_date, warehouse=wh.root, manifests=manifests(wh, run_date),
+        run=run_summary(wh, run_date),
         metrics=metrics, k=k, trend=hr_trend(wh, run_date, k) if k is not None else None,
         projections=[projection(wh, run_date, m, cfg)
                      for m in wh.models("item_embeddings", run_date)],

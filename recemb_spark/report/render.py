@@ -12,7 +12,8 @@ import datetime as dt
 import html
 import io
 import math
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,6 +58,7 @@ th{background:#eef1f5;font-weight:600}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr:nth-child(even) td{background:#fafbfc}
 td.best{font-weight:700;color:#0b5cad}
+.wide{overflow-x:auto;max-width:100%}
 .missing{color:#8a5a00;background:#fff7e6;border-left:4px solid #f0b040;padding:6px 10px}
 .note{color:#566070;font-size:13px}
 img.fig{display:block;max-width:100%;height:auto;margin:6px 0}
@@ -108,7 +110,7 @@ def fmt_metric(name: str, value: Any) -> str:
     return f"{v:,.2f}" if "seconds" in base else f"{v:.4f}"
 
 
-def as_number(value: Any) -> tuple[Optional[float], str]:
+def as_number(value: Any) -> tuple[float | None, str]:
     """``(number, "")``, or ``(None, the cell's text)`` for a value that is not a number
     (escaped) or is NaN (an en dash)."""
     try:
@@ -159,7 +161,8 @@ def table(header: list[str], rows: Iterable[list[str]], num: Iterable[int] = ())
         (cell if cell.startswith("<td") else
          f'<td{" class=num" if i in num else ""}>{cell}</td>') for i, cell in enumerate(row))
         + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return (f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+            f"</table></div>")
 
 
 def model_colours(models: Iterable[str]) -> dict[str, str]:
@@ -180,22 +183,23 @@ def series_label(model: str, query: str) -> str:
 
 def headline_figure(bars: pd.DataFrame, k: int) -> Figure:
     """HR@k and NDCG@k per model and query: two panels of horizontal bars, values printed."""
-    labels = [series_label(m, q) for m, q in zip(bars["model"], bars["query"])]
+    labels = [series_label(m, q) for m, q in zip(bars["model"], bars["query"], strict=False)]
     colours = model_colours(bars["model"])
     y = np.arange(len(bars))[::-1]
     with rc_context(STYLE):
         fig = Figure(figsize=(11, 0.36 * len(bars) + 1.2))
         axes = fig.subplots(1, 2, sharey=True)
-        for ax, col, title in zip(axes, ("hr", "ndcg"), (f"HR@{k}", f"NDCG@{k}")):
+        for ax, col, title in zip(axes, ("hr", "ndcg"), (f"HR@{k}", f"NDCG@{k}"), strict=False):
             values = bars[col].astype(float).fillna(0.0).to_numpy()
             user = (bars["query"] == "user").to_numpy()
             colour = [colours[m] for m in bars["model"]]
-            ax.barh(y[~user], values[~user], color=[c for c, u in zip(colour, user) if not u],
-                    height=0.72)
+            ax.barh(y[~user], values[~user],
+                    color=[c for c, u in zip(colour, user, strict=False) if not u], height=0.72)
             # user queries: the model's colour, lighter and hatched (the trend draws them dashed)
-            ax.barh(y[user], values[user], color=[c for c, u in zip(colour, user) if u],
+            ax.barh(y[user], values[user],
+                    color=[c for c, u in zip(colour, user, strict=False) if u],
                     alpha=0.45, hatch="///", edgecolor="white", linewidth=0, height=0.72)
-            for yi, v in zip(y, values):
+            for yi, v in zip(y, values, strict=False):
                 ax.text(v, yi, f" {v:.3f}", va="center", fontsize=10)
             ax.set_title(title, loc="left", fontweight="bold")
             ax.set_xlim(0, max(float(values.max()) if len(values) else 0.0, 1e-9) * 1.22)
@@ -274,6 +278,11 @@ def projection_figure(p: Projection, colours: dict[str, str]) -> Figure:
 # sections
 
 
+#: a stage's metrics table with more metric columns than this is shown one row per metric
+#: (the models as columns), so that it fits the page instead of scrolling sideways
+MAX_METRIC_COLUMNS = 6
+
+
 def metrics_section(data: ReportData) -> str:
     if data.metrics is None or data.metrics.empty:
         return missing(f"No metrics table for dt={data.run_date} (run the evaluate stage).")
@@ -290,7 +299,7 @@ def metrics_section(data: ReportData) -> str:
         rows = []
         for r in ev.itertuples(index=False):
             row = []
-            for c, v in zip(cols, r):
+            for c, v in zip(cols, r, strict=False):
                 if c in metric_cols:
                     cls = "num best" if pd.notna(v) and v == best[c] and len(ev) > 1 else "num"
                     row.append(f'<td class="{cls}">{fmt_metric(c, v)}</td>')
@@ -308,8 +317,15 @@ def metrics_section(data: ReportData) -> str:
     for stage, wide in other_metrics(data.metrics).items():
         cols = list(wide.columns)
         out.append(f"<h3>Stage {esc(stage)}</h3>")
+        if len(cols) - 1 > MAX_METRIC_COLUMNS:  # many metrics, few models: one row per metric
+            models = [str(m) for m in wide["model"]]
+            out.append(table(["metric"] + [esc(m) for m in models],
+                             [[esc(c)] + [fmt_metric(c, v) for v in wide[c]] for c in cols[1:]],
+                             num=range(1, len(models) + 1)))
+            continue
         out.append(table([esc(c) for c in cols],
-                         [[esc(v) if c == "model" else fmt_metric(c, v) for c, v in zip(cols, r)]
+                         [[esc(v) if c == "model" else fmt_metric(c, v)
+                           for c, v in zip(cols, r, strict=False)]
                           for r in wide.itertuples(index=False)],
                          num=range(1, len(cols))))
     return "".join(out)
@@ -349,7 +365,7 @@ def projections_section(data: ReportData) -> str:
             f'<div class="legend">{legend}</div><div class="grid">{figs}</div>')
 
 
-def item_label(item_id: str, title: Optional[str], genre: Optional[str] = None) -> str:
+def item_label(item_id: str, title: str | None, genre: str | None = None) -> str:
     text = (f'{esc(title)} <span class="id">#{esc(item_id)}</span>' if title
             else f'<span class="id">item</span> {esc(item_id)}')
     return text + (f'<span class="genre">{esc(genre)}</span>' if genre else "")
@@ -371,9 +387,10 @@ def neighbors_section(data: ReportData) -> str:
             cells = [f'<td class="rank">{i + 1}</td>']
             for m in models:
                 lst = it.neighbors.get(m, [])
-                cells.append(f"<td>{item_label(lst[i][1], lst[i][2], lst[i][4])} "
-                             f'<span class="sim">cos {lst[i][3]:.3f}</span></td>'
-                             if i < len(lst) else "<td>&ndash;</td>")
+                nb = lst[i] if i < len(lst) else None
+                cells.append(f"<td>{item_label(nb.item_id, nb.title, nb.genre)} "
+                             f'<span class="sim">cos {nb.similarity:.3f}</span></td>'
+                             if nb is not None else "<td>&ndash;</td>")
             rows.append("<tr>" + "".join(cells) + "</tr>")
         body = ("".join(rows) if rows else
                 f'<tr><td colspan="{len(models) + 1}">no neighbours stored</td></tr>')
@@ -403,8 +420,10 @@ def timings_section(data: ReportData) -> str:
             steps += f'<br><span class="bad">{esc(r.error)}</span>'
         rows.append([esc(r.stage), status, f"{r.seconds:.1f}", bar, steps])
     total = float(t["seconds"].sum())
+    run = (f" The run: {esc(str(data.run.get('status')))} in "
+           f"{float(data.run.get('seconds') or 0.0):.1f} s (run.json)." if data.run else "")
     return (f'<p class="note">{len(t)} stage(s), {total:.1f} s in all, in the order they '
-            f'started; the timings inside a stage longest first.</p>'
+            f'started; the timings inside a stage longest first.{run}</p>'
             + table(["stage", "status", "seconds", "", "timings inside the stage"], rows,
                     num=[2]))
 
@@ -452,7 +471,7 @@ def summary(data: ReportData) -> str:
     return " &middot; ".join(parts)
 
 
-def render_page(data: ReportData, generated_at: Optional[str] = None) -> str:
+def render_page(data: ReportData, generated_at: str | None = None) -> str:
     """The whole report as one HTML document (UTF-8 text, images inline)."""
     generated_at = generated_at or dt.datetime.now(dt.timezone.utc).strftime(
         "%Y-%m-%d %H:%M UTC")

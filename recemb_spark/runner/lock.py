@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 import uuid
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import urlparse
 
 from ..errors import LockError
@@ -45,7 +45,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def stale_reason(held: dict[str, Any], max_age_hours: float,
-                 now: Optional[dt.datetime] = None) -> Optional[str]:
+                 now: dt.datetime | None = None) -> str | None:
     """Why the lock ``held`` is stale, or None when its run may still be going."""
     now = now or dt.datetime.now(dt.timezone.utc)
     if held.get("host") == socket.gethostname() and isinstance(held.get("pid"), int) \
@@ -92,7 +92,7 @@ class RunLock:
         finally:
             os.unlink(tmp)
 
-    def _read(self) -> Optional[dict[str, Any]]:
+    def _read(self) -> dict[str, Any] | None:
         """The lock's content; {} when unreadable (being written), None when there is none."""
         try:
             if self.local:
@@ -166,7 +166,7 @@ class RunLock:
         if not self._remove_if(self.info["token"]):
             log.warning("run lock %s was no longer ours at the end of the run", self.path)
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.acquire()
         return self
 

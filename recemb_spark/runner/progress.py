@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the runner's declarations import this module before Spark is needed
     from pyspark.sql import SparkSession
@@ -24,10 +25,10 @@ log = logging.getLogger(__name__)
 #: seconds between two progress lines
 EVERY_SECONDS = 45.0
 
-_step: Optional[str] = None
+_step: str | None = None
 
 
-def set_step(step: Optional[str]) -> Optional[str]:
+def set_step(step: str | None) -> str | None:
     """Name the step the running stage is in (shown in progress lines; None clears it);
     return the previous one (to restore when a nested step ends)."""
     global _step
@@ -49,7 +50,7 @@ class ProgressReporter:
         self._t0 = time.perf_counter()
         self._jobs_before: set[int] = set()
 
-    def start(self) -> "ProgressReporter":
+    def start(self) -> ProgressReporter:
         self._t0 = time.perf_counter()
         self._jobs_before = self._known_jobs()
         self._thread.start()
@@ -100,7 +101,7 @@ def _fmt(seconds: float) -> str:
 
 @contextmanager
 def progress(spark: SparkSession, label: str,
-             every: Optional[float] = None) -> Iterator[ProgressReporter]:
+             every: float | None = None) -> Iterator[ProgressReporter]:
     """Log a progress line every ``every`` seconds while the block runs (see the module doc)."""
     reporter = ProgressReporter(spark, label, EVERY_SECONDS if every is None else every)
     reporter.start()

@@ -1,8 +1,6 @@
 """Stages that train one embedding model and write its item and user embedding tables."""
 from __future__ import annotations
 
-from typing import Optional
-
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -24,7 +22,7 @@ def write_tables(wh: Warehouse, res: StageResult, tables: dict[str, tuple[DataFr
         res.rows[table] = wh.write(df, table, run_date, model=model if per_model else None)
 
 
-def read_side(wh: Warehouse, run_date: str, cfg: Config) -> Optional[DataFrame]:
+def read_side(wh: Warehouse, run_date: str, cfg: Config) -> DataFrame | None:
     """The side-token table for the date (from the items table's genres) when
     ``side_info.enabled`` and the date has an items table with features; else None."""
     if not cfg.side_info.enabled or not wh.has("items", run_date):

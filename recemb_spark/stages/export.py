@@ -8,6 +8,8 @@ import time
 from typing import Any
 
 import redis
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame
 
 from ..config import Config
@@ -25,6 +27,11 @@ from ..serving.redis_store import (
 )
 
 log = logging.getLogger(__name__)
+
+#: what a failed write raises (Redis, the network, a Spark task that failed on an executor):
+#: reported as one ExportError line with the password scrubbed; anything else is a bug and
+#: keeps its traceback
+WRITE_FAILURES = (ExportError, redis.RedisError, OSError, PySparkException, Py4JJavaError)
 
 
 def short_error(exc: BaseException, target: RedisTarget) -> str:
@@ -52,6 +59,8 @@ def plan(wh: Warehouse, cfg: Config, run_date: str) -> dict[str, list[str]]:
 
 
 def run(ctx: StageContext) -> None:
+    """Write the run date's vectors and lists of every planned model as a new version, verify
+    the counts, switch the pointers, retire old versions (see the module doc)."""
     cfg, run_date, wh, res = ctx.config, ctx.run_date, ctx.warehouse, ctx.result
     e = cfg.export
     todo = plan(wh, cfg, run_date)
@@ -96,6 +105,8 @@ def _export(wh: Warehouse, cfg: Config, target: RedisTarget, store: VersionStore
             store.complete(model, version, info)
     except Exception as exc:
         _abandon(store, begun, version)
+        if not isinstance(exc, WRITE_FAILURES):
+            raise  # a programming error: keep its traceback
         where = f"{model} {kind}".strip()
         message = exc if isinstance(exc, ExportError) else short_error(exc, target)
         raise ExportError(f"export to redis {target.describe()} failed writing {where} of "
