@@ -260,8 +260,11 @@ def test_rejects_and_stage_timings(spark, tmp_path):
                                 "timings": {"read": 1.0, "write": 0.2},
                                 "details": {"m": {"seconds": 0.5, "user_seconds": 0.7,
                                                   "items": 9}, "fit_seconds": 0.1}})
-    t = gather.stage_timings(gather.manifests(wh, D2))
+    wh.write_manifest(D2, "run", {"run_date": D2, "status": "failed", "seconds": 3.6,
+                                  "started_at": "2026-11-01T09:59:59", "stages": []})
+    t = gather.stage_timings(gather.manifests(wh, D2))  # run.json is the run's, not a stage
     assert t["stage"].tolist() == ["a", "b"] and t["seconds"].tolist() == [2.5, 1.0]
+    assert gather.run_summary(wh, D2)["seconds"] == 3.6
     assert t["steps"][0] == [("read", 1.0), ("m user", 0.7), ("m", 0.5), ("write", 0.2),
                              ("fit_seconds", 0.1)]
     assert t["steps"][1] == [] and t["error"][1] == "boom"
