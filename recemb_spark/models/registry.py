@@ -14,7 +14,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ..config import Config
+from ..config import Config, Word2VecConfig
 from ..interactions import rated_items
 from ..io.warehouse import join_path
 from ..stages import stage_named
@@ -85,10 +85,12 @@ def train_item2vec(spark: SparkSession, cfg: Config, ratings: DataFrame,
     frequent tokens subsampled; the manifest details record both). With ``side``
     (``(item_id, side array<string>)``, see :mod:`.side_info`) side tokens are interleaved and
     items without a learned vector get one from their side tokens."""
-    w2v, sample, tuned = cfg.item2vec, cfg.item2vec.sample, {}
-    if w2v.tune:
+    w2v: Word2VecConfig = cfg.item2vec
+    sample: float = cfg.item2vec.sample
+    tuned: dict[str, Any] = {}
+    if cfg.item2vec.tune:
         w2v, sample, tuned = tune_word2vec(spark, lambda s: s, sequences, w2v, sample,
-                                           w2v.tune_seconds, train_word2vec)
+                                           cfg.item2vec.tune_seconds, train_word2vec)
     if side is None:
         vectors, details = train_word2vec(sequences, w2v, sample, section="item2vec")
         return TrainedModel(vectors, details={**details, **tuned})
@@ -154,6 +156,7 @@ def als_stage_extras(spark: SparkSession, cfg: Config, ratings: DataFrame,
         extra.metrics += [metric_row("als", "rmse", 0, report["rmse"]),
                           metric_row("global_mean", "rmse", 0, report["rmse_global_mean"])]
     if cfg.als.candidates_k:
+        assert trained.user_vectors is not None  # ALS learns its user vectors
         cands = user_candidates(spark, trained.user_vectors, trained.item_vectors,
                                 rated_items(ratings),
                                 cfg.als.candidates_k, "dot")
