@@ -288,6 +288,7 @@ class AnnConfig:
     bucket_length: float
     bucket_scale: float
     max_bucket_size: int
+    lsh_broadcast_max_mb: float
     spark_lsh_threshold: float
     spark_lsh_tables: int
     user_candidates: bool
@@ -302,6 +303,7 @@ class AnnConfig:
                      "user_candidates_k"):
             _check(getattr(self, name) >= 1, f"ann.{name}", "must be >= 1")
         _check(self.max_bucket_size >= 2, "ann.max_bucket_size", "must be >= 2")
+        _check(self.lsh_broadcast_max_mb >= 0, "ann.lsh_broadcast_max_mb", "must be >= 0")
         _check(self.bucket_length >= 0, "ann.bucket_length", "must be >= 0 (0 = auto)")
         _check(self.bucket_scale > 0, "ann.bucket_scale", "must be > 0")
         _check(0 < self.spark_lsh_threshold <= 2, "ann.spark_lsh_threshold",
