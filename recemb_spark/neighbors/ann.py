@@ -129,8 +129,9 @@ def lsh_path(cfg: AnnConfig, n_items: int, dim: int) -> str:
     """``broadcast`` while the item matrix (``n_items x dim`` float32) weighs at most
     ``cfg.lsh_broadcast_max_mb``, else ``sharded``. A broadcast task holds that matrix, the
     ids, and ``8 x bands`` bytes of band keys per item (with ``bands`` 12-24: about 3x the
-    matrix at dim 32), once per Python worker."""
-    return ("broadcast" if n_items * dim * 4 <= cfg.lsh_broadcast_max_mb * 2**20
+    matrix at dim 32), once per Python worker. No items: ``sharded`` (nothing to broadcast;
+    it runs on empty inputs)."""
+    return ("broadcast" if 0 < n_items * dim * 4 <= cfg.lsh_broadcast_max_mb * 2**20
             else "sharded")
 
 
@@ -228,21 +229,23 @@ def band_layout(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: 
                 dim: int) -> tuple[BandLayout, np.ndarray]:
     """The band layout and its projections: with ``cfg.tune`` the cheapest layout whose recall
     on ``cfg.tune_sample`` sampled queries (against their exact top-``k``) reaches
-    ``cfg.target_recall``; else ``hashes_per_band`` x ``bands`` with the configured bucket
-    width. The driver holds only samples: :data:`TUNE_ITEM_SAMPLE` items, the queries, and
-    the vectors of their exact top-``k`` (found by scanning the item partitions)."""
+    ``cfg.target_recall``; else (or without items or queries) ``hashes_per_band`` x ``bands``
+    with the configured bucket width. The driver holds only samples:
+    :data:`TUNE_ITEM_SAMPLE` items, the queries, and the vectors of their exact top-``k``
+    (found by scanning the item partitions)."""
+    fixed = BandLayout(cfg.hashes_per_band, cfg.bands, auto_bucket_length(cfg, dim))
     if not cfg.tune or n_items == 0:
-        layout = BandLayout(cfg.hashes_per_band, cfg.bands, auto_bucket_length(cfg, dim))
-        n = layout.hashes_per_band * layout.bands
-        return layout, brp_projections(spark, dim, n, cfg.seed)
-    proj = brp_projections(spark, dim, MAX_HASHES, cfg.seed)
-    _, sample = hashed_sample(items, "item_id", TUNE_ITEM_SAMPLE, cfg.seed)
+        return fixed, brp_projections(spark, dim, fixed.hashes_per_band * fixed.bands, cfg.seed)
     if self_join:
         qids, q = hashed_sample(items, "item_id", cfg.tune_sample, cfg.seed + 1)
         own: list[str] | None = qids
     else:
         _, q = hashed_sample(queries, "query_id", cfg.tune_sample, cfg.seed)
         q, own = unit_rows(q.reshape(-1, dim)), None
+    if len(q) == 0:  # no queries: nothing to tune for
+        return fixed, brp_projections(spark, dim, fixed.hashes_per_band * fixed.bands, cfg.seed)
+    proj = brp_projections(spark, dim, MAX_HASHES, cfg.seed)
+    _, sample = hashed_sample(items, "item_id", TUNE_ITEM_SAMPLE, cfg.seed)
     truth, valid, _ = lsh_join.few_queries_top_k(spark, q, own, items, min(k, n_items))
     layout = tune_layout(sample, n_items, q, truth, valid, proj, cfg.target_recall)
     log.info("lsh layout: %d bands of %d hashes, bucket width %.4f (estimated recall %.3f, "
