@@ -42,6 +42,8 @@ from .topk import TOPK_SCHEMA, query_matrix, top_k_rows
 # band rows (one per band of every item / query) per partition of the keyed shuffle: the JVM
 # sorts them (spilling as needed); the Python pass holds one group and one batch whatever this is
 ROWS_PER_PARTITION = 500_000
+# candidate rows (at most k per query and band) per partition of the merge by query
+CANDIDATES_PER_PARTITION = 1_000_000
 GROUP_COLS = ["band", "key", "chunk"]
 ROWS_SCHEMA = ("band int, key bigint, chunk int, role int, id string, vector array<float>, "
                "exclude array<string>, size bigint")
@@ -91,7 +93,9 @@ def chunked(rows: DataFrame, hot: DataFrame, id_col: str, seed: int) -> DataFram
     of (``id_col``, band, seed) modulo the bucket's chunks) and ``size bigint`` (the hot
     bucket's size before cutting, 0 elsewhere)."""
     pick = F.pmod(F.xxhash64(id_col, "band", F.lit(seed)), F.col("n_chunks"))
-    return (rows.join(hot, ["band", "key"], "left")
+    # broadcast: at most items x bands / cap rows of 24 bytes (4M items, 24 bands, cap 2000:
+    # 1.2 MB), and the big side then goes through one shuffle only (the scoring one)
+    return (rows.join(F.broadcast(hot), ["band", "key"], "left")
             .withColumn("chunk", F.coalesce(pick, F.lit(0)).cast("int"))
             .withColumn("size", F.coalesce("size", F.lit(0)).cast("long"))
             .drop("n_chunks"))
@@ -262,7 +266,8 @@ def sharded_top_k(spark: SparkSession, queries: DataFrame | None, items: DataFra
     candidates = (rows.repartition(parts, *GROUP_COLS)
                   .sortWithinPartitions(*GROUP_COLS, "role")
                   .mapInArrow(run, CANDIDATES_SCHEMA))
-    merge_parts = max(2 * sc.defaultParallelism, -(-n_items * per_query // 200_000))
+    merge_parts = max(2 * sc.defaultParallelism,
+                      -(-n_items * per_query * bands * k // CANDIDATES_PER_PARTITION))
     out = merge_bands(candidates, k, merge_parts)
     return ShardedPlan(out, parts_acc, hot, bc)
 
