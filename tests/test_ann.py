@@ -93,7 +93,7 @@ def test_tuned_layout_reaches_the_target_recall(spark, points):
     proj = ann.brp_projections(spark, 16, banded.MAX_HASHES, 42)
 
     def cost(target):
-        lay = banded.tune_layout(x, x[:200], truth, proj, target, np.random.default_rng(0))
+        lay = banded.tune_layout(x, 2000, x[:200], x[truth], truth >= 0, proj, target)
         return lay.bands + banded.PAIR_COST * lay.est_pairs_per_query, lay.est_recall
 
     (low, low_recall), (high, high_recall) = cost(0.5), cost(0.97)

@@ -637,6 +637,13 @@ class AnnConfig:
         "lsh: larger buckets are split into random chunks of this size (counted)",
         ge=2,
     )
+    lsh_broadcast_max_mb: float = setting(
+        128,
+        "lsh: broadcast the item matrix (items x dim x 4 bytes) up to this size, every task "
+        "holding it plus ~8 x bands bytes of keys per item (~3x the matrix at dim 32); above, "
+        "the sharded keyed join (memory per task bounded by max_bucket_size); 0 = always sharded",
+        ge=0,
+    )
     spark_lsh_threshold: float = setting(
         1.0,
         "spark_lsh: Euclidean distance threshold of approxSimilarityJoin (unit vectors: 0..2)",

@@ -78,28 +78,32 @@ TUNE_HASHES = (2, 3, 4, 5, 6, 8)
 TUNE_BANDS = (8, 12, 16, 24, 32)
 TUNE_SCALES = (0.4, 0.6, 0.8, 1.0, 1.4, 2.0, 2.8)
 MAX_HASHES = max(TUNE_HASHES) * max(TUNE_BANDS)
+# items sampled for tune_layout's candidate-pair estimates
+TUNE_ITEM_SAMPLE = 20_000
 # cost of one scored candidate pair in units of one band's per-item overhead (hashing, grouping,
 # merging): fitted on bench/ann.py (2 cores: ~5.5 us per item and band, ~33 ns per pair)
 PAIR_COST = 0.006
 
 
-def tune_layout(x: np.ndarray, q: np.ndarray, truth: np.ndarray, proj: np.ndarray,
-                target: float, rng: np.random.Generator, item_sample: int = 20_000) -> BandLayout:
+def tune_layout(sample: np.ndarray, n_items: int, q: np.ndarray, truth: np.ndarray,
+                valid: np.ndarray, proj: np.ndarray, target: float) -> BandLayout:
     """The cheapest band layout whose estimated recall reaches ``target`` (else the one with
     the highest estimate).
 
-    ``q``: sample queries; ``truth``: their exact top-k item indexes (``(n_q, k)``, -1 padded);
-    ``proj``: at least :data:`MAX_HASHES` projections (a layout uses the first ``k x L``).
-    For every (k, L, width) it computes, with the very hash functions the run will use, which
-    true neighbours share a band key with their query (the candidate recall: scoring is exact,
-    so this is the recall) and how many items share the query's keys (candidate pairs, from an
-    item sample); cost = L + PAIR_COST x pairs per query.
+    ``sample``: a uniform sample of the ``n_items`` item vectors (the pair estimates are
+    scaled up by ``n_items / len(sample)``); ``q``: sample queries; ``truth``: the vectors of
+    their exact top-k items (``(n_q, k, dim)``), ``valid`` (``(n_q, k)``) false where a query
+    has fewer; ``proj``: at least :data:`MAX_HASHES` projections (a layout uses the first
+    ``k x L``). For every (k, L, width) it computes, with the very hash functions the run will
+    use, which true neighbours share a band key with their query (the candidate recall:
+    scoring is exact, so this is the recall) and how many items share the query's keys
+    (candidate pairs, from the item sample); cost = L + PAIR_COST x pairs per query. Needs
+    only the samples: nothing proportional to the catalogue.
     """
-    n, dim = x.shape
-    sample = x[rng.choice(n, min(n, item_sample), replace=False)]
-    up = n / len(sample)
-    valid = truth >= 0
-    p_q, p_t, p_s = (m @ proj.T.astype(np.float32) for m in (q, x[np.maximum(truth, 0)], sample))
+    dim = q.shape[1]
+    up = n_items / max(len(sample), 1)
+    p_q, p_t, p_s = (m.astype(np.float32) @ proj.T.astype(np.float32)
+                     for m in (q, truth, sample))
     best, best_cost, fallback = None, np.inf, None
     for scale in TUNE_SCALES:
         w = np.float32(scale / np.sqrt(dim))
@@ -125,6 +129,7 @@ def tune_layout(x: np.ndarray, q: np.ndarray, truth: np.ndarray, proj: np.ndarra
                     best, best_cost = layout, cost
                 if fallback is None or layout.est_recall > fallback.est_recall:
                     fallback = layout
+    assert fallback is not None  # the search space is never empty
     return best or fallback
 
 
@@ -277,6 +282,30 @@ def score_band(q: np.ndarray, x: np.ndarray, qb: np.ndarray, buckets: Buckets, k
     pairs = int((mq * mi).sum())
     return (np.concatenate(out_q), np.concatenate(out_i),
             np.concatenate(out_v).astype(np.float32), pairs)
+
+
+def score_groups(q: np.ndarray, q_group: np.ndarray, x: np.ndarray, x_group: np.ndarray,
+                 k: int, ex_q: np.ndarray, ex_i: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The best ``k`` items of its own group for every query: ``(query row, item row, score)``
+    candidates and the number of (query, item) scores computed.
+
+    ``x_group``: the group of each item row, non-decreasing (items arrive grouped);
+    ``q_group``: the group of each query (any order; a group without items gives nothing).
+    ``(ex_q, ex_i)``: pairs never returned. This is :func:`score_band` with the groups as
+    the buckets, for rows that a keyed shuffle brought together already grouped."""
+    first = first_of(x_group)
+    count = np.diff(np.append(first, len(x_group)))
+    gids = x_group[first]
+    pos = np.searchsorted(gids, q_group)
+    pos = np.minimum(pos, max(len(gids) - 1, 0))
+    found = (gids[pos] == q_group) if len(gids) else np.zeros(len(q_group), bool)
+    qb = np.where(found, pos, -1)
+    buckets = Buckets(gids.astype(np.uint64), first, count, np.arange(len(x_group)),
+                      np.repeat(np.arange(len(first)), count))
+    thr = np.full(len(q), -np.inf, np.float32)
+    return score_band(q, x, qb, buckets, k, np.asarray(ex_q, np.int64),
+                      np.asarray(ex_i, np.int64), thr)
 
 
 @dataclass

@@ -6,11 +6,19 @@ All methods work on L2-normalised vectors, so Euclidean order is cosine order, a
 ``lsh`` (banded): ``BucketedRandomProjectionLSH`` supplies ``k x L`` hash functions
 (``floor(x . r / w)`` for random unit ``r``; :func:`brp_projections` takes the ``r`` of a model
 fitted with the configured seed); they are grouped into ``L`` bands of ``k`` (AND within a band,
-OR across bands). The item matrix and the projections are broadcast; each task takes a slice of
-the queries, groups all items by ``(band, band key)`` (numpy, identical in every task), scores
-each query exactly against the items of its buckets, and keeps its best ``K`` distinct items
-(:mod:`recemb_spark.banded`). Buckets larger than ``max_bucket_size`` are cut into random
-chunks (counted). Nothing per candidate pair is ever a Spark row.
+OR across bands). Two paths, chosen by the size of the item matrix (:func:`lsh_path`):
+
+- ``broadcast`` (small catalogues, the fast path): the item matrix and the projections are
+  broadcast; each task takes a slice of the queries, groups all items by ``(band, band key)``
+  (numpy, identical in every task), scores each query exactly against the items of its
+  buckets, and keeps its best ``K`` distinct items (:mod:`recemb_spark.neighbors.banded`).
+  Nothing per candidate pair is ever a Spark row.
+- ``sharded`` (large catalogues): a keyed join by ``(band, key, chunk)``
+  (:mod:`recemb_spark.neighbors.lsh_join`); memory per task is bounded by the bucket cap, not
+  the catalogue; at most ``K`` candidates per query and band become rows, merged per query.
+
+Buckets larger than ``max_bucket_size`` are cut into chunks (counted). The layout is tuned
+from samples only (:func:`band_layout`).
 
 ``spark_lsh``: ``approxSimilarityJoin`` with a distance threshold (kept for comparison: its
 hash tables are single projections ORed, with no AND amplification).
@@ -34,7 +42,8 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from ..config import AnnConfig
-from .banded import MAX_HASHES, BandLayout, banded_top_k, tune_layout
+from . import lsh_join
+from .banded import MAX_HASHES, TUNE_ITEM_SAMPLE, BandLayout, banded_top_k, tune_layout
 from .topk import (
     TOPK_SCHEMA,
     broadcast_items,
@@ -42,7 +51,6 @@ from .topk import (
     exclusions,
     positions,
     query_matrix,
-    stream_top_k,
     topk_batch,
     unit_rows,
 )
@@ -93,17 +101,38 @@ class PerPartition(AccumulatorParam):
 @dataclass
 class LshStats:
     """Counters from the tasks, per partition: ``(candidate pairs, buckets split, largest
-    bucket)``; pairs are summed over partitions, the bucket counters come from partition 0
-    (every task builds the same buckets)."""
+    bucket)``; pairs are summed over partitions. ``path`` ``broadcast``: the bucket counters
+    come from partition 0 (every task builds the same buckets). ``sharded``: the split buckets
+    are the rows of ``hot`` (:func:`recemb_spark.neighbors.lsh_join.hot_buckets`), the largest
+    bucket the largest of theirs and of the groups the tasks saw."""
 
     parts: Any  # Accumulator of {partition id: (pairs, split, largest)}
+    path: str = "broadcast"
+    hot: DataFrame | None = None
 
     def as_dict(self, bucket_length: float) -> dict[str, Any]:
         per = self.parts.value
-        _, split, largest = per.get(0, (0, 0, 0))
-        return {"candidate_pairs": int(sum(v[0] for v in per.values())),
-                "buckets_split": int(split), "largest_bucket": int(largest),
-                "bucket_length": bucket_length}
+        pairs = int(sum(v[0] for v in per.values()))
+        if self.hot is None:
+            _, split, largest = per.get(0, (0, 0, 0))
+        else:
+            row = self.hot.agg(F.count(F.lit(1)).alias("n"), F.max("size").alias("max")).first()
+            split = row["n"] if row is not None else 0
+            top = (row["max"] if row is not None else None) or 0
+            largest = max([top, *(v[2] for v in per.values())])
+        return {"candidate_pairs": pairs, "buckets_split": int(split),
+                "largest_bucket": int(largest), "bucket_length": bucket_length,
+                "path": self.path}
+
+
+def lsh_path(cfg: AnnConfig, n_items: int, dim: int) -> str:
+    """``broadcast`` while the item matrix (``n_items x dim`` float32) weighs at most
+    ``cfg.lsh_broadcast_max_mb``, else ``sharded``. A broadcast task holds that matrix, the
+    ids, and ``8 x bands`` bytes of band keys per item (with ``bands`` 12-24: about 3x the
+    matrix at dim 32), once per Python worker. No items: ``sharded`` (nothing to broadcast;
+    it runs on empty inputs)."""
+    return ("broadcast" if 0 < n_items * dim * 4 <= cfg.lsh_broadcast_max_mb * 2**20
+            else "sharded")
 
 
 def lsh_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: AnnConfig,
@@ -112,12 +141,25 @@ def lsh_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: An
 
     ``queries``: ``(query_id, vector, exclude array<string>)``; with ``self_join`` the queries
     are the items themselves (never their own neighbour). Vectors must be unit-length.
-    Counters are read after the result is materialised (see :func:`materialise`)."""
-    bc = broadcast_items(spark, items, normalise=False)
-    layout, proj = band_layout(spark, queries, bc.value, cfg, k, self_join)
-    length, bands = layout.bucket_length, layout.bands
+    Below ``cfg.lsh_broadcast_max_mb`` of item matrix the items are broadcast and every task
+    builds all buckets; above, a keyed join by (band, key) (:mod:`.lsh_join`). Counters are
+    read after the result is materialised (see :func:`materialise`)."""
     sc = spark.sparkContext
-    stats = LshStats(sc.accumulator({}, PerPartition()))
+    n_items = items.count()
+    first = items.select(F.size("vector").alias("d")).first() if n_items else None
+    dim = int(first["d"]) if first is not None else 1
+    path = lsh_path(cfg, n_items, dim)
+    layout, proj = band_layout(spark, queries, items, cfg, k, self_join, n_items, dim)
+    stats = LshStats(sc.accumulator({}, PerPartition()), path)
+    if path == "sharded":
+        plan = lsh_join.sharded_top_k(spark, None if self_join else queries, items, proj,
+                                      layout.bucket_length, layout.bands, k,
+                                      cfg.max_bucket_size, cfg.seed, n_items, stats.parts)
+        stats.hot = plan.hot
+        return plan.out, {"stats": stats, "layout": layout, "broadcast": plan.proj,
+                          "cached": [plan.hot]}
+    bc = broadcast_items(spark, items, normalise=False)
+    length, bands = layout.bucket_length, layout.bands
     cap, seed = cfg.max_bucket_size, cfg.seed
     parts = max(2 * sc.defaultParallelism, -(-len(bc.value[1]) // 250_000))
 
@@ -153,43 +195,59 @@ def lsh_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: An
 
 def materialise(df: DataFrame, info: dict[str, Any]) -> tuple[DataFrame, dict[str, Any]]:
     """Persist and count ``df`` once, then read the task counters in ``info`` (if any) and
-    release the executors' copies of the broadcast item matrix."""
+    release the executors' copies of the broadcast (item matrix or projections) and any
+    DataFrame cached for the counters."""
     df = df.persist()
     df.count()
     stats, layout = info.pop("stats", None), info.pop("layout", None)
-    if "broadcast" in info:
-        info.pop("broadcast").unpersist()
     if stats is not None:
         info.update(stats.as_dict(layout.bucket_length), hashes_per_band=layout.hashes_per_band,
                     bands=layout.bands, estimated_recall=layout.est_recall)
+    if "broadcast" in info:
+        info.pop("broadcast").unpersist()
+    for cached in info.pop("cached", []):
+        cached.unpersist()
     return df, info
 
 
-def band_layout(spark: SparkSession, queries: DataFrame, items: tuple[pa.Array, np.ndarray],
-                cfg: AnnConfig, k: int, self_join: bool) -> tuple[BandLayout, np.ndarray]:
+def hashed_sample(df: DataFrame, id_col: str, n: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """About ``n`` rows of ``df (id_col, vector)`` chosen by a seeded hash of the id
+    (deterministic; a top-``n`` per partition, so no task holds more than ``n`` rows): their
+    ids and their vectors as a float32 matrix."""
+    table = (df.select(id_col, "vector").orderBy(F.xxhash64(id_col, F.lit(seed)))
+             .limit(n).toArrow())
+    ids = table.column(id_col).to_pylist()
+    if not ids:
+        return ids, np.zeros((0, 1), np.float32)
+    vectors = table.column("vector").combine_chunks()
+    return ids, vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(
+        len(ids), -1)
+
+
+def band_layout(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: AnnConfig,
+                k: int, self_join: bool, n_items: int,
+                dim: int) -> tuple[BandLayout, np.ndarray]:
     """The band layout and its projections: with ``cfg.tune`` the cheapest layout whose recall
-    on ``cfg.tune_sample`` sampled queries (against their exact top-``k``, computed here)
-    reaches ``cfg.target_recall``; else ``hashes_per_band`` x ``bands`` with the configured
-    bucket width."""
-    ids, x = items
-    dim = x.shape[1]
-    if not cfg.tune:
-        layout = BandLayout(cfg.hashes_per_band, cfg.bands, auto_bucket_length(cfg, dim))
-        n = layout.hashes_per_band * layout.bands
-        return layout, brp_projections(spark, dim, n, cfg.seed)
-    proj = brp_projections(spark, dim, MAX_HASHES, cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    on ``cfg.tune_sample`` sampled queries (against their exact top-``k``) reaches
+    ``cfg.target_recall``; else (or without items or queries) ``hashes_per_band`` x ``bands``
+    with the configured bucket width. The driver holds only samples:
+    :data:`TUNE_ITEM_SAMPLE` items, the queries, and the vectors of their exact top-``k``
+    (found by scanning the item partitions)."""
+    fixed = BandLayout(cfg.hashes_per_band, cfg.bands, auto_bucket_length(cfg, dim))
+    if not cfg.tune or n_items == 0:
+        return fixed, brp_projections(spark, dim, fixed.hashes_per_band * fixed.bands, cfg.seed)
     if self_join:
-        rows = rng.choice(len(x), min(len(x), cfg.tune_sample), replace=False)
-        q, exclude = x[rows], (np.arange(len(rows)), rows)
+        qids, q = hashed_sample(items, "item_id", cfg.tune_sample, cfg.seed + 1)
+        own: list[str] | None = qids
     else:
-        picked = (queries.select("vector").orderBy(F.xxhash64("query_id", F.lit(cfg.seed)))
-                  .limit(cfg.tune_sample).toArrow().to_batches())
-        q = (unit_rows(np.concatenate([query_matrix(b, 0) for b in picked]))
-             if picked else np.zeros((0, dim), np.float32))
-        exclude = None
-    truth, _ = stream_top_k(q, np.ascontiguousarray(x.T), min(k, len(x)), exclude)
-    layout = tune_layout(x, q, truth, proj, cfg.target_recall, rng)
+        _, q = hashed_sample(queries, "query_id", cfg.tune_sample, cfg.seed)
+        q, own = unit_rows(q.reshape(-1, dim)), None
+    if len(q) == 0:  # no queries: nothing to tune for
+        return fixed, brp_projections(spark, dim, fixed.hashes_per_band * fixed.bands, cfg.seed)
+    proj = brp_projections(spark, dim, MAX_HASHES, cfg.seed)
+    _, sample = hashed_sample(items, "item_id", TUNE_ITEM_SAMPLE, cfg.seed)
+    truth, valid, _ = lsh_join.few_queries_top_k(spark, q, own, items, min(k, n_items))
+    layout = tune_layout(sample, n_items, q, truth, valid, proj, cfg.target_recall)
     log.info("lsh layout: %d bands of %d hashes, bucket width %.4f (estimated recall %.3f, "
              "%.0f candidates per query)", layout.bands, layout.hashes_per_band,
              layout.bucket_length, layout.est_recall, layout.est_pairs_per_query)
