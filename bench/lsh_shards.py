@@ -27,7 +27,7 @@ from ann import clustered_vectors  # noqa: E402  (bench/ann.py)
 from common import write_json  # noqa: E402
 
 from recemb_spark.config import load_config  # noqa: E402
-from recemb_spark.neighbors import ann  # noqa: E402
+from recemb_spark.neighbors import nearest as ann  # noqa: E402
 from recemb_spark.session import build_session  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")

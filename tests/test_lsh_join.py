@@ -6,7 +6,8 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from recemb_spark.config import load_config
-from recemb_spark.neighbors import ann, lsh_join
+from recemb_spark.neighbors import lsh_join
+from recemb_spark.neighbors import nearest as ann
 
 from .test_ann import VEC, as_sets, brute_force, clustered, recall
 

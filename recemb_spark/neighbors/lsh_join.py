@@ -1,6 +1,6 @@
 """Banded LSH as a keyed join: no task and not the driver holds anything catalogue-sized.
 
-The broadcast path (:func:`recemb_spark.neighbors.ann.lsh_top_k` below its size threshold)
+The broadcast path (:func:`recemb_spark.neighbors.nearest.lsh_top_k` below its size threshold)
 gives every task the whole item matrix and builds all buckets in numpy. Here only the
 projections (``k x L x dim`` floats) are broadcast:
 
@@ -234,7 +234,7 @@ def sharded_top_k(spark: SparkSession, queries: DataFrame | None, items: DataFra
     ``items``: ``(item_id, vector)``, unit-length; ``queries``: ``(query_id, vector, exclude
     array<string>)``, or ``None`` for the self-join (every item a query, never its own
     neighbour). ``parts_acc``: an accumulator of ``{partition id: (pairs, 0, largest)}``
-    (:class:`recemb_spark.neighbors.ann.PerPartition`). ``n_items`` sizes the shuffle."""
+    (:class:`recemb_spark.neighbors.nearest.PerPartition`). ``n_items`` sizes the shuffle."""
     sc = spark.sparkContext
     bc = sc.broadcast(np.asarray(proj, np.float64))
     self_join = queries is None
