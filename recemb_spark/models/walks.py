@@ -10,7 +10,9 @@ Two strategies generate the walks:
 
 ``broadcast``
     One block for the whole graph (P = 1), built from the edge columns fetched over Arrow
-    (bounded by ``broadcast_max_mb``) and broadcast once; every partition of start nodes
+    and broadcast once: chosen by ``auto`` only when the tables are below ``broadcast_max_mb``
+    and the driver (building them) and one task (holding a copy) have room for them
+    (:func:`choose_strategy`); every partition of start nodes
     advances all its walkers a step at a time with vectorised numpy. No shuffle per step.
     node2vec second-order walks run here, by rejection sampling (KnightKing): propose from
     the first-order alias table, accept with weight ``f``: ``1/p`` to return, ``1`` to stay
@@ -26,15 +28,18 @@ Two strategies generate the walks:
     the lineage is cut (``localCheckpoint``) every ``checkpoint_every`` steps.
 
 A walk stops early at a node without out-edges. Walks are ``int32`` node-id paths padded with
-``-1`` (half the bytes of int64 to shuffle in the join strategy). Randomness: one generator
-per (seed, partition[, step]): the same seed and partition count give the same walks.
+``-1`` (half the bytes of int64 to shuffle in the join strategy). Start nodes come from
+:func:`start_nodes` (an RDD, one array per partition: nothing per node on the driver).
+Randomness: one generator per (seed, partition[, step]): the same seed and partition count give
+the same walks, and a retried task reproduces its walks.
 """
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pyspark import RDD, StorageLevel
@@ -397,7 +402,7 @@ def start_nodes(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig,
     sc = spark.sparkContext
     n_nodes, per = g.n_nodes, cfg.walks_per_node
     if cfg.start == "per_node":
-        def every(part: int, _: Iterator) -> Iterator[np.ndarray]:
+        def every(part: int, _: Iterable[Any]) -> Iterable[np.ndarray]:
             yield np.repeat(np.arange(part, n_nodes, n_parts, dtype=np.int64), per)
         return sc.parallelize(range(n_parts), n_parts).mapPartitionsWithIndex(every)
     part_of = F.pmod(F.col("node"), F.lit(n_parts))
@@ -410,7 +415,7 @@ def start_nodes(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig,
         cfg.num_walks, weights / weights.sum())
     seed = cfg.seed
 
-    def draw(part: int, rows: Iterator) -> Iterator[np.ndarray]:
+    def draw(part: int, rows: Iterable[Any]) -> Iterable[np.ndarray]:
         pairs = np.array([(r[1][0], r[1][1]) for r in rows], dtype=np.float64).reshape(-1, 2)
         order = np.argsort(pairs[:, 0], kind="stable")  # the same order whatever the shuffle
         nodes, freq = pairs[order, 0].astype(np.int64), np.maximum(pairs[order, 1], 0.0)
@@ -464,7 +469,7 @@ def _broadcast_walks(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig, n_p
     log.info("walks: %d edges fetched in %.1fs, alias tables built and broadcast in %.1fs",
              len(block.dst), t1 - t0, time.perf_counter() - t1)
 
-    def run(part: int, it: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    def run(part: int, it: Iterable[Any]) -> Iterable[np.ndarray]:
         blk, edge_set = bc.value
         rng = np.random.default_rng([cfg.seed, part])
         for first in it:
