@@ -9,9 +9,14 @@ from recemb_spark.models.graph import transition_probabilities
 from recemb_spark.models.walks import (
     AdjacencyBlock,
     EdgeSet,
+    alias_table_bytes,
+    choose_strategy,
     generate_walks,
     index_graph,
     node2vec_step,
+    start_nodes,
+    task_memory_bytes,
+    walk_memory,
     walk_stats,
 )
 
@@ -142,10 +147,11 @@ def test_same_seed_same_walks(spark, graph):
         assert not np.array_equal(np.sort(one, axis=0), np.sort(other, axis=0))
 
 
-def test_frequency_starts(spark, graph):
+@pytest.mark.parametrize("strategy", ["broadcast", "join"])
+def test_frequency_starts(spark, graph, strategy):
     g, names = graph
     run = generate_walks(spark, g, walks_cfg(start="frequency", num_walks=3000,
-                                             strategy="broadcast"))
+                                             strategy=strategy))
     starts = collections.Counter(names[p[0]] for p in all_paths(run))
     assert sum(starts.values()) == 3000
     # out-weights: a 4, b 3, c 4, d 0 -> d never starts, a and c about equally
@@ -224,3 +230,55 @@ def test_node2vec_walks_on_spark(spark, graph):
     base = sum(1 for p in all_paths(generate_walks(spark, g, walks_cfg(strategy="broadcast")))
                for i in range(2, len(p)) if p[i] >= 0 and p[i] == p[i - 2])
     assert returns > 1.3 * base
+
+
+def test_frequency_starts_are_drawn_per_partition_and_reproducible(spark, graph):
+    g, _ = graph
+    cfg = walks_cfg(start="frequency", num_walks=500)
+    first = start_nodes(spark, g, cfg, 3).glom().collect()
+    assert len(first) == 3 and all(len(p) == 1 for p in first)  # one array per partition
+    # partition i starts only at its own nodes, and the shares add up to num_walks
+    assert all(np.all(arr % 3 == i) for i, (arr,) in enumerate(first))
+    assert sum(len(arr) for (arr,) in first) == 500
+    again = start_nodes(spark, g, cfg, 3).glom().collect()
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
+    other = start_nodes(spark, g, walks_cfg(start="frequency", num_walks=500, seed=5), 3)
+    assert not all(np.array_equal(a[0], b[0])
+                   for a, b in zip(first, other.glom().collect(), strict=True))
+
+
+def test_strategy_follows_the_memory_the_tables_need():
+    cfg = walks_cfg(strategy="auto")
+    nodes, edges = 700_000, 4_500_000  # the 5M-event Taobao-shaped log: ~78 MB of tables
+    gib = 2**30
+    roomy = walk_memory(nodes, edges, 4 * gib, 2 * gib)
+    assert roomy.task_need == alias_table_bytes(nodes, edges)
+    assert choose_strategy(cfg, nodes, edges, roomy) == "broadcast"
+    # a task with 256 MiB (e.g. spark.executor.pyspark.memory=1g over 4 cores) cannot hold
+    # a copy within its share; nor can a 256 MiB driver build the block
+    assert choose_strategy(cfg, nodes, edges, walk_memory(nodes, edges, 4 * gib,
+                                                          gib // 4)) == "join"
+    assert choose_strategy(cfg, nodes, edges, walk_memory(nodes, edges, gib // 4,
+                                                          2 * gib)) == "join"
+    # the configured cap still applies, and a named strategy is taken as it is
+    assert choose_strategy(walks_cfg(strategy="auto", broadcast_max_mb=10), nodes, edges,
+                           roomy) == "join"
+    assert choose_strategy(walks_cfg(strategy="broadcast"), nodes, edges,
+                           walk_memory(nodes, edges, 1, 1)) == "broadcast"
+    # node2vec needs the broadcast tables whatever the size
+    assert choose_strategy(walks_cfg(strategy="auto", p=0.5), nodes, edges,
+                           walk_memory(nodes, edges, 1, 1)) == "broadcast"
+
+
+def test_task_memory_comes_from_the_executor_settings():
+    gib = 2**30
+    assert task_memory_bytes({"spark.master": "local[4]"}, 3 * gib) == 3 * gib
+    assert task_memory_bytes({"spark.master": "spark://h:7077", "spark.executor.memory": "8g",
+                              "spark.executor.cores": "4"}, gib) == 2 * gib
+    assert task_memory_bytes({"spark.master": "yarn"}, gib) == gib  # executor default 1g
+    assert task_memory_bytes({"spark.master": "yarn", "spark.executor.memory": "8g",
+                              "spark.executor.pyspark.memory": "2g",
+                              "spark.executor.cores": "4", "spark.task.cpus": "2"},
+                             gib) == gib
+    assert task_memory_bytes({"spark.master": "local[2]",
+                              "spark.executor.pyspark.memory": "512m"}, 4 * gib) == gib // 2

@@ -9,6 +9,7 @@ from recemb_spark.models.word2vec_guard import (
     check_word2vec_fits,
     driver_bytes,
     driver_heap_bytes,
+    driver_memory_setting,
     parse_memory,
 )
 
@@ -25,15 +26,33 @@ def test_limits_name_the_keys():
     heap = 2**30
     # 1,000 words x 32: ~1.6 MB, far below half a GiB
     assert check_limits(1000, 32, heap) == driver_bytes(1000, 32) < heap // 2
-    with pytest.raises(ConfigError, match=r"Int.MaxValue.*item2vec.min_count.*item2vec.vector_size"):
+    with pytest.raises(ConfigError,
+                       match=r"Int.MaxValue.*item2vec.min_count.*item2vec.vector_size"):
         check_limits(INT_MAX // 100 + 1, 100, 2**50, section="item2vec")
     # just below the cell limit passes on a huge heap
     check_limits(INT_MAX // 100, 100, 2**50)
     # over half the heap: the estimate and the memory keys are named
     words = heap // 2 // driver_bytes(1, 64) + 1
-    with pytest.raises(ConfigError, match=r"driver heap.*deepwalk.min_count.*spark.driver_memory"):
+    with pytest.raises(ConfigError, match=r"driver heap.*spark.driver_memory.*deepwalk.min_count"):
         check_limits(words, 64, heap, section="deepwalk")
     check_limits(words - 1, 64, heap)
+
+
+def test_heap_error_is_one_line_naming_the_driver_memory_to_set():
+    heap = 4 * 2**30
+    words = 3_000_000  # x 64: ~7.4 GiB estimated, 17 GiB of heap to keep it under half
+    need = driver_bytes(words, 64)
+    with pytest.raises(ConfigError) as err:
+        check_limits(words, 64, heap, section="deepwalk")
+    message = str(err.value)
+    assert "\n" not in message
+    value = driver_memory_setting(need)
+    assert f"set spark.driver.memory={value} " in message
+    assert f"--driver-memory {value}" in message and f"spark.driver_memory={value}" in message
+    # the value suggested is enough: the same vocabulary passes on that heap
+    assert parse_memory(value) * 0.95 >= need / 0.5
+    check_limits(words, 64, int(parse_memory(value) * 0.95), section="deepwalk")
+    assert driver_memory_setting(1) == "1g"
 
 
 def test_counts_the_corpus_and_checks_the_running_driver(spark):

@@ -10,6 +10,12 @@ side tokens' vectors, marked ``source = 'side'`` in ``item_embeddings``.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from functools import partial
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.ml.stat import Summarizer
 from pyspark.sql import DataFrame
@@ -35,16 +41,22 @@ def interleave_side_tokens(sentences: DataFrame, side: DataFrame, sample: float,
                            input_col: str = "items") -> DataFrame:
     """Sentences with each item followed by its side tokens: ``(input_col array<string>)``.
 
-    Distributed: explode with positions, join the side table (bounded by the catalogue),
-    regroup in order. Side tokens are then subsampled at ``sample`` (0 = keep all); item
-    tokens are never dropped here."""
+    Distributed, with nothing proportional to the tokens or the catalogue in one task or on
+    the driver: the sentences are numbered and exploded with positions, the side table is
+    joined to the tokens (a shuffle join: Spark broadcasts it only below
+    ``spark.sql.autoBroadcastJoinThreshold``), the token rows are repartitioned by sentence and
+    sorted by (sentence, position) within partitions, and :func:`rebuild_sentences` streams
+    them back into lists: a task holds one Arrow batch and the one sentence it is rebuilding
+    (a sentence is never split across partitions nor merged with another). Side tokens are
+    then subsampled at ``sample`` (0 = keep all); item tokens are never dropped here."""
     numbered = (sentences.select(F.monotonically_increasing_id().alias("_s"), input_col)
                 .select("_s", F.posexplode(input_col).alias("_p", "item_id")))
-    joined = numbered.join(F.broadcast(side), "item_id", "left")
+    joined = numbered.join(side.select("item_id", "side"), "item_id", "left")
     tokens = F.concat(F.array("item_id"), F.coalesce("side", F.array().cast("array<string>")))
-    grouped = (joined.groupBy("_s")
-               .agg(F.array_sort(F.collect_list(F.struct("_p", tokens.alias("_t")))).alias("_x"))
-               .select(F.flatten(F.transform("_x", lambda e: e["_t"])).alias(input_col)))
+    rows = (joined.select("_s", "_p", tokens.alias("_t"))
+            .repartition("_s").sortWithinPartitions("_s", "_p"))
+    grouped = rows.mapInArrow(partial(rebuild_sentences, name=input_col),
+                              f"{input_col} array<string>")
     if sample <= 0:
         return grouped
     counts = token_counts(grouped, input_col)
@@ -52,6 +64,41 @@ def interleave_side_tokens(sentences: DataFrame, side: DataFrame, sample: float,
     keep = {t: p for t, p in keep_probabilities(counts, sample, total).items()
             if t.startswith(SIDE_PREFIX)}
     return subsample_sentences(grouped, keep, seed, input_col)
+
+
+def rebuild_sentences(batches: Iterator[pa.RecordBatch],
+                      name: str = "items") -> Iterator[pa.RecordBatch]:
+    """Rows ``(_s long, _p int, _t list<string>)`` sorted by ``(_s, _p)`` -> one row per
+    sentence ``_s``: the concatenation of its ``_t`` lists in order (one ``list<string>``
+    column ``name``). A sentence whose rows straddle two batches is carried over to the next;
+    memory is one batch plus that sentence."""
+    carry_s: np.ndarray | None = None
+    carry_t: pa.Array | None = None
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        s = batch.column(0).to_numpy(zero_copy_only=False)
+        t = batch.column(2)
+        if carry_s is not None and carry_t is not None:
+            s = np.concatenate([carry_s, s])
+            t = pa.concat_arrays([carry_t, t])
+        last = int(np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]]))[-1])
+        if last > 0:  # rows [0, last) are complete sentences
+            yield _concat_runs(s[:last], t.slice(0, last), name)
+        carry_s, carry_t = s[last:], t.slice(last)
+    if carry_s is not None and carry_t is not None and len(carry_s):
+        yield _concat_runs(carry_s, carry_t, name)
+
+
+def _concat_runs(s: np.ndarray, t: pa.Array, name: str) -> pa.RecordBatch:
+    """One ``list<string>`` row per run of equal ``s``: its rows' lists concatenated."""
+    starts = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]]))
+    lengths = pc.list_value_length(t).fill_null(0).to_numpy(zero_copy_only=False)
+    per_run = np.add.reduceat(lengths.astype(np.int64), starts) if len(starts) else lengths
+    offsets = np.concatenate([[0], np.cumsum(per_run)]).astype(np.int32)
+    values = pc.list_flatten(t)
+    out = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
+    return pa.RecordBatch.from_arrays([out], names=[name])
 
 
 def split_vectors(vectors: DataFrame) -> tuple[DataFrame, DataFrame]:

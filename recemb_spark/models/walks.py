@@ -10,7 +10,9 @@ Two strategies generate the walks:
 
 ``broadcast``
     One block for the whole graph (P = 1), built from the edge columns fetched over Arrow
-    (bounded by ``broadcast_max_mb``) and broadcast once; every partition of start nodes
+    and broadcast once: chosen by ``auto`` only when the tables are below ``broadcast_max_mb``
+    and the driver (building them) and one task (holding a copy) have room for them
+    (:func:`choose_strategy`); every partition of start nodes
     advances all its walkers a step at a time with vectorised numpy. No shuffle per step.
     node2vec second-order walks run here, by rejection sampling (KnightKing): propose from
     the first-order alias table, accept with weight ``f``: ``1/p`` to return, ``1`` to stay
@@ -26,15 +28,18 @@ Two strategies generate the walks:
     the lineage is cut (``localCheckpoint``) every ``checkpoint_every`` steps.
 
 A walk stops early at a node without out-edges. Walks are ``int32`` node-id paths padded with
-``-1`` (half the bytes of int64 to shuffle in the join strategy). Randomness: one generator
-per (seed, partition[, step]): the same seed and partition count give the same walks.
+``-1`` (half the bytes of int64 to shuffle in the join strategy). Start nodes come from
+:func:`start_nodes` (an RDD, one array per partition: nothing per node on the driver).
+Randomness: one generator per (seed, partition[, step]): the same seed and partition count give
+the same walks, and a retried task reproduces its walks.
 """
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Any
 
 import numpy as np
 from pyspark import RDD, StorageLevel
@@ -68,7 +73,7 @@ class AdjacencyBlock:
 
     @staticmethod
     def build(part: int, n_parts: int, n_nodes: int, src: np.ndarray, dst: np.ndarray,
-              prob: np.ndarray) -> "AdjacencyBlock":
+              prob: np.ndarray) -> AdjacencyBlock:
         rows = max(0, (n_nodes - part + n_parts - 1) // n_parts)
         order = np.argsort(src * np.int64(max(n_nodes, 1)) + dst, kind="stable")
         src, dst, prob = src[order], dst[order], prob[order]
@@ -193,12 +198,12 @@ def node2vec_step(block: AdjacencyBlock, edges: EdgeSet, cur: np.ndarray, prev: 
 
 
 def walk_from(block: AdjacencyBlock, starts: np.ndarray, length: int, rng: np.random.Generator,
-              p: float = 1.0, q: float = 1.0, edges: Optional[EdgeSet] = None) -> np.ndarray:
+              p: float = 1.0, q: float = 1.0, edges: EdgeSet | None = None) -> np.ndarray:
     """Walks of up to ``length`` nodes from each start (``block`` covers every node):
     an ``(len(starts), length)`` int32 matrix padded with -1 after a dead end."""
     steps = np.full((length, len(starts)), -1, dtype=np.int32)  # a step = one contiguous row
     steps[0] = starts
-    alive: Optional[np.ndarray] = None  # None while every walker is alive
+    alive: np.ndarray | None = None  # None while every walker is alive
     cur, prev, edge = steps[0], None, None
     second_order = p != 1.0 or q != 1.0
     for t in range(1, length):
@@ -278,8 +283,9 @@ def adjacency_blocks(g: IndexedGraph, n_parts: int) -> RDD:
 
     def build(parts: Iterator[tuple[int, tuple]], index: int) -> Iterator[AdjacencyBlock]:
         chunks = [c for _, c in parts]
-        cat = (lambda i, dt: np.concatenate([c[i] for c in chunks]) if chunks
-               else np.zeros(0, dt))
+
+        def cat(i: int, dt: type) -> np.ndarray:
+            return np.concatenate([c[i] for c in chunks]) if chunks else np.zeros(0, dt)
         yield AdjacencyBlock.build(index, n_parts, n_nodes, cat(0, np.int64),
                                    cat(1, np.int64), cat(2, np.float64))
 
@@ -292,32 +298,133 @@ def alias_table_bytes(n_nodes: int, n_edges: int) -> int:
     return 8 * (n_nodes + 1) + n_edges * (8 + 4 + 4)
 
 
-def choose_strategy(cfg: WalksConfig, g: IndexedGraph) -> str:
-    """``broadcast`` when the tables fit ``broadcast_max_mb`` (or node2vec is asked), else
-    ``join`` — unless the config names one."""
+#: bytes per edge the driver holds while building the one block of the broadcast strategy:
+#: the Arrow columns fetched (src, dst, prob: 24), their int64 / float64 copies (24), the sort
+#: order and sorted copies (32) and the tables (16)
+DRIVER_BYTES_PER_EDGE = 96
+#: share of a task's (or the driver's) memory the broadcast tables may take: the rest is for
+#: the walkers, Spark's own buffers and the other tasks' data
+BROADCAST_MEMORY_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class WalkMemory:
+    """What :func:`choose_strategy` compares: the bytes the broadcast strategy needs on the
+    driver (building the block) and in every Python worker (its copy of the tables), and the
+    bytes each may use."""
+
+    driver_need: int
+    task_need: int
+    driver_has: int
+    task_has: int
+
+    @property
+    def fits(self) -> bool:
+        return (self.driver_need <= BROADCAST_MEMORY_SHARE * self.driver_has
+                and self.task_need <= BROADCAST_MEMORY_SHARE * self.task_has)
+
+
+def task_memory_bytes(conf: dict[str, str], driver_heap: int) -> int:
+    """The memory one Python task may count on: ``spark.executor.pyspark.memory`` when set
+    (the Python workers' own limit), else ``spark.executor.memory`` (default 1g; the driver's
+    heap in local mode, where the executor is the driver) — divided by the tasks that run at
+    once in an executor (``spark.executor.cores`` / ``spark.task.cpus``; 1 in local mode,
+    whose Python workers are separate processes outside the JVM heap)."""
+    from .word2vec_guard import parse_memory
+
+    local = conf.get("spark.master", "local").startswith("local")
+    if conf.get("spark.executor.pyspark.memory"):
+        total = parse_memory(conf["spark.executor.pyspark.memory"])
+    elif local:
+        total = driver_heap
+    else:
+        total = parse_memory(conf.get("spark.executor.memory", "1g"))
+    if local:
+        return total
+    tasks = max(1, int(conf.get("spark.executor.cores", "1"))
+                // max(1, int(conf.get("spark.task.cpus", "1"))))
+    return total // tasks
+
+
+def walk_memory(n_nodes: int, n_edges: int, driver_heap: int, task_bytes: int) -> WalkMemory:
+    """The broadcast strategy's needs for a graph of ``n_nodes`` and ``n_edges`` against a
+    driver heap and a per-task memory (bytes)."""
+    return WalkMemory(8 * (n_nodes + 1) + n_edges * DRIVER_BYTES_PER_EDGE,
+                      alias_table_bytes(n_nodes, n_edges), driver_heap, task_bytes)
+
+
+def choose_strategy(cfg: WalksConfig, n_nodes: int, n_edges: int,
+                    memory: WalkMemory | None = None) -> str:
+    """The strategy to run, unless the config names one: ``broadcast`` when the alias tables
+    are below ``broadcast_max_mb`` and ``memory`` (see :func:`walk_memory`; None: not checked)
+    says the driver and a task have room for them, else ``join``. node2vec (second-order)
+    walks need ``broadcast``: they take it whatever the size (a warning says so)."""
     if cfg.strategy != "auto":
         return cfg.strategy
-    fits = alias_table_bytes(g.n_nodes, g.n_edges) <= cfg.broadcast_max_mb * 2**20
+    fits = (alias_table_bytes(n_nodes, n_edges) <= cfg.broadcast_max_mb * 2**20
+            and (memory is None or memory.fits))
+    if not fits and cfg.second_order:
+        log.warning("walks: node2vec needs the broadcast strategy although its tables "
+                    "(%.0f MiB) exceed what a task should hold; give executors more memory",
+                    alias_table_bytes(n_nodes, n_edges) / 2**20)
     return "broadcast" if fits or cfg.second_order else "join"
 
 
-def _starts(cfg: WalksConfig, part: int, n_parts: int, n_nodes: int,
-            cdf: Optional[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    if cfg.start == "per_node":
-        return np.repeat(np.arange(part, n_nodes, n_parts, dtype=np.int64), cfg.walks_per_node)
-    share = cfg.num_walks // n_parts + (1 if part < cfg.num_walks % n_parts else 0)
+def spark_walk_memory(spark: SparkSession, g: IndexedGraph) -> WalkMemory:
+    """:func:`walk_memory` for ``g`` on the running session's driver heap and task memory."""
+    from .word2vec_guard import driver_heap_bytes
+
+    heap = driver_heap_bytes(spark)
+    conf = dict(spark.sparkContext.getConf().getAll())
+    return walk_memory(g.n_nodes, g.n_edges, heap, task_memory_bytes(conf, heap))
+
+
+def _draw_starts(nodes: np.ndarray, freq: np.ndarray, share: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """``share`` nodes drawn with probability proportional to ``freq`` (with replacement)."""
+    if share <= 0 or len(nodes) == 0:
+        return np.zeros(0, np.int64)
+    cdf = np.cumsum(freq)
     picks = np.searchsorted(cdf, rng.random(share) * cdf[-1], side="right")
-    return np.minimum(picks, n_nodes - 1).astype(np.int64)
+    return nodes[np.minimum(picks, len(nodes) - 1)].astype(np.int64)
 
 
-def start_cdf(g: IndexedGraph, cfg: WalksConfig) -> Optional[np.ndarray]:
-    """Cumulative start weights by node (``start: frequency``; O(n_nodes) floats), or None."""
-    if cfg.start != "frequency":
-        return None
-    freq = np.zeros(g.n_nodes)
-    for r in g.nodes.select("node", "freq").collect():  # one float per node: catalogue-sized
-        freq[r["node"]] = r["freq"]
-    return np.cumsum(freq)
+def start_nodes(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig,
+                n_parts: int) -> RDD:
+    """RDD of ``n_parts`` partitions, partition ``i`` one int64 array: the start nodes of
+    walk partition ``i``. ``per_node``: ``walks_per_node`` starts at each node ``v`` with
+    ``v % n_parts == i``. ``frequency``: ``num_walks`` starts drawn by node frequency without
+    the nodes passing through the driver: the ``num_walks`` are split among the node
+    partitions by their total frequency (``n_parts`` sums collected, one multinomial draw with
+    the seed), then each partition draws its share from its own nodes with the generator of
+    ``(seed, partition, 0)`` (the walks use ``(seed, partition[, step])``). Deterministic in
+    (seed, n_parts): a retried task draws the same starts."""
+    sc = spark.sparkContext
+    n_nodes, per = g.n_nodes, cfg.walks_per_node
+    if cfg.start == "per_node":
+        def every(part: int, _: Iterable[Any]) -> Iterable[np.ndarray]:
+            yield np.repeat(np.arange(part, n_nodes, n_parts, dtype=np.int64), per)
+        return sc.parallelize(range(n_parts), n_parts).mapPartitionsWithIndex(every)
+    part_of = F.pmod(F.col("node"), F.lit(n_parts))
+    sums = {r["_p"]: r["_w"] for r in g.nodes.groupBy(part_of.alias("_p"))
+            .agg(F.sum("freq").alias("_w")).collect()}  # n_parts floats
+    weights = np.array([max(float(sums.get(i) or 0.0), 0.0) for i in range(n_parts)])
+    if weights.sum() <= 0:
+        weights = np.ones(n_parts)
+    shares = np.random.default_rng([cfg.seed, n_parts]).multinomial(
+        cfg.num_walks, weights / weights.sum())
+    seed = cfg.seed
+
+    def draw(part: int, rows: Iterable[Any]) -> Iterable[np.ndarray]:
+        pairs = np.array([(r[1][0], r[1][1]) for r in rows], dtype=np.float64).reshape(-1, 2)
+        order = np.argsort(pairs[:, 0], kind="stable")  # the same order whatever the shuffle
+        nodes, freq = pairs[order, 0].astype(np.int64), np.maximum(pairs[order, 1], 0.0)
+        yield _draw_starts(nodes, freq, int(shares[part]),
+                           np.random.default_rng([seed, part, 0]))  # not a walk's generator
+
+    keyed = g.nodes.select("node", "freq").rdd.map(
+        lambda r: (int(r["node"]) % n_parts, (int(r["node"]), float(r["freq"] or 0.0))))
+    return keyed.partitionBy(n_parts, lambda k: k).mapPartitionsWithIndex(draw)
 
 
 @dataclass
@@ -330,23 +437,26 @@ class WalkRun:
 
 
 def generate_walks(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig,
-                   strategy: Optional[str] = None) -> WalkRun:
-    """Walks on ``g`` by ``strategy`` (default: :func:`choose_strategy`)."""
-    strategy = strategy or choose_strategy(cfg, g)
+                   strategy: str | None = None) -> WalkRun:
+    """Walks on ``g`` by ``strategy`` (default: :func:`choose_strategy` on the session's
+    memory, :func:`spark_walk_memory`)."""
+    strategy = strategy or choose_strategy(cfg, g.n_nodes, g.n_edges,
+                                           spark_walk_memory(spark, g))
     n_parts = cfg.num_partitions or 2 * spark.sparkContext.defaultParallelism
-    cdf = start_cdf(g, cfg)
+    starts = start_nodes(spark, g, cfg, n_parts)
     if strategy == "broadcast":
-        return WalkRun(_broadcast_walks(spark, g, cfg, n_parts, cdf), strategy, n_parts)
+        return WalkRun(_broadcast_walks(spark, g, cfg, n_parts, starts), strategy, n_parts)
     if cfg.second_order:
         raise ValueError("node2vec walks (p or q != 1) need walks.strategy broadcast")
-    return WalkRun(_join_walks(spark, g, cfg, n_parts, cdf), strategy, n_parts)
+    return WalkRun(_join_walks(spark, g, cfg, n_parts, starts), strategy, n_parts)
 
 
 def _broadcast_walks(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig, n_parts: int,
-                     cdf: Optional[np.ndarray]) -> RDD:
+                     starts: RDD) -> RDD:
     sc = spark.sparkContext
     # The one block passes through the driver once to be broadcast: alias_table_bytes() of
-    # it, bounded by walks.broadcast_max_mb. The edge columns come over Arrow (no Row
+    # it, bounded by walks.broadcast_max_mb and by the driver's and a task's memory
+    # (choose_strategy). The edge columns come over Arrow (no Row
     # objects: 1M edges in ~2 s where Row-by-Row conversion took ~8 s).
     t0 = time.perf_counter()
     cols = g.edges.select("src", "dst", "prob").toArrow()
@@ -355,35 +465,31 @@ def _broadcast_walks(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig, n_p
                                  *(cols.column(i).to_numpy().astype(t) for i, t in
                                    enumerate((np.int64, np.int64, np.float64))))
     edges = EdgeSet(block) if cfg.second_order else None
-    bc = sc.broadcast((block, edges, cdf))
+    bc = sc.broadcast((block, edges))
     log.info("walks: %d edges fetched in %.1fs, alias tables built and broadcast in %.1fs",
              len(block.dst), t1 - t0, time.perf_counter() - t1)
-    n_nodes = g.n_nodes
 
-    def run(part: int, _: Iterator) -> Iterator[np.ndarray]:
-        blk, edge_set, cdf_ = bc.value
+    def run(part: int, it: Iterable[Any]) -> Iterable[np.ndarray]:
+        blk, edge_set = bc.value
         rng = np.random.default_rng([cfg.seed, part])
-        starts = _starts(cfg, part, n_parts, n_nodes, cdf_, rng)
-        for lo in range(0, len(starts), 65536):  # bounded memory per block of walkers
-            yield walk_from(blk, starts[lo:lo + 65536], cfg.walk_length, rng, cfg.p, cfg.q,
-                            edge_set)
+        for first in it:
+            for lo in range(0, len(first), 65536):  # bounded memory per block of walkers
+                yield walk_from(blk, first[lo:lo + 65536], cfg.walk_length, rng, cfg.p, cfg.q,
+                                edge_set)
 
-    return sc.parallelize(range(n_parts), n_parts).mapPartitionsWithIndex(run)
+    return starts.mapPartitionsWithIndex(run)
 
 
 def _join_walks(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig, n_parts: int,
-                cdf: Optional[np.ndarray]) -> RDD:
-    sc = spark.sparkContext
+                starts: RDD) -> RDD:
     adjacency = adjacency_blocks(g, n_parts).persist(StorageLevel.MEMORY_AND_DISK)
     adjacency.count()
-    n_nodes, length = g.n_nodes, cfg.walk_length
-    bc_cdf = sc.broadcast(cdf)
+    length = cfg.walk_length
 
-    def init(part: int, _: Iterator) -> Iterator[np.ndarray]:
-        rng = np.random.default_rng([cfg.seed, part])
-        starts = _starts(cfg, part, n_parts, n_nodes, bc_cdf.value, rng)
-        paths = np.full((len(starts), length), -1, dtype=np.int32)
-        paths[:, 0] = starts
+    def init(part: int, it: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        first = np.concatenate(list(it) or [np.zeros(0, np.int64)])
+        paths = np.full((len(first), length), -1, dtype=np.int32)
+        paths[:, 0] = first
         yield paths
 
     def route(paths: np.ndarray, t: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -405,7 +511,7 @@ def _join_walks(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig, n_parts:
 
     # state: one element per partition, (walks finished so far, live walkers); the finished
     # walks never move, only the live walkers travel to the partition of their current node
-    state = sc.parallelize(range(n_parts), n_parts).mapPartitionsWithIndex(first).persist(keep)
+    state = starts.mapPartitionsWithIndex(first).persist(keep)
     for t in range(1, length):
         moved = state.flatMap(lambda s, t=t: route(s[1], t)) \
             .partitionBy(n_parts, lambda k: k).mapPartitions(gather)

@@ -10,15 +10,18 @@ aggregation before the fit starts and names the keys to change.
 """
 from __future__ import annotations
 
+import logging
+import math
 import re
 from dataclasses import dataclass
-from typing import Optional
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ..config import Word2VecConfig
 from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 INT_MAX = 2**31 - 1
 #: float copies of vocabulary x vector_size the driver may hold at once: syn0 and syn1, their
@@ -74,10 +77,19 @@ def driver_heap_bytes(spark: SparkSession) -> int:
         return parse_memory(spark.conf.get("spark.driver.memory", "1g"))
 
 
+def driver_memory_setting(need_bytes: int) -> str:
+    """The ``spark.driver.memory`` value (whole GiB, ``"6g"``) whose heap holds ``need_bytes``
+    within :data:`SAFE_HEAP_SHARE` (plus 10%: the JVM's usable heap is a little below
+    ``-Xmx``)."""
+    return f"{max(1, math.ceil(need_bytes / SAFE_HEAP_SHARE * 1.1 / 2**30))}g"
+
+
 def check_limits(vocabulary: int, vector_size: int, heap_bytes: int,
                  section: str = "item2vec/deepwalk") -> int:
     """Raise ConfigError when ``vocabulary x vector_size`` reaches ``Int.MaxValue`` or the
-    estimate exceeds :data:`SAFE_HEAP_SHARE` of ``heap_bytes``; return the estimate."""
+    estimate exceeds :data:`SAFE_HEAP_SHARE` of ``heap_bytes``; return the estimate (logged
+    before the fit). The heap error is one line naming ``spark.driver.memory`` and the value
+    to give it (:func:`driver_memory_setting`)."""
     cells = vocabulary * vector_size
     keys = f"raise {section}.min_count, lower {section}.vector_size"
     if cells >= INT_MAX:
@@ -85,18 +97,23 @@ def check_limits(vocabulary: int, vector_size: int, heap_bytes: int,
             f"Word2Vec cannot train {vocabulary:,} words x vector_size {vector_size}: "
             f"{cells:,} cells exceed MLlib's limit of {INT_MAX:,} (Int.MaxValue); {keys}")
     need = driver_bytes(vocabulary, vector_size)
+    log.info("word2vec (%s): %s words x vector_size %d need about %.2f GiB of driver heap "
+             "(MLlib keeps the vocabulary on the driver); the driver has %.2f GiB", section,
+             f"{vocabulary:,}", vector_size, need / 2**30, heap_bytes / 2**30)
     if need > SAFE_HEAP_SHARE * heap_bytes:
+        value = driver_memory_setting(need)
         raise ConfigError(
-            f"Word2Vec on {vocabulary:,} words x vector_size {vector_size} needs about "
-            f"{need / 2**30:.1f} GiB of driver heap, more than {SAFE_HEAP_SHARE:.0%} of the "
-            f"{heap_bytes / 2**30:.1f} GiB the driver has; {keys}, or give the driver more "
-            f"memory (spark.driver_memory, or spark-submit --driver-memory)")
+            f"Word2Vec ({section}) on {vocabulary:,} words x vector_size {vector_size} needs "
+            f"about {need / 2**30:.1f} GiB of driver heap, more than {SAFE_HEAP_SHARE:.0%} of "
+            f"the {heap_bytes / 2**30:.1f} GiB the driver has: set spark.driver.memory={value} "
+            f"(--set spark.driver_memory={value}, or spark-submit --driver-memory {value}), "
+            f"or {keys}")
     return need
 
 
 def check_word2vec_fits(sentences: DataFrame, cfg: Word2VecConfig, input_col: str = "items",
                         section: str = "item2vec/deepwalk",
-                        heap_bytes: Optional[int] = None) -> Word2VecSize:
+                        heap_bytes: int | None = None) -> Word2VecSize:
     """Count the corpus' tokens and the words MLlib would keep (>= ``cfg.min_count``), in one
     aggregation, and :func:`check_limits` them against the driver heap (``heap_bytes``, by
     default the running driver's). Returns the sizes (for the manifest)."""

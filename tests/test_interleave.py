@@ -1,0 +1,66 @@
+"""The streamed side-token interleave against the previous groupBy/collect_list version."""
+import numpy as np
+import pyarrow as pa
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from recemb_spark.models.side_info import interleave_side_tokens, rebuild_sentences
+
+
+def grouped_interleave(sentences, side, input_col="items"):
+    """The interleave as it was (one collect_list per sentence after a broadcast join): the
+    reference the new one must match."""
+    numbered = (sentences.select(F.monotonically_increasing_id().alias("_s"), input_col)
+                .select("_s", F.posexplode(input_col).alias("_p", "item_id")))
+    joined = numbered.join(F.broadcast(side), "item_id", "left")
+    tokens = F.concat(F.array("item_id"), F.coalesce("side", F.array().cast("array<string>")))
+    return (joined.groupBy("_s")
+            .agg(F.array_sort(F.collect_list(F.struct("_p", tokens.alias("_t")))).alias("_x"))
+            .select(F.flatten(F.transform("_x", lambda e: e["_t"])).alias(input_col)))
+
+
+def random_corpus(spark, seed, n_sentences=300, n_items=60):
+    rng = np.random.default_rng(seed)
+    sentences = [([f"i{v}" for v in rng.integers(0, n_items, rng.integers(1, 25))],)
+                 for _ in range(n_sentences)]
+    # some items without side tokens, some with one or three
+    side = [(f"i{v}", [f"side:c{w}" for w in rng.integers(0, 7, rng.integers(1, 4))])
+            for v in range(n_items) if v % 5]
+    return (spark.createDataFrame(sentences, "items array<string>").repartition(3),
+            spark.createDataFrame(side, "item_id string, side array<string>"))
+
+
+def test_same_sentences_as_the_grouped_interleave(spark):
+    sentences, side = random_corpus(spark, 7)
+    got = interleave_side_tokens(sentences, side, 0.0, 1)
+    assert_df_equality(got, grouped_interleave(sentences, side), ignore_row_order=True,
+                       ignore_nullable=True)
+    assert got.count() == sentences.count()
+
+
+def test_other_column_name_and_subsampling_still_apply(spark):
+    sentences, side = random_corpus(spark, 8)
+    walks = sentences.withColumnRenamed("items", "tokens")
+    got = interleave_side_tokens(walks, side, 0.0, 1, input_col="tokens")
+    assert got.columns == ["tokens"]
+    assert_df_equality(got, grouped_interleave(walks, side, "tokens"), ignore_row_order=True,
+                       ignore_nullable=True)
+    sub = interleave_side_tokens(walks, side, 1e-3, 1, input_col="tokens")
+    full = sum(len(r["tokens"]) for r in got.collect())
+    kept = [t for r in sub.collect() for t in r["tokens"]]
+    items = [t for r in walks.collect() for t in r["tokens"]]
+    assert len(kept) < full  # frequent side tokens dropped
+    assert sorted(t for t in kept if not t.startswith("side:")) == sorted(items)
+
+
+def test_rebuild_carries_a_sentence_across_batches():
+    def batch(s, t):
+        return pa.RecordBatch.from_arrays(
+            [pa.array(s, pa.int64()), pa.array(range(len(s)), pa.int32()),
+             pa.array(t, pa.list_(pa.string()))], names=["_s", "_p", "_t"])
+    batches = [batch([1, 1, 2], [["a"], ["b", "x"], ["c"]]),
+               batch([2, 2], [["d"], []]),
+               batch([], []),
+               batch([2, 5], [["e"], ["f", "y"]])]
+    out = [r for b in rebuild_sentences(iter(batches), name="w") for r in b.to_pylist()]
+    assert out == [{"w": ["a", "b", "x"]}, {"w": ["c", "d", "e"]}, {"w": ["f", "y"]}]
