@@ -14,6 +14,13 @@ not: it gathers its corpus into one partition and trains by SGD in the order the
 and on a cluster the shuffle blocks come from two executors in a fetch order that varies
 (measured: vectors differ by up to 0.4 (item2vec) / 1.6 (deepwalk) per coordinate). For
 those we check the same rows (ids, dimensions) and HR@10 / NDCG@10 within noise.
+
+A second cluster run loses an executor twice: the test kills one worker's executor JVM (SIGKILL)
+as the DeepWalk walks start and the other worker's a few seconds into the ALS stage. Spark
+re-runs the lost tasks (and recomputes the cached partitions that died with the executor) on
+the surviving executor and on the one the worker launches in its place; the run finishes, and
+its tables, walks and ALS factors equal the undisturbed local run's: walks are drawn from one
+generator per (seed, partition), so a recomputed partition draws the same walks.
 """
 import json
 import os
@@ -21,9 +28,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import pyspark
 import pytest
@@ -41,7 +50,8 @@ DATE = "2026-11-20"
 SAMPLE = ["sample.n_users=200", "sample.n_items=150", "sample.n_ratings=8000",
           "walks.walks_per_node=3", "walks.num_partitions=4", "als.max_iter=5", "als.rank=8",
           "ann.recall_sample=50", "ann.user_candidates_k=10", "als.candidates_k=5",
-          "evaluate.user_query=false", "ann.enabled=false"]
+          "evaluate.user_query=false", "ann.enabled=false", "walks.write_walks=true"]
+SETS = [x for item in SAMPLE for x in ("--set", item)]
 
 
 def free_port() -> int:
@@ -95,9 +105,15 @@ def stop_all(procs) -> None:
             time.sleep(0.3)
 
 
+class Cluster(NamedTuple):
+    url: str  # spark://127.0.0.1:<port>
+    base: Path  # logs, and the workers' work dirs work1/ and work2/
+    workers: list[subprocess.Popen]  # the two Worker JVMs (spark-class execs java)
+
+
 @pytest.fixture(scope="module")
 def standalone(tmp_path_factory):
-    """``spark://127.0.0.1:<port>`` of a running master with two registered 1-core workers."""
+    """A running master with two registered 1-core workers, started once per module."""
     base = tmp_path_factory.mktemp("standalone")
     spark_class = str(SPARK_HOME / "bin" / "spark-class")
     port = free_port()
@@ -126,7 +142,7 @@ def standalone(tmp_path_factory):
                   "--work-dir", str(base / f"work{i}"), url)
         wait_for(lambda: master_log.read_text().count("Registering worker") == 2,
                  "two workers", 240, procs)
-        yield url, base
+        yield Cluster(url, base, [p for p, _ in procs[1:]])
     finally:
         stop_all(procs)
 
@@ -141,49 +157,78 @@ def package(out: Path) -> Path:
     return zip_path
 
 
-def test_pipeline_on_a_standalone_cluster_equals_local_mode(standalone, spark, keep_spark,
+def submit_command(cluster: Cluster, zip_path: Path, warehouse: Path, parallelism: int,
+                   shuffle: str) -> list[str]:
+    """spark-submit of jobs/pipeline.py on the cluster with the local run's partition counts."""
+    return [str(SPARK_HOME / "bin" / "spark-submit"), "--master", cluster.url,
+            "--py-files", str(zip_path), "--driver-memory", "1g",
+            "--executor-memory", "768m", "--total-executor-cores", "2",
+            "--conf", f"spark.pyspark.python={sys.executable}",
+            "--conf", f"spark.default.parallelism={parallelism}",
+            "--conf", f"spark.sql.shuffle.partitions={shuffle}",
+            "--conf", "spark.ui.enabled=false",
+            str(ROOT / "jobs" / "pipeline.py"),
+            "--warehouse", str(warehouse), "--run-date", DATE, *SETS]
+
+
+@pytest.fixture(scope="module")
+def local_wh(spark, tmp_path_factory) -> Path:
+    """The warehouse of an undisturbed local-mode run of SAMPLE in the test session."""
+    import recemb_spark.session as session_module
+
+    wh = tmp_path_factory.mktemp("local") / "wh"
+    with pytest.MonkeyPatch.context() as mp:  # the CLI runs in-process on the test session
+        mp.setattr(session_module, "build_session", lambda *a, **k: spark)
+        mp.setattr(spark, "stop", lambda: None)
+        assert main(["run", "--warehouse", str(wh), "--run-date", DATE, "-q", *SETS]) == 0
+    return wh
+
+
+def assert_deterministic_tables_equal(cl: Warehouse, lo: Warehouse) -> None:
+    """The tables that must be equal row for row on any cluster (see the module docstring)."""
+    for table in ("ratings", "items", "sequences", "item_graph"):
+        assert_df_equality(cl.read(table, DATE), lo.read(table, DATE), ignore_row_order=True)
+    for table in ("item_embeddings", "user_embeddings"):  # ALS: deterministic, see above
+        assert_df_equality(cl.read(table, DATE, "als"), lo.read(table, DATE, "als"),
+                           ignore_row_order=True)
+    # the walks, as the multiset of paths (walk_id numbers rows by Spark partition layout)
+    assert_df_equality(cl.read("walks", DATE, "deepwalk").select("items"),
+                       lo.read("walks", DATE, "deepwalk").select("items"),
+                       ignore_row_order=True)
+
+
+def run_status(wh: Path) -> dict:
+    return json.loads((wh / "_manifests" / f"dt={DATE}" / "run.json").read_text())
+
+
+def test_pipeline_on_a_standalone_cluster_equals_local_mode(standalone, spark, local_wh,
                                                             tmp_path):
     t0 = time.perf_counter()
-    url, base = standalone
+    url, base = standalone.url, standalone.base
     zip_path = package(tmp_path)
-    parallelism = spark.sparkContext.defaultParallelism  # the local run's partition counts
-    shuffle = spark.conf.get("spark.sql.shuffle.partitions")
-    sets = [x for item in SAMPLE for x in ("--set", item)]
     cluster_wh = tmp_path / "cluster_wh"
-    submit = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", url,
-              "--py-files", str(zip_path), "--driver-memory", "1g",
-              "--executor-memory", "768m", "--total-executor-cores", "2",
-              "--conf", f"spark.pyspark.python={sys.executable}",
-              "--conf", f"spark.default.parallelism={parallelism}",
-              "--conf", f"spark.sql.shuffle.partitions={shuffle}",
-              "--conf", "spark.ui.enabled=false",
-              str(ROOT / "jobs" / "pipeline.py"),
-              "--warehouse", str(cluster_wh), "--run-date", DATE, *sets]
+    before = apps(standalone)
+    submit = submit_command(standalone, zip_path, cluster_wh,
+                            spark.sparkContext.defaultParallelism,
+                            spark.conf.get("spark.sql.shuffle.partitions"))
     proc = subprocess.run(submit, capture_output=True, text=True, env=cluster_env(),
                           cwd=tmp_path, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = proc.stdout + proc.stderr  # spark-submit merges the Python driver's stderr into stdout
     assert f"master={url}" in out  # the session ran on the cluster
     assert f"{zip_path}/recemb_spark" in out  # ... with the library from the zip
-    executors = [p for p in (base / "work1").rglob("stderr")] + \
-        [p for p in (base / "work2").rglob("stderr")]
-    assert len({p.parent.parent.name for p in executors}) == 1  # one app ...
-    assert len(executors) == 2  # ... with an executor on each worker
+    new = {app: ex for app, ex in apps(standalone).items() if app not in before}
+    assert len(new) == 1 and len(next(iter(new.values()))) == 2, new  # one app, 2 executors
+    for work in ("work1", "work2"):  # ... one on each worker
+        assert len(list((base / work / next(iter(new))).iterdir())) == 1
     cluster_t = time.perf_counter() - t0
 
-    local_wh = tmp_path / "local_wh"
-    assert main(["run", "--warehouse", str(local_wh), "--run-date", DATE, "-q", *sets]) == 0
-    run = json.loads((cluster_wh / "_manifests" / f"dt={DATE}" / "run.json").read_text())
-    assert run["status"] == "ok"
+    assert run_status(cluster_wh)["status"] == "ok"
     assert json.loads((cluster_wh / "_manifests" / f"dt={DATE}" / "tables.json").read_text()
                       )["master"] == url
 
     cl, lo = Warehouse(spark, str(cluster_wh)), Warehouse(spark, str(local_wh))
-    for table in ("ratings", "items", "sequences", "item_graph"):
-        assert_df_equality(cl.read(table, DATE), lo.read(table, DATE), ignore_row_order=True)
-    for table in ("item_embeddings", "user_embeddings"):  # ALS: deterministic, see above
-        assert_df_equality(cl.read(table, DATE, "als"), lo.read(table, DATE, "als"),
-                           ignore_row_order=True)
+    assert_deterministic_tables_equal(cl, lo)
     for model in ("item2vec", "deepwalk"):  # Word2Vec: same rows, other floats
         for table, key in (("item_embeddings", "item_id"), ("user_embeddings", "user_id")):
             c = cl.read(table, DATE, model).select(key, F.size("vector").alias("dim"))
@@ -203,3 +248,107 @@ def test_pipeline_on_a_standalone_cluster_equals_local_mode(standalone, spark, k
     print(f"cluster run {cluster_t:.1f}s (incl. packaging), test {time.perf_counter() - t0:.1f}s;"
           f" HR@10 cluster/local: " + ", ".join(
               f"{m} {qc[(m, 'hr')]:.3f}/{ql[(m, 'hr')]:.3f}" for m, k in sorted(qc) if k == "hr"))
+
+
+def apps(cluster: Cluster) -> dict[str, list[str]]:
+    """Application id -> its executor ids, as the workers' work dirs list them."""
+    out: dict[str, list[str]] = {}
+    for work in ("work1", "work2"):
+        for app in (cluster.base / work).iterdir():
+            out.setdefault(app.name, []).extend(sorted(e.name for e in app.iterdir()))
+    return out
+
+
+def executor_pids(worker: subprocess.Popen) -> list[int]:
+    """Pids of the executor JVMs (``CoarseGrainedExecutorBackend``) the worker launched: its
+    child processes."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (proc / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if ppid == worker.pid and b"CoarseGrainedExecutorBackend" in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_executors_killed_during_walks_and_als_change_nothing(standalone, spark, local_wh,
+                                                              tmp_path):
+    t0 = time.perf_counter()
+    zip_path = package(tmp_path)
+    wh = tmp_path / "killed_wh"
+    before = apps(standalone)
+    submit = submit_command(standalone, zip_path, wh, spark.sparkContext.defaultParallelism,
+                            spark.conf.get("spark.sql.shuffle.partitions"))
+    kills: list[tuple[str, int]] = []
+    problems: list[str] = []
+
+    def kill_executor(when: str, worker: subprocess.Popen) -> None:
+        """Freeze the worker's executor (SIGSTOP), so that a task sent to it cannot finish,
+        and SIGKILL it 2 s later."""
+        pids = executor_pids(worker)
+        if len(pids) != 1:
+            problems.append(f"{when}: executors under worker pid {worker.pid}: {pids}")
+            return
+        os.kill(pids[0], signal.SIGSTOP)
+        kills.append((when, pids[0]))
+        threading.Timer(2.0, os.kill, (pids[0], signal.SIGKILL)).start()
+
+    # the driver's own log lines mark the moments: the walks job starts right after the walks'
+    # alias tables are broadcast; ALS iterates for several seconds after its stage starts
+    walks_start, als_start, als_done = "edges fetched in", "stage als: started", "stage als: done"
+    triggers = {walks_start: lambda: kill_executor("walks", standalone.workers[0]),
+                als_start: lambda: threading.Timer(
+                    3.0, kill_executor, ("als", standalone.workers[1])).start()}
+    lines = []
+    with subprocess.Popen(submit, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=cluster_env(), cwd=tmp_path, start_new_session=True) as proc, \
+            (tmp_path / "driver.log").open("w") as log:
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                lines.append(line)
+                log.write(line)
+                for marker in list(triggers):
+                    if marker in line:
+                        triggers.pop(marker)()
+            rc = proc.wait(timeout=1500)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    out = "".join(lines)
+    cluster_t = time.perf_counter() - t0
+    assert rc == 0, out[-6000:]
+    assert not problems and [w for w, _ in kills] == ["walks", "als"], (problems, kills)
+    # Spark saw each executor die and gave the application a new one on that worker
+    assert out.count("Lost executor") >= 2, out[-6000:]
+    (app,) = [a for a in apps(standalone) if a not in before]
+    for work in ("work1", "work2"):
+        launched = sorted(p.name for p in (standalone.base / work / app).iterdir())
+        assert len(launched) >= 2, (work, launched)  # the killed one and its replacement
+    # what each kill cost: the executor, the cached partitions it held (after the walks
+    # started: the graph's and the walk blocks on it, which Word2Vec then recomputes from
+    # (seed, partition); in ALS: its in/out blocks) and any task running on it (which of these
+    # varies with the timing; on a loaded machine the walk tasks, milliseconds each, are done
+    # before the kill lands)
+    at = {m: next(i for i, line in enumerate(lines) if m in line)
+          for m in (walks_start, als_start, als_done)}
+
+    def between(a: str, b: str, *texts: str) -> list[str]:
+        return [line.strip() for line in lines[at[a]:at[b]] if any(t in line for t in texts)]
+
+    lost_work = ("No more replicas available for rdd_", "Lost task")
+    for a, b in ((walks_start, als_start), (als_start, als_done)):
+        assert between(a, b, "Lost executor") and between(a, b, *lost_work), (a, out[-6000:])
+    lost_tasks = between(walks_start, als_done, "Lost task")
+    assert run_status(wh)["status"] == "ok"
+    assert_deterministic_tables_equal(Warehouse(spark, str(wh)),
+                                      Warehouse(spark, str(local_wh)))
+    print(f"run with two executors killed: {cluster_t:.1f}s; kills {kills}; "
+          f"{len(lost_tasks)} tasks lost and re-run: {lost_tasks[:4]}; cached partitions lost: "
+          f"{len(between(walks_start, als_start, lost_work[0]))} in deepwalk, "
+          f"{len(between(als_start, als_done, lost_work[0]))} in als")
