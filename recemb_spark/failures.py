@@ -27,7 +27,6 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
-from typing import Optional
 from urllib.parse import urlparse
 
 from .errors import (
@@ -66,7 +65,7 @@ class Context:
     """What the classifier knows about the job besides the exception."""
 
     warehouse: str = ""
-    input_path: Optional[str] = None
+    input_path: str | None = None
     master: str = "local[*]"
     driver_memory: str = ""
     submitted: bool = False  # started by spark-submit (then --driver-memory is the flag)
@@ -79,7 +78,7 @@ def exception_text(exc: BaseException) -> str:
     pyspark's captured JVM stack trace. Never raises (a dead JVM gives what Python has)."""
     parts: list[str] = []
     seen: set[int] = set()
-    cur: Optional[BaseException] = exc
+    cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen and len(seen) < 10:
         seen.add(id(cur))
         parts.append(type(cur).__module__ + "." + type(cur).__name__)
@@ -133,7 +132,7 @@ def classify(exc: BaseException, ctx: Context) -> RecembError:
 # -- the causes ---------------------------------------------------------------------------
 
 
-def _disk_full(exc: BaseException, text: str, ctx: Context) -> Optional[RecembError]:
+def _disk_full(exc: BaseException, text: str, ctx: Context) -> RecembError | None:
     if not (_NO_SPACE.search(text) or
             (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT))):
         return None
@@ -144,8 +143,12 @@ def _disk_full(exc: BaseException, text: str, ctx: Context) -> Optional[RecembEr
     elif isinstance(exc, OSError) and exc.filename:
         path = str(exc.filename)
     where = path or ctx.warehouse or "?"
-    local = _local_path(where)
-    in_warehouse = bool(ctx.warehouse) and _under(where, ctx.warehouse)
+    staged = re.search(r"/_staging/dt=([^/]+)/([^/.]+)\.", where)
+    if staged:  # a partition being written (io/warehouse.py): name its table
+        root = where[: where.index("/_staging/")]
+        where = f"table '{staged.group(2)}' (dt={staged.group(1)}) under {root}"
+    local = _local_path(path or ctx.warehouse or "")
+    in_warehouse = bool(ctx.warehouse) and _under(path or ctx.warehouse, ctx.warehouse)
     free = ""
     if local:
         existing = _existing_parent(local)
@@ -158,7 +161,7 @@ def _disk_full(exc: BaseException, text: str, ctx: Context) -> Optional[RecembEr
                          f"{setting}; partitions published before stay as they were")
 
 
-def _corrupt_file(exc: BaseException, text: str, ctx: Context) -> Optional[RecembError]:
+def _corrupt_file(exc: BaseException, text: str, ctx: Context) -> RecembError | None:
     m = _BAD_FILE.search(text)
     if not m:
         return None
@@ -180,7 +183,7 @@ def _corrupt_file(exc: BaseException, text: str, ctx: Context) -> Optional[Recem
                       f"remove it from the input folder")
 
 
-def _out_of_memory(exc: BaseException, text: str, ctx: Context) -> Optional[RecembError]:
+def _out_of_memory(exc: BaseException, text: str, ctx: Context) -> RecembError | None:
     java = _JAVA_OOM.search(text)
     python = _PY_OOM.search(text) or isinstance(exc, MemoryError)
     if java is None and not python:
@@ -215,14 +218,14 @@ def _py_oom_detail(text: str) -> str:
     return "MemoryError"
 
 
-def _lost_service(exc: BaseException, text: str, ctx: Context) -> Optional[RecembError]:
+def _lost_service(exc: BaseException, text: str, ctx: Context) -> RecembError | None:
     advice = _service_advice(text, ctx)
     if advice is None:
         return None
     return ServiceError(f"{first_line(exc)}; {advice}")
 
 
-def _service_advice(text: str, ctx: Context) -> Optional[str]:
+def _service_advice(text: str, ctx: Context) -> str | None:
     """What to change when ``text`` shows a lost or full Redis; None otherwise."""
     oom = _REDIS_OOM.search(text)
     lost = _REDIS_LOST.search(text) if "redis" in text.lower() else None
@@ -240,7 +243,7 @@ def _service_advice(text: str, ctx: Context) -> Optional[str]:
 # -- paths ----------------------------------------------------------------------------------
 
 
-def _local_path(path: str) -> Optional[str]:
+def _local_path(path: str) -> str | None:
     parsed = urlparse(path)
     if parsed.scheme in ("", "file"):
         return parsed.path or path
@@ -261,7 +264,7 @@ def _relative(path: str, root: str) -> str:
     return _norm(path)[len(_norm(root).rstrip("/")) + 1:]
 
 
-def _existing_parent(path: str) -> Optional[str]:
+def _existing_parent(path: str) -> str | None:
     path = os.path.abspath(path)
     while path and not os.path.exists(path):
         parent = os.path.dirname(path)

@@ -14,8 +14,8 @@ import datetime as dt
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Optional
 from urllib.parse import urlparse
 
 #: folder of the log files under the warehouse root
@@ -63,7 +63,7 @@ def _below_error(record: logging.LogRecord) -> bool:
     return record.levelno < logging.ERROR
 
 
-def setup_logging(level: int = logging.INFO, log_file: Optional[str] = None) -> None:
+def setup_logging(level: int = logging.INFO, log_file: str | None = None) -> None:
     """Send the library's log lines (logger ``recemb_spark``) at ``level`` to stderr, one line
     each and below ERROR (see the module doc); with ``log_file``, every record at DEBUG with
     tracebacks to that file too (replacing the file of an earlier call in this process)."""
@@ -109,7 +109,7 @@ def close_log_file() -> None:
             logger.propagate = True
 
 
-def current_log_file() -> Optional[str]:
+def current_log_file() -> str | None:
     """The file :func:`setup_logging` logs to now, or None."""
     for handler in logging.getLogger("recemb_spark").handlers:
         if isinstance(handler, LogFileHandler):
@@ -117,8 +117,8 @@ def current_log_file() -> Optional[str]:
     return None
 
 
-def default_log_file(warehouse: str, command: str, run_date: Optional[str],
-                     now: Optional[dt.datetime] = None) -> str:
+def default_log_file(warehouse: str, command: str, run_date: str | None,
+                     now: dt.datetime | None = None) -> str:
     """``<warehouse>/_logs/<command>-<run date>-<UTC time>-<pid>.log`` for a local warehouse;
     for a remote one (hdfs://, s3a://) the same name under ``<tmp>/recemb-logs/`` (a log file
     is written by plain Python and by the JVM's stderr, which need a local path)."""
@@ -135,7 +135,7 @@ def default_log_file(warehouse: str, command: str, run_date: Optional[str],
 
 
 @contextmanager
-def redirect_stderr_to(path: Optional[str]) -> Iterator[None]:
+def redirect_stderr_to(path: str | None) -> Iterator[None]:
     """Point this process's file descriptor 2 at ``path`` (appending) inside the block, so
     that a child started in it — the Spark JVM, and through it the Python workers —
     inherits the file as its stderr; restore the terminal afterwards. No-op without a path

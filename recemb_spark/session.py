@@ -107,6 +107,7 @@ def quiet_log4j_console(spark: SparkSession, log_file: str) -> None:
     """Re-point log4j2's root logger of a running JVM: its console appenders are detached and
     a file appender writing ``log_file`` (appending) takes their place."""
     jvm = spark.sparkContext._jvm
+    assert jvm is not None  # a running session has its gateway
     core = jvm.org.apache.logging.log4j.core
     context = jvm.org.apache.logging.log4j.LogManager.getContext(False)
     config = context.getConfiguration()

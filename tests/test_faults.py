@@ -25,7 +25,6 @@ from recemb_spark.errors import (
 from recemb_spark.failures import Context, classify
 from recemb_spark.io.warehouse import Warehouse
 
-from .conftest import SMALL_SAMPLE
 from .redis_server import client, redis_server, require_redis_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -290,7 +289,8 @@ def small_disk(tmp_path):
 
 def test_disk_full_during_the_second_date(keep_spark, small_disk, capsys):
     wh = small_disk / "wh"
-    common = ["--warehouse", str(wh), "-q", *sets(*TINY, *QUICK)]
+    pipeline = [*TINY, *QUICK, "deepwalk.enabled=false", "evaluate.enabled=false"]
+    common = ["--warehouse", str(wh), "-q", *sets(*pipeline)]
     assert main(["run", "--run-date", D1, *common]) == 0, capsys.readouterr().err
     before = {p: assert_whole(keep_spark, p) for p in visible_partitions(wh, D1)}
     assert len(before) >= 6

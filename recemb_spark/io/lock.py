@@ -9,7 +9,8 @@ gone (same host, pid no longer alive) or when it is older than
 Creating the lock is atomic on a local disk (the JSON is written to a private temporary file
 and hard-linked into place, which fails when the lock exists) and on HDFS (``create`` without
 overwrite). Whoever takes the lock first deletes the date's staging folder: the partitions a
-killed run was writing (:class:`~recemb_spark.io.warehouse.Warehouse`). Object stores (s3a://, gs://) have no atomic create: there the lock catches runs
+killed run was writing (:class:`~recemb_spark.io.warehouse.Warehouse`).
+Object stores (s3a://, gs://) have no atomic create: there the lock catches runs
 that start seconds apart, not at the same instant.
 """
 from __future__ import annotations
