@@ -239,8 +239,19 @@ class Warehouse:
         return join_path(self.root, "_manifests", f"dt={run_date}", f"{stage}.json")
 
     def write_manifest(self, run_date: str, stage: str, payload: dict[str, Any]) -> str:
+        """Write a stage's manifest whole or not at all: to a temporary file first, renamed
+        into place (a full disk once left an empty manifest that ``--resume`` choked on)."""
         path = self.manifest_path(run_date, stage)
-        self.fs.write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        try:
+            self.fs.write_text(tmp, json.dumps(payload, indent=2, sort_keys=True, default=str))
+            try:
+                self.fs.rename(tmp, path)
+            except OSError:  # HDFS does not rename onto an existing file
+                self.fs.delete(path)
+                self.fs.rename(tmp, path)
+        finally:
+            self.fs.delete(tmp)
         return path
 
     def read_manifest(self, run_date: str, stage: str) -> dict[str, Any]:
