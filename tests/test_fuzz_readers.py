@@ -6,19 +6,20 @@ raises (no traceback), every line becomes a row that is either parsed or rejecte
 the stable reasons, the rows read are exactly the lines of the files (as Hadoop's line reader
 splits them, less the header lines), and read = ratings + rejects.
 
-Spark is not started per example: each hypothesis example is a *folder* of generated files
-read by one Spark job, so ``FOLDERS x FILES_PER_FOLDER`` files (>= 2,000) cost
-``FOLDERS`` reads. A last test runs the whole ``recemb tables`` command on fuzzed folders.
+Spark is not started per example: each hypothesis example is one small file (hypothesis
+generates them fast; a folder of 100 files per example overran its buffer and took minutes),
+written into the folder of its (delimiter, header) combination together with the lines it
+holds; then one Spark read per folder (8 at most) parses every file, and the properties are
+checked per file (the rows of each ``source``). ``RECEMB_FUZZ_FILES`` (default 2,000) sets how
+many files. A last test runs the whole ``recemb tables`` command on fuzzed folders.
 """
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
-import shutil
-import tempfile
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -28,12 +29,11 @@ from recemb_spark.cli import main
 from recemb_spark.config import load_config
 from recemb_spark.io import readers
 
-FOLDERS = 20
-FILES_PER_FOLDER = 100
+FILES = int(os.environ.get("RECEMB_FUZZ_FILES", "2000"))  # more locally: a deeper search
 HEADER = ["userId", "movieId", "rating", "timestamp"]
 
-_FUZZ = settings(max_examples=FOLDERS, deadline=None, derandomize=True, database=None,
-                 phases=[Phase.explicit, Phase.generate],  # a shrink costs minutes of Spark
+_FUZZ = settings(max_examples=FILES, deadline=None, derandomize=True, database=None,
+                 phases=[Phase.explicit, Phase.generate],  # properties are checked after
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                         HealthCheck.large_base_example])
 
@@ -106,11 +106,11 @@ def text_file(draw, delimiter: str, header: bool) -> bytes:
 
 
 @st.composite
-def folder(draw) -> tuple[str, bool, list[bytes]]:
+def one_file(draw) -> tuple[str, bool, bytes]:
+    """``(delimiter, header, bytes)`` of one generated file."""
     delimiter = draw(st.sampled_from([",", ";", "|", "\t"]))
     header = draw(st.booleans())
-    files = [draw(text_file(delimiter, header)) for _ in range(FILES_PER_FOLDER)]
-    return delimiter, header, files
+    return delimiter, header, draw(text_file(delimiter, header))
 
 
 # -- what the files hold, independently of Spark ---------------------------------------------
@@ -119,6 +119,8 @@ def folder(draw) -> tuple[str, bool, list[bytes]]:
 def hadoop_lines(data: bytes) -> list[str]:
     """The lines of a file as Hadoop's LineRecordReader (Spark's text source) cuts them — at
     LF, CR or CRLF, no empty line after a final line end — decoded as Spark decodes them."""
+    if data.startswith(b"\xef\xbb\xbf"):  # LineRecordReader skips a UTF-8 byte order mark
+        data = data[3:]
     if not data:
         return []
     parts = re.split(rb"\r\n|\r|\n", data)
@@ -127,16 +129,10 @@ def hadoop_lines(data: bytes) -> list[str]:
     return [p.decode("utf-8", errors="replace") for p in parts]
 
 
-def write_folder(root: Path, files: list[bytes]) -> None:
-    root.mkdir(parents=True)
-    for i, data in enumerate(files):
-        (root / f"part-{i:04d}.csv").write_bytes(data)
-
-
 def input_config(delimiter: str, header: bool):
     """The input settings for a folder of these files (tab: the tsv format)."""
     sets = ["input.format=tsv"] if delimiter == "\t" else \
-        ["input.format=csv", f"input.csv_delimiter={delimiter}"]
+        ["input.format=csv", f"input.csv_delimiter='{delimiter}'"]  # quoted: a bare | is YAML's
     # quoted: a bare true/false is a YAML boolean, which input.header (a string) refuses
     sets.append(f"input.header='{'true' if header else 'false'}'")
     if not header:
@@ -147,39 +143,63 @@ def input_config(delimiter: str, header: bool):
 # -- the properties --------------------------------------------------------------------------
 
 
-@_FUZZ
-@given(folder())
-def test_every_fuzzed_line_is_parsed_or_rejected_with_a_reason(spark, sample):
-    delimiter, header, files = sample
+def test_every_fuzzed_line_is_parsed_or_rejected_with_a_reason(spark, tmp_path):
+    written: dict[tuple[str, bool], dict[str, bytes]] = {}
+
+    @_FUZZ
+    @given(one_file())
+    def generate(sample: tuple[str, bool, bytes]) -> None:
+        delimiter, header, data = sample
+        files = written.setdefault((delimiter, header), {})
+        folder = tmp_path / f"{'tab' if delimiter == chr(9) else ord(delimiter)}-{header}"
+        folder.mkdir(exist_ok=True)
+        name = f"part-{len(files):05d}.csv"
+        (folder / name).write_bytes(data)
+        files[(folder / name).as_uri()] = data
+
+    generate()
+    assert sum(len(f) for f in written.values()) >= FILES
+    for (delimiter, header), files in written.items():
+        check_folder(spark, next(iter(files)).rsplit("/", 1)[0], delimiter, header, files)
+
+
+def check_folder(spark, folder_uri: str, delimiter: str, header: bool,
+                 files: dict[str, bytes]) -> None:
+    """One Spark read of a folder of generated files; the properties, file by file."""
     header_text = delimiter.join(HEADER)
-    expected = [ln for data in files for ln in hadoop_lines(data)
-                if not (header and ln == header_text)]
+    expected = {uri: [ln for ln in hadoop_lines(data) if not (header and ln == header_text)]
+                for uri, data in files.items()}
     cfg = input_config(delimiter, header)
-    tmp = Path(tempfile.mkdtemp(prefix="recemb-fuzz-"))
+    folder = folder_uri[len("file://"):]
+    if not any(expected.values()):
+        with pytest.raises(readers.InputError, match="is empty"):
+            readers.read_ratings(spark, cfg, folder)
+        return
+    parsed = readers.read_ratings(spark, cfg, folder)  # never raises on any bytes
     try:
-        write_folder(tmp / "in", files)
-        if not expected:
-            with pytest.raises(readers.InputError, match="is empty"):
-                readers.read_ratings(spark, cfg, str(tmp / "in"))
-            return
-        parsed = readers.read_ratings(spark, cfg, str(tmp / "in"))
-        try:
-            valid = parsed.valid.collect()
-            rejects = parsed.rejects.collect()
-        finally:
-            parsed.unpersist()
+        assert parsed.cached is not None  # text input: every parsed row, with its source
+        rows = parsed.cached.select("source", "line", "reason", "user_id", "item_id",
+                                    "rating", "ts").collect()
+        n_valid, n_rejects = parsed.valid.count(), parsed.rejects.count()
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        parsed.unpersist()
+    by_source: dict[str, list] = {}
+    for row in rows:
+        by_source.setdefault(row["source"], []).append(row)
+    for uri, lines in expected.items():
+        got = by_source.get(uri, []) or by_source.get(uri.replace("file:///", "file:/"), [])
+        where = f"{uri}: {files[uri][:300]!r}"
+        # every line of the file is one row, kept as it was
+        assert Counter(r["line"] for r in got) == Counter(lines), where
+        for r in got:
+            if r["reason"] is None:  # a rating: whole
+                assert r["user_id"] and r["item_id"] and r["ts"] is not None, where
+                assert cfg.rating_min <= r["rating"] <= cfg.rating_max, where
+            else:  # a reject, with a known reason
+                assert r["reason"] in readers.REJECT_REASONS, where
     # read = the files' lines = ratings + rejects
-    assert parsed.read == len(expected) == len(valid) + len(rejects)
-    assert sum(parsed.rejected_by_reason.values()) == len(rejects)
-    # each reject is one of the files' lines, kept as it was, with a known reason
-    assert not Counter(r["line"] for r in rejects) - Counter(expected)
-    assert {r["reason"] for r in rejects} <= set(readers.REJECT_REASONS)
-    assert all(r["source"].startswith("file:") for r in rejects)
-    for row in valid:  # each rating is whole
-        assert row["user_id"] and row["item_id"] and row["ts"] is not None
-        assert cfg.rating_min <= row["rating"] <= cfg.rating_max
+    assert parsed.read == sum(map(len, expected.values())) == n_valid + n_rejects
+    assert parsed.rejected == n_rejects
 
 
 def test_recemb_tables_on_fuzzed_folders_ends_in_one_line_or_succeeds(keep_spark, tmp_path,
