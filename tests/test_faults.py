@@ -34,6 +34,8 @@ QUICK = ["als.enabled=false", "ann.enabled=false", "item2vec.max_iter=1",
          "deepwalk.max_iter=1", "walks.walks_per_node=2", "evaluate.user_query=false",
          "daily.enabled=false"]
 TINY = ["sample.n_users=120", "sample.n_items=150", "sample.n_ratings=5000"]
+#: a two-stage pipeline (tables, item2vec) for the tests that run it more than once
+SHORT = [*TINY, *QUICK, "deepwalk.enabled=false", "evaluate.enabled=false"]
 #: what a stack trace looks like on a terminal (Java frames, Python tracebacks)
 STACK_MARKERS = ("\tat ", "Traceback (most recent call last)", "Caused by:", "py4j.protocol")
 
@@ -289,8 +291,7 @@ def small_disk(tmp_path):
 
 def test_disk_full_during_the_second_date(keep_spark, small_disk, capsys):
     wh = small_disk / "wh"
-    pipeline = [*TINY, *QUICK, "deepwalk.enabled=false", "evaluate.enabled=false"]
-    common = ["--warehouse", str(wh), "-q", *sets(*pipeline)]
+    common = ["--warehouse", str(wh), "-q", *sets(*SHORT)]
     assert main(["run", "--run-date", D1, *common]) == 0, capsys.readouterr().err
     before = {p: assert_whole(keep_spark, p) for p in visible_partitions(wh, D1)}
     assert len(before) >= 6
@@ -326,7 +327,7 @@ def test_disk_full_during_the_second_date(keep_spark, small_disk, capsys):
 
 def test_driver_killed_mid_stage_then_resume_takes_over(keep_spark, tmp_path, capsys):
     wh = tmp_path / "wh"
-    common = ["--warehouse", str(wh), "--run-date", D1, "-q", *sets(*TINY, *QUICK)]
+    common = ["--warehouse", str(wh), "--run-date", D1, "-q", *sets(*SHORT)]
     manifests = wh / "_manifests" / f"dt={D1}"
     proc = subprocess.Popen([sys.executable, "-m", "recemb_spark.cli", "run", *common],
                             cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL,

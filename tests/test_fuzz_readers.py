@@ -209,7 +209,7 @@ def test_recemb_tables_on_fuzzed_folders_ends_in_one_line_or_succeeds(keep_spark
     fraction — one line, no traceback."""
     rng = random.Random(7)
     good = [f"{rng.randint(1, 50)},{rng.randint(1, 80)},{rng.choice([1, 2.5, 4, 5])},"
-            f"{1_600_000_000 + i}" for i in range(400)]
+            f"{1_600_000_000 + i}" for i in range(800)]  # 7 bad of 807: under 1%
     bad = ['"1,2', "\x00\x01", "5,5,9,9", "a,b,c", "", "1,,3,4", "1,2,3,nope"]
     for name, lines in (("mostly_valid", good + bad), ("garbage", bad * 20 + good[:5])):
         folder_path = tmp_path / name
@@ -225,13 +225,17 @@ def test_recemb_tables_on_fuzzed_folders_ends_in_one_line_or_succeeds(keep_spark
         err = capsys.readouterr().err
         assert "Traceback" not in err and "\tat " not in err
         manifest = json.loads((wh / "_manifests" / "dt=2026-11-20" / "tables.json").read_text())
-        rows = manifest["rows"]
-        assert rows["read"] == len(lines)
         if name == "mostly_valid":
             assert rc == 0, err
+            rows = manifest["rows"]
+            assert rows["read"] == len(lines)
             assert rows["rejected"] == len(bad) and rows["rejects"] == len(bad)
             assert rows["read"] == rows["rejected"] + rows["ratings"] + \
                 manifest["details"]["duplicates_dropped"]
         else:
             assert rc == 3 and len(err.strip().splitlines()) == 1, err
-            assert "rows rejected" in err and "input.max_reject_fraction" in err
+            assert f"{len(bad) * 20} of {len(lines)} rows rejected" in err, err
+            assert "input.max_reject_fraction" in err
+            assert manifest["status"] == "failed"
+            rejects = keep_spark.read.parquet(str(wh / "rejects" / "dt=2026-11-20"))
+            assert rejects.count() == len(bad) * 20  # the evidence is written
