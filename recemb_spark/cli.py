@@ -9,8 +9,9 @@ from typing import Optional
 
 from . import __version__
 from .config import Config, load_config
-from .errors import ConfigError, RecembError
-from .logs import setup_logging
+from .errors import ConfigError
+from .failures import Context, classify
+from .logs import close_log_file, default_log_file, setup_logging
 from .stages import STAGES
 
 log = logging.getLogger("recemb_spark.cli")
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one parameter (repeatable)")
     common.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    common.add_argument("--log-file", metavar="FILE",
+                        help="the full log: our records with tracebacks, Spark's own output "
+                             "(default: <warehouse>/_logs/<command>-<date>-<time>-<pid>.log)")
     parser = argparse.ArgumentParser(
         prog="recemb", description="Embedding tables for recommenders on Apache Spark.")
     parser.add_argument("--version", action="version", version=f"recemb {__version__}")
@@ -78,9 +82,15 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Run one command; return the process exit code (codes: errors.py)."""
+    """Run one command; return the process exit code (codes: errors.EXIT_CODES).
+
+    The terminal shows our log lines and, on failure, exactly one line: the stage, the
+    cause, what to change and where the full log is (:mod:`recemb_spark.failures`); stack
+    traces (Python's, and Spark's own output) go to the log file (:mod:`recemb_spark.logs`).
+    """
     args = build_parser().parse_args(argv)
-    setup_logging(logging.WARNING if args.quiet else logging.INFO)
+    level = logging.WARNING if args.quiet else logging.INFO
+    setup_logging(level)
     try:
         cfg = config_from_args(args)
         run_date = parse_run_date(args.run_date,
@@ -91,6 +101,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ConfigError as exc:
         print(f"recemb: config error: {exc}", file=sys.stderr)
         return exc.exit_code
+    log_file = args.log_file or default_log_file(cfg.warehouse.path, args.command, run_date)
+    setup_logging(level, log_file)
+    try:
+        return _run(cfg, run_date, args, log_file)
+    finally:
+        close_log_file()
+
+
+def _run(cfg: Config, run_date: Optional[str], args: argparse.Namespace, log_file: str) -> int:
+    """Start Spark, run the command, turn any failure into its one line and exit code."""
     from .session import build_session  # imports pyspark; only once the config is valid
 
     spark = None
@@ -99,26 +119,44 @@ def main(argv: Optional[list[str]] = None) -> int:
         if cfg.catalog.enabled:
             from .io import catalog
             options = catalog.session_options(cfg.warehouse.path, cfg.catalog.database)
-        spark = build_session(cfg.spark, f"recemb-{args.command}", options)
+        spark = build_session(cfg.spark, f"recemb-{args.command}", options, log_file=log_file)
         if cfg.catalog.enabled:
             catalog.prepare(spark)
         _dispatch(spark, cfg, run_date, args)
         return 0
-    except RecembError as exc:
-        print(f"recemb: {args.command} failed{_in_stage(exc, args.command)}: {exc}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt:
-        print("recemb: interrupted", file=sys.stderr)
+        log.error("interrupted", exc_info=True)
+        print(f"recemb: {args.command} interrupted (log: {log_file})", file=sys.stderr)
         return 130
-    except Exception as exc:  # unexpected: keep the traceback, end with one clear line
-        log.exception("unexpected error")
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"recemb: {args.command} failed{_in_stage(exc, args.command)} with an unexpected "
-              f"{type(exc).__name__}: {first[:500]}", file=sys.stderr)
-        return 1
+    except Exception as exc:
+        log.error("%s failed", args.command, exc_info=exc)  # the log file only
+        error = classify(exc, _failure_context(cfg, spark))
+        print(f"recemb: {args.command} failed{_in_stage(exc, args.command)}: {error} "
+              f"(exit {error.exit_code}; log: {log_file})", file=sys.stderr)
+        return error.exit_code
     finally:
         if spark is not None:
-            spark.stop()
+            try:
+                spark.stop()
+            except Exception:  # a JVM that died (out of memory) cannot stop: nothing to do
+                log.debug("spark.stop() failed", exc_info=True)
+
+
+def _failure_context(cfg: Config, spark) -> Context:
+    """What the failure classifier needs to know about this job."""
+    master = cfg.spark.master or "local[*]"
+    submitted = False
+    try:
+        from .session import started_by_spark_submit
+
+        submitted = started_by_spark_submit()
+        if spark is not None:
+            master = spark.sparkContext.master
+    except Exception:  # the JVM is gone
+        pass
+    return Context(warehouse=cfg.warehouse.path, input_path=cfg.input.path, master=master,
+                   driver_memory=cfg.spark.driver_memory, submitted=submitted,
+                   redis=f"{cfg.export.host}:{cfg.export.port}")
 
 
 def _in_stage(exc: BaseException, command: str) -> str:

@@ -28,3 +28,35 @@ class StageError(RecembError):
 
 class LockError(RecembError):
     exit_code = 5
+
+
+class OutOfMemoryError(RecembError):
+    """The driver, an executor or a Python worker ran out of memory (exit 6)."""
+
+    exit_code = 6
+
+
+class DiskFullError(RecembError):
+    """A write found no space left on a device (exit 7)."""
+
+    exit_code = 7
+
+
+class CorruptTableError(RecembError):
+    """A file of a warehouse table (a stage's input) cannot be read (exit 8)."""
+
+    exit_code = 8
+
+
+class ServiceError(RecembError):
+    """An outside service (Redis) was lost or refused the writes (exit 1: worth a retry)."""
+
+    exit_code = 1
+
+
+#: what each exit code means (the README's and docs/faults.md's table)
+EXIT_CODES = {0: "ok", 1: "unexpected error, or a lost service (Redis): worth a retry",
+              2: "config error (before Spark starts)", 3: "bad or missing input data",
+              4: "a stage's input table is missing", 5: "the run date is locked by another run",
+              6: "out of memory", 7: "disk full", 8: "a warehouse table's file is corrupt",
+              130: "interrupted"}

@@ -9,6 +9,7 @@ from typing import Optional
 from pyspark.sql import SparkSession
 
 from .config import SparkConfig
+from .logs import redirect_stderr_to
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ def _submitted_conf_has(key: str) -> bool:
 
 
 def build_session(cfg: SparkConfig, app_name: str = "recemb-spark",
-                  options: Optional[dict[str, str]] = None) -> SparkSession:
+                  options: Optional[dict[str, str]] = None,
+                  log_file: Optional[str] = None) -> SparkSession:
     """Return the SparkSession for a job.
 
     Under ``spark-submit`` the master and resources given there are kept; ``cfg.master`` is
@@ -51,6 +53,14 @@ def build_session(cfg: SparkConfig, app_name: str = "recemb-spark",
     ``spark.executorEnv.OPENBLAS_NUM_THREADS`` given to spark-submit, wins. The Python
     workers inherit it too, so their numpy runs one thread per task (in local mode, without
     it, numpy uses every core: evaluate + ann at 25M took 347 s with 1 against ~250 s).
+
+    ``log_file``: where Spark's own output goes instead of the terminal. Started directly,
+    the JVM is launched with that file as its stderr (:func:`~recemb_spark.logs.
+    redirect_stderr_to`): log4j's console lines, executor task-failure stack traces and the
+    Python workers' stderr all land there. Under spark-submit (the JVM already runs) log4j
+    is re-pointed instead: a file appender on the root logger, the console appenders turned
+    off (:func:`quiet_log4j_console`). Without it Spark logs to the terminal at
+    ``cfg.log_level``.
     """
     builder = SparkSession.builder.appName(app_name)
     submitted = started_by_spark_submit()
@@ -75,13 +85,43 @@ def build_session(cfg: SparkConfig, app_name: str = "recemb-spark",
                    .config("spark.ui.showConsoleProgress", "false"))
     for key, value in (options or {}).items():
         builder = builder.config(key, value)
-    spark = (builder
-             .config("spark.sql.session.timeZone", "UTC")
-             .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
-             .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
-             .getOrCreate())
+    builder = (builder
+               .config("spark.sql.session.timeZone", "UTC")
+               .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+               .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false"))
+    with redirect_stderr_to(None if submitted else log_file):
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.log_level)
+    if submitted and log_file is not None:
+        try:
+            quiet_log4j_console(spark, log_file)
+        except Exception:  # a log4j other than log4j2 core: keep its console as it is
+            log.warning("could not send Spark's log4j output to %s", log_file, exc_info=True)
     log.info("spark %s master=%s parallelism=%d (recemb_spark from %s)", spark.version,
              spark.sparkContext.master, spark.sparkContext.defaultParallelism,
              os.path.dirname(__file__))
     return spark
+
+
+def quiet_log4j_console(spark: SparkSession, log_file: str) -> None:
+    """Re-point log4j2's root logger of a running JVM: its console appenders are detached and
+    a file appender writing ``log_file`` (appending) takes their place."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None  # a running session has its gateway
+    core = jvm.org.apache.logging.log4j.core
+    context = jvm.org.apache.logging.log4j.LogManager.getContext(False)
+    config = context.getConfiguration()
+    layout = (core.layout.PatternLayout.newBuilder()
+              .withPattern("%d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex")
+              .withConfiguration(config).build())
+    appender = (core.appender.FileAppender.newBuilder().withFileName(log_file)
+                .withAppend(True).setName("recemb-log-file").setLayout(layout)
+                .setConfiguration(config).build())
+    appender.start()
+    config.addAppender(appender)
+    root = config.getRootLogger()
+    for name in list(root.getAppenders().keySet()):
+        if "Console" in root.getAppenders().get(name).getClass().getSimpleName():
+            root.removeAppender(name)
+    root.addAppender(appender, None, None)
+    context.updateLoggers()

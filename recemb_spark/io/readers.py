@@ -40,7 +40,9 @@ ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children", "Com
 
 _RATING_FILES = {"ratings.csv": "csv", "ratings.dat": "dat", "u.data": "tsv"}
 _ITEM_FILES = {"movies.csv": "csv", "movies.dat": "dat", "u.item": "uitem"}
-# Plausible epoch range (years ~1653..5138): outside it the value is a bad timestamp.
+# Plausible epoch range, 0001-01-01 .. year ~5138: outside it the value is a bad timestamp (a
+# year before 1 cannot be read back by Python: the fuzz test found -1e11 s, year -1199).
+_MIN_EPOCH_SECONDS = -62_135_596_800
 _MAX_EPOCH_SECONDS = 10**11
 
 
@@ -336,7 +338,8 @@ def _timestamp_from_number(value: Column, unit: str) -> Column:
     seconds = value / 1000.0 if unit == "milliseconds" else value
     if unit == "iso":  # numbers given where iso strings were expected
         return F.lit(None).cast("timestamp")
-    ok = seconds.isNotNull() & ~F.isnan(seconds) & (F.abs(seconds) < _MAX_EPOCH_SECONDS)
+    ok = (seconds.isNotNull() & ~F.isnan(seconds) & (seconds >= _MIN_EPOCH_SECONDS)
+          & (seconds < _MAX_EPOCH_SECONDS))
     millis = F.when(ok, F.round(seconds * 1000.0).cast("long"))
     return F.timestamp_millis(millis)
 

@@ -5,13 +5,25 @@ Layout: ``<root>/<table>/dt=<run-date>/[model=<model>/]part-*.parquet`` and
 API, so the same code works on a local disk, HDFS or an object store.
 
 Each write replaces exactly one partition directory (``dt=...`` or ``dt=.../model=...``) and
-leaves every other partition untouched. We write to the partition's own path rather than
+leaves every other partition untouched. We write each partition as a whole rather than
 relying on dynamic partition overwrite alone: an *empty* result (say, no rejects on a re-run)
 must still replace the old partition, and dynamic overwrite writes nothing for empty input.
+
+Readers never see a partial partition. Spark's commit protocol does not promise that: an
+``overwrite`` deletes the old partition before the job starts, and a job that fails (a full
+disk) or a driver that is killed leaves ``_temporary`` and part files in the output folder.
+So a partition is written to ``<root>/_staging/dt=<date>/<table>.dt=<date>...<random>/``
+first (a
+folder every reader skips: Spark ignores names starting with ``_``) and published by renames:
+the old partition moves aside, the new one takes its path, the old one is deleted. On a local
+disk and HDFS each rename is atomic; between the two a reader finds no partition, never half
+of one. A failed write deletes its staging folder; what a killed driver leaves there is
+deleted when the next run takes the date's lock (:func:`Warehouse.clear_staging`).
 """
 from __future__ import annotations
 
 import json
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
@@ -49,6 +61,10 @@ class HadoopFS:
         p, fs = self._path(path)
         if fs.exists(p):
             fs.delete(p, True)
+
+    def mkdirs(self, path: str) -> None:
+        p, fs = self._path(path)
+        fs.mkdirs(p)
 
     def rename(self, src: str, dst: str) -> None:
         p, fs = self._path(src)
@@ -112,6 +128,10 @@ def record_writes() -> Iterator[list[str]]:
         _RECORDERS.remove(written)
 
 
+#: folder under the warehouse root where partitions are written before they are published
+STAGING = "_staging"
+
+
 def join_path(*parts: str) -> str:
     return "/".join([parts[0].rstrip("/")] + [p.strip("/") for p in parts[1:]])
 
@@ -149,13 +169,46 @@ class Warehouse:
             if col in df.columns:
                 raise ValueError(f"{table}: partition column '{col}' must not be in the data")
         path = self.partition_path(table, run_date, model, stage)
-        df.write.mode("overwrite").parquet(path)
-        rows = self.spark.read.parquet(path).count()
+        relative = path[len(self.root.rstrip("/")) + 1:].replace("/", ".")
+        staging = join_path(self.staging_path(run_date), f"{relative}.{uuid.uuid4().hex}")
+        try:
+            df.write.mode("overwrite").parquet(staging)
+            rows = self.spark.read.parquet(staging).count()
+            self._publish(staging, path)
+        except BaseException:
+            try:
+                self.fs.delete(staging)
+            except Exception:  # the write's own error matters more
+                pass
+            raise
         for written in _RECORDERS:
             written.append(path[len(self.root.rstrip("/")) + 1:])
         from . import catalog  # registers the partition when the session has a catalog
         catalog.after_write(self, df.schema, table, run_date, model, stage)
         return rows
+
+    def staging_path(self, run_date: str) -> str:
+        """The folder where this date's partitions are written before they are published."""
+        return join_path(self.root, STAGING, f"dt={run_date}")
+
+    def clear_staging(self, run_date: str) -> None:
+        """Delete what unfinished writes of ``run_date`` left in staging (a killed driver's);
+        call only while holding the date's run lock (no write of that date is running)."""
+        self.fs.delete(self.staging_path(run_date))
+
+    def _publish(self, staging: str, path: str) -> None:
+        """Make the fully written ``staging`` folder the partition at ``path`` (module doc)."""
+        aside = staging.rstrip("/") + ".replaced"
+        if self.fs.exists(path):
+            self.fs.rename(path, aside)
+        self.fs.mkdirs(path.rstrip("/").rsplit("/", 1)[0])
+        try:
+            self.fs.rename(staging, path)
+        except BaseException:
+            if self.fs.exists(aside) and not self.fs.exists(path):
+                self.fs.rename(aside, path)  # put the old partition back
+            raise
+        self.fs.delete(aside)
 
     def read(self, table: str, run_date: str, model: Optional[str] = None,
              stage: Optional[str] = None, needed_by: str = "") -> DataFrame:
@@ -186,8 +239,19 @@ class Warehouse:
         return join_path(self.root, "_manifests", f"dt={run_date}", f"{stage}.json")
 
     def write_manifest(self, run_date: str, stage: str, payload: dict[str, Any]) -> str:
+        """Write a stage's manifest whole or not at all: to a temporary file first, renamed
+        into place (a full disk once left an empty manifest that ``--resume`` choked on)."""
         path = self.manifest_path(run_date, stage)
-        self.fs.write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        try:
+            self.fs.write_text(tmp, json.dumps(payload, indent=2, sort_keys=True, default=str))
+            try:
+                self.fs.rename(tmp, path)
+            except OSError:  # HDFS does not rename onto an existing file
+                self.fs.delete(path)
+                self.fs.rename(tmp, path)
+        finally:
+            self.fs.delete(tmp)
         return path
 
     def read_manifest(self, run_date: str, stage: str) -> dict[str, Any]:

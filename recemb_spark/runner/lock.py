@@ -8,7 +8,9 @@ gone (same host, pid no longer alive) or when it is older than
 
 Creating the lock is atomic on a local disk (the JSON is written to a private temporary file
 and hard-linked into place, which fails when the lock exists) and on HDFS (``create`` without
-overwrite). Object stores (s3a://, gs://) have no atomic create: there the lock catches runs
+overwrite). Whoever takes the lock first deletes the date's staging folder: the partitions a
+killed run was writing (:class:`~recemb_spark.io.warehouse.Warehouse`).
+Object stores (s3a://, gs://) have no atomic create: there the lock catches runs
 that start seconds apart, not at the same instant.
 """
 from __future__ import annotations
@@ -145,10 +147,12 @@ class RunLock:
         """Take the lock, or take over a stale one with a warning; LockError when it is held."""
         if self._create():
             log.info("run lock %s taken (pid %d)", self.path, self.info["pid"])
+            self.wh.clear_staging(self.run_date)
             return
         held = self._read()
         if held is None:  # released between our attempt and the read: try once more
             if self._create():
+                self.wh.clear_staging(self.run_date)
                 return
             held = self._read() or {}
         reason = stale_reason(held, self.max_age_hours) if held else None
@@ -161,6 +165,7 @@ class RunLock:
         log.warning("took over the stale run lock %s of %s@%s pid %s since %s: %s",
                     self.path, held.get("owner"), held.get("host"), held.get("pid"),
                     held.get("started_at"), reason)
+        self.wh.clear_staging(self.run_date)  # what the dead run left half-written
 
     def release(self) -> None:
         if not self._remove_if(self.info["token"]):

@@ -199,5 +199,7 @@ def _write_summary(wh: Warehouse, run_date: str, started: dt.datetime, t0: float
     try:
         path = wh.write_manifest(run_date, "run", payload)
         log.info("run %s %s in %.1fs (summary %s)", run_date, status, payload["seconds"], path)
-    except Exception:  # the run's own error matters more than a failed summary
-        log.warning("could not write the run summary", exc_info=status == "ok")
+    except Exception:  # the run's own error matters more than a failed summary: on a failed
+        # run (a full disk fails this write too) the CLI's one line says what happened
+        log.log(logging.WARNING if status == "ok" else logging.INFO,
+                "could not write the run summary", exc_info=True)
