@@ -169,18 +169,17 @@ def merge_candidates(candidates: DataFrame, numbered: DataFrame, k: int) -> Data
 
 
 def sharded_top_k(queries: DataFrame, numbered: DataFrame, n_items: int, dim: int, k: int,
-                  cosine: bool, item_rows: int | None = None,
-                  query_rows: int = QUERY_BLOCK_ROWS) -> DataFrame:
+                  cosine: bool) -> DataFrame:
     """Exact top-``k`` per query without a broadcast: ``(query_id, item_id, rank, score)``.
 
     ``queries``: ``(query_id, vector, exclude array<string>)`` (null vectors skipped);
     ``numbered``: :func:`number_items` of the item vectors (``n_items`` rows of ``dim``).
-    Blocks: ``item_rows`` consecutive item numbers (default :func:`item_block_rows`),
-    ``query_rows`` queries by hash. One task holds one block of each; it emits at most ``k``
+    Blocks: :func:`item_block_rows` consecutive item numbers, :data:`QUERY_BLOCK_ROWS`
+    queries by hash. One task holds one block of each; it emits at most ``k``
     candidates per query."""
     from .topk import exclusions, stream_top_k, unit_rows  # topk imports this module
 
-    rows = item_rows or item_block_rows(dim)
+    rows, query_rows = item_block_rows(dim), QUERY_BLOCK_ROWS
     n_ib = blocks_of(n_items, rows)
     qs = queries.filter(F.col("vector").isNotNull()).select("query_id", "vector", "exclude")
     n_queries = qs.count()
