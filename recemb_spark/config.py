@@ -293,9 +293,12 @@ class AnnConfig:
     user_candidates: bool
     user_candidates_k: int
     recall_sample: int
+    broadcast_max_mb: Optional[float]
     seed: int
 
     def validate(self) -> None:
+        _check(self.broadcast_max_mb is None or self.broadcast_max_mb >= 0,
+               "ann.broadcast_max_mb", "must be >= 0 (null = auto, 0 = never broadcast)")
         _choice("ann.method", self.method, ["auto", "exact", "lsh", "spark_lsh"])
         _check(len(self.models) >= 1, "ann.models", "must name at least one model")
         for name in ("k", "hashes_per_band", "bands", "max_bucket_size", "spark_lsh_tables",

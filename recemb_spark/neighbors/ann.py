@@ -216,13 +216,15 @@ def _rank(df: DataFrame, key: str, other: str, score: str, k: int) -> DataFrame:
 
 
 def exact_item_neighbors(spark: SparkSession, vectors: DataFrame, k: int,
-                         only: Optional[DataFrame] = None) -> DataFrame:
+                         only: Optional[DataFrame] = None, path: Optional[str] = None,
+                         broadcast_max_mb: Optional[float] = None) -> DataFrame:
     """Exact top-``k`` cosine neighbours among all ``vectors`` for every item, or only for the
-    items in ``only (item_id)`` (e.g. a recall sample); no self-pairs."""
+    items in ``only (item_id)`` (e.g. a recall sample); no self-pairs. ``path`` and
+    ``broadcast_max_mb``: see :func:`recemb_spark.neighbors.topk.exact_top_k`."""
     queried = vectors if only is None else vectors.join(only.select("item_id"), "item_id")
     queries = queried.select(F.col("item_id").alias("query_id"), "vector",
                              F.array("item_id").alias("exclude"))
-    return (exact_top_k(spark, queries, vectors, k, "cosine")
+    return (exact_top_k(spark, queries, vectors, k, "cosine", path, broadcast_max_mb)
             .select(F.col("query_id").alias("item_id"), F.col("item_id").alias("neighbor_id"),
                     "rank", F.col("score").alias("similarity")))
 

@@ -10,6 +10,7 @@ from ..config import Config
 from ..io.warehouse import Warehouse
 from ..models.align import align_to_previous
 from ..models.registry import ModelSpec, user_vectors
+from ..models.users import pooling_path
 from ..models.side_info import side_tokens
 from ..stage import StageFn, StageResult, metrics_frame
 from ..tables import user_histories
@@ -66,11 +67,13 @@ def model_stage(spec: ModelSpec) -> StageFn:
             write_tables(wh, res, trained.tables, run_date, model)
         with res.timed("users"):
             histories = user_histories(sequences).persist()
+            path = None
             if trained.user_vectors is None:
-                res.details["user_pooling"] = cfg.users.pooling
+                path = pooling_path(items, cfg.ann.broadcast_max_mb)
+                res.details.update(user_pooling=cfg.users.pooling, user_pooling_path=path)
             res.rows["user_embeddings"] = wh.write(
-                user_vectors(trained, histories, items, cfg), "user_embeddings", run_date,
-                model=model)
+                user_vectors(trained, histories, items, cfg, path), "user_embeddings",
+                run_date, model=model)
             res.details["users_with_history"] = histories.count()
             if trained.user_vectors is None:  # pooled: users whose items all lack a vector
                 res.details["users_without_vector"] = (res.details["users_with_history"]

@@ -22,6 +22,7 @@ from ..evaluation import (
     popularity_segments,
     popularity_vectors,
     score_model,
+    scoring_path,
     segments_for_cases,
 )
 from ..holdout import fingerprint, without_holdout
@@ -62,13 +63,15 @@ def _popularity(spark: SparkSession, wh: Warehouse, cfg: Config, res: StageResul
             train, cfg.liked_min_rating, cfg.evaluate.head_share,
             cfg.evaluate.cold_max_events)).persist()
         popularity = popularity_vectors(train, cfg.liked_min_rating).persist()
+        path = scoring_path(spark, popularity, cfg.ann.broadcast_max_mb)
+        res.details["popularity_scoring_path"] = path
         res.metrics += score_model(spark, cases, popularity, ks, "popularity", catalogue,
-                                   mode="constant", segments=segments)
+                                   mode="constant", segments=segments, path=path)
         categories = item_categories(wh, run_date)
         if categories is not None:
             res.metrics += score_model(spark, cases, popularity, ks, "popularity_category",
                                        catalogue, mode="category", segments=segments,
-                                       item_categories=categories)
+                                       item_categories=categories, path=path)
         popularity.unpersist()
     return segments
 
@@ -114,14 +117,16 @@ def run_holdout(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
         items = wh.read("item_embeddings", run_date, model=name, needed_by=needed).persist()
         _check_trained_without(wh, run_date, spec.stage, mark)
         with res.timed(f"score_{name}"):
+            path = scoring_path(spark, items, cfg.ann.broadcast_max_mb)
+            res.details[f"{name}_scoring_path"] = path
             res.metrics += score_model(spark, cases, items, ks, name, catalogue,
-                                       segments=segments)
+                                       segments=segments, path=path)
             if cfg.evaluate.user_query:
                 users = wh.read("user_embeddings", run_date, model=name, needed_by=needed)
                 res.metrics += score_model(spark, cases, items, ks, name, catalogue,
                                            mode="user", user_vectors=users,
                                            similarity=spec.user_similarity,
-                                           segments=segments)
+                                           segments=segments, path=path)
         res.details[f"{name}_vectors"] = items.count()
         items.unpersist()
     _finish(spark, wh, cfg, res, run_date)
@@ -173,14 +178,17 @@ def run_retrain(spark: SparkSession, cfg: Config, run_date: str) -> StageResult:
         n_vectors = items.count()
         res.timings[f"train_{name}"] = round(time.perf_counter() - t0, 3)
         with res.timed(f"score_{name}"):
+            path = scoring_path(spark, items, cfg.ann.broadcast_max_mb)
+            res.details[f"{name}_scoring_path"] = path
             res.metrics += score_model(spark, cases, items, ks, name, catalogue,
-                                       segments=segments)
+                                       segments=segments, path=path)
             if cfg.evaluate.user_query:
-                users = user_vectors(trained, histories, items, cfg)
+                users = user_vectors(trained, histories, items, cfg,
+                                     "broadcast" if path == "broadcast" else "join")
                 res.metrics += score_model(spark, cases, items, ks, name, catalogue,
                                            mode="user", user_vectors=users,
                                            similarity=trained.user_similarity,
-                                           segments=segments)
+                                           segments=segments, path=path)
         res.details[f"{name}_vectors"] = n_vectors
         items.unpersist()
     _finish(spark, wh, cfg, res, run_date)
