@@ -360,9 +360,11 @@ def _sharded_totals(data: DataFrame, item_vectors: DataFrame, ks: list[int], mod
     rows, case_rows = blocks.item_block_rows(dim), blocks.QUERY_BLOCK_ROWS
     bonus = None
     if mode == "category":
+        if item_categories is None:
+            raise ValueError("score_model: mode 'category' needs item_categories")
         numbered = numbered.join(category_codes(item_categories), "item_id", "left")
         top = item_vectors.select(F.max(F.array_max(F.transform(
-            "vector", lambda x: F.abs(x)))).alias("m")).first()["m"]
+            "vector", lambda x: F.abs(x)))).alias("m")).collect()[0]["m"]
         bonus = category_bonus(np.array([top or 0.0], np.float32))
     else:
         numbered = numbered.withColumn("cat", F.lit(None).cast("int"))
@@ -404,7 +406,7 @@ def _sharded_totals(data: DataFrame, item_vectors: DataFrame, ks: list[int], mod
             coverage = (out.filter(F.col("item_idx") >= 0)
                         .withColumn("_r", F.row_number().over(w))
                         .filter(F.col("_r") <= ks[0])
-                        .agg(F.countDistinct("item_idx").alias("n")).first()["n"])
+                        .agg(F.countDistinct("item_idx").alias("n")).collect()[0]["n"])
         summary = cases.select("_case", "status", "segs")
         if ranks is not None:
             summary = summary.join(ranks, "_case", "left")
