@@ -181,10 +181,16 @@ def sharded_top_k(queries: DataFrame, numbered: DataFrame, n_items: int, dim: in
 
     rows, query_rows = item_block_rows(dim), QUERY_BLOCK_ROWS
     n_ib = blocks_of(n_items, rows)
-    qs = queries.filter(F.col("vector").isNotNull()).select("query_id", "vector", "exclude")
+    # fresh column names on both sides: queries made from the item table itself (item
+    # neighbours) would otherwise make the cogroup an ambiguous self-join
+    qs = queries.filter(F.col("vector").isNotNull()).select(
+        F.col("query_id").alias("query_id"), F.col("vector").alias("qvec"),
+        F.col("exclude").alias("exclude"))
+    side = numbered.select(F.col("item_idx").alias("item_idx"),
+                           F.col("item_id").alias("item_id"), F.col("vector").alias("ivec"))
     n_queries = qs.count()
     n_qb = blocks_of(n_queries, query_rows)
-    lk, rk = pair_blocks(qs, hash_block("query_id", n_qb), n_qb, numbered,
+    lk, rk = pair_blocks(qs, hash_block("query_id", n_qb), n_qb, side,
                          F.floor(F.col("item_idx") / F.lit(rows)), n_ib)
 
     def score(q_table: pa.Table, i_table: pa.Table) -> pa.Table:
@@ -193,8 +199,8 @@ def sharded_top_k(queries: DataFrame, numbered: DataFrame, n_items: int, dim: in
                              "item_idx": pa.array([], pa.int64()),
                              "score": pa.array([], pa.float32())})
         items = sorted_block(i_table)
-        m = block_matrix(items, "vector")
-        q = block_matrix(q_table.combine_chunks(), "vector")
+        m = block_matrix(items, "ivec")
+        q = block_matrix(q_table.combine_chunks(), "qvec")
         if cosine:
             m, q = unit_rows(m), unit_rows(q)
         ids = items.column("item_id").combine_chunks()
