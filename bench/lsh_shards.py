@@ -4,7 +4,7 @@
     python bench/lsh_shards.py --sizes 1000000 --paths sharded --out bench/results/x.json
 
 Data: synthetic clustered unit vectors (dim 32, clusters of ~50 points, generated on the
-executors: bench/ann.py's generator). For each size and path (``ann.lsh_broadcast_max_mb``
+executors: bench/ann.py's generator). For each size and path (``ann.broadcast_max_mb``
 forced huge or 0), the tuned layout (``ann.tune``, the same for both paths): wall time of the
 item-neighbour table (top-10 per item, written to Parquet), recall@10 against exact top-10 on
 500 sampled items, the counters, and the peak resident memory of the Python workers (the
@@ -111,7 +111,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for path in args.paths.split(","):
                 mb = 1e9 if path == "broadcast" else 0.0
-                cfg = base.replace("ann", tune=True, lsh_broadcast_max_mb=mb).ann
+                cfg = base.replace("ann", tune=True, broadcast_max_mb=mb).ann
                 t0 = time.perf_counter()
                 with Peak(jvm) as peak:
                     nb, stats = ann.lsh_item_neighbors(spark, items, cfg, 10)

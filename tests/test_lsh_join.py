@@ -30,12 +30,14 @@ def points(spark):
     return pts, ann.normalise(frame(spark, pts)).persist()
 
 
-def test_lsh_path_switches_on_the_item_matrix_bytes():
-    cfg = ann_cfg(lsh_broadcast_max_mb=1)
-    assert ann.lsh_path(cfg, 8192, 32) == "broadcast"  # exactly 1 MiB of float32
-    assert ann.lsh_path(cfg, 8193, 32) == "sharded"
-    assert ann.lsh_path(ann_cfg(lsh_broadcast_max_mb=0), 1, 8) == "sharded"
-    assert ann.lsh_path(cfg, 0, 32) == "sharded"  # nothing to broadcast
+def test_lsh_path_switches_on_the_broadcast_bytes():
+    limit = ann.lsh_broadcast_bytes(8192, 32, 16)
+    assert limit == 8192 * (8 * 32 + 100) + 8192 * 8 * 16
+    assert ann.lsh_path(8192, 32, 16, limit) == "broadcast"
+    assert ann.lsh_path(8193, 32, 16, limit) == "sharded"
+    assert ann.lsh_path(8192, 32, 17, limit) == "sharded"  # more band keys per item
+    assert ann.lsh_path(1, 8, 8, 0) == "sharded"
+    assert ann.lsh_path(0, 32, 16, limit) == "sharded"  # nothing to broadcast
 
 
 def test_sharded_item_neighbours_match_the_broadcast_path(spark, points):
@@ -45,7 +47,7 @@ def test_sharded_item_neighbours_match_the_broadcast_path(spark, points):
     truth = brute_force(pts, 10)
     got = {}
     for mb in (64, 0):
-        cfg = ann_cfg(bands=6, hashes_per_band=4, tune=False, lsh_broadcast_max_mb=mb)
+        cfg = ann_cfg(bands=6, hashes_per_band=4, tune=False, broadcast_max_mb=mb)
         nb, stats = ann.lsh_item_neighbors(spark, df, cfg, 10)
         got[stats["path"]] = (as_sets(nb), stats, nb.collect())
     (b_sets, b_stats, _), (s_sets, s_stats, rows) = got["broadcast"], got["sharded"]
@@ -73,7 +75,7 @@ def test_sharded_tuned_layout_is_the_broadcast_one(spark, points):
     truth = brute_force(pts, 10)
     stats = {}
     for mb in (64, 0):
-        nb, st = ann.lsh_item_neighbors(spark, df, ann_cfg(tune=True, lsh_broadcast_max_mb=mb),
+        nb, st = ann.lsh_item_neighbors(spark, df, ann_cfg(tune=True, broadcast_max_mb=mb),
                                         10)
         stats[st["path"]] = st, recall(as_sets(nb), truth)
     (b, r_b), (s, r_s) = stats["broadcast"], stats["sharded"]
@@ -88,7 +90,7 @@ def test_sharded_cuts_a_hot_bucket_and_counts_it(spark):
     pts = np.vstack([hot, rng.normal(size=(100, 8))])
     df = ann.normalise(frame(spark, pts))
     cfg = ann_cfg(bands=4, hashes_per_band=2, max_bucket_size=50, tune=False,
-                  lsh_broadcast_max_mb=0)
+                  broadcast_max_mb=0)
     got, stats = ann.lsh_item_neighbors(spark, df, cfg, 5)
     assert stats["path"] == "sharded"
     assert stats["largest_bucket"] >= 300 and stats["buckets_split"] >= 4
@@ -107,7 +109,7 @@ def test_sharded_user_candidates_exclude_history_like_the_broadcast_path(spark, 
     history = spark.createDataFrame(list(seen.items()), HISTORY)
     out = {}
     for mb in (64, 0):
-        cfg = ann_cfg(bands=6, hashes_per_band=4, tune=False, lsh_broadcast_max_mb=mb)
+        cfg = ann_cfg(bands=6, hashes_per_band=4, tune=False, broadcast_max_mb=mb)
         got, stats = ann.lsh_user_candidates(spark, items, users, history, cfg, 5)
         out[stats["path"]] = as_sets(got, "user_id", "item_id")
     for user, items_seen in seen.items():
@@ -118,7 +120,7 @@ def test_sharded_user_candidates_exclude_history_like_the_broadcast_path(spark, 
 
 def test_sharded_handles_empty_queries_and_empty_items(spark, points):
     _, items = points
-    cfg = ann_cfg(tune=True, lsh_broadcast_max_mb=0)
+    cfg = ann_cfg(tune=True, broadcast_max_mb=0)
     no_users = spark.createDataFrame([], USERS)
     no_history = spark.createDataFrame([], HISTORY)
     got, stats = ann.lsh_user_candidates(spark, items, no_users, no_history, cfg, 5)

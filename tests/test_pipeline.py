@@ -128,3 +128,43 @@ def test_ann_stage_with_banded_lsh(warehouse, spark):
     cands = wh.read("user_candidates", "2026-11-07", "item2vec")
     seen = (wh.read("ratings", "2026-11-07").select("user_id", "item_id").distinct())
     assert cands.join(seen, ["user_id", "item_id"]).count() == 0  # history excluded
+
+
+def test_ann_and_evaluate_take_the_sharded_paths_below_a_zero_threshold(warehouse, spark):
+    """ann.broadcast_max_mb=0: exact neighbours, user candidates, recall ground truths and the
+    evaluation take the sharded paths, say so in their manifests, and give what the
+    broadcast paths give."""
+    from chispa import assert_df_equality
+
+    from recemb_spark.neighbors import ann
+
+    wh, args = warehouse
+    for table, model in (("item_embeddings", "item2vec"), ("user_embeddings", "item2vec"),
+                         ("ratings", None)):
+        wh.write(wh.read(table, "2026-11-05", model), table, "2026-11-08", model)
+    before = metrics(wh, "evaluate")
+    import recemb_spark.session as session_module
+    original_build, original_stop = session_module.build_session, spark.stop
+    session_module.build_session = lambda *a, **k: spark
+    spark.stop = lambda: None
+    try:
+        zero = sets("ann.broadcast_max_mb=0")
+        assert main(["ann", "--run-date", "2026-11-08", *args, *zero, "--set",
+                     "ann.method=exact", "--set", "ann.models=[item2vec]"]) == 0
+        assert main(["evaluate", "--run-date", "2026-11-05", *args, *zero]) == 0
+    finally:
+        session_module.build_session, spark.stop = original_build, original_stop
+    details = wh.read_manifest("2026-11-08", "ann")["details"]["item2vec"]
+    assert details["exact_path"] == details["user_exact_path"] == "sharded"
+    assert details["recall_path"] == details["user_recall_path"] == "sharded"
+    m = {(r["metric"], r["k"]): r["value"]
+         for r in wh.read("metrics", "2026-11-08", stage="ann").collect()}
+    assert m[("item_recall", 10)] == 1.0 and m[("user_recall", 20)] == 1.0
+    items = ann.normalise(wh.read("item_embeddings", "2026-11-08", "item2vec"))
+    broadcast = ann.exact_item_neighbors(spark, items, 10, path="broadcast")
+    sharded = wh.read("item_neighbors", "2026-11-08", "item2vec").drop("method")
+    assert_df_equality(sharded.select(*broadcast.columns), broadcast, ignore_row_order=True,
+                       ignore_nullable=True)
+    evaluated = wh.read_manifest("2026-11-05", "evaluate")["details"]
+    assert evaluated["item2vec_scoring_path"] == "sharded"
+    assert metrics(wh, "evaluate") == before  # the broadcast run's figures, exactly

@@ -637,13 +637,6 @@ class AnnConfig:
         "lsh: larger buckets are split into random chunks of this size (counted)",
         ge=2,
     )
-    lsh_broadcast_max_mb: float = setting(
-        128,
-        "lsh: broadcast the item matrix (items x dim x 4 bytes) up to this size, every task "
-        "holding it plus ~8 x bands bytes of keys per item (~3x the matrix at dim 32); above, "
-        "the sharded keyed join (memory per task bounded by max_bucket_size); 0 = always sharded",
-        ge=0,
-    )
     spark_lsh_threshold: float = setting(
         1.0,
         "spark_lsh: Euclidean distance threshold of approxSimilarityJoin (unit vectors: 0..2)",
@@ -658,6 +651,15 @@ class AnnConfig:
     recall_sample: int = setting(
         500,
         "queries sampled to measure recall@k against exact top-k on every run",
+        ge=0,
+    )
+    broadcast_max_mb: float | None = setting(
+        None,
+        "exact top-k, banded lsh, evaluation scoring and user pooling broadcast the item matrix "
+        "when it weighs at most this (MiB per Python worker: items x (8 x dim + 100) B, plus 8 "
+        "B per lsh band), else shard it; null = auto (1/8 of spark.executor.pyspark.memory / "
+        "cores, else of spark.executor.memory / cores; local: of spark.driver.memory); "
+        "0 = never broadcast",
         ge=0,
     )
     seed: int = setting(42, "random seed (hash functions, samples)")

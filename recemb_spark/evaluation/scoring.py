@@ -20,16 +20,26 @@ Ties rank by item index (pessimistic for the held-out item only by chance, never
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
-from pyspark.sql import DataFrame, SparkSession
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from ..ids import event_struct
 from ..metrics import metric_row
-from ..neighbors.topk import BLOCK_CELLS, collect_matrix, top_k_rows, unit_rows
+from ..neighbors import blocks
+from ..neighbors.topk import (
+    BLOCK_CELLS,
+    block_scores,
+    collect_matrix,
+    exclusions,
+    top_k_rows,
+    unit_rows,
+)
 from .holdout import last_liked, without_holdout
 
 
@@ -99,23 +109,38 @@ def hit_and_ndcg(ranks: np.ndarray, k: int) -> tuple[int, float]:
 
 @dataclass
 class _Counts:
-    """Sums over scored cases: users, misses, hits and NDCG at each k."""
+    """Sums over scored cases: users, misses, and how many held-out items ranked at each
+    0-based rank below the largest k (HR and NDCG follow from those counts, summed in rank
+    order: the same figures whatever the order the cases were scored in)."""
 
     users: int
     missing_query: int
     missing_heldout: int
-    hits: dict[int, int]
-    ndcg: dict[int, float]
+    ranks: dict[int, int]
 
     @classmethod
-    def zero(cls, ks: list[int]) -> "_Counts":
-        return cls(0, 0, 0, {k: 0 for k in ks}, {k: 0.0 for k in ks})
+    def zero(cls) -> "_Counts":
+        return cls(0, 0, 0, {})
+
+    def add_rank(self, rank: int, top: int) -> None:
+        """Count one scored case whose held-out item ranked ``rank`` (kept when < ``top``)."""
+        if rank < top:
+            self.ranks[rank] = self.ranks.get(rank, 0) + 1
+
+    def hits(self, k: int) -> int:
+        """Scored cases with the held-out item in the top ``k``."""
+        return sum(c for r, c in self.ranks.items() if r < k)
+
+    def ndcg(self, k: int) -> float:
+        """Summed NDCG@``k`` contributions: 1 / log2(rank + 2) per hit."""
+        return math.fsum(c / math.log2(r + 2) for r, c in sorted(self.ranks.items()) if r < k)
 
     def merge(self, other: "_Counts") -> "_Counts":
+        ranks = dict(self.ranks)
+        for r, c in other.ranks.items():
+            ranks[r] = ranks.get(r, 0) + c
         return _Counts(self.users + other.users, self.missing_query + other.missing_query,
-                       self.missing_heldout + other.missing_heldout,
-                       {k: self.hits[k] + other.hits[k] for k in self.hits},
-                       {k: self.ndcg[k] + other.ndcg[k] for k in self.ndcg})
+                       self.missing_heldout + other.missing_heldout, ranks)
 
 
 @dataclass
@@ -129,10 +154,19 @@ class _Partial:
 
     def merge(self, other: "_Partial") -> "_Partial":
         names = set(self.segments) | set(other.segments)
-        ks = list(self.total.hits)
-        segments = {s: self.segments.get(s, _Counts.zero(ks)).merge(
-            other.segments.get(s, _Counts.zero(ks))) for s in names}
+        segments = {s: self.segments.get(s, _Counts.zero()).merge(
+            other.segments.get(s, _Counts.zero())) for s in names}
         return _Partial(self.total.merge(other.total), segments, self.covered | other.covered)
+
+
+@dataclass
+class _Totals:
+    """What the metric rows are made of: all cases, each segment, and the number of items in
+    some scored case's top ``ks[0]``."""
+
+    total: _Counts
+    segments: dict[str, _Counts]
+    covered: int
 
 
 def _score_rows(rows: Iterable[Any], ids: dict[str, int], matrix: np.ndarray, ks: list[int],
@@ -144,12 +178,14 @@ def _score_rows(rows: Iterable[Any], ids: dict[str, int], matrix: np.ndarray, ks
     query item's category first: ``categories`` holds each item's category index, -1 none).
     A row's ``segments`` (when present) name the held-out item's popularity segments."""
     n = matrix.shape[0]
-    part = _Partial(_Counts.zero(ks), {}, np.zeros(n, bool))
+    top = max(ks)
+    part = _Partial(_Counts.zero(), {}, np.zeros(n, bool))
     block = max(1, min(1024, BLOCK_CELLS // max(n, 1)))
     batch: list[tuple[np.ndarray, int, list[int], list[str], int]] = []
+    bonus = category_bonus(matrix) if mode == "category" else None
 
     def counts_of(row_segments: list[str]) -> list[_Counts]:
-        return [part.total] + [part.segments.setdefault(s, _Counts.zero(ks))
+        return [part.total] + [part.segments.setdefault(s, _Counts.zero())
                                for s in row_segments]
 
     def flush() -> None:
@@ -157,22 +193,19 @@ def _score_rows(rows: Iterable[Any], ids: dict[str, int], matrix: np.ndarray, ks
             return
         queries = np.stack([b[0] for b in batch])
         heldout = np.array([b[1] for b in batch])
-        scores = queries @ matrix.T
-        if mode == "category":
+        scores = block_scores(queries, matrix.T)
+        if bonus is not None:
             query_cats = np.array([b[4] for b in batch])
             same = (categories[None, :] == query_cats[:, None]) & (query_cats[:, None] >= 0)
-            scores = scores + same * (np.abs(matrix).max() + 1.0)
+            scores = scores + same * bonus
         for r, (_, _, excluded, _, _) in enumerate(batch):
             scores[r, excluded] = -np.inf
         ranks = heldout_ranks(scores, heldout)
         for r, (_, _, _, row_segments, _) in enumerate(batch):
             for counts in counts_of(row_segments):
-                for k in ks:
-                    h, g = hit_and_ndcg(ranks[r:r + 1], k)
-                    counts.hits[k] += h
-                    counts.ndcg[k] += g
-        top, _ = top_k_rows(scores, ks[0])
-        part.covered[top[top >= 0]] = True
+                counts.add_rank(int(ranks[r]), top)
+        best, _ = top_k_rows(scores, ks[0])
+        part.covered[best[best >= 0]] = True
         batch.clear()
 
     for row in rows:
@@ -206,8 +239,23 @@ def _score_rows(rows: Iterable[Any], ids: dict[str, int], matrix: np.ndarray, ks
     return part
 
 
+def category_bonus(matrix: np.ndarray) -> np.float32:
+    """What ``category`` mode adds to the score of an item of the query item's category:
+    more than any popularity score (float32, as the scores are)."""
+    top = np.abs(matrix).max() if matrix.size else np.float32(0.0)
+    return np.float32(np.float32(top) + np.float32(1.0))
+
+
 # --------------------------------------------------------------------------------------------
 # Spark side
+
+
+def scoring_path(spark: SparkSession, item_vectors: DataFrame,
+                 broadcast_max_mb: Optional[float] = None) -> str:
+    """``broadcast`` when the item matrix fits the broadcast threshold
+    (:func:`recemb_spark.neighbors.blocks.broadcast_limit`), else ``sharded``."""
+    n, dim = blocks.table_shape(item_vectors)
+    return blocks.choose_path(n, dim, None, blocks.broadcast_limit(spark, broadcast_max_mb))
 
 
 def score_model(spark: SparkSession, cases: DataFrame, item_vectors: DataFrame, ks: list[int],
@@ -215,13 +263,18 @@ def score_model(spark: SparkSession, cases: DataFrame, item_vectors: DataFrame, 
                 user_vectors: Optional[DataFrame] = None,
                 similarity: str = "cosine",
                 segments: Optional[DataFrame] = None,
-                item_categories: Optional[DataFrame] = None) -> list[dict[str, Any]]:
+                item_categories: Optional[DataFrame] = None,
+                path: Optional[str] = None,
+                broadcast_max_mb: Optional[float] = None) -> list[dict[str, Any]]:
     """Metrics rows ``{model, metric, k, value}`` for one model and query mode.
 
-    The item matrix (O(catalogue x dim)) is collected and broadcast once; the cases are scored
-    where they are, block by block in ``mapPartitions``; only one small summary per partition
-    comes back. ``mode="user"`` needs ``user_vectors (user_id, vector)``; ``"constant"`` scores
-    every item by its (unnormalised) one-dimensional vector, as popularity does;
+    ``path="broadcast"``: the item matrix (O(catalogue x dim)) is collected and broadcast
+    once; the cases are scored where they are, block by block in ``mapPartitions``; only one
+    small summary per partition comes back. ``"sharded"``: cases and items cut into blocks,
+    each (case block, item block) scored by one task (:func:`_sharded_totals`); the same
+    figures. None: :func:`scoring_path` decides (``broadcast_max_mb``: None = auto, 0 = never
+    broadcast). ``mode="user"`` needs ``user_vectors (user_id, vector)``; ``"constant"``
+    scores every item by its (unnormalised) one-dimensional vector, as popularity does;
     ``"category"`` does the same but ranks the items of the query item's category first
     (``item_categories (item_id, category)``, one per item). ``similarity="dot"`` scores user
     queries by dot product (ALS factors); item queries are always cosine.
@@ -230,8 +283,37 @@ def score_model(spark: SparkSession, cases: DataFrame, item_vectors: DataFrame, 
     ``heldout_missing_<segment>`` over the cases whose held-out item is in each segment.
     """
     dot = mode == "user" and similarity == "dot"
-    item_ids, matrix = collect_matrix(
-        item_vectors, normalise=mode not in ("constant", "category") and not dot)
+    normalise = mode not in ("constant", "category") and not dot
+    data = cases
+    if mode == "user":
+        data = data.join(user_vectors.withColumnRenamed("vector", "uvec"), "user_id", "left")
+    if segments is not None:
+        data = data.join(segments.withColumnRenamed("item_id", "heldout"), "heldout", "left")
+    ks_sorted = list(ks)
+    path = path or scoring_path(spark, item_vectors, broadcast_max_mb)
+    if path == "broadcast":
+        total = _broadcast_totals(spark, data, item_vectors, ks_sorted, mode, normalise, dot,
+                                  item_categories)
+    elif path == "sharded":
+        total = _sharded_totals(data, item_vectors, ks_sorted, mode, normalise, dot,
+                                item_categories, segments is not None)
+    else:
+        raise ValueError(f"unknown scoring path {path!r} (broadcast or sharded)")
+    prefix = "user_" if mode == "user" else ""
+    out = metric_rows(model, prefix, "", total.total, ks_sorted, with_users=mode != "user")
+    for name in sorted(total.segments):
+        out += metric_rows(model, prefix, f"_{name}", total.segments[name], ks_sorted,
+                           with_users=True)
+    out.append(metric_row(model, f"{prefix}coverage", ks_sorted[0],
+                          float(total.covered) / max(catalogue_size, 1)))
+    return out
+
+
+def _broadcast_totals(spark: SparkSession, data: DataFrame, item_vectors: DataFrame,
+                      ks: list[int], mode: str, normalise: bool, dot: bool,
+                      item_categories: Optional[DataFrame]) -> _Totals:
+    """:func:`score_model`'s sums with the item matrix (and ids) broadcast."""
+    item_ids, matrix = collect_matrix(item_vectors, normalise=normalise)
     ids = {item: i for i, item in enumerate(item_ids)}
     categories = None
     if mode == "category":  # category index per item: O(catalogue)
@@ -239,16 +321,10 @@ def score_model(spark: SparkSession, cases: DataFrame, item_vectors: DataFrame, 
         codes = {c: i for i, c in enumerate(sorted({c for c in names.values() if c}))}
         categories = np.array([codes.get(names.get(i), -1) for i in item_ids], np.int32)
     bc = spark.sparkContext.broadcast((ids, matrix, categories))
-    data = cases
-    if mode == "user":
-        data = data.join(user_vectors.withColumnRenamed("vector", "uvec"), "user_id", "left")
-    if segments is not None:
-        data = data.join(segments.withColumnRenamed("item_id", "heldout"), "heldout", "left")
-    ks_sorted = list(ks)
 
     def run(part: Iterator[Any]) -> Iterator[_Partial]:
         ids_, matrix_, categories_ = bc.value
-        yield _score_rows(part, ids_, matrix_, ks_sorted, mode, normalise_query=not dot,
+        yield _score_rows(part, ids_, matrix_, ks, mode, normalise_query=not dot,
                           categories=categories_)
 
     partials = data.rdd.mapPartitions(run).collect()
@@ -256,14 +332,189 @@ def score_model(spark: SparkSession, cases: DataFrame, item_vectors: DataFrame, 
     total = partials[0]
     for p in partials[1:]:
         total = total.merge(p)
-    prefix = "user_" if mode == "user" else ""
-    out = metric_rows(model, prefix, "", total.total, ks_sorted, with_users=mode != "user")
-    for name in sorted(total.segments):
-        out += metric_rows(model, prefix, f"_{name}", total.segments[name], ks_sorted,
-                           with_users=True)
-    out.append(metric_row(model, f"{prefix}coverage", ks_sorted[0],
-                          float(total.covered.sum()) / max(catalogue_size, 1)))
-    return out
+    return _Totals(total.total, total.segments, int(total.covered.sum()))
+
+
+#: rows out of a sharded scoring task: a case's count of items ahead of its held-out item in
+#: one item block (``item_idx`` -1), or one of its top ``ks[0]`` items there (``ahead`` 0)
+_SHARD_SCHEMA = "_case long, item_idx long, score float, ahead long"
+#: the pseudo segment that holds every case in the sharded summary
+_ALL = "__all__"
+
+
+def _sharded_totals(data: DataFrame, item_vectors: DataFrame, ks: list[int], mode: str,
+                    normalise: bool, dot: bool, item_categories: Optional[DataFrame],
+                    with_segments: bool) -> _Totals:
+    """:func:`score_model`'s sums without a broadcast, the same as :func:`_score_rows` gives.
+
+    Items are numbered in natural id order (the broadcast matrix's row order) and cut into
+    blocks of :func:`~recemb_spark.neighbors.blocks.item_block_rows`; the scored cases into
+    blocks of :data:`~recemb_spark.neighbors.blocks.QUERY_BLOCK_ROWS` by a hash. A task
+    gets one block of each; per case it counts the block's items ahead of the held-out item
+    (higher score, or equal with a smaller number; excluded items score -inf) and keeps the
+    block's top ``ks[0]`` for coverage. A case's rank is the sum of its counts; its held-out
+    score is computed from the held-out vector joined to the case, the same float64-summed
+    way as every block score (:func:`recemb_spark.neighbors.topk.block_scores`)."""
+    numbered = blocks.number_items(item_vectors)
+    n_items, dim = blocks.table_shape(item_vectors)
+    rows, case_rows = blocks.item_block_rows(dim), blocks.QUERY_BLOCK_ROWS
+    bonus = None
+    if mode == "category":
+        if item_categories is None:
+            raise ValueError("score_model: mode 'category' needs item_categories")
+        numbered = numbered.join(category_codes(item_categories), "item_id", "left")
+        top = item_vectors.select(F.max(F.array_max(F.transform(
+            "vector", lambda x: F.abs(x)))).alias("m")).collect()[0]["m"]
+        bonus = category_bonus(np.array([top or 0.0], np.float32))
+    else:
+        numbered = numbered.withColumn("cat", F.lit(None).cast("int"))
+    numbered = numbered.select("item_idx", "item_id", "vector",
+                               F.coalesce("cat", F.lit(-1)).alias("cat"))
+    held = numbered.select(F.col("item_id").alias("heldout"), F.col("item_idx").alias("h_idx"),
+                           F.col("vector").alias("hvec"), F.col("cat").alias("h_cat"))
+    asked = numbered.select(F.col("item_id").alias("query"), F.col("vector").alias("qvec"),
+                            F.col("cat").alias("q_cat"))
+    segs = F.col("segments") if with_segments else F.lit(None).cast("array<string>")
+    cases = (data.withColumn("_case", F.monotonically_increasing_id())
+             .join(held, "heldout", "left").join(asked, "query", "left"))
+    qv = {"item": F.col("qvec"), "user": F.col("uvec")}.get(mode, F.lit(None))
+    no_query = qv.isNull() if mode in ("item", "user") else F.lit(False)
+    cases = cases.select(
+        "_case", "history", F.coalesce("q_cat", F.lit(-1)).alias("q_cat"),
+        qv.cast("array<float>").alias("qv"), "hvec", "h_idx", "h_cat",
+        F.coalesce(F.array_contains("history", F.col("heldout")), F.lit(False)).alias("h_excl"),
+        F.when(no_query, "query").when(F.col("h_idx").isNull(), "heldout").otherwise("scored")
+        .alias("status"),
+        F.concat(F.array(F.lit(_ALL)), F.coalesce(segs, F.array().cast("array<string>")))
+        .alias("segs")).persist()
+    try:
+        scored = cases.filter(F.col("status") == "scored").drop("segs", "status")
+        n_cases = scored.count()
+        ranks = coverage = None
+        if n_cases:
+            n_cb = blocks.blocks_of(n_cases, case_rows)
+            n_ib = blocks.blocks_of(n_items, rows)
+            lk, rk = blocks.pair_blocks(scored, blocks.hash_block("_case", n_cb), n_cb,
+                                        numbered, F.floor(F.col("item_idx") / F.lit(rows)),
+                                        n_ib)
+            task = _shard_scorer(ks[0], mode, normalise, not dot, bonus, dim)
+            out = (lk.groupBy("lb", "rb").cogroup(rk.groupBy("lb", "rb"))
+                   .applyInArrow(task, _SHARD_SCHEMA)).persist()
+            ranks = (out.filter(F.col("item_idx") < 0).groupBy("_case")
+                     .agg(F.sum("ahead").alias("rank")))
+            w = Window.partitionBy("_case").orderBy(F.desc("score"), F.col("item_idx"))
+            coverage = (out.filter(F.col("item_idx") >= 0)
+                        .withColumn("_r", F.row_number().over(w))
+                        .filter(F.col("_r") <= ks[0])
+                        .agg(F.countDistinct("item_idx").alias("n")).collect()[0]["n"])
+        summary = cases.select("_case", "status", "segs")
+        if ranks is not None:
+            summary = summary.join(ranks, "_case", "left")
+        else:
+            summary = summary.withColumn("rank", F.lit(None).cast("long"))
+        top = max(ks)
+        rows_out = (summary.select(F.explode("segs").alias("seg"), "status",
+                                   F.when(F.col("rank") < top, F.col("rank"))
+                                   .otherwise(F.lit(-1)).alias("rank"))
+                    .groupBy("seg", "status", "rank").count().collect())
+        if ranks is not None:
+            out.unpersist()
+    finally:
+        cases.unpersist()
+    by: dict[str, _Counts] = {}
+    for r in rows_out:
+        c = by.setdefault(r["seg"], _Counts.zero())
+        c.users += r["count"]
+        if r["status"] == "query":
+            c.missing_query += r["count"]
+        elif r["status"] == "heldout":
+            c.missing_heldout += r["count"]
+        elif r["rank"] >= 0:
+            c.ranks[int(r["rank"])] = c.ranks.get(int(r["rank"]), 0) + r["count"]
+    total = by.pop(_ALL, _Counts.zero())
+    return _Totals(total, by, int(coverage or 0))
+
+
+def category_codes(item_categories: DataFrame) -> DataFrame:
+    """``(item_id, cat int)``: each item's category as a number (equal numbers = equal
+    categories; empty names have none), one per item."""
+    named = (item_categories.filter(F.col("category").isNotNull() & (F.col("category") != ""))
+             .groupBy("item_id").agg(F.max("category").alias("category")))
+    codes = named.select("category").distinct().withColumn(
+        "cat", F.dense_rank().over(Window.orderBy("category")).cast("int"))
+    return named.join(codes, "category").select("item_id", "cat")
+
+
+def col(table: pa.Table, name: str) -> np.ndarray:
+    """A non-null column of ``table`` as a numpy array."""
+    return table.column(name).combine_chunks().to_numpy(zero_copy_only=False)
+
+
+def _shard_scorer(top: int, mode: str, normalise: bool, normalise_query: bool,
+                  bonus: Optional[np.float32], dim: int) -> Any:
+    """The cogroup function of :func:`_sharded_totals`: one case block x one item block."""
+
+    def score(cases: pa.Table, items: pa.Table) -> pa.Table:
+        if cases.num_rows == 0 or items.num_rows == 0:
+            return pa.table({"_case": pa.array([], pa.int64()),
+                             "item_idx": pa.array([], pa.int64()),
+                             "score": pa.array([], pa.float32()),
+                             "ahead": pa.array([], pa.int64())})
+        items = blocks.sorted_block(items)
+        cases = cases.combine_chunks()
+        m = blocks.block_matrix(items, "vector")
+        if normalise:
+            m = unit_rows(m)
+        numbers = col(items, "item_idx")
+        cats = col(items, "cat")
+        ids = items.column("item_id").combine_chunks()
+        h = blocks.block_matrix(cases, "hvec")
+        if normalise:
+            h = unit_rows(h)
+        if mode in ("item", "user"):
+            q = blocks.block_matrix(cases, "qv")
+            if mode == "item" and normalise or mode == "user" and normalise_query:
+                q = unit_rows(q)
+        else:
+            q = np.ones((cases.num_rows, m.shape[1]), np.float32)
+        h_idx, q_cat, h_cat = col(cases, "h_idx"), col(cases, "q_cat"), col(cases, "h_cat")
+        target = (np.asarray(q, np.float64) * np.asarray(h, np.float64)).sum(1).astype(
+            np.float32)
+        if bonus is not None:
+            target = target + ((h_cat == q_cat) & (q_cat >= 0)) * bonus
+        target[col(cases, "h_excl").astype(bool)] = -np.inf
+        ex_rows, ex_cols = exclusions(cases.column("history").combine_chunks(), ids)
+        case_ids = col(cases, "_case")
+        step = max(1, BLOCK_CELLS // max(len(m), 1))
+        counts, tops = [], []
+        for lo in range(0, len(q), step):
+            hi = min(len(q), lo + step)
+            scores = block_scores(q[lo:hi], m.T)
+            if bonus is not None:
+                same = (cats[None, :] == q_cat[lo:hi, None]) & (q_cat[lo:hi, None] >= 0)
+                scores = scores + same * bonus
+            sel = (ex_rows >= lo) & (ex_rows < hi)
+            scores[ex_rows[sel] - lo, ex_cols[sel]] = -np.inf
+            t, hi_idx = target[lo:hi, None], h_idx[lo:hi, None]
+            ahead = (((scores > t) | ((scores == t) & (numbers[None, :] < hi_idx)))
+                     & (numbers[None, :] != hi_idx))
+            counts.append(ahead.sum(axis=1))
+            best, vals = top_k_rows(scores, top)
+            r, c = np.nonzero(best >= 0)
+            tops.append((r + lo, numbers[best[r, c]], vals[r, c]))
+        r = np.concatenate([t[0] for t in tops])
+        n_cases = len(q)
+        return pa.table({
+            "_case": pa.array(np.concatenate([case_ids, case_ids[r]])),
+            "item_idx": pa.array(np.concatenate([np.full(n_cases, -1, np.int64),
+                                                 np.concatenate([t[1] for t in tops])])),
+            "score": pa.array(np.concatenate([np.zeros(n_cases, np.float32),
+                                              np.concatenate([t[2] for t in tops])])
+                              .astype(np.float32)),
+            "ahead": pa.array(np.concatenate([np.concatenate(counts),
+                                              np.zeros(len(r), np.int64)]).astype(np.int64))})
+
+    return score
 
 
 def metric_rows(model: str, prefix: str, suffix: str, counts: _Counts, ks: list[int],
@@ -275,8 +526,8 @@ def metric_rows(model: str, prefix: str, suffix: str, counts: _Counts, ks: list[
     out += [metric_row(model, f"{prefix}query_missing{suffix}", 0, counts.missing_query),
             metric_row(model, f"{prefix}heldout_missing{suffix}", 0, counts.missing_heldout)]
     for k in ks:
-        out.append(metric_row(model, f"{prefix}hr{suffix}", k, counts.hits[k] / users))
-        out.append(metric_row(model, f"{prefix}ndcg{suffix}", k, counts.ndcg[k] / users))
+        out.append(metric_row(model, f"{prefix}hr{suffix}", k, counts.hits(k) / users))
+        out.append(metric_row(model, f"{prefix}ndcg{suffix}", k, counts.ndcg(k) / users))
     return out
 
 

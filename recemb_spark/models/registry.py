@@ -113,12 +113,14 @@ def train_deepwalk(spark: SparkSession, cfg: Config, ratings: DataFrame,
 
 
 def user_vectors(trained: TrainedModel, histories: DataFrame, items: DataFrame,
-                 cfg: Config) -> DataFrame:
+                 cfg: Config, path: Optional[str] = None) -> DataFrame:
     """The model's own user vectors, or ``histories (user_id, items)`` pooled over ``items``
-    as ``cfg.users`` says."""
+    as ``cfg.users`` says (``path``: see :func:`~recemb_spark.models.users.pool_user_vectors`;
+    None = chosen by ``ann.broadcast_max_mb``)."""
     if trained.user_vectors is not None:
         return trained.user_vectors
-    return pool_user_vectors(histories, items, cfg.users.pooling, cfg.users.half_life)
+    return pool_user_vectors(histories, items, cfg.users.pooling, cfg.users.half_life, path,
+                             cfg.ann.broadcast_max_mb)
 
 
 def als_checkpoint_dir(cfg: Config) -> str:
@@ -146,7 +148,7 @@ def als_stage_extras(spark: SparkSession, cfg: Config, ratings: DataFrame,
                      trained: TrainedModel) -> TrainedModel:
     """RMSE on a held-out share (explicit mode) and top-K unseen items per user by dot."""
     from ..metrics import metric_row
-    from ..neighbors.topk import user_candidates
+    from ..neighbors.topk import exact_path, user_candidates, user_queries
     from . import als
 
     extra = TrainedModel(trained.item_vectors)
@@ -157,9 +159,12 @@ def als_stage_extras(spark: SparkSession, cfg: Config, ratings: DataFrame,
                           metric_row("global_mean", "rmse", 0, report["rmse_global_mean"])]
     if cfg.als.candidates_k:
         assert trained.user_vectors is not None  # ALS learns its user vectors
-        cands = user_candidates(spark, trained.user_vectors, trained.item_vectors,
-                                rated_items(ratings),
-                                cfg.als.candidates_k, "dot")
+        seen = rated_items(ratings)
+        path = exact_path(spark, user_queries(trained.user_vectors, seen), trained.item_vectors,
+                          cfg.ann.broadcast_max_mb)
+        extra.details["candidates_path"] = path
+        cands = user_candidates(spark, trained.user_vectors, trained.item_vectors, seen,
+                                cfg.als.candidates_k, "dot", path)
         extra.tables["user_candidates"] = (cands.withColumn("method", F.lit("als")), True)
     return extra
 

@@ -1,12 +1,14 @@
 """User embeddings pooled from the vectors of the items in each user's history."""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
+from ..neighbors import blocks
 from ..neighbors.topk import broadcast_items, first_of, list_positions
 
 USERS_SCHEMA = "user_id string, vector array<float>"
@@ -14,14 +16,27 @@ USERS_SCHEMA = "user_id string, vector array<float>"
 CHUNK_TOKENS = 1_000_000
 
 
+def pooling_path(item_vectors: DataFrame, broadcast_max_mb: Optional[float] = None) -> str:
+    """``broadcast`` when the item matrix fits the broadcast threshold
+    (:func:`recemb_spark.neighbors.blocks.broadcast_limit`), else ``join``."""
+    n, dim = blocks.table_shape(item_vectors)
+    limit = blocks.broadcast_limit(item_vectors.sparkSession, broadcast_max_mb)
+    return "broadcast" if blocks.choose_path(n, dim, None, limit) == "broadcast" else "join"
+
+
 def pool_user_vectors(histories: DataFrame, item_vectors: DataFrame, pooling: str = "mean",
-                      half_life: float = 10.0) -> DataFrame:
+                      half_life: float = 10.0, path: Optional[str] = None,
+                      broadcast_max_mb: Optional[float] = None) -> DataFrame:
     """Each user's vector: the (weighted) mean of the vectors of the items in their history.
 
     ``histories``: ``(user_id, items array<string>)`` in time order, oldest first, one row per
-    user. ``item_vectors``: ``(item_id, vector array<float>)``: collected to the driver and
-    broadcast (O(catalogue x dim), as the top-K search does), so the history table is read
-    once, without exploding or shuffling it. ``pooling``: ``mean`` (equal weights) or
+    user. ``item_vectors``: ``(item_id, vector array<float>)``. ``path="broadcast"``: the
+    item matrix is collected to the driver and broadcast (O(catalogue x dim), as the top-K
+    search does), so the history table is read once, without exploding or shuffling it;
+    ``"join"``: histories exploded with their positions and joined with the item vectors
+    (:func:`pool_by_join`, nothing per catalogue in one place); None: :func:`pooling_path`
+    decides (``broadcast_max_mb``: None = auto, 0 = always join). ``pooling``: ``mean``
+    (equal weights) or
     ``recency``: the item at position p from the end (0 = latest) weighs
     ``0.5 ** (p / half_life)``; positions count every history item, also those without a
     vector. Items without a vector are skipped; users with no known item get no row. Sums in
@@ -30,6 +45,11 @@ def pool_user_vectors(histories: DataFrame, item_vectors: DataFrame, pooling: st
     if pooling not in ("mean", "recency"):
         raise ValueError(f"unknown pooling {pooling!r}")
     recency = pooling == "recency"
+    path = path or pooling_path(item_vectors, broadcast_max_mb)
+    if path == "join":
+        return pool_by_join(histories, item_vectors, recency, half_life)
+    if path != "broadcast":
+        raise ValueError(f"unknown pooling path {path!r} (broadcast or join)")
     bc = broadcast_items(item_vectors.sparkSession, item_vectors, normalise=False)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -42,6 +62,29 @@ def pool_user_vectors(histories: DataFrame, item_vectors: DataFrame, pooling: st
                     yield out
 
     return histories.select("user_id", "items").mapInArrow(run, USERS_SCHEMA)
+
+
+def pool_by_join(histories: DataFrame, item_vectors: DataFrame, recency: bool,
+                 half_life: float) -> DataFrame:
+    """:func:`pool_user_vectors` without a broadcast: every history item with its position
+    from the end (counting items without a vector) and weight, joined with its vector, summed
+    per user in float64 by Spark SQL (no Python worker). ``(user_id, vector array<float>)``."""
+    events = histories.select("user_id", F.posexplode("items").alias("pos", "item_id"),
+                              F.size("items").alias("n"))
+    from_end = F.col("n") - 1 - F.col("pos")
+    weight = (F.pow(F.lit(0.5), from_end / F.lit(float(half_life))) if recency
+              else F.lit(1.0))
+    joined = (events.join(item_vectors.select("item_id", "vector"), "item_id")
+              .select("user_id", weight.alias("w"),
+                      F.transform("vector", lambda x: x.cast("double")).alias("v")))
+    sums = joined.groupBy("user_id").agg(
+        F.sum("w").alias("total"),
+        F.aggregate(F.collect_list(F.struct("w", "v")),
+                    F.array_repeat(F.lit(0.0), F.size(F.first("v"))),
+                    lambda acc, e: F.zip_with(acc, e["v"], lambda a, b: a + e["w"] * b))
+        .alias("sum"))
+    return sums.select("user_id", F.transform("sum", lambda x: (x / F.col("total"))
+                                              .cast("float")).alias("vector"))
 
 
 def _rows_per_chunk(batch: pa.RecordBatch) -> int:

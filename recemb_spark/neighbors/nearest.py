@@ -42,8 +42,15 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from ..config import AnnConfig
-from . import lsh_join
-from .banded import MAX_HASHES, TUNE_ITEM_SAMPLE, BandLayout, banded_top_k, tune_layout
+from . import blocks, lsh_join
+from .banded import (
+    MAX_HASHES,
+    TUNE_BANDS,
+    TUNE_ITEM_SAMPLE,
+    BandLayout,
+    banded_top_k,
+    tune_layout,
+)
 from .topk import (
     TOPK_SCHEMA,
     broadcast_items,
@@ -125,14 +132,19 @@ class LshStats:
                 "path": self.path}
 
 
-def lsh_path(cfg: AnnConfig, n_items: int, dim: int) -> str:
-    """``broadcast`` while the item matrix (``n_items x dim`` float32) weighs at most
-    ``cfg.lsh_broadcast_max_mb``, else ``sharded``. A broadcast task holds that matrix, the
-    ids, and ``8 x bands`` bytes of band keys per item (with ``bands`` 12-24: about 3x the
-    matrix at dim 32), once per Python worker. No items: ``sharded`` (nothing to broadcast;
-    it runs on empty inputs)."""
-    return ("broadcast" if 0 < n_items * dim * 4 <= cfg.lsh_broadcast_max_mb * 2**20
-            else "sharded")
+def lsh_broadcast_bytes(n_items: int, dim: int, bands: int) -> int:
+    """Bytes one Python worker holds on the broadcast LSH path: the item matrix as
+    :func:`~recemb_spark.neighbors.blocks.broadcast_bytes` weighs it, plus ``8 x bands``
+    bytes of band keys per item."""
+    return blocks.broadcast_bytes(n_items, dim) + n_items * 8 * bands
+
+
+def lsh_path(n_items: int, dim: int, bands: int, limit: int) -> str:
+    """``broadcast`` while :func:`lsh_broadcast_bytes` of the items is at most ``limit``
+    bytes (:func:`~recemb_spark.neighbors.blocks.broadcast_limit` of ``ann.broadcast_max_mb``,
+    the one threshold of every item-matrix broadcast), else ``sharded``. No items:
+    ``sharded`` (nothing to broadcast; it runs on empty inputs)."""
+    return "broadcast" if 0 < lsh_broadcast_bytes(n_items, dim, bands) <= limit else "sharded"
 
 
 def lsh_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: AnnConfig,
@@ -141,14 +153,15 @@ def lsh_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: An
 
     ``queries``: ``(query_id, vector, exclude array<string>)``; with ``self_join`` the queries
     are the items themselves (never their own neighbour). Vectors must be unit-length.
-    Below ``cfg.lsh_broadcast_max_mb`` of item matrix the items are broadcast and every task
+    Below ``ann.broadcast_max_mb`` (:func:`lsh_path`) the items are broadcast and every task
     builds all buckets; above, a keyed join by (band, key) (:mod:`.lsh_join`). Counters are
     read after the result is materialised (see :func:`materialise`)."""
     sc = spark.sparkContext
     n_items = items.count()
     first = items.select(F.size("vector").alias("d")).first() if n_items else None
     dim = int(first["d"]) if first is not None else 1
-    path = lsh_path(cfg, n_items, dim)
+    bands = max(TUNE_BANDS) if cfg.tune else cfg.bands  # the most a layout may use
+    path = lsh_path(n_items, dim, bands, blocks.broadcast_limit(spark, cfg.broadcast_max_mb))
     layout, proj = band_layout(spark, queries, items, cfg, k, self_join, n_items, dim)
     stats = LshStats(sc.accumulator({}, PerPartition()), path)
     if path == "sharded":
@@ -274,13 +287,15 @@ def _rank(df: DataFrame, key: str, other: str, score: str, k: int) -> DataFrame:
 
 
 def exact_item_neighbors(spark: SparkSession, vectors: DataFrame, k: int,
-                         only: Optional[DataFrame] = None) -> DataFrame:
+                         only: Optional[DataFrame] = None, path: Optional[str] = None,
+                         broadcast_max_mb: Optional[float] = None) -> DataFrame:
     """Exact top-``k`` cosine neighbours among all ``vectors`` for every item, or only for the
-    items in ``only (item_id)`` (e.g. a recall sample); no self-pairs."""
+    items in ``only (item_id)`` (e.g. a recall sample); no self-pairs. ``path`` and
+    ``broadcast_max_mb``: see :func:`recemb_spark.neighbors.topk.exact_top_k`."""
     queried = vectors if only is None else vectors.join(only.select("item_id"), "item_id")
     queries = queried.select(F.col("item_id").alias("query_id"), "vector",
                              F.array("item_id").alias("exclude"))
-    return (exact_top_k(spark, queries, vectors, k, "cosine")
+    return (exact_top_k(spark, queries, vectors, k, "cosine", path, broadcast_max_mb)
             .select(F.col("query_id").alias("item_id"), F.col("item_id").alias("neighbor_id"),
                     "rank", F.col("score").alias("similarity")))
 

@@ -1,4 +1,5 @@
-"""Exact top-K by matrix multiply: the item matrix broadcast, query blocks scored per partition.
+"""Exact top-K by matrix multiply: the item matrix broadcast, query blocks scored per partition
+(below a size threshold; above it the sharded paths of :mod:`recemb_spark.neighbors.blocks`).
 
 Used for ALS user candidates, the ``exact`` nearest-neighbour method, and the ground truth
 that approximate methods' recall is measured against.
@@ -19,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ..ids import natural_key
+from . import blocks
 
 # at most this many (query, item) scores in memory at once per task (~80 MB of float32)
 BLOCK_CELLS = 20_000_000
@@ -42,6 +44,23 @@ def collect_matrix(item_vectors: DataFrame, normalise: bool) -> tuple[list[str],
     ids = [ids[i] for i in order]
     matrix = np.ascontiguousarray(matrix[order])
     return ids, unit_rows(matrix) if normalise else matrix
+
+
+def block_scores(q: np.ndarray, mt: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """``q @ mt`` as float32, each entry the same whichever block computes it.
+
+    A float32 BLAS product is not: OpenBLAS picks kernels (and summation orders) by the
+    matrix shapes, so one score differs in the last bits between a 1-row and a 64-row block,
+    or a 512- and a 1024-column tile (measured here) -- and the broadcast and sharded paths
+    cut queries and items differently. Products of float32 numbers are exact in float64 and
+    the float64 sum differs by ~1e-16 between orders, so rounding it to float32 gives one
+    value (except within ~1e-16 of a float32 rounding boundary: ~dim x 2**-29 of the scores).
+    """
+    s = np.matmul(np.asarray(q, np.float64), np.asarray(mt, np.float64))
+    if out is None:
+        return s.astype(np.float32)
+    out[...] = s
+    return out
 
 
 def unit_rows(m: np.ndarray) -> np.ndarray:
@@ -196,7 +215,7 @@ def _scan(q: np.ndarray, mt: np.ndarray, k: int, ex_rows: np.ndarray, ex_cols: n
     for lo in range(0, n, tile):
         w = min(tile, n - lo)
         s, m = buf[:, :w], mask[:, :w]
-        np.matmul(q, mt[:, lo:lo + w], out=s)
+        block_scores(q, mt[:, lo:lo + w], out=s)
         a, b = np.searchsorted(ex_cols, [lo, lo + w])
         s[ex_rows[a:b], ex_cols[a:b] - lo] = -np.inf
         if lo == 0 and w > k:  # first tile: its own k-th best is the starting threshold
@@ -241,7 +260,7 @@ def stream_top_k(q: np.ndarray, mt: np.ndarray, k: int,
     for r0 in range(0, n_q, block):
         r1 = min(n_q, r0 + block)
         sel = (ex_r >= r0) & (ex_r < r1)
-        rr, cc, vv = _scan(np.ascontiguousarray(q[r0:r1], np.float32), mt, k,
+        rr, cc, vv = _scan(np.asarray(q[r0:r1], np.float64), mt, k,
                            ex_r[sel] - r0, ex_c[sel], tile)
         out_i[r0:r1], out_v[r0:r1] = best_per_row(rr, cc, vv, r1 - r0, k)
     return out_i, out_v
@@ -295,18 +314,48 @@ def broadcast_items(spark: SparkSession, item_vectors: DataFrame, normalise: boo
     return spark.sparkContext.broadcast((pa.array(ids, pa.string()), matrix))
 
 
+def exact_path(spark: SparkSession, queries: Optional[DataFrame], item_vectors: DataFrame,
+               broadcast_max_mb: Optional[float] = None) -> str:
+    """How :func:`exact_top_k` runs for these tables: ``broadcast`` (the item matrix fits the
+    threshold of :func:`recemb_spark.neighbors.blocks.broadcast_limit`), ``broadcast_queries``
+    (it does not, the queries do) or ``sharded``. Counts both tables and reads one row."""
+    n_items, dim = blocks.table_shape(item_vectors)
+    n_queries = queries.count() if queries is not None else None
+    return blocks.choose_path(n_items, dim, n_queries,
+                              blocks.broadcast_limit(spark, broadcast_max_mb))
+
+
 def exact_top_k(spark: SparkSession, queries: DataFrame, item_vectors: DataFrame, k: int,
-                similarity: str = "cosine") -> DataFrame:
+                similarity: str = "cosine", path: Optional[str] = None,
+                broadcast_max_mb: Optional[float] = None) -> DataFrame:
     """The ``k`` best items for every query: ``(query_id, item_id, rank, score)``.
 
     ``queries``: ``(query_id string, vector array<float>, exclude array<string>)`` — items in
     ``exclude`` are never returned (the user's history, or the item itself). ``similarity``:
-    ``cosine`` (vectors normalised) or ``dot``. ``rank`` starts at 1; ties rank by item id.
-    Rows come back where the queries are; only the item matrix is broadcast.
+    ``cosine`` (vectors normalised) or ``dot``. ``rank`` starts at 1; ties rank by item id in
+    natural order. ``path``: one of :data:`recemb_spark.neighbors.blocks.PATHS`, or None to
+    choose with :func:`exact_path` (``broadcast_max_mb``: None = auto, 0 = never broadcast).
+    Every path returns the same rows.
     """
     if similarity not in ("cosine", "dot"):
         raise ValueError(f"unknown similarity {similarity!r}")
     cosine = similarity == "cosine"
+    path = path or exact_path(spark, queries, item_vectors, broadcast_max_mb)
+    if path == "broadcast":
+        return _broadcast_top_k(spark, queries, item_vectors, k, cosine)
+    if path not in blocks.PATHS:
+        raise ValueError(f"unknown exact path {path!r} (one of {', '.join(blocks.PATHS)})")
+    numbered = blocks.number_items(item_vectors)
+    if path == "broadcast_queries":
+        return blocks.broadcast_queries_top_k(spark, queries, numbered, k, cosine)
+    n_items, dim = blocks.table_shape(item_vectors)
+    return blocks.sharded_top_k(queries, numbered, n_items, dim, k, cosine)
+
+
+def _broadcast_top_k(spark: SparkSession, queries: DataFrame, item_vectors: DataFrame, k: int,
+                     cosine: bool) -> DataFrame:
+    """:func:`exact_top_k` with the item matrix broadcast: the queries are scored where they
+    are."""
     bc = broadcast_items(spark, item_vectors, normalise=cosine)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -326,12 +375,20 @@ def exact_top_k(spark: SparkSession, queries: DataFrame, item_vectors: DataFrame
     return queries.select("query_id", "vector", "exclude").mapInArrow(run, TOPK_SCHEMA)
 
 
+def user_queries(user_vectors: DataFrame, histories: DataFrame) -> DataFrame:
+    """The :func:`exact_top_k` queries of users: ``(query_id, vector, exclude)`` with the
+    items of ``histories (user_id, items)`` excluded."""
+    return (user_vectors.join(histories, "user_id", "left")
+            .select(F.col("user_id").alias("query_id"), "vector",
+                    F.coalesce("items", F.array().cast("array<string>")).alias("exclude")))
+
+
 def user_candidates(spark: SparkSession, user_vectors: DataFrame, item_vectors: DataFrame,
-                    histories: DataFrame, k: int, similarity: str) -> DataFrame:
+                    histories: DataFrame, k: int, similarity: str, path: Optional[str] = None,
+                    broadcast_max_mb: Optional[float] = None) -> DataFrame:
     """Top-``k`` unseen items per user: ``(user_id, item_id, rank, score)``.
-    ``histories``: ``(user_id, items)`` — those items are excluded."""
-    queries = (user_vectors.join(histories, "user_id", "left")
-               .select(F.col("user_id").alias("query_id"), "vector",
-                       F.coalesce("items", F.array().cast("array<string>")).alias("exclude")))
-    return (exact_top_k(spark, queries, item_vectors, k, similarity)
+    ``histories``: ``(user_id, items)`` — those items are excluded. ``path`` and
+    ``broadcast_max_mb`` as in :func:`exact_top_k`."""
+    return (exact_top_k(spark, user_queries(user_vectors, histories), item_vectors, k,
+                        similarity, path, broadcast_max_mb)
             .withColumnRenamed("query_id", "user_id"))

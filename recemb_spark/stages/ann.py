@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Optional
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -13,6 +13,7 @@ from ..errors import StageError
 from ..evaluation.popularity import popularity_segments
 from ..interactions import rated_items
 from ..metrics import metric_row, metrics_frame
+from ..neighbors import blocks
 from ..neighbors import nearest as ann
 from ..neighbors.topk import user_candidates
 from ..runner.stage import StageContext
@@ -27,23 +28,27 @@ def choose_method(cfg: AnnConfig, n_items: int) -> str:
     return "exact" if n_items <= cfg.auto_exact_max_items else "lsh"
 
 
-def item_neighbors(spark: SparkSession, items: DataFrame, cfg: AnnConfig,
-                   method: str) -> tuple[DataFrame, dict[str, Any]]:
-    """Top-``cfg.k`` neighbours of every item by ``method`` (unit vectors in)."""
+def item_neighbors(spark: SparkSession, items: DataFrame, cfg: AnnConfig, method: str,
+                   exact: Optional[str] = None) -> tuple[DataFrame, dict[str, Any]]:
+    """Top-``cfg.k`` neighbours of every item by ``method`` (unit vectors in); ``exact``: the
+    path of the exact method (:data:`recemb_spark.neighbors.blocks.PATHS`, None = choose)."""
     if method == "exact":
-        return ann.exact_item_neighbors(spark, items, cfg.k), {}
+        return (ann.exact_item_neighbors(spark, items, cfg.k, path=exact,
+                                         broadcast_max_mb=cfg.broadcast_max_mb), {})
     if method == "lsh":
         return ann.lsh_item_neighbors(spark, items, cfg, cfg.k)
     return ann.spark_lsh_item_neighbors(spark, items, cfg, cfg.k)
 
 
 def users_top_k(spark: SparkSession, items: DataFrame, users: DataFrame, seen: DataFrame,
-                cfg: AnnConfig, method: str) -> tuple[DataFrame, dict[str, Any]]:
+                cfg: AnnConfig, method: str,
+                exact: Optional[str] = None) -> tuple[DataFrame, dict[str, Any]]:
     """Top-``cfg.user_candidates_k`` unseen items per user by ``method``:
-    ``(user_id, item_id, rank, score)``."""
+    ``(user_id, item_id, rank, score)``; ``exact`` as in :func:`item_neighbors`."""
     k = cfg.user_candidates_k
     if method == "exact":
-        return user_candidates(spark, users, items, seen, k, "cosine"), {}
+        return user_candidates(spark, users, items, seen, k, "cosine", exact,
+                               cfg.broadcast_max_mb), {}
     if method == "lsh":
         return ann.lsh_user_candidates(spark, items, users, seen, cfg, k)
     return ann.spark_lsh_user_candidates(spark, items, users, seen, cfg, k)
@@ -62,10 +67,12 @@ def run(ctx: StageContext) -> None:
     seen = segments = None
     for model in models:
         items = ann.normalise(wh.read("item_embeddings", run_date, model)).persist()
-        n_items = items.count()
+        n_items, dim = blocks.table_shape(items)
         method = choose_method(a, n_items)
+        limit = blocks.broadcast_limit(spark, a.broadcast_max_mb)  # decided once per model
+        exact = blocks.choose_path(n_items, dim, n_items, limit)
         t0 = time.perf_counter()
-        neighbors, stats = item_neighbors(spark, items, a, method)
+        neighbors, stats = item_neighbors(spark, items, a, method, exact)
         neighbors = neighbors.withColumn("method", F.lit(method)).persist()
         res.rows[f"item_neighbors_{model}"] = wh.write(neighbors, "item_neighbors", run_date,
                                                        model=model)
@@ -73,10 +80,16 @@ def run(ctx: StageContext) -> None:
         short = (neighbors.groupBy("item_id").count().filter(F.col("count") < a.k).count()
                  + n_items - neighbors.select("item_id").distinct().count())
         sample = ann.sample_ids(items, "item_id", a.recall_sample, a.seed)
-        truth = ann.exact_item_neighbors(spark, items, a.k, only=sample)  # ground truth
+        truth_path = blocks.choose_path(n_items, dim, min(a.recall_sample, n_items), limit)
+        truth = ann.exact_item_neighbors(spark, items, a.k, only=sample,  # ground truth
+                                         path=truth_path)
         recall = ann.recall_at_k(neighbors, truth, "item_id", "neighbor_id")
         res.details[model] = {"method": method, "items": n_items, "seconds": round(seconds, 3),
-                              "items_with_fewer_than_k": short, "recall_at_k": recall, **stats}
+                              "items_with_fewer_than_k": short, "recall_at_k": recall,
+                              "broadcast_limit_mb": round(limit / 2**20, 1),
+                              "recall_path": truth_path, **stats}
+        if method == "exact":
+            res.details[model]["exact_path"] = exact
         res.metrics += [metric_row(model, "item_recall", a.k, recall),
                         metric_row(model, "item_seconds", 0, seconds),
                         metric_row(model, "items_with_fewer_than_k", a.k, short)]
@@ -98,17 +111,23 @@ def run(ctx: StageContext) -> None:
                 seen = rated_items(ratings).persist()
             users = ann.normalise(wh.read("user_embeddings", run_date, model),
                                   "user_id").persist()
+            n_users = users.count()
+            user_exact = blocks.choose_path(n_items, dim, n_users, limit)
             t0 = time.perf_counter()
-            cands, _ = users_top_k(spark, items, users, seen, a, method)
+            cands, _ = users_top_k(spark, items, users, seen, a, method, user_exact)
             cands = cands.withColumn("method", F.lit(method)).persist()
             res.rows[f"user_candidates_{model}"] = wh.write(cands, "user_candidates", run_date,
                                                             model=model)
             useconds = time.perf_counter() - t0
             user_sample = ann.sample_ids(users, "user_id", a.recall_sample, a.seed)
+            user_truth = blocks.choose_path(n_items, dim, min(a.recall_sample, n_users), limit)
             utruth = user_candidates(spark, users.join(user_sample, "user_id"), items, seen,
-                                     a.user_candidates_k, "cosine")
+                                     a.user_candidates_k, "cosine", user_truth)
             urecall = ann.recall_at_k(cands, utruth, "user_id", "item_id")
-            res.details[model].update(user_seconds=round(useconds, 3), user_recall=urecall)
+            res.details[model].update(user_seconds=round(useconds, 3), user_recall=urecall,
+                                      user_recall_path=user_truth)
+            if method == "exact":
+                res.details[model]["user_exact_path"] = user_exact
             res.metrics += [metric_row(model, "user_recall", a.user_candidates_k, urecall),
                             metric_row(model, "user_seconds", 0, useconds)]
             cands.unpersist()

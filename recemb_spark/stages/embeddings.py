@@ -11,6 +11,7 @@ from ..io.warehouse import Warehouse
 from ..metrics import metrics_frame
 from ..models.align import align_to_previous
 from ..models.registry import model_spec, user_vectors
+from ..models.users import pooling_path
 from ..models.side_info import side_tokens
 from ..runner.stage import StageContext, StageResult
 
@@ -65,10 +66,12 @@ def run(ctx: StageContext) -> None:
         write_tables(wh, res, trained.tables, run_date, model)
     with res.timed("users"):
         histories = user_histories(sequences).persist()
+        path = None
         if trained.user_vectors is None:
-            res.details["user_pooling"] = cfg.users.pooling
+            path = pooling_path(items, cfg.ann.broadcast_max_mb)
+            res.details.update(user_pooling=cfg.users.pooling, user_pooling_path=path)
         res.rows["user_embeddings"] = wh.write(
-            user_vectors(trained, histories, items, cfg), "user_embeddings", run_date,
+            user_vectors(trained, histories, items, cfg, path), "user_embeddings", run_date,
             model=model)
         res.details["users_with_history"] = histories.count()
         if trained.user_vectors is None:  # pooled: users whose items all lack a vector

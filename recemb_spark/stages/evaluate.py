@@ -23,6 +23,7 @@ from ..evaluation.scoring import (
     leave_last_out,
     popularity_vectors,
     score_model,
+    scoring_path,
     segments_for_cases,
 )
 from ..interactions import build_sequences
@@ -64,13 +65,15 @@ def _popularity(spark: SparkSession, wh: Warehouse, cfg: Config, res: StageResul
             train, cfg.liked_min_rating, cfg.evaluate.head_share,
             cfg.evaluate.cold_max_events)).persist()
         popularity = popularity_vectors(train, cfg.liked_min_rating).persist()
+        path = scoring_path(spark, popularity, cfg.ann.broadcast_max_mb)
+        res.details["popularity_scoring_path"] = path
         res.metrics += score_model(spark, cases, popularity, ks, "popularity", catalogue,
-                                   mode="constant", segments=segments)
+                                   mode="constant", segments=segments, path=path)
         categories = item_categories(wh, run_date)
         if categories is not None:
             res.metrics += score_model(spark, cases, popularity, ks, "popularity_category",
                                        catalogue, mode="category", segments=segments,
-                                       item_categories=categories)
+                                       item_categories=categories, path=path)
         popularity.unpersist()
     return segments
 
@@ -116,14 +119,16 @@ def run_holdout(ctx: StageContext) -> None:
         items = wh.read("item_embeddings", run_date, model=name, needed_by=needed).persist()
         _check_trained_without(wh, run_date, spec.stage, mark)
         with res.timed(f"score_{name}"):
+            path = scoring_path(spark, items, cfg.ann.broadcast_max_mb)
+            res.details[f"{name}_scoring_path"] = path
             res.metrics += score_model(spark, cases, items, ks, name, catalogue,
-                                       segments=segments)
+                                       segments=segments, path=path)
             if cfg.evaluate.user_query:
                 users = wh.read("user_embeddings", run_date, model=name, needed_by=needed)
                 res.metrics += score_model(spark, cases, items, ks, name, catalogue,
                                            mode="user", user_vectors=users,
                                            similarity=spec.user_similarity,
-                                           segments=segments)
+                                           segments=segments, path=path)
         res.details[f"{name}_vectors"] = items.count()
         items.unpersist()
     _finish(spark, wh, cfg, res, run_date)
@@ -175,14 +180,17 @@ def run_retrain(ctx: StageContext) -> None:
         n_vectors = items.count()
         res.timings[f"train_{name}"] = round(time.perf_counter() - t0, 3)
         with res.timed(f"score_{name}"):
+            path = scoring_path(spark, items, cfg.ann.broadcast_max_mb)
+            res.details[f"{name}_scoring_path"] = path
             res.metrics += score_model(spark, cases, items, ks, name, catalogue,
-                                       segments=segments)
+                                       segments=segments, path=path)
             if cfg.evaluate.user_query:
-                users = user_vectors(trained, histories, items, cfg)
+                users = user_vectors(trained, histories, items, cfg,
+                                     "broadcast" if path == "broadcast" else "join")
                 res.metrics += score_model(spark, cases, items, ks, name, catalogue,
                                            mode="user", user_vectors=users,
                                            similarity=trained.user_similarity,
-                                           segments=segments)
+                                           segments=segments, path=path)
         res.details[f"{name}_vectors"] = n_vectors
         items.unpersist()
     _finish(spark, wh, cfg, res, run_date)

@@ -1,0 +1,156 @@
+"""Sharded paths (item blocks x query blocks, pooling by a join) give what the broadcast
+paths give, on the same inputs; and the threshold that chooses between them."""
+import numpy as np
+import pytest
+from chispa import assert_approx_df_equality, assert_df_equality
+
+from recemb_spark.evaluation.scoring import score_model
+from recemb_spark.models.users import pool_user_vectors, pooling_path
+from recemb_spark.neighbors import blocks
+from recemb_spark.neighbors.topk import exact_path, exact_top_k, user_candidates
+
+VEC = "item_id string, vector array<float>"
+QUERIES = "query_id string, vector array<float>, exclude array<string>"
+CASES = "user_id string, heldout string, query string, history array<string>"
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of 7 items and 5 queries: many blocks on tiny data, some of them empty."""
+    monkeypatch.setattr(blocks, "item_block_rows", lambda dim: 7)
+    monkeypatch.setattr(blocks, "QUERY_BLOCK_ROWS", 5)
+
+
+def test_threshold_from_the_worker_memory_and_forced_by_the_key(spark):
+    assert blocks.memory_bytes("512m") == 512 * 2**20 and blocks.memory_bytes("2g") == 2**31
+    assert blocks.memory_bytes("1024") == 2**30  # a bare number is MiB, as Spark reads it
+    conf = {"spark.executor.memory": "8g", "spark.executor.cores": "4"}
+    assert blocks.worker_memory_bytes(conf, local=False, cores=2) == 2 * 2**30
+    conf["spark.executor.pyspark.memory"] = "2g"  # Spark's per-worker Python limit wins
+    assert blocks.worker_memory_bytes(conf, local=False, cores=2) == 2**29
+    assert blocks.worker_memory_bytes({"spark.driver.memory": "4g"}, True, 2) == 4 * 2**30
+    # 4M items x dim 64 weigh 2.3 GiB in a worker; 59k items 36 MB
+    assert blocks.broadcast_bytes(4_000_000, 64) == 4_000_000 * 612
+    limit = 100 * 2**20
+    assert blocks.choose_path(100_000, 64, 100_000, limit) == "broadcast"
+    assert blocks.choose_path(1_000_000, 64, 500, limit) == "broadcast_queries"
+    assert blocks.choose_path(1_000_000, 64, 1_000_000, limit) == "sharded"
+    assert blocks.broadcast_limit(spark, 0) == 0 and blocks.broadcast_limit(spark, 2) == 2**21
+    assert blocks.broadcast_limit(spark, None) == int(blocks.AUTO_SHARE * 2 * 2**30)  # 2g test
+
+
+def vectors_with_ties(spark, n=60, dim=4, seed=3):
+    """Items with natural-order ids ("9" before "10", strings after numbers) and several
+    exact duplicates (ties that only the item order can break)."""
+    rng = np.random.default_rng(seed)
+    m = rng.normal(size=(n, dim)).astype(np.float32)
+    m[[5, 17, 40]] = m[30]
+    m[[8, 9]] = m[42]
+    ids = [str(i) if i % 4 else f"s{i}" for i in range(n)]
+    return m, ids, spark.createDataFrame([(ids[i], m[i].tolist()) for i in range(n)], VEC)
+
+
+def topk_queries(spark, m, ids, n_q=23, seed=4):
+    rng = np.random.default_rng(seed)
+    rows = [(f"q{j}", (m[30] if j % 5 == 0 else rng.normal(size=m.shape[1])).astype(
+        np.float32).tolist(), [ids[j], ids[30]] if j % 3 == 0 else []) for j in range(n_q)]
+    rows.append(("no_vector", None, []))
+    return spark.createDataFrame(rows, QUERIES)
+
+
+@pytest.mark.parametrize("similarity", ["cosine", "dot"])
+def test_sharded_and_broadcast_queries_top_k_equal_the_broadcast(spark, small_blocks,
+                                                                 similarity):
+    m, ids, items = vectors_with_ties(spark)
+    queries = topk_queries(spark, m, ids)
+    want = exact_top_k(spark, queries, items, 6, similarity, path="broadcast")
+    rows = want.collect()
+    assert len(rows) == 23 * 6
+    # the duplicates of item 30 tie: ranked by natural id order
+    q0 = [r["item_id"] for r in sorted(rows, key=lambda r: r["rank"]) if r["query_id"] == "q5"]
+    if similarity == "cosine":
+        assert q0[:4] == ["5", "17", "30", "s40"]
+    for path in ("sharded", "broadcast_queries"):
+        got = exact_top_k(spark, queries, items, 6, similarity, path=path)
+        assert_df_equality(got, want, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_user_candidates_paths_agree_and_honour_histories(spark, small_blocks):
+    m, ids, items = vectors_with_ties(spark, n=45)
+    users = spark.createDataFrame([(f"u{j}", m[j].tolist()) for j in range(12)],
+                                  "user_id string, vector array<float>")
+    seen = spark.createDataFrame([(f"u{j}", [ids[j], ids[(j + 1) % 45], "unknown"])
+                                  for j in range(0, 12, 2)], "user_id string, items array<string>")
+    want = user_candidates(spark, users, items, seen, 45, "cosine", path="broadcast")
+    got = user_candidates(spark, users, items, seen, 45, "cosine", path="sharded")
+    assert_df_equality(got, want, ignore_row_order=True, ignore_nullable=True)
+    assert got.filter("user_id = 'u0' and item_id in ('s0', '1')").count() == 0
+    assert got.filter("user_id = 'u0'").count() == 43
+    assert got.filter("user_id = 'u1'").count() == 45
+
+
+def test_exact_path_follows_the_key(spark):
+    m, ids, items = vectors_with_ties(spark, n=45)
+    queries = topk_queries(spark, m, ids, n_q=3)
+    assert exact_path(spark, queries, items, None) == "broadcast"
+    assert exact_path(spark, queries, items, 0) == "sharded"
+    assert exact_path(spark, queries, items, blocks.broadcast_bytes(5, 4) / 2**20) == \
+        "broadcast_queries"
+
+
+def eval_inputs(spark):
+    """Items with ties (duplicates of the held-out items), cases with misses, a held-out item
+    in its own history, segments and categories."""
+    m, ids, items = vectors_with_ties(spark, n=45, dim=3)
+    rng = np.random.default_rng(7)
+    cases = []
+    for j in range(26):
+        h, q = ids[(3 * j + 1) % 40], ids[(5 * j + 2) % 40]
+        history = [ids[(7 * j) % 40], q]
+        cases.append((f"u{j}", h, q, history))
+    cases += [("miss_h", "nope", ids[3], [ids[3]]), ("miss_q", ids[4], "nope", ["nope"]),
+              ("self", ids[30], ids[2], [ids[30], ids[2]]), ("tie", ids[30], ids[5], [ids[5]])]
+    cases = spark.createDataFrame(cases, CASES)
+    users = spark.createDataFrame([(f"u{j}", rng.normal(size=3).astype(np.float32).tolist())
+                                   for j in range(0, 26, 2)] + [("tie", m[30].tolist())],
+                                  "user_id string, vector array<float>")
+    segments = spark.createDataFrame(
+        [(ids[i], ["head"] if i % 3 == 0 else ["tail", "cold"]) for i in range(0, 40, 2)],
+        "item_id string, segments array<string>")
+    pop = spark.createDataFrame([(ids[i], [float(i % 6)]) for i in range(40)], VEC)
+    cats = spark.createDataFrame([(ids[i], ["x", "y", "", None][i % 4]) for i in range(40)],
+                                 "item_id string, category string")
+    return items, cases, users, segments, pop, cats
+
+
+def test_sharded_scoring_gives_the_broadcast_figures_in_every_mode(spark, small_blocks):
+    items, cases, users, segments, pop, cats = eval_inputs(spark)
+    runs = [dict(item_vectors=items, segments=segments),
+            dict(item_vectors=items, mode="user", user_vectors=users, segments=segments),
+            dict(item_vectors=items, mode="user", user_vectors=users, similarity="dot"),
+            dict(item_vectors=pop, mode="constant", segments=segments),
+            dict(item_vectors=pop, mode="category", item_categories=cats)]
+    for kw in runs:
+        want = score_model(spark, cases, ks=[2, 5], model="m", catalogue_size=45,
+                           path="broadcast", **kw)
+        got = score_model(spark, cases, ks=[2, 5], model="m", catalogue_size=45,
+                          path="sharded", **kw)
+        assert got == want, kw.get("mode", "item")
+        values = {(r["metric"], r["k"]): r["value"] for r in want}
+        if kw.get("mode", "user") == "user" and "similarity" not in kw:  # case "tie": rank 1
+            hr = values[("user_hr" if kw.get("mode") == "user" else "hr", 2)]
+            assert hr >= 1 / 30, kw.get("mode", "item")
+
+
+def test_pooling_by_a_join_gives_the_broadcast_vectors(spark):
+    items = spark.createDataFrame([("a", [1.0, 0.0]), ("b", [0.0, 2.0]), ("c", [3.0, -3.0])],
+                                  VEC)
+    histories = spark.createDataFrame(
+        [("u", ["a", "x", "b", "a"]), ("v", ["x", "y"]), ("w", []), ("z", None), ("t", ["c"]),
+         ("s", ["b", "c", "x"])], "user_id string, items array<string>")
+    for pooling in ("mean", "recency"):
+        want = pool_user_vectors(histories, items, pooling, 1.5, path="broadcast")
+        got = pool_user_vectors(histories, items, pooling, 1.5, path="join")
+        assert_approx_df_equality(got, want, 1e-6, ignore_row_order=True)
+        assert sorted(r["user_id"] for r in got.collect()) == ["s", "t", "u"]
+    assert pooling_path(items, 0) == "join" and pooling_path(items, None) == "broadcast"
