@@ -21,6 +21,7 @@ COMMANDS = {
     "als": "ratings -> ALS user and item factors, RMSE, user candidates",
     "evaluate": "leave-last-out HR@K / NDCG@K / coverage of every enabled model + popularity",
     "ann": "item_neighbors and user_candidates per model (exact / banded LSH), with recall",
+    "blend": "one candidate list per user merged from every model and popularity channel",
     "daily": "top-k overlap with the previous date, previous date's model on the new events",
     "sample": "write the built-in synthetic data set as MovieLens files and Parquet (--out)",
     "similar": "the items most similar to one item, from the stored tables",

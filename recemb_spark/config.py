@@ -341,6 +341,7 @@ class EvaluateConfig:
     protocol: str
     holdout_users: int
     seed: int
+    exclude_history: bool
 
     def validate(self) -> None:
         _check(len(self.ks) >= 1 and all(k >= 1 for k in self.ks), "evaluate.ks",
@@ -354,6 +355,46 @@ class EvaluateConfig:
     def holds_out(self) -> bool:
         """True when the tables stage holds pairs out of training (the train-once protocol)."""
         return self.enabled and self.protocol == "holdout"
+
+
+#: the channel kinds of the blend stage (``blend.channels``)
+BLEND_CHANNELS = ["user", "item", "popular", "recent", "category"]
+
+
+@dataclass(frozen=True)
+class BlendConfig:
+    enabled: bool
+    k: int
+    depth: int
+    channels: list[str]
+    last_items: int
+    recent_days: int
+    categories: int
+    weights: str
+    fixed_weights: dict[str, float]
+    rr_k: float
+    rr_k_grid: list[float]
+    weight_grid: list[float]
+    search_rounds: int
+    validation_users: int
+    seed: int
+
+    def validate(self) -> None:
+        _check(self.k >= 1, "blend.k", "must be >= 1")
+        _check(self.depth >= self.k, "blend.depth", f"must be >= blend.k ({self.k})")
+        for c in self.channels:
+            _choice("blend.channels", c, BLEND_CHANNELS)
+        for name in ("last_items", "recent_days", "categories", "validation_users"):
+            _check(getattr(self, name) >= 1, f"blend.{name}", "must be >= 1")
+        _choice("blend.weights", self.weights, ["auto", "fixed"])
+        _check(all(w >= 0 for w in self.fixed_weights.values()), "blend.fixed_weights",
+               "weights must be >= 0")
+        _check(self.rr_k >= 0 and all(r >= 0 for r in self.rr_k_grid), "blend.rr_k",
+               "rr_k and rr_k_grid must be >= 0")
+        _check(len(self.weight_grid) >= 1 and all(w >= 0 for w in self.weight_grid)
+               and any(w > 0 for w in self.weight_grid), "blend.weight_grid",
+               "must be a non-empty list of weights >= 0, one of them > 0")
+        _check(self.search_rounds >= 1, "blend.search_rounds", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -465,6 +506,7 @@ class Config:
     side_info: SideInfoConfig
     evaluate: EvaluateConfig
     ann: AnnConfig
+    blend: BlendConfig
     report: ReportConfig
     daily: DailyConfig
     align: AlignConfig

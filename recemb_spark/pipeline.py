@@ -10,6 +10,7 @@ from .config import Config
 from .models.registry import model_specs
 from .stage import StageFn, StageResult, run_stage
 from .stages import ann as ann_stage
+from .stages import blend as blend_stage
 from .stages import daily as daily_stage
 from .stages import evaluate as evaluate_stage
 from .stages import export as export_stage
@@ -28,6 +29,7 @@ def stage_table() -> dict[str, tuple[StageFn, Callable[[Config], bool]]]:
         stages[spec.stage] = (model_stage(spec), spec.enabled)
     stages["evaluate"] = (evaluate_stage.run, lambda c: c.evaluate.enabled)
     stages["ann"] = (ann_stage.run, lambda c: c.ann.enabled)
+    stages["blend"] = (blend_stage.run, lambda c: c.blend.enabled)
     stages["daily"] = (daily_stage.run, lambda c: c.daily.enabled)
     stages["export"] = (export_stage.run, lambda c: c.export.enabled)
     return stages
