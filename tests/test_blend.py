@@ -200,3 +200,39 @@ def test_fold_in_users_skips_unknown_items(spark):
     row = blend.fold_in_users(hist, items, 0.01, 0.0, implicit=False).collect()[0]
     assert row["user_id"] == "u"
     assert np.allclose(row["vector"], [2.0 / 1.01, 0.0])  # a alone: (1 + 0.01) x0 = 2
+
+
+def test_report_lists_the_blend_beside_the_models():
+    import pandas as pd
+
+    from recemb_spark.report import gather
+
+    m = pd.DataFrame([
+        ("evaluate", "w2v", "users", 0, 10), ("evaluate", "w2v", "hr", 10, 0.4),
+        ("blend", "blend", "users", 0, 10), ("blend", "blend", "hr", 10, 0.5),
+        ("blend", "blend_popular", "users", 0, 10), ("blend", "blend_popular", "hr", 10, 0.1),
+        ("ann", "w2v", "item_recall", 10, 0.98)],
+        columns=["stage", "model", "metric", "k", "value"])
+    t = gather.evaluation_table(m)
+    assert list(zip(t["model"], t["query"], t["hr@10"], strict=True)) == [
+        ("blend", "list", 0.5), ("blend_popular", "list", 0.1), ("w2v", "item", 0.4)]
+    assert list(gather.other_metrics(m)) == ["ann"]
+
+
+def test_export_plans_the_blend_lists_without_vectors(spark, tmp_path):
+    from recemb_spark.config import load_config
+    from recemb_spark.io.warehouse import Warehouse
+    from recemb_spark.stages.export import plan
+
+    cfg = load_config(overrides=[f"warehouse.path={tmp_path}", "export.user_candidates=true"])
+    wh = Warehouse(spark, str(tmp_path))
+    d = "2026-01-02"
+    wh.write(spark.createDataFrame([("a", [1.0])], "item_id string, vector array<float>"),
+             "item_embeddings", d, model="item2vec")
+    cands = spark.createDataFrame([("u", "a", 1, 1.0, "blend")],
+                                  "user_id string, item_id string, rank int, score double, "
+                                  "method string")
+    wh.write(cands, "user_candidates", d, model="blend")
+    assert plan(wh, cfg, d) == {"item2vec": ["items"], "blend": ["user_candidates"]}
+    off = load_config(overrides=[f"warehouse.path={tmp_path}"])
+    assert plan(wh, off, d) == {"item2vec": ["items"]}
