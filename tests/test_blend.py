@@ -236,3 +236,17 @@ def test_export_plans_the_blend_lists_without_vectors(spark, tmp_path):
     assert plan(wh, cfg, d) == {"item2vec": ["items"], "blend": ["user_candidates"]}
     off = load_config(overrides=[f"warehouse.path={tmp_path}"])
     assert plan(wh, off, d) == {"item2vec": ["items"]}
+
+
+def test_scoring_cases_and_the_share_of_heldout_items_in_the_history(spark):
+    from recemb_spark.evaluation import heldout_in_history, scoring_cases
+
+    cases = spark.createDataFrame(
+        [("u", "b", "a", ["a"]), ("v", "c", "a", ["a"])],
+        "user_id string, heldout string, query string, history array<string>")
+    assert scoring_cases(cases, True) is cases
+    emptied = scoring_cases(cases, False).select("user_id", "history")
+    assert sorted(r["history"] == [] for r in emptied.collect()) == [True, True]
+    train = spark.createDataFrame([("u", "a", 4.0, t(1)), ("v", "a", 4.0, t(1)),
+                                   ("v", "c", 1.0, t(2))], RATINGS)  # v had c already
+    assert heldout_in_history(cases, train) == 0.5
