@@ -29,7 +29,8 @@ def stage_table() -> dict[str, tuple[StageFn, Callable[[Config], bool]]]:
         stages[spec.stage] = (model_stage(spec), spec.enabled)
     stages["evaluate"] = (evaluate_stage.run, lambda c: c.evaluate.enabled)
     stages["ann"] = (ann_stage.run, lambda c: c.ann.enabled)
-    stages["blend"] = (blend_stage.run, lambda c: c.blend.enabled)
+    # the blend merges the ann stage's tables: it runs with it
+    stages["blend"] = (blend_stage.run, lambda c: c.blend.enabled and c.ann.enabled)
     stages["daily"] = (daily_stage.run, lambda c: c.daily.enabled)
     stages["export"] = (export_stage.run, lambda c: c.export.enabled)
     return stages
