@@ -17,7 +17,8 @@ Three sets of lists are built, each only from data its purpose may see:
   validation flatters the model channels somewhat.
 * *evaluation* (when the ``holdout`` table has pairs): the held-out users, channels from the
   training data only; the blend and every channel are scored on the held-out items (metrics
-  ``blend`` and ``blend_<channel>``, stage ``blend``).
+  ``blend`` and ``blend_<channel>``, stage ``blend``; with ``weights: auto`` also
+  ``blend_equal``: every channel at weight 1 and ``blend.rr_k``, what the search bought).
 * *published*: every user with an event, channels from every event, history excluded,
   filled to ``blend.k`` from popularity: ``user_candidates`` model ``blend``.
 """
@@ -235,6 +236,9 @@ def evaluate(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str, tra
     fused = blend.fuse(chans, weights, rr_k, max(ks)).persist()
     catalogue = train.select("item_id").distinct().count()
     scored = {MODEL: fused}
+    if cfg.blend.weights == "auto":  # what the search bought: every channel at weight 1
+        scored[f"{MODEL}_equal"] = blend.fuse(chans, dict.fromkeys(weights, 1.0),
+                                              cfg.blend.rr_k, max(ks))
     for name in channel_names(cfg, user_models, neighbors, categories):
         scored[f"{MODEL}_{name}"] = chans.filter(F.col("channel") == name)
     for model, top in scored.items():
