@@ -90,7 +90,7 @@ def heldout_in_history(cases: DataFrame, train: DataFrame) -> float:
     found = (cases.select("user_id", F.col("heldout").alias("item_id"))
              .join(train.select("user_id", "item_id").withColumn("_seen", F.lit(1)),
                    ["user_id", "item_id"], "left")
-             .agg(F.count("*").alias("n"), F.count("_seen").alias("seen")).first())
+             .agg(F.count("*").alias("n"), F.count("_seen").alias("seen")).collect()[0])
     return float(found["seen"]) / max(int(found["n"]), 1)
 
 
