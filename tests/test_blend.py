@@ -250,3 +250,15 @@ def test_scoring_cases_and_the_share_of_heldout_items_in_the_history(spark):
     train = spark.createDataFrame([("u", "a", 4.0, t(1)), ("v", "a", 4.0, t(1)),
                                    ("v", "c", 1.0, t(2))], RATINGS)  # v had c already
     assert heldout_in_history(cases, train) == 0.5
+
+
+def test_recent_categories_follow_the_latest_items(spark):
+    cats = spark.createDataFrame([("a", "red"), ("b", "blue"), ("c", "red"), ("d", "green")],
+                                 "item_id string, category string")
+    histories = spark.createDataFrame([("u", ["d", "a", "b", "c", "x"])],
+                                      "user_id string, items array<string>")
+    # latest first: x (none), c red, b blue, a red (again), d green
+    expected = spark.createDataFrame([("u", "red", 1), ("u", "blue", 2)],
+                                     "user_id string, group string, _g int")
+    assert_df_equality(blend.recent_categories(histories, cats, 2), expected,
+                       ignore_row_order=True, ignore_nullable=True)

@@ -106,6 +106,19 @@ def user_categories(liked: DataFrame, categories: DataFrame, n: int) -> DataFram
             .select("user_id", "group", "_g"))
 
 
+def recent_categories(histories: DataFrame, categories: DataFrame, n: int) -> DataFrame:
+    """``(user_id, group, _g int)``: the categories of each user's latest history items, the
+    ``n`` most recent distinct ones (``_g`` = 1 for the latest item's). ``histories
+    (user_id, items)`` oldest first; items without a category are skipped."""
+    latest = histories.select("user_id", F.posexplode(F.reverse("items")).alias("_p", "item_id"))
+    firsts = (latest.join(categories.select("item_id", F.col("category").alias("group")),
+                          "item_id")
+              .groupBy("user_id", "group").agg(F.min("_p").alias("_p")))
+    order = Window.partitionBy("user_id").orderBy("_p", "group")
+    return (firsts.withColumn("_g", F.row_number().over(order)).filter(F.col("_g") <= n)
+            .select("user_id", "group", "_g"))
+
+
 def unseen_ranked(user_groups: DataFrame, ranks: DataFrame, exclude: DataFrame, depth: int,
                   channel: str) -> DataFrame:
     """Each user's first ``depth`` items of the rankings of their groups that they have not

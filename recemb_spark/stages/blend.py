@@ -2,8 +2,8 @@
 
 Channels (``blend.channels``): ``user`` — each model's user-vector candidates; ``item`` — the
 neighbours of the user's last liked items in each model's ``item_neighbors``; ``popular``,
-``recent`` (the last ``blend.recent_days`` of the log) and ``category`` (within the user's
-most frequent categories, when the items table has genres) popularity. The merge is weighted
+``recent`` (the last ``blend.recent_days`` of the log) and ``category`` (within the
+categories of the user's latest liked items, when the items table has genres) popularity. The merge is weighted
 reciprocal rank fusion (:func:`recemb_spark.neighbors.blend.fuse`).
 
 Three sets of lists are built, each only from data its purpose may see:
@@ -73,8 +73,8 @@ def channel_lists(cfg: Config, role: Role, neighbors: dict[str, DataFrame],
     limit = depth + int((most and most["m"]) or 0)
     parts = [blend.candidate_channel(lst, role.exclude, depth, f"{m}_user")
              for m, lst in role.user_lists.items()]
+    hist = blend.liked_histories(mine, min_rating)
     if neighbors:
-        hist = blend.liked_histories(mine, min_rating)
         parts += [blend.neighbor_channel(hist, nb, b.last_items, role.exclude, depth,
                                          f"{m}_item") for m, nb in neighbors.items()]
     everyone = role.users.select("user_id", F.lit("").alias("group"), F.lit(1).alias("_g"))
@@ -85,7 +85,7 @@ def channel_lists(cfg: Config, role: Role, neighbors: dict[str, DataFrame],
         parts.append(blend.unseen_ranked(everyone, blend.popularity_ranks(recent, limit),
                                          role.exclude, depth, "recent"))
     if "category" in b.channels and categories is not None:
-        groups = blend.user_categories(mine, categories, b.categories)
+        groups = blend.recent_categories(hist, categories, b.categories)
         parts.append(blend.unseen_ranked(groups, blend.popularity_ranks(liked, limit,
                                                                         categories),
                                          role.exclude, depth, "category"))
