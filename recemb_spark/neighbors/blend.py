@@ -94,18 +94,6 @@ def popularity_ranks(liked: DataFrame, limit: int,
             .filter(F.col("rank") <= limit).select("group", "item_id", "rank"))
 
 
-def user_categories(liked: DataFrame, categories: DataFrame, n: int) -> DataFrame:
-    """``(user_id, group, _g int)``: each user's ``n`` most frequent categories among the
-    items of ``liked (user_id, item_id)`` (``_g`` = 1 for the most frequent; ties by
-    category)."""
-    counts = (liked.join(categories.select("item_id", F.col("category").alias("group")),
-                         "item_id")
-              .groupBy("user_id", "group").agg(F.count("*").alias("_n")))
-    order = Window.partitionBy("user_id").orderBy(F.desc("_n"), F.col("group"))
-    return (counts.withColumn("_g", F.row_number().over(order)).filter(F.col("_g") <= n)
-            .select("user_id", "group", "_g"))
-
-
 def recent_categories(histories: DataFrame, categories: DataFrame, n: int) -> DataFrame:
     """``(user_id, group, _g int)``: the categories of each user's latest history items, the
     ``n`` most recent distinct ones (``_g`` = 1 for the latest item's). ``histories
@@ -123,7 +111,7 @@ def unseen_ranked(user_groups: DataFrame, ranks: DataFrame, exclude: DataFrame, 
                   channel: str) -> DataFrame:
     """Each user's first ``depth`` items of the rankings of their groups that they have not
     seen: ``user_groups (user_id, group, _g)`` (``_g``: the group's priority, 1 first, e.g.
-    from :func:`user_categories`; one row with group ``""`` per user for the global
+    from :func:`recent_categories`; one row with group ``""`` per user for the global
     ranking), ``ranks`` from :func:`popularity_ranks`. Interleaves the groups rank by rank.
 
     A user with ``n`` excluded items needs at most ``depth + n`` ranks of a group, so only
