@@ -566,6 +566,11 @@ class EvaluateConfig:
         42,
         "holdout: seed of the user sample (the same seed holds out the same users)"
     )
+    exclude_history: bool = setting(
+        True,
+        "rank only items outside the user's liked training history (false for repeat-heavy "
+        "logs, where the held-out item is often one the user had before)"
+    )
 
     @property
     def holds_out(self) -> bool:
@@ -665,6 +670,87 @@ class AnnConfig:
     seed: int = setting(42, "random seed (hash functions, samples)")
 
 
+#: the channel kinds of the blend stage (``blend.channels``)
+BLEND_CHANNELS = ("user", "item", "popular", "recent", "category")
+
+
+@dataclass(frozen=True)
+class BlendConfig:
+    """One candidate list per user merged from every channel (the ``blend`` stage)."""
+
+    enabled: bool = setting(
+        False,
+        "run the blend stage in `recemb run` (after ann, which it needs): one user_candidates "
+        "list per user (model blend) merged from every channel, evaluated beside the models "
+        "(off by default: it costs about as much as ann)"
+    )
+    k: int = setting(
+        10,
+        "candidates per user in the published list (every user with an event gets k, "
+        "popularity fills the gaps)",
+        ge=1,
+    )
+    depth: int = setting(50, "items per channel and user merged", ge=1)
+    channels: list[str] = setting(
+        ["user", "item", "popular", "recent", "category"],
+        "user: each model's user-vector candidates; item: neighbours of the last liked items; "
+        "popular / recent / category popularity (popular always fills)",
+        min_len=1,
+    )
+    last_items: int = setting(
+        3,
+        "item channel: the user's latest liked items whose neighbours are merged (the latest "
+        "weighs 1, the one before 1/2, ...)",
+        ge=1,
+    )
+    recent_days: int = setting(
+        7, "recent channel: popularity over the last this many days of the log", ge=1)
+    categories: int = setting(
+        1,
+        "category channel: the categories (items table genres) of the user's latest liked "
+        "items whose popular items are listed",
+        ge=1,
+    )
+    weights: str = setting(
+        "auto",
+        "auto: channel weights and rr_k chosen on a validation split (each user's last liked "
+        "training item); fixed: fixed_weights and rr_k",
+        choices=("auto", "fixed"),
+    )
+    fixed_weights: dict[str, float] = setting(
+        {},
+        "weights: fixed: weight per channel name (item2vec_user, deepwalk_item, als_user, "
+        "popular, recent, category, ...); 1 for a channel not named",
+        ge=0,
+    )
+    rr_k: float = setting(
+        20.0,
+        "reciprocal rank fusion: an item scores sum of weight / (rr_k + rank) over the "
+        "channels listing it (auto: the search starts here)",
+        ge=0,
+    )
+    rr_k_grid: list[float] = setting(
+        [5.0, 60.0], "auto: further rr_k values the search tries", ge=0)
+    weight_grid: list[float] = setting(
+        [0.0, 0.25, 0.5, 1.0, 2.0, 4.0],
+        "auto: the values each channel weight may take (coordinate search)",
+        ge=0, min_len=1,
+    )
+    search_rounds: int = setting(
+        2, "auto: passes over the coordinates (stops early when a pass changes nothing)", ge=1)
+    validation_users: int = setting(
+        3000, "auto: users sampled for the validation split (seeded hash sample)", ge=1)
+    seed: int = setting(42, "seed of the validation sample")
+
+    def cross_check(self, section: str) -> None:
+        _check(self.depth >= self.k, f"{section}.depth", f"must be >= {section}.k ({self.k})")
+        bad = [c for c in self.channels if c not in BLEND_CHANNELS]
+        _check(not bad, f"{section}.channels",
+               f"must name channels of {list(BLEND_CHANNELS)}, got {bad}")
+        _check(any(w > 0 for w in self.weight_grid), f"{section}.weight_grid",
+               "must hold a weight > 0")
+
+
 @dataclass(frozen=True)
 class ReportConfig:
     """The HTML report (``recemb report``)."""
@@ -761,8 +847,9 @@ class ExportConfig:
         pattern=r"[^:*?\[\]\\ ]+", pattern_doc="non-empty without ':', spaces or glob characters",
     )
     models: list[str] = setting(
-        ['item2vec', 'deepwalk', 'node2vec', 'als'],
-        "models to export (those with item_embeddings for the run date)",
+        ['item2vec', 'deepwalk', 'node2vec', 'als', 'blend'],
+        "models to export (those with item_embeddings for the run date; blend: its "
+        "user_candidates, with user_candidates: true)",
         min_len=1, pattern=r"[^:]+", pattern_doc="a model name without ':'",
     )
     items: bool = setting(True, "write item vectors (<...>:item:<item_id>, float32 little-endian)")
@@ -852,6 +939,7 @@ class Config:
     side_info: SideInfoConfig = section(SideInfoConfig)
     evaluate: EvaluateConfig = section(EvaluateConfig)
     ann: AnnConfig = section(AnnConfig)
+    blend: BlendConfig = section(BlendConfig)
     report: ReportConfig = section(ReportConfig)
     daily: DailyConfig = section(DailyConfig)
     align: AlignConfig = section(AlignConfig)

@@ -84,6 +84,26 @@ def popularity_vectors(train: DataFrame, min_rating: float) -> DataFrame:
             .select("item_id", F.array(F.col("count").cast("float")).alias("vector")))
 
 
+def scoring_cases(cases: DataFrame, exclude_history: bool) -> DataFrame:
+    """``cases`` as :func:`score_model` scores them (``evaluate.exclude_history``): unchanged
+    (the liked training history excluded from the ranking), or with an empty ``history``
+    (nothing excluded: repeat-heavy logs, where users come back to items they had)."""
+    if exclude_history:
+        return cases
+    return cases.withColumn("history", F.array().cast("array<string>"))
+
+
+def heldout_in_history(cases: DataFrame, train: DataFrame) -> float:
+    """The share of ``cases`` whose held-out item the user already has in ``train`` (any
+    rating): the items ``evaluate.exclude_history`` keeps out of reach. 0 for pairs held out
+    of a table with one row per (user, item), as both protocols hold them out today."""
+    found = (cases.select("user_id", F.col("heldout").alias("item_id"))
+             .join(train.select("user_id", "item_id").withColumn("_seen", F.lit(1)),
+                   ["user_id", "item_id"], "left")
+             .agg(F.count("*").alias("n"), F.count("_seen").alias("seen")).collect()[0])
+    return float(found["seen"]) / max(int(found["n"]), 1)
+
+
 # --------------------------------------------------------------------------------------------
 # numpy core (pure: tested directly)
 

@@ -27,6 +27,9 @@ from ..neighbors.topk import unit_rows
 EVAL_METRICS = ("hr", "ndcg", "coverage")
 #: metrics of the evaluate stage that are counts, shown in the evaluation table as they are
 EVAL_COUNTS = ("users", "query_missing", "heldout_missing")
+#: stages whose metrics score the same held-out pairs: the evaluate stage's models and the
+#: blend stage's candidate lists (query ``list``)
+EVAL_STAGES = ("evaluate", "blend")
 #: label of the colour class for items whose genre is not among the most frequent ones
 OTHER = "other"
 
@@ -63,13 +66,14 @@ def model_order(key: tuple[str, str]) -> tuple[bool, str, bool]:
 
 
 def evaluation_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, query) of the evaluate stage: users, HR/NDCG at every k, coverage,
-    misses (query + held-out items without a vector).
+    """One row per (model, query) of the evaluate stage, and per candidate list of the blend
+    stage (query ``list``): users, HR/NDCG at every k, coverage, misses (query + held-out
+    items without a vector).
 
     Columns: ``model, query, users, hr@K..., ndcg@K..., coverage@K, misses``; popularity's
     query is ``-`` (it has none). Rows in :func:`model_order`.
     """
-    ev = metrics[metrics["stage"] == "evaluate"]
+    ev = metrics[metrics["stage"].isin(EVAL_STAGES)]
     if ev.empty:
         return pd.DataFrame(columns=["model", "query"])
     ks = sorted({int(k) for k, m in zip(ev["k"], ev["metric"], strict=False)
@@ -84,6 +88,8 @@ def evaluation_table(metrics: pd.DataFrame) -> pd.DataFrame:
             continue
         if is_baseline(r.model):
             query = "-"
+        elif r.stage == "blend":
+            query = "list"
         row = rows.setdefault((r.model, query), {"model": r.model, "query": query,
                                                   "users": users.get(r.model), "misses": 0})
         if name in ("query_missing", "heldout_missing"):
@@ -98,11 +104,11 @@ def evaluation_table(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def other_metrics(metrics: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The metrics of every stage but evaluate, one table per stage: a row per model (by name),
+    """The metrics of every stage but evaluate and blend, one table per stage: a row per model (by name),
     a column per ``metric@k`` (``metric`` alone when k is 0; by name). Stages in order of
     appearance."""
     out: dict[str, pd.DataFrame] = {}
-    rest = metrics[metrics["stage"] != "evaluate"]
+    rest = metrics[~metrics["stage"].isin(EVAL_STAGES)]
     for stage in dict.fromkeys(rest["stage"]):
         part = rest[rest["stage"] == stage]
         names = [f"{m}@{int(k)}" if int(k) else m

@@ -19,11 +19,13 @@ from ..evaluation.holdout import Fingerprint, fingerprint, without_holdout
 from ..evaluation.popularity import popularity_segments
 from ..evaluation.scoring import (
     format_metrics,
+    heldout_in_history,
     holdout_cases,
     leave_last_out,
     popularity_vectors,
     score_model,
     scoring_path,
+    scoring_cases,
     segments_for_cases,
 )
 from ..interactions import build_sequences
@@ -82,8 +84,12 @@ def _finish(spark: SparkSession, wh: Warehouse, cfg: Config, res: StageResult,
             run_date: str) -> None:
     res.rows["metrics"] = wh.write(metrics_frame(spark, res.metrics), "metrics", run_date,
                                    stage="evaluate")
-    log.info("evaluation (%s, %d users):\n%s", res.details["protocol"],
-             res.details["eligible_users"], format_metrics(res.metrics, cfg.evaluate.ks))
+    log.info("evaluation (%s, %d users):\n%s\nheld-out items already in the user's history: "
+             "%.1f%% (%s)", res.details["protocol"], res.details["eligible_users"],
+             format_metrics(res.metrics, cfg.evaluate.ks),
+             100 * res.details["heldout_in_history"],
+             "excluded from the ranking" if cfg.evaluate.exclude_history else "rankable: "
+             "evaluate.exclude_history is false")
 
 
 def run_holdout(ctx: StageContext) -> None:
@@ -112,7 +118,9 @@ def run_holdout(ctx: StageContext) -> None:
         cases = holdout_cases(train, holdout, cfg.liked_min_rating).persist()
         catalogue = train.select("item_id").distinct().count()
         res.details.update(protocol="holdout", holdout_pairs=n_holdout,
-                           eligible_users=cases.count(), catalogue=catalogue)
+                           eligible_users=cases.count(), catalogue=catalogue,
+                           heldout_in_history=heldout_in_history(cases, train))
+    cached, cases = cases, scoring_cases(cases, cfg.evaluate.exclude_history)
     segments = _popularity(spark, wh, cfg, res, cases, train, catalogue, run_date)
     for spec in enabled_models(cfg):
         name = spec.model_name(cfg)
@@ -133,7 +141,7 @@ def run_holdout(ctx: StageContext) -> None:
         items.unpersist()
     _finish(spark, wh, cfg, res, run_date)
     segments.unpersist()
-    cases.unpersist()
+    cached.unpersist()
     holdout.unpersist()
 
 
@@ -168,9 +176,11 @@ def run_retrain(ctx: StageContext) -> None:
         train_sequences = build_sequences(train, cfg.sequences, cfg.context_min_rating).persist()
         catalogue = train.select("item_id").distinct().count()
         res.details.update(protocol="retrain", eligible_users=cases.count(),
-                           catalogue=catalogue, train_ratings=train.count())
-    segments = _popularity(spark, wh, cfg, res, cases, train, catalogue, run_date)
+                           catalogue=catalogue, train_ratings=train.count(),
+                           heldout_in_history=heldout_in_history(cases, train))
     histories = cases.select("user_id", F.col("history").alias("items"))
+    cached, cases = cases, scoring_cases(cases, cfg.evaluate.exclude_history)
+    segments = _popularity(spark, wh, cfg, res, cases, train, catalogue, run_date)
     side = read_side(wh, run_date, cfg)
     for spec in enabled_models(cfg):
         name = spec.model_name(cfg)
@@ -194,5 +204,5 @@ def run_retrain(ctx: StageContext) -> None:
         res.details[f"{name}_vectors"] = n_vectors
         items.unpersist()
     _finish(spark, wh, cfg, res, run_date)
-    for df in (train_sequences, cases, train, segments):
+    for df in (train_sequences, cached, train, segments):
         df.unpersist()

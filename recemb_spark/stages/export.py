@@ -47,7 +47,8 @@ def short_error(exc: BaseException, target: RedisTarget) -> str:
 
 
 def plan(wh: Warehouse, cfg: Config, run_date: str) -> dict[str, list[str]]:
-    """Per exported model, the kinds to write (switched on and present for the run date)."""
+    """Per exported model, the kinds to write (switched on and present for the run date); a
+    model without item_embeddings (``blend``) is exported when it has a kind to write."""
     e = cfg.export
     present = wh.models("item_embeddings", run_date)
     models = [m for m in e.models if m in present]
@@ -55,7 +56,12 @@ def plan(wh: Warehouse, cfg: Config, run_date: str) -> dict[str, list[str]]:
         raise StageError(f"export: no item_embeddings for any of {e.models} at dt={run_date} "
                          f"(present: {present}); run a model stage first")
     wanted = [k for k in SOURCES if getattr(e, k)]
-    return {m: [k for k in wanted if wh.has(SOURCES[k][0], run_date, m)] for m in models}
+    out = {m: [k for k in wanted if wh.has(SOURCES[k][0], run_date, m)] for m in models}
+    for m in e.models:  # lists without vectors of their own (the blend's user_candidates)
+        kinds = [k for k in wanted if wh.has(SOURCES[k][0], run_date, m)]
+        if m not in present and kinds:
+            out[m] = kinds
+    return out
 
 
 def run(ctx: StageContext) -> None:

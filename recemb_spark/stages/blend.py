@@ -1,0 +1,325 @@
+"""Stage ``blend``: one candidate list per user, merged from every channel (after ``ann``).
+
+Channels (``blend.channels``): ``user`` — each model's user-vector candidates; ``item`` — the
+neighbours of the user's last liked items in each model's ``item_neighbors``; ``popular``,
+``recent`` (the last ``blend.recent_days`` of the log) and ``category`` (within the
+categories of the user's latest liked items, when the items table has genres) popularity. The merge is weighted
+reciprocal rank fusion (:func:`recemb_spark.neighbors.blend.fuse`).
+
+Three sets of lists are built, each only from data its purpose may see:
+
+* *validation* (``blend.weights: auto``): a seeded sample of users, the last liked item of
+  their training history (the ratings without the evaluation's held-out pairs) as target, the
+  channels built from the history before it; the weights and ``rr_k`` that put the most
+  targets in the top ``blend.k`` are chosen by coordinate search (manifest
+  ``details.weights``). Pooled user vectors are pooled again from the shortened history;
+  learned ones (ALS) and every model's item vectors were trained with the target: the
+  validation flatters the model channels somewhat.
+* *evaluation* (when the ``holdout`` table has pairs): the held-out users, channels from the
+  training data only; the blend and every channel are scored on the held-out items (metrics
+  ``blend`` and ``blend_<channel>``, stage ``blend``; with ``weights: auto`` also
+  ``blend_equal``: every channel at weight 1 and ``blend.rr_k``, what the search bought).
+* *published*: every user with an event, channels from every event, history excluded,
+  filled to ``blend.k`` from popularity: ``user_candidates`` model ``blend``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from ..config import Config
+from ..evaluation.holdout import fingerprint, last_liked, sample_users, without_holdout
+from ..evaluation.scoring import holdout_cases
+from ..io.warehouse import Warehouse
+from ..metrics import metric_row, metrics_frame
+from ..models.als import training_frame
+from ..models.registry import model_specs
+from ..models.users import pool_user_vectors
+from ..neighbors import blend
+from ..neighbors.topk import user_candidates
+from ..runner.stage import StageContext, StageResult
+from .evaluate import item_categories
+
+log = logging.getLogger(__name__)
+
+MODEL = "blend"
+
+
+@dataclass
+class Role:
+    """What one set of lists is built from: ``events`` (rating rows: histories and
+    popularity), ``users`` (``user_id``: who gets a list), ``exclude`` (``(user_id,
+    item_id)``: never listed) and ``user_lists`` (model -> ranked user-vector candidates
+    ``(user_id, item_id, rank)``)."""
+
+    events: DataFrame
+    users: DataFrame
+    exclude: DataFrame
+    user_lists: dict[str, DataFrame]
+
+
+def channel_lists(cfg: Config, role: Role, neighbors: dict[str, DataFrame],
+                  categories: DataFrame | None, depth: int) -> DataFrame:
+    """Every enabled channel's lists for ``role``'s users (``depth`` items each), as one
+    channel-list frame; the ``popular`` channel is always built (it fills the gaps)."""
+    b, min_rating = cfg.blend, cfg.liked_min_rating
+    liked = role.events.filter(F.col("rating") >= F.lit(min_rating))
+    mine = liked.join(role.users, "user_id")
+    most = role.exclude.groupBy("user_id").count().agg(F.max("count").alias("m")).first()
+    limit = depth + int((most and most["m"]) or 0)
+    parts = [blend.candidate_channel(lst, role.exclude, depth, f"{m}_user")
+             for m, lst in role.user_lists.items()]
+    hist = blend.liked_histories(mine, min_rating)
+    if neighbors:
+        parts += [blend.neighbor_channel(hist, nb, b.last_items, role.exclude, depth,
+                                         f"{m}_item") for m, nb in neighbors.items()]
+    everyone = role.users.select("user_id", F.lit("").alias("group"), F.lit(1).alias("_g"))
+    parts.append(blend.unseen_ranked(everyone, blend.popularity_ranks(liked, limit),
+                                     role.exclude, depth, "popular"))
+    if "recent" in b.channels:
+        recent = blend.recent_events(liked, b.recent_days)
+        parts.append(blend.unseen_ranked(everyone, blend.popularity_ranks(recent, limit),
+                                         role.exclude, depth, "recent"))
+    if "category" in b.channels and categories is not None:
+        groups = blend.recent_categories(hist, categories, b.categories)
+        parts.append(blend.unseen_ranked(groups, blend.popularity_ranks(liked, limit,
+                                                                        categories),
+                                         role.exclude, depth, "category"))
+    out = parts[0]
+    for p in parts[1:]:
+        out = out.unionByName(p)
+    return out
+
+
+def _similarity(cfg: Config) -> dict[str, str]:
+    return {s.model_name(cfg): s.user_similarity for s in model_specs()}
+
+
+def _vector_lists(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str,
+                  models: list[str], users: DataFrame, exclude: DataFrame, depth: int,
+                  events: DataFrame | None = None) -> dict[str, DataFrame]:
+    """User-vector candidates of ``users`` computed from the stored embeddings (exact top
+    ``depth``, ``exclude`` pairs left out). With ``events`` (the validation's shortened
+    histories), user vectors are made again from them: pooled models pool them, ALS folds
+    them in against its item factors (:func:`~recemb_spark.neighbors.blend.fold_in_users`);
+    without, the stored user vectors are used."""
+    sim = _similarity(cfg)
+    ex = exclude.groupBy("user_id").agg(F.collect_list("item_id").alias("items"))
+    out = {}
+    for m in models:
+        items = wh.read("item_embeddings", run_date, model=m).select("item_id", "vector")
+        if events is None:
+            vectors = wh.read("user_embeddings", run_date, model=m).join(users, "user_id")
+        elif sim.get(m, "cosine") == "cosine":
+            context = events.filter(F.col("rating") >= F.lit(cfg.context_min_rating))
+            histories = blend.liked_histories(context.join(users, "user_id"), float("-inf"))
+            vectors = pool_user_vectors(histories, items, cfg.users.pooling,
+                                        cfg.users.half_life)
+        else:
+            vectors = _als_fold_in(wh, cfg, run_date, events.join(users, "user_id"), items)
+        out[m] = user_candidates(spark, vectors.select("user_id", "vector"), items, ex, depth,
+                                 sim.get(m, "cosine")).select("user_id", "item_id", "rank")
+    return out
+
+
+def _als_fold_in(wh: Warehouse, cfg: Config, run_date: str, events: DataFrame,
+                 items: DataFrame) -> DataFrame:
+    """ALS user factors folded in from ``events`` with the alpha the als stage used."""
+    alpha = cfg.als.alpha
+    if cfg.als.implicit_prefs and not alpha:  # auto: the alpha the als stage chose
+        try:
+            alpha = wh.read_manifest(run_date, "als").get("details", {}).get("alpha", 0.0)
+        except Exception:  # no manifest (tables copied by hand)
+            log.warning("blend: no als manifest for %s; folding in with alpha 1", run_date)
+        alpha = float(alpha or 1.0)
+    rows = training_frame(events, cfg.als)
+    histories = rows.groupBy("user_id").agg(
+        F.collect_list("item_id").alias("items"),
+        F.collect_list(F.col("signal").cast("double")).alias("values"))
+    return blend.fold_in_users(histories, items, cfg.als.reg_param, alpha,
+                               cfg.als.implicit_prefs)
+
+
+def _pairs(events: DataFrame, min_rating: float | None, on: bool) -> DataFrame:
+    """``(user_id, item_id)`` to exclude: the (liked, when ``min_rating``) rows of
+    ``events``, or none when not ``on``."""
+    if min_rating is not None:
+        events = events.filter(F.col("rating") >= F.lit(min_rating))
+    pairs = events.select("user_id", "item_id")
+    return pairs if on else pairs.limit(0)
+
+
+def choose_weights(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str,
+                   train: DataFrame, user_models: list[str], neighbors: dict[str, DataFrame],
+                   categories: DataFrame | None, res: StageResult
+                   ) -> tuple[dict[str, float], float]:
+    """The channel weights and ``rr_k``: ``blend.fixed_weights`` (1 for a channel not named)
+    with ``weights: fixed``, else chosen on the validation split (see the module doc)."""
+    b = cfg.blend
+    names = channel_names(cfg, user_models, neighbors, categories)
+    if b.weights == "fixed":
+        return {n: float(b.fixed_weights.get(n, 1.0)) for n in names}, b.rr_k
+    min_rating = cfg.liked_min_rating
+    with res.timed("validation"):
+        targets = sample_users(last_liked(train, min_rating), b.validation_users,
+                               b.seed).select("user_id", "item_id").persist()
+        events = without_holdout(train, targets)
+        users = targets.select("user_id")
+        exclude = _pairs(events.join(users, "user_id"), min_rating, cfg.evaluate.exclude_history)
+        lists = _vector_lists(spark, wh, cfg, run_date, user_models, users, exclude, b.depth,
+                              events)
+        chans = channel_lists(cfg, Role(events, users, exclude, lists), neighbors, categories,
+                              b.depth)
+        rows = blend.validation_rows(chans, targets, names)
+        n_users = targets.count()
+    k = b.k
+
+    # at most validation_users x channels x depth ranks: collected once, searched on the driver
+    cases = [(np.asarray(r["ranks"], np.float64).reshape(-1, len(names)), r["target"])
+             for r in rows.collect() if r["target"] >= 0]
+
+    def hits_of(weights: np.ndarray, rr_ks: np.ndarray) -> np.ndarray:
+        total = np.zeros(len(weights), np.int64)
+        for ranks, target in cases:
+            total += blend.fused_hits(ranks, target, weights, rr_ks, k)
+        return total
+
+    with res.timed("weight_search"):
+        alone = hits_of(np.eye(len(names)), np.full(len(names), float(b.rr_k)))
+        best, hits, trace = blend.coordinate_search(hits_of, len(names), b.weight_grid,
+                                                    [b.rr_k, *b.rr_k_grid], b.search_rounds)
+    targets.unpersist()
+    weights = {n: float(w) for n, w in zip(names, best[:-1], strict=True)}
+    share = 1.0 / max(n_users, 1)
+    res.details.update(
+        validation_users=n_users, validation_hr=round(hits * share, 4),
+        validation_hr_alone={n: round(int(h) * share, 4)
+                             for n, h in zip(names, alone, strict=True)},
+        weight_search=trace)
+    log.info("blend: weights %s, rr_k %s: validation HR@%d %.4f on %d users (channels alone: "
+             "%s)", weights, best[-1], k, hits * share, n_users,
+             res.details["validation_hr_alone"])
+    return weights, float(best[-1])
+
+
+def channel_names(cfg: Config, user_models: list[str], neighbors: dict[str, DataFrame],
+                  categories: DataFrame | None) -> list[str]:
+    """The channel names :func:`channel_lists` produces for this config and these tables."""
+    b = cfg.blend
+    names = [f"{m}_user" for m in user_models] + [f"{m}_item" for m in neighbors]
+    names.append("popular")
+    if "recent" in b.channels:
+        names.append("recent")
+    if "category" in b.channels and categories is not None:
+        names.append("category")
+    return names
+
+
+def evaluate(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str, train: DataFrame,
+             holdout: DataFrame, user_models: list[str], neighbors: dict[str, DataFrame],
+             categories: DataFrame | None, weights: dict[str, float], rr_k: float,
+             res: StageResult) -> None:
+    """Score the blend and each channel on the held-out pairs, from the training data only."""
+    ks = cfg.evaluate.ks
+    depth = max(max(ks), cfg.blend.depth)
+    cases = holdout_cases(train, holdout, cfg.liked_min_rating).persist()
+    users = cases.select("user_id")
+    exclude = _pairs(cases.select("user_id", F.explode("history").alias("item_id")), None,
+                     cfg.evaluate.exclude_history)
+    lists = _vector_lists(spark, wh, cfg, run_date, user_models, users, exclude, depth)
+    chans = channel_lists(cfg, Role(train, users, exclude, lists), neighbors, categories,
+                          depth).persist()
+    fused = blend.fuse(chans, weights, rr_k, max(ks)).persist()
+    catalogue = train.select("item_id").distinct().count()
+    scored = {MODEL: fused}
+    if cfg.blend.weights == "auto":  # what the search bought: every channel at weight 1
+        scored[f"{MODEL}_equal"] = blend.fuse(chans, dict.fromkeys(weights, 1.0),
+                                              cfg.blend.rr_k, max(ks))
+    for name in channel_names(cfg, user_models, neighbors, categories):
+        scored[f"{MODEL}_{name}"] = chans.filter(F.col("channel") == name)
+    for model, top in scored.items():
+        rows = blend.list_metrics(top, cases, ks).collect()
+        res.metrics.append(metric_row(model, "users", 0, rows[0]["users"]))
+        for r in rows:
+            res.metrics += [metric_row(model, "hr", r["k"], r["hr"]),
+                            metric_row(model, "ndcg", r["k"], r["ndcg"])]
+        covered = top.filter(F.col("rank") <= ks[0]).select("item_id").distinct().count()
+        res.metrics.append(metric_row(model, "coverage", ks[0], covered / max(catalogue, 1)))
+    for df in (fused, chans, cases):
+        df.unpersist()
+
+
+def run(ctx: StageContext) -> None:
+    """Choose the weights, evaluate the blend, write ``user_candidates`` model ``blend``."""
+    spark, cfg, run_date, wh, res = ctx.spark, ctx.config, ctx.run_date, ctx.warehouse, ctx.result
+    b = cfg.blend
+    res.inputs.update(ratings=wh.partition_path("ratings", run_date))
+    ratings = wh.read("ratings", run_date, needed_by="blend")
+    user_models = []
+    if "user" in b.channels:  # models with candidates and the vectors to build them again
+        user_models = [m for m in wh.models("user_candidates", run_date) if m != MODEL
+                       and wh.has("user_embeddings", run_date, m)
+                       and wh.has("item_embeddings", run_date, m)]
+    neighbors = {}
+    if "item" in b.channels:
+        neighbors = {m: wh.read("item_neighbors", run_date, model=m).persist()
+                     for m in wh.models("item_neighbors", run_date)}
+    categories = item_categories(wh, run_date) if "category" in b.channels else None
+    if categories is not None:
+        categories = categories.persist()
+    res.inputs.update(user_candidates=user_models, item_neighbors=sorted(neighbors),
+                      categories=categories is not None)
+    holdout = (wh.read("holdout", run_date) if wh.has("holdout", run_date)
+               else ratings.select("user_id", "item_id").limit(0)).persist()
+    n_holdout = fingerprint(holdout).pairs
+    train = without_holdout(ratings, holdout) if n_holdout else ratings
+    weights, rr_k = choose_weights(spark, wh, cfg, run_date, train, user_models, neighbors,
+                                   categories, res)
+    res.details.update(weights=weights, rr_k=rr_k, channels=sorted(weights))
+    if n_holdout:
+        with res.timed("evaluate"):
+            evaluate(spark, wh, cfg, run_date, train, holdout, user_models, neighbors,
+                     categories, weights, rr_k, res)
+    with res.timed("publish"):
+        users = ratings.select("user_id").distinct()
+        lists = {m: wh.read("user_candidates", run_date, model=m).select(
+            "user_id", "item_id", "rank") for m in user_models}
+        chans = channel_lists(cfg, Role(ratings, users, ratings.select("user_id", "item_id"),
+                                        lists), neighbors, categories, b.depth).persist()
+        fused = blend.fuse(chans, weights, rr_k, b.k)
+        top = blend.fill(fused, chans.filter(F.col("channel") == "popular"), b.k)
+        res.rows["user_candidates_blend"] = wh.write(top.withColumn("method", F.lit(MODEL)),
+                                                     "user_candidates", run_date, model=MODEL)
+        written = wh.read("user_candidates", run_date, model=MODEL)
+        per_user = written.groupBy("user_id").count()
+        n_users = users.count()
+        res.details.update(users=n_users, users_listed=per_user.count(),
+                           users_short=per_user.filter(F.col("count") < b.k).count())
+        chans.unpersist()
+    if res.metrics:
+        res.rows["metrics"] = wh.write(metrics_frame(spark, res.metrics), "metrics", run_date,
+                                       stage="blend")
+        log.info("blend evaluation:\n%s", format_blend(res.metrics, cfg.evaluate.ks))
+    for df in (holdout, categories, *neighbors.values()):
+        if df is not None:
+            df.unpersist()
+
+
+def format_blend(metrics: list[dict[str, Any]], ks: list[int]) -> str:
+    """A small text table of the blend stage's metric rows: one line per list."""
+    by: dict[str, dict[str, float]] = {}
+    for m in metrics:
+        by.setdefault(m["model"], {})[f"{m['metric']}@{m['k']}" if m["k"] else m["metric"]] = (
+            m["value"])
+    cols = [f"hr@{k}" for k in ks] + [f"ndcg@{k}" for k in ks] + [f"coverage@{ks[0]}"]
+    w = max(len(n) for n in by) + 2
+    lines = [f"{'list':<{w}}" + "".join(f"{c:>12}" for c in cols) + f"{'users':>8}"]
+    for name, vals in by.items():
+        lines.append(f"{name:<{w}}" + "".join(f"{vals.get(c, float('nan')):>12.4f}"
+                                              for c in cols) + f"{int(vals['users']):>8}")
+    return "\n".join(lines)
