@@ -1,4 +1,6 @@
 """`recemb run` end to end on the small built-in sample: every table, every metric, re-runs."""
+import contextlib
+
 import pytest
 from pyspark.sql import functions as F
 
@@ -16,21 +18,28 @@ def sets(*items):
     return [x for item in items for x in ("--set", item)]
 
 
-@pytest.fixture(scope="module")
-def warehouse(spark, tmp_path_factory):
-    """One full run for 2026-11-05, and the tables stage alone for 2026-11-04."""
-    path = str(tmp_path_factory.mktemp("pipeline") / "wh")
+@contextlib.contextmanager
+def shared_session(spark):
+    """``main`` runs its commands on the tests' session (and does not stop it)."""
     import recemb_spark.session as session_module
     original_build, original_stop = session_module.build_session, spark.stop
     session_module.build_session = lambda *a, **k: spark
     spark.stop = lambda: None
     try:
+        yield
+    finally:
+        session_module.build_session, spark.stop = original_build, original_stop
+
+
+@pytest.fixture(scope="module")
+def warehouse(spark, tmp_path_factory):
+    """One full run for 2026-11-05, and the tables stage alone for 2026-11-04."""
+    path = str(tmp_path_factory.mktemp("pipeline") / "wh")
+    with shared_session(spark):
         args = ["--warehouse", path, "-q", *sets(*PIPELINE_SAMPLE, *FAST)]
         assert main(["tables", "--run-date", "2026-11-04", *args]) == 0
         assert main(["run", "--run-date", "2026-11-05", *args]) == 0
         yield Warehouse(spark, path), args
-    finally:
-        session_module.build_session, spark.stop = original_build, original_stop
 
 
 def metrics(wh, stage):
@@ -136,24 +145,18 @@ def test_ann_and_evaluate_take_the_sharded_paths_below_a_zero_threshold(warehous
     broadcast paths give."""
     from chispa import assert_df_equality
 
-    from recemb_spark.neighbors import ann
+    from recemb_spark.neighbors import nearest as ann
 
     wh, args = warehouse
     for table, model in (("item_embeddings", "item2vec"), ("user_embeddings", "item2vec"),
                          ("ratings", None)):
         wh.write(wh.read(table, "2026-11-05", model), table, "2026-11-08", model)
     before = metrics(wh, "evaluate")
-    import recemb_spark.session as session_module
-    original_build, original_stop = session_module.build_session, spark.stop
-    session_module.build_session = lambda *a, **k: spark
-    spark.stop = lambda: None
-    try:
+    with shared_session(spark):
         zero = sets("ann.broadcast_max_mb=0")
         assert main(["ann", "--run-date", "2026-11-08", *args, *zero, "--set",
                      "ann.method=exact", "--set", "ann.models=[item2vec]"]) == 0
         assert main(["evaluate", "--run-date", "2026-11-05", *args, *zero]) == 0
-    finally:
-        session_module.build_session, spark.stop = original_build, original_stop
     details = wh.read_manifest("2026-11-08", "ann")["details"]["item2vec"]
     assert details["exact_path"] == details["user_exact_path"] == "sharded"
     assert details["recall_path"] == details["user_recall_path"] == "sharded"
@@ -168,3 +171,24 @@ def test_ann_and_evaluate_take_the_sharded_paths_below_a_zero_threshold(warehous
     evaluated = wh.read_manifest("2026-11-05", "evaluate")["details"]
     assert evaluated["item2vec_scoring_path"] == "sharded"
     assert metrics(wh, "evaluate") == before  # the broadcast run's figures, exactly
+
+
+def test_blend_stage_lists_k_unseen_items_for_every_user_and_beats_popularity(warehouse, spark):
+    """`recemb blend` on the run's tables: one list of blend.k unseen items for every user
+    with an event, and on the held-out pairs the blend scores above the popularity channel."""
+    wh, args = warehouse
+    with shared_session(spark):
+        assert main(["blend", "--run-date", "2026-11-05", *args,
+                     *sets("blend.validation_users=200", "blend.search_rounds=1")]) == 0
+    ratings = wh.read("ratings", "2026-11-05")
+    lists = wh.read("user_candidates", "2026-11-05", "blend")
+    per_user = lists.groupBy("user_id").agg(F.count("*").alias("n"),
+                                             F.min("rank").alias("lo"), F.max("rank").alias("hi"))
+    assert per_user.count() == ratings.select("user_id").distinct().count()
+    wrong = (F.col("n") != 10) | (F.col("lo") != 1) | (F.col("hi") != 10)
+    assert per_user.filter(wrong).count() == 0
+    assert lists.join(ratings, ["user_id", "item_id"], "left_semi").count() == 0  # unseen only
+    m = metrics(wh, "blend")
+    assert m[("blend", "hr", 10)] > m[("blend_popular", "hr", 10)]
+    assert wh.read_manifest("2026-11-05", "blend")["details"]["users_short"] == 0
+
