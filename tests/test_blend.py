@@ -236,7 +236,7 @@ def test_export_plans_the_blend_lists_without_vectors(spark, tmp_path):
 
 
 def test_scoring_cases_and_the_share_of_heldout_items_in_the_history(spark):
-    from recemb_spark.evaluation import heldout_in_history, scoring_cases
+    from recemb_spark.evaluation.scoring import heldout_in_history, scoring_cases
 
     cases = spark.createDataFrame(
         [("u", "b", "a", ["a"]), ("v", "c", "a", ["a"])],
