@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -87,7 +87,7 @@ def _is_jvm(pid: int) -> bool:
     return bool(cmd) and cmd[0].endswith(b"java") and b"org.apache.spark.deploy.SparkSubmit" in cmd
 
 
-def _jstat_heap(pid: int) -> Optional[tuple[float, float, float]]:
+def _jstat_heap(pid: int) -> tuple[float, float, float] | None:
     """(used, capacity) heap in MiB and the JVM's total GC seconds so far (``GCT``) from
     ``jstat -gc``, or None."""
     try:
@@ -114,7 +114,7 @@ class Monitor:
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self.jstat_ok = False
 
-    def start(self) -> "Monitor":
+    def start(self) -> Monitor:
         self._thread.start()
         return self
 

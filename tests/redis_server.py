@@ -11,8 +11,8 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import pytest
 import redis
@@ -146,7 +146,7 @@ class CuttingProxy:
                 pass
             s.close()
 
-    def __enter__(self) -> "CuttingProxy":
+    def __enter__(self) -> CuttingProxy:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -122,7 +122,7 @@ def test_codec_round_trips_and_batch_encoders_match():
     lst = [("318", 0.91), ("é-ü 1", 0.5), ("", -0.25)]
     value = codec.encode_ranked([i for i, _ in lst], [s for _, s in lst])
     assert value[0] == 1 and int.from_bytes(value[1:3], "little") == 3
-    assert len(value) == 3 + 3 * 4 + 3 * 2 + len("318".encode()) + len("é-ü 1".encode())
+    assert len(value) == 3 + 3 * 4 + 3 * 2 + len(b"318") + len("é-ü 1".encode())
     assert codec.decode_ranked(value) == [(i, float(np.float32(s))) for i, s in lst]
     assert codec.decode_ranked(codec.encode_ranked([], [])) == []
     with pytest.raises(ValueError):

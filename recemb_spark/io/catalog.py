@@ -15,7 +15,6 @@ run is going, or use an external metastore for concurrent access.
 from __future__ import annotations
 
 import os
-from typing import Optional
 from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
@@ -109,8 +108,8 @@ def table_ddl(database: str, table: str, schema: StructType, partition_cols: lis
             f"LOCATION {_literal(location)}")
 
 
-def after_write(wh, schema: StructType, table: str, run_date: str, model: Optional[str],
-                stage: Optional[str]) -> None:
+def after_write(wh, schema: StructType, table: str, run_date: str, model: str | None,
+                stage: str | None) -> None:
     """Register the partition just written in the catalog (when the session has one).
 
     Creates the database and the table on first use; the partition is added, or re-pointed

@@ -17,8 +17,8 @@ only on the config (same seed, same rows), not on the partitioning.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession

@@ -1,7 +1,7 @@
 """DeepWalk / node2vec training: sequences -> item graph -> walks -> Word2Vec vectors."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -44,7 +44,7 @@ def validation_walks(spark: SparkSession, cfg: Config, ratings: DataFrame,
 
 
 def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataFrame,
-          side: Optional[DataFrame] = None
+          side: DataFrame | None = None
           ) -> tuple[DataFrame, dict[str, Any], dict[str, tuple[DataFrame, bool]],
                      list[DataFrame]]:
     """Train on ``sequences`` (and ``ratings`` for rating-weighted edges); see the module doc.

@@ -1,8 +1,6 @@
 """The weighted item graph built from consecutive items in sequences."""
 from __future__ import annotations
 
-from typing import Optional
-
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -25,7 +23,7 @@ def consecutive_pairs(sequences: DataFrame) -> DataFrame:
 
 
 def edge_weights(sequences: DataFrame, cfg: GraphConfig,
-                 ratings: Optional[DataFrame] = None) -> DataFrame:
+                 ratings: DataFrame | None = None) -> DataFrame:
     """Every directed edge with its weight, before any filter: ``(src, dst, weight)``.
 
     ``count``: the number of times ``dst`` directly follows ``src``. ``rating``: the sum of the
@@ -65,6 +63,6 @@ def transition_probabilities(edges: DataFrame, min_edge_weight: float = 0.0) -> 
 
 
 def build_item_graph(sequences: DataFrame, cfg: GraphConfig,
-                     ratings: Optional[DataFrame] = None) -> DataFrame:
+                     ratings: DataFrame | None = None) -> DataFrame:
     """:func:`edge_weights` then :func:`transition_probabilities` with ``cfg.min_edge_weight``."""
     return transition_probabilities(edge_weights(sequences, cfg, ratings), cfg.min_edge_weight)

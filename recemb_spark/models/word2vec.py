@@ -5,7 +5,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from pyspark.ml.feature import Word2Vec
 from pyspark.ml.functions import vector_to_array
@@ -57,7 +57,7 @@ def fit_word2vec(sentences: DataFrame, cfg: Word2VecConfig, input_col: str = "it
 
 def vocabulary_report(sentences: DataFrame, vectors: DataFrame, min_count: int,
                       input_col: str = "items",
-                      counts: Optional[DataFrame] = None) -> dict[str, int]:
+                      counts: DataFrame | None = None) -> dict[str, int]:
     """Counts for the manifest: distinct items in the sentences, items with a vector, and
     items left without one because they occur fewer than ``min_count`` times. ``counts``:
     the corpus's :func:`token_counts` when the caller has them already."""
@@ -122,7 +122,7 @@ def token_counts(sentences: DataFrame, input_col: str = "items") -> DataFrame:
 
 
 def corpus_stats(sentences: DataFrame, input_col: str = "items",
-                 counts: Optional[DataFrame] = None) -> Corpus:
+                 counts: DataFrame | None = None) -> Corpus:
     """Sentences, tokens, vocabulary and items seen once (two aggregations)."""
     counts = token_counts(sentences, input_col) if counts is None else counts
     row = counts.agg(F.count("*").alias("v"), F.sum("count").alias("t"),

@@ -14,7 +14,6 @@ scored with one batched matrix multiply, so millions of tiny buckets cost no Pyt
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -320,7 +319,7 @@ class BandedResult:
 def banded_top_k(q: np.ndarray, x: np.ndarray, proj: np.ndarray, bucket_length: float,
                  bands: int, k: int, cap: int, seed: int, self_idx: np.ndarray,
                  exclude: tuple[np.ndarray, np.ndarray],
-                 salt: Optional[np.ndarray] = None) -> BandedResult:
+                 salt: np.ndarray | None = None) -> BandedResult:
     """Banded-LSH top-``k`` items of ``x`` for every row of ``q`` (both unit-length float32).
 
     ``self_idx[r]``: the item index of query ``r`` when queries are items (it is excluded and

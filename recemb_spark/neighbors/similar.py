@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 from pyspark.sql import SparkSession
@@ -18,7 +17,7 @@ class Neighbor:
     rank: int
     item_id: str
     similarity: float
-    title: Optional[str]
+    title: str | None
 
 
 def latest_date(wh: Warehouse, table: str, model: str) -> str:
@@ -33,7 +32,7 @@ def latest_date(wh: Warehouse, table: str, model: str) -> str:
 
 
 def similar_items(spark: SparkSession, wh: Warehouse, model: str, item: str, k: int,
-                  run_date: Optional[str] = None) -> tuple[str, str, list[Neighbor]]:
+                  run_date: str | None = None) -> tuple[str, str, list[Neighbor]]:
     """The ``k`` most similar items to ``item``: ``(run_date, method, neighbours)``.
 
     Uses ``item_neighbors`` when it holds at least ``k`` rows for the item, else scores the

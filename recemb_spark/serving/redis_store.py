@@ -25,8 +25,9 @@ import os
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any
 
 import pyarrow as pa
 import redis
@@ -64,16 +65,16 @@ class RedisTarget:
     port: int
     db: int = 0
     tls: bool = False
-    tls_ca_file: Optional[str] = None
-    username: Optional[str] = None
-    password: Optional[str] = field(default=None, repr=False)
+    tls_ca_file: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
     connect_timeout: float = 5.0
     socket_timeout: float = 30.0
     retries: int = 3
 
     @classmethod
     def from_config(cls, cfg: ExportConfig,
-                    environ: Optional[Mapping[str, str]] = None) -> "RedisTarget":
+                    environ: Mapping[str, str] | None = None) -> RedisTarget:
         """The target of ``cfg``; ConfigError when ``password_env`` names an unset variable."""
         environ = os.environ if environ is None else environ
         password = None
@@ -125,7 +126,7 @@ def version_key(prefix: str, model: str, version: str, *rest: str) -> str:
     return ":".join([prefix, model, version, *rest])
 
 
-def new_version(run_date: str, now: Optional[dt.datetime] = None) -> str:
+def new_version(run_date: str, now: dt.datetime | None = None) -> str:
     """A fresh version name for ``run_date``: the date, the UTC start time, 4 random hex."""
     now = now or dt.datetime.now(dt.timezone.utc)
     return f"{run_date}.{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
@@ -152,7 +153,7 @@ class VersionStore:
         self.r = client
         self.prefix = prefix
 
-    def current(self, model: str) -> Optional[str]:
+    def current(self, model: str) -> str | None:
         """The version ``P:M:current`` names, or None."""
         return _text(self.r.get(pointer_key(self.prefix, model)))
 
@@ -185,7 +186,7 @@ class VersionStore:
                     mapping={**{k: str(v) for k, v in info.items()}, "status": "complete",
                              "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()})
 
-    def switch(self, versions: dict[str, str]) -> dict[str, Optional[str]]:
+    def switch(self, versions: dict[str, str]) -> dict[str, str | None]:
         """Point every model of ``versions`` at its version in one MULTI/EXEC (all or none);
         return the versions they named before."""
         pipe = self.r.pipeline(transaction=True)
