@@ -96,7 +96,7 @@ def _jstat_heap(pid: int) -> tuple[float, float, float] | None:
         head, vals = out[0].split(), [float(v) for v in out[1].split()]
     except (OSError, IndexError, ValueError, subprocess.TimeoutExpired):
         return None
-    g = dict(zip(head, vals))
+    g = dict(zip(head, vals, strict=False))
     used = sum(g.get(k, 0.0) for k in ("S0U", "S1U", "EU", "OU"))
     cap = sum(g.get(k, 0.0) for k in ("S0C", "S1C", "EC", "OC"))
     return used / 1024, cap / 1024, g.get("GCT", 0.0)

@@ -54,9 +54,10 @@ def make_tables(spark, wh_path, run_date, n_items=120, n_users=80, dim=8, k=5, s
     for i in items:
         others = [j for j in rng.choice(items, size=k + 1, replace=False) if j != i][:k]
         sims = np.sort(rng.uniform(-1, 1, size=k))[::-1]
-        nbrs[i] = list(zip(others, sims.tolist()))
+        nbrs[i] = list(zip(others, sims.tolist(), strict=True))
     cands = {u: list(zip(rng.choice(items, size=3, replace=False).tolist(),
-                         sorted(rng.uniform(0, 1, size=3).tolist(), reverse=True)))
+                         sorted(rng.uniform(0, 1, size=3).tolist(), reverse=True),
+                         strict=True))
              for u in users[: n_users // 2]}
     wh = Warehouse(spark, wh_path)
     wh.write(spark.createDataFrame([(i, v.tolist()) for i, v in ivec.items()],

@@ -96,7 +96,7 @@ def test_pooling_matches_a_plain_python_reference(spark):
         for p, item in enumerate(items):
             if item in vecs:
                 w = 0.5 ** ((n - 1 - p) / half_life)
-                acc, total = [a + w * v for a, v in zip(acc, vecs[item])], total + w
+                acc, total = [a + w * v for a, v in zip(acc, vecs[item], strict=True)], total + w
         return [a / total for a in acc] if total else None
 
     expected = spark.createDataFrame(

@@ -152,7 +152,7 @@ def user_ratings(user: int, count: int, cat: Catalogue,
              + rng.normal(0.0, 0.7, count))
     rating = np.clip(np.round(score * 2.0) / 2.0, 0.5, 5.0)
     uid = str(user + 1)
-    return [(uid, str(i + 1), float(r), int(t)) for i, r, t in zip(items, rating, ts)]
+    return [(uid, str(i + 1), float(r), int(t)) for i, r, t in zip(items, rating, ts, strict=True)]
 
 
 def generate(spark: SparkSession, cfg: SampleConfig) -> tuple[DataFrame, DataFrame]:

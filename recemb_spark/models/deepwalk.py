@@ -53,9 +53,9 @@ def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataF
     (cached), counts for the manifest (edges kept and dropped, nodes, strategy, walks, steps,
     vocabulary), and the extra tables by name with whether they are per model: ``item_graph``
     and, with ``walks.write_walks``, ``walks``; and the cached frames those tables come from
-    (the walk tokens), for the caller to release once they are written. With ``side`` (see :mod:`.side_info`) side
-    tokens follow each node in the walks and items without a learned vector get one from
-    their side tokens (``source`` column).
+    (the walk tokens), for the caller to release once they are written. With ``side`` (see
+    :mod:`.side_info`) side tokens follow each node in the walks and items without a learned
+    vector get one from their side tokens (``source`` column).
     """
     edges = edge_weights(sequences, cfg.graph, ratings).persist()
     graph = transition_probabilities(edges, cfg.graph.min_edge_weight).persist()

@@ -55,8 +55,8 @@ def similar_items(spark: SparkSession, wh: Warehouse, model: str, item: str, k: 
         scores = (matrix @ matrix[q])[None, :]
         scores[0, q] = -np.inf
         idx, best = top_k_rows(scores, k)
-        rows = [(r + 1, ids[j], float(s)) for r, (j, s) in enumerate(zip(idx[0], best[0]))
-                if j >= 0]
+        rows = [(r + 1, ids[j], float(s))
+                for r, (j, s) in enumerate(zip(idx[0], best[0], strict=True)) if j >= 0]
     titles = item_titles(wh, run_date, [item] + [r[1] for r in rows])
     neighbors = [Neighbor(rank, i, sim, titles.get(i)) for rank, i, sim in rows]
     return run_date, method, [Neighbor(0, item, 1.0, titles.get(item))] + neighbors

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
-from typing import Optional
 
 from pyspark.sql import SparkSession
 

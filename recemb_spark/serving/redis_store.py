@@ -192,7 +192,7 @@ class VersionStore:
         pipe = self.r.pipeline(transaction=True)
         for model, version in versions.items():
             pipe.set(pointer_key(self.prefix, model), version, get=True)
-        return {m: _text(old) for m, old in zip(versions, pipe.execute())}
+        return {m: _text(old) for m, old in zip(versions, pipe.execute(), strict=True)}
 
     def retire(self, model: str, version: str, grace_seconds: int) -> int:
         """Give every key of ``version`` an expiry of ``grace_seconds`` (0: delete now) and
@@ -259,7 +259,7 @@ def pack_mset_exists(keys: list[bytes], values: list[bytes]) -> bytes:
     """``MSET k1 v1 k2 v2 ...`` followed by ``EXISTS k1 k2 ...``, packed as RESP in one buffer
     (packing by hand: redis-py's general packer took most of the writer's time)."""
     packed_keys = [_bulk(k) for k in keys]
-    pairs = itertools.chain.from_iterable(zip(packed_keys, map(_bulk, values)))
+    pairs = itertools.chain.from_iterable(zip(packed_keys, map(_bulk, values), strict=True))
     return b"".join([b"*%d\r\n$4\r\nMSET\r\n" % (2 * len(keys) + 1), *pairs,
                      b"*%d\r\n$6\r\nEXISTS\r\n" % (len(keys) + 1), *packed_keys])
 
