@@ -21,6 +21,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql.types import StructType
 
 from ..errors import ConfigError
+from ..jvm import driver_jvm
 
 # the session conf key that carries the database name; set only when the catalog is on
 DATABASE_CONF = "spark.recemb.catalog.database"
@@ -85,7 +86,7 @@ def prepare(spark: SparkSession) -> None:
     if url.startswith(prefix) and url.endswith(suffix):
         meta = url[len(prefix):-len(suffix)]
         os.makedirs(meta, exist_ok=True)
-        spark.sparkContext._jvm.java.lang.System.setProperty(
+        driver_jvm(spark).java.lang.System.setProperty(
             "derby.stream.error.file", os.path.join(meta, "derby.log"))
 
 
@@ -139,7 +140,7 @@ def after_write(wh, schema: StructType, table: str, run_date: str, model: str | 
 
 def _qualified(spark: SparkSession, path: str) -> str:
     """``path`` made absolute with its scheme (file:/..., hdfs://...), as the metastore keeps it."""
-    jvm = spark.sparkContext._jvm
+    jvm = driver_jvm(spark)
     p = jvm.org.apache.hadoop.fs.Path(path)
     fs = p.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     return str(fs.makeQualified(p).toString()).rstrip("/")

@@ -440,4 +440,6 @@ def _uitem_genre_names(spark: SparkSession, path: str) -> list[str]:
 
 
 def empty_frame(spark: SparkSession, schema: str) -> DataFrame:
-    return spark.createDataFrame([], T._parse_datatype_string(schema))
+    struct = T._parse_datatype_string(schema)
+    assert isinstance(struct, T.StructType), f"not a DDL column list: {schema!r}"
+    return spark.createDataFrame([], struct)

@@ -126,8 +126,8 @@ def user_ratings(user: int, count: int, cat: Catalogue,
                               len(cum) - 1))
             if current not in remaining:
                 lo, hi = cat.start[current], cat.end[current]
-                members = cat.order[lo:hi]
-                remaining[current] = (members.tolist(), cat.popularity[members].tolist())
+                cluster = cat.order[lo:hi]
+                remaining[current] = (cluster.tolist(), cat.popularity[cluster].tolist())
         members, weights = remaining[current]
         target, acc, pick = u_pick[step] * sum(weights), 0.0, len(weights) - 1
         for j, w in enumerate(weights):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,7 +89,7 @@ def chunk_sums(rows: list[Any]) -> Sums:
 def cross_sums(pairs: DataFrame, dim: int) -> Sums:
     """:class:`Sums` over ``pairs (x array<float>, y array<float>)``, summed where the rows are:
     each partition returns one d x d partial, merged by a tree reduce."""
-    def partial(rows: Iterator[Any]) -> Iterator[Sums]:
+    def partial(rows: Iterable[Any]) -> Iterator[Sums]:
         total = Sums(np.zeros((dim, dim)), 0.0, 0.0, 0)
         chunk: list[Any] = []
         for row in rows:

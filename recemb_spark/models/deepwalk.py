@@ -66,7 +66,8 @@ def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataF
     stats = walk_stats(blocks)
     tokens = spark.createDataFrame(walk_token_rows(blocks), "items array<string>").persist()
     node_ids = g.nodes.select(F.col("node").cast("string").alias("node"), "item_id")
-    w2v, sample, tuned = cfg.deepwalk, cfg.deepwalk.sample, {}
+    w2v, sample = cfg.deepwalk, cfg.deepwalk.sample
+    tuned: dict[str, Any] = {}
     if w2v.tune:  # walks on the validation split's graph, as item ids
         w2v, sample, tuned = tune_word2vec(
             spark, lambda seqs: validation_walks(spark, cfg, ratings, seqs), sequences, w2v,

@@ -5,6 +5,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from ..config import GraphConfig
+from ..rows import one_row
 
 EDGES_SCHEMA = "src string, dst string, weight double"
 GRAPH_SCHEMA = "src string, dst string, weight double, prob double"
@@ -40,7 +41,7 @@ def edge_weights(sequences: DataFrame, cfg: GraphConfig,
         r = ratings.select("user_id", F.col("item_id").alias("dst"), F.col("rating").alias("_w"))
         pairs = pairs.join(r, ["user_id", "dst"], "left").fillna({"_w": 1.0})
     elif cfg.weighting == "recency":
-        newest = sequences.agg(F.max(F.unix_seconds("ts_end"))).first()[0] or 0  # one scalar
+        newest = one_row(sequences.agg(F.max(F.unix_seconds("ts_end"))))[0] or 0  # one scalar
         age_days = (F.lit(newest) - F.unix_seconds("ts_end")) / 86400.0
         pairs = pairs.withColumn(
             "_w", F.pow(F.lit(0.5), age_days / F.lit(cfg.recency_half_life_days)))

@@ -50,17 +50,25 @@ def resolve_version(store: VersionStore, model: str, run_date: str | None = None
     return Resolved(version, store.meta(model, version))
 
 
+def _raw_value(store: VersionStore, key: str) -> bytes | None:
+    """The value stored at ``key``, undecoded (the store's client does not decode responses),
+    or None."""
+    raw = store.r.get(key)
+    assert raw is None or isinstance(raw, bytes), "the store's client decodes responses"
+    return raw
+
+
 def read_ranked(store: VersionStore, model: str, version: str, kind: str,
                 key_id: str) -> list[tuple[str, float]] | None:
     """The ranked list (``neighbors`` or ``user_candidates``) stored for ``key_id``, or None."""
-    raw = store.r.get(version_key(store.prefix, model, version, KINDS[kind], key_id))
+    raw = _raw_value(store, version_key(store.prefix, model, version, KINDS[kind], key_id))
     return None if raw is None else decode_ranked(raw)
 
 
 def read_vector(store: VersionStore, model: str, version: str, kind: str,
                 key_id: str) -> np.ndarray | None:
     """The vector (``items`` or ``users``) stored for ``key_id``, or None."""
-    raw = store.r.get(version_key(store.prefix, model, version, KINDS[kind], key_id))
+    raw = _raw_value(store, version_key(store.prefix, model, version, KINDS[kind], key_id))
     return None if raw is None else decode_vector(raw)
 
 

@@ -349,7 +349,9 @@ def partition_writer(target: RedisTarget, prefix: str, model: str, version: str,
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
 
-        part = TaskContext.get().partitionId()
+        ctx = TaskContext.get()
+        assert ctx is not None  # run() runs in a Spark task
+        part = ctx.partitionId()
         rows = 0
         client = target.client()
         try:
