@@ -44,7 +44,7 @@ def clustered_vectors(spark, n, dim=32, per_cluster=50, noise=0.15, seed=0):
         rng = np.random.default_rng([seed, part])
         pts = c[rng.integers(0, len(c), hi - lo)] + noise * rng.normal(size=(hi - lo, dim))
         pts /= np.linalg.norm(pts, axis=1, keepdims=True)
-        for i, v in zip(range(lo, hi), pts.astype(np.float32)):
+        for i, v in zip(range(lo, hi), pts.astype(np.float32), strict=True):
             yield f"i{i}", v.tolist()
 
     rdd = spark.sparkContext.parallelize(range(parts), parts).mapPartitionsWithIndex(gen)

@@ -121,8 +121,8 @@ def score_vectors(p: Prepared, vectors: DataFrame, ks: list[int], name: str) -> 
 def fit_and_score_als(p: Prepared, cfg, checkpoint_dir: str) -> dict[str, Any]:
     """One ALS fit of ``cfg`` (an ``AlsConfig``) on the split's training part, scored as the
     evaluate stage scores ALS: the query item's factor by cosine (with the segment rows) and
-    the user's factor by dot product. Returns the fit seconds, the alpha and iterations used and HR@10 /
-    NDCG@10 of both queries; unpersists what it cached."""
+    the user's factor by dot product. Returns the fit seconds, the alpha and iterations used
+    and HR@10 / NDCG@10 of both queries; unpersists what it cached."""
     from recemb_spark.models import als
 
     t0 = time.perf_counter()

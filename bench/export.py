@@ -49,7 +49,8 @@ def random_vectors(spark, n, dim=32, seed=0):
     def gen(part, _):
         lo, hi = part * n // parts, (part + 1) * n // parts
         rng = np.random.default_rng([seed, part])
-        for i, v in zip(range(lo, hi), rng.normal(size=(hi - lo, dim)).astype(np.float32)):
+        for i, v in zip(range(lo, hi), rng.normal(size=(hi - lo, dim)).astype(np.float32),
+                        strict=True):
             yield f"i{i}", v.tolist()
 
     rdd = spark.sparkContext.parallelize(range(parts), parts).mapPartitionsWithIndex(gen)

@@ -9,10 +9,10 @@ Data sets: ``ml-100k`` (MovieLens ratings), ``sample`` (the built-in generator),
 histories, long tail, categories); the real ones are read from ``$RECEMB_DATA`` (default
 ``../shared/data`` beside the checkout) with the same settings as the README's commands.
 Methods: ``popularity``; ``popularity_category`` (the items of the query item's category
-first: data sets with item genres or categories); ``item2vec`` and ``deepwalk`` with our defaults (the library's own
-trainers: auto settings resolved per corpus, subsampling); ``mllib_tutorial`` (MLlib
-Word2Vec at the tutorial's settings: dim 10, window 5, 10 epochs, minCount 5, step 0.025,
-on the tutorial's corpus: each user's liked items);
+first: data sets with item genres or categories); ``item2vec`` and ``deepwalk`` with our
+defaults (the library's own trainers: auto settings resolved per corpus, subsampling);
+``mllib_tutorial`` (MLlib Word2Vec at the tutorial's settings: dim 10, window 5, 10 epochs,
+minCount 5, step 0.025, on the tutorial's corpus: each user's liked items);
 ``gensim_{hs,sgns}_{tutorial,ours}`` (skip-gram with hierarchical softmax / negative
 sampling, at the tutorial's settings on the tutorial's corpus, and at the settings our
 item2vec resolved on our corpus — every rated item, ``sequences.context_min_rating``;
@@ -30,8 +30,9 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -63,8 +64,8 @@ DATASETS: dict[str, tuple[str | None, list[str]]] = {
 }
 TUTORIAL = {"vector_size": 10, "window_size": 5, "max_iter": 10, "min_count": 5,
             "num_partitions": 1, "step_size": 0.025, "sample": 0.0}
-METHODS = ["popularity", "popularity_category", "item2vec", "deepwalk", "mllib_tutorial", "gensim_hs_tutorial",
-           "gensim_sgns_tutorial", "gensim_hs_ours", "gensim_sgns_ours"]
+METHODS = ["popularity", "popularity_category", "item2vec", "deepwalk", "mllib_tutorial",
+           "gensim_hs_tutorial", "gensim_sgns_tutorial", "gensim_hs_ours", "gensim_sgns_ours"]
 
 
 #: the held-out item's popularity segments every score is split by (evaluate.head_share,

@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -87,7 +87,7 @@ def _is_jvm(pid: int) -> bool:
     return bool(cmd) and cmd[0].endswith(b"java") and b"org.apache.spark.deploy.SparkSubmit" in cmd
 
 
-def _jstat_heap(pid: int) -> Optional[tuple[float, float, float]]:
+def _jstat_heap(pid: int) -> tuple[float, float, float] | None:
     """(used, capacity) heap in MiB and the JVM's total GC seconds so far (``GCT``) from
     ``jstat -gc``, or None."""
     try:
@@ -96,7 +96,7 @@ def _jstat_heap(pid: int) -> Optional[tuple[float, float, float]]:
         head, vals = out[0].split(), [float(v) for v in out[1].split()]
     except (OSError, IndexError, ValueError, subprocess.TimeoutExpired):
         return None
-    g = dict(zip(head, vals))
+    g = dict(zip(head, vals, strict=False))
     used = sum(g.get(k, 0.0) for k in ("S0U", "S1U", "EU", "OU"))
     cap = sum(g.get(k, 0.0) for k in ("S0C", "S1C", "EC", "OC"))
     return used / 1024, cap / 1024, g.get("GCT", 0.0)
@@ -114,7 +114,7 @@ class Monitor:
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self.jstat_ok = False
 
-    def start(self) -> "Monitor":
+    def start(self) -> Monitor:
         self._thread.start()
         return self
 

@@ -52,7 +52,7 @@ def driver_loop(src, dst, weight, n_walks, length, seed=0):
     (with bisect on cumulative weights rather than the tutorial's linear scan)."""
     table: dict[int, tuple[list[int], list[float]]] = {}
     order = np.argsort(src, kind="stable")
-    for s, d, w in zip(src[order], dst[order], weight[order]):
+    for s, d, w in zip(src[order], dst[order], weight[order], strict=True):
         nbrs, cum = table.setdefault(int(s), ([], []))
         nbrs.append(int(d))
         cum.append((cum[-1] if cum else 0.0) + float(w))
@@ -131,7 +131,7 @@ def main() -> None:
     else:
         src, dst, weight = powerlaw_edges(args.nodes, args.edges)
         df = spark.createDataFrame(
-            [(f"n{s}", f"n{d}", float(w)) for s, d, w in zip(src, dst, weight)],
+            [(f"n{s}", f"n{d}", float(w)) for s, d, w in zip(src, dst, weight, strict=True)],
             "src string, dst string, weight double")
         graph = transition_probabilities(df).persist()
     g = index_graph(graph)

@@ -11,8 +11,8 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import pytest
 import redis
@@ -51,9 +51,9 @@ def redis_server(*extra: str, binary: str = REDIS_SERVER) -> Iterator[int]:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                     break
-            except OSError:
+            except OSError as err:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on port {port}")
+                    raise RuntimeError(f"redis-server did not start on port {port}") from err
                 time.sleep(0.02)
         yield port
     finally:
@@ -146,7 +146,7 @@ class CuttingProxy:
                 pass
             s.close()
 
-    def __enter__(self) -> "CuttingProxy":
+    def __enter__(self) -> CuttingProxy:
         return self
 
     def __exit__(self, *exc) -> None:

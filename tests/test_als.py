@@ -78,7 +78,7 @@ def test_implicit_top_k_excludes_seen_items(spark, tmp_path):
     assert sorted(i for _, i in got["u1"]) == ["d", "e"]  # only 2 unseen items exist
     assert [i for _, i in sorted(got["u2"])][0] in "ce"
     assert "u5" not in got  # u5 has seen everything
-    for user, rows in got.items():
+    for _user, rows in got.items():
         assert [r for r, _ in sorted(rows)] == list(range(1, len(rows) + 1))
 
 

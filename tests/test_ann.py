@@ -54,7 +54,8 @@ def test_exact_neighbours_are_exactly_right(spark, points):
     for rows in ranks.values():
         rows.sort()
         assert [r for r, _ in rows] == [1, 2, 3, 4, 5]
-        assert all(a[1] >= b[1] for a, b in zip(rows, rows[1:]))  # descending similarity
+        # descending similarity
+        assert all(a[1] >= b[1] for a, b in zip(rows, rows[1:], strict=False))
 
 
 def recall(got, truth):
@@ -228,8 +229,10 @@ def test_exclusions_positions_ignore_unknown_ids_and_null_lists():
 
 
 def test_merge_top_k_unions_rows_once():
-    a_i = np.array([[5, 2, -1]]); a_v = np.array([[0.9, 0.5, -np.inf]], np.float32)
-    b_i = np.array([[2, 7, 1]]); b_v = np.array([[0.5, 0.8, 0.5]], np.float32)
+    a_i = np.array([[5, 2, -1]])
+    a_v = np.array([[0.9, 0.5, -np.inf]], np.float32)
+    b_i = np.array([[2, 7, 1]])
+    b_v = np.array([[0.5, 0.8, 0.5]], np.float32)
     idx, vals = topk.merge_top_k(a_i, a_v, b_i, b_v, 4)
     assert idx.tolist() == [[5, 7, 1, 2]]  # 2 once; 1 and 2 tie at 0.5: lower index first
     assert vals[0].tolist() == pytest.approx([0.9, 0.8, 0.5, 0.5])

@@ -54,9 +54,10 @@ def make_tables(spark, wh_path, run_date, n_items=120, n_users=80, dim=8, k=5, s
     for i in items:
         others = [j for j in rng.choice(items, size=k + 1, replace=False) if j != i][:k]
         sims = np.sort(rng.uniform(-1, 1, size=k))[::-1]
-        nbrs[i] = list(zip(others, sims.tolist()))
+        nbrs[i] = list(zip(others, sims.tolist(), strict=True))
     cands = {u: list(zip(rng.choice(items, size=3, replace=False).tolist(),
-                         sorted(rng.uniform(0, 1, size=3).tolist(), reverse=True)))
+                         sorted(rng.uniform(0, 1, size=3).tolist(), reverse=True),
+                         strict=True))
              for u in users[: n_users // 2]}
     wh = Warehouse(spark, wh_path)
     wh.write(spark.createDataFrame([(i, v.tolist()) for i, v in ivec.items()],
@@ -122,7 +123,7 @@ def test_codec_round_trips_and_batch_encoders_match():
     lst = [("318", 0.91), ("é-ü 1", 0.5), ("", -0.25)]
     value = codec.encode_ranked([i for i, _ in lst], [s for _, s in lst])
     assert value[0] == 1 and int.from_bytes(value[1:3], "little") == 3
-    assert len(value) == 3 + 3 * 4 + 3 * 2 + len("318".encode()) + len("é-ü 1".encode())
+    assert len(value) == 3 + 3 * 4 + 3 * 2 + len(b"318") + len("é-ü 1".encode())
     assert codec.decode_ranked(value) == [(i, float(np.float32(s))) for i, s in lst]
     assert codec.decode_ranked(codec.encode_ranked([], [])) == []
     with pytest.raises(ValueError):

@@ -83,10 +83,6 @@ def test_auto_step_size_follows_corpus_size(spark):
 def test_pooling_matches_a_plain_python_reference(spark):
     """Random histories (repeats, unknown items, an empty and a null history) against the
     definition, computed in plain Python; chunks of a few tokens give the same vectors."""
-    import random
-
-    from recemb_spark.models import users
-
     rng = random.Random(3)
     vecs = {f"i{k}": [float(np.float32(rng.uniform(-1, 1))) for _ in range(4)]
             for k in range(30)}  # float32 values, as the table stores them
@@ -100,7 +96,7 @@ def test_pooling_matches_a_plain_python_reference(spark):
         for p, item in enumerate(items):
             if item in vecs:
                 w = 0.5 ** ((n - 1 - p) / half_life)
-                acc, total = [a + w * v for a, v in zip(acc, vecs[item])], total + w
+                acc, total = [a + w * v for a, v in zip(acc, vecs[item], strict=True)], total + w
         return [a / total for a in acc] if total else None
 
     expected = spark.createDataFrame(

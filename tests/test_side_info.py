@@ -52,7 +52,7 @@ def test_drop_tokens_draws_per_row_key_and_position():
     keys = np.array([1, 2, 3, 4], np.uint64)
     out = drop_tokens(lists, keys, pa.array(["a"]), np.array([0.2])).to_pylist()
     assert out[1] is None and out[2] == []                   # null and empty rows stay
-    for before, after in zip(lists.to_pylist(), out):
+    for before, after in zip(lists.to_pylist(), out, strict=True):
         if before:  # other tokens all kept, in order; "a" thinned
             assert [t for t in after if t != "a"] == [t for t in before if t != "a"]
     assert 5 <= sum(r.count("a") for r in out if r) <= 25   # ~0.2 of 70

@@ -50,7 +50,7 @@ def all_paths(run):
 def transitions(paths, names):
     counts = collections.Counter()
     for path in paths:
-        for a, b in zip(path[:-1], path[1:]):
+        for a, b in zip(path[:-1], path[1:], strict=False):
             if b >= 0:
                 counts[(names[a], names[b])] += 1
     return counts

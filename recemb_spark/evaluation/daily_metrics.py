@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 
 from ..ids import item_order
 from ..metrics import metric_row
+from ..rows import one_row
 from .popularity import is_head
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -59,12 +60,12 @@ def overlap_metrics(model: str, overlap: DataFrame, segments: DataFrame,
     ratings, ``segments``; items not in it count as tail) and the item counts
     ``overlap_items``, ``overlap_head_items`` (k = 0). Empty overlap -> counts only."""
     joined = overlap.join(segments, "item_id", "left").withColumn("_head", is_head())
-    row = joined.agg(
+    row = one_row(joined.agg(
         F.count("*").alias("n"), F.avg("overlap").alias("mean"),
         F.percentile_approx("overlap", list(QUANTILES), 10000).alias("q"),
         F.sum(F.col("_head").cast("long")).alias("n_head"),
         F.avg(F.when(F.col("_head"), F.col("overlap"))).alias("head"),
-        F.avg(F.when(~F.col("_head"), F.col("overlap"))).alias("tail")).first()
+        F.avg(F.when(~F.col("_head"), F.col("overlap"))).alias("tail")))
     out = [metric_row(model, "overlap_items", 0, row["n"]),
            metric_row(model, "overlap_head_items", 0, row["n_head"] or 0)]
     if not row["n"]:
@@ -84,7 +85,7 @@ def overlap_metrics(model: str, overlap: DataFrame, segments: DataFrame,
 
 def cutoff_of(previous: DataFrame) -> dt.datetime | None:
     """The latest event time of a rating table (its cutoff), None when it is empty."""
-    return previous.agg(F.max("ts")).first()[0]
+    return one_row(previous.agg(F.max("ts")))[0]
 
 
 def forward_cases(previous: DataFrame, today: DataFrame, min_rating: float,
@@ -133,8 +134,8 @@ def forward_neighbor_metrics(model: str, cases: DataFrame, neighbors: DataFrame,
     hits = (served.withColumn("_pos", pos)
             .filter((F.col("_pos") <= k) & (F.col("neighbor_id") == F.col("heldout"))))
     users = cases.count()
-    row = hits.agg(F.count("*").alias("h"),
-                   F.sum(1.0 / F.log2(F.col("_pos") + 1.0)).alias("g")).first()
+    row = one_row(hits.agg(F.count("*").alias("h"),
+                           F.sum(1.0 / F.log2(F.col("_pos") + 1.0)).alias("g")))
     n = max(users, 1)
     return [metric_row(model, "forward_neighbors_users", 0, users),
             metric_row(model, "forward_neighbors_hr", k, row["h"] / n),

@@ -24,6 +24,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from ..ids import event_struct
+from ..rows import one_row
 
 #: ``evaluate.holdout_users: 0`` (auto) holds out this many users at most.
 AUTO_HOLDOUT_USERS = 10_000
@@ -93,6 +94,6 @@ NO_PAIRS = Fingerprint(0, 0)
 def fingerprint(holdout: DataFrame) -> Fingerprint:
     """The :class:`Fingerprint` of the ``holdout`` pairs (the evaluate stage checks that each
     model trained without exactly these)."""
-    row = holdout.agg(F.count("*").alias("n"),
-                      F.bit_xor(F.xxhash64("user_id", "item_id")).alias("x")).first()
+    row = one_row(holdout.agg(F.count("*").alias("n"),
+                              F.bit_xor(F.xxhash64("user_id", "item_id")).alias("x")))
     return Fingerprint(int(row["n"]), int(row["x"] or 0))

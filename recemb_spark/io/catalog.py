@@ -15,13 +15,13 @@ run is going, or use an external metastore for concurrent access.
 from __future__ import annotations
 
 import os
-from typing import Optional
 from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 from pyspark.sql.types import StructType
 
 from ..errors import ConfigError
+from ..jvm import driver_jvm
 
 # the session conf key that carries the database name; set only when the catalog is on
 DATABASE_CONF = "spark.recemb.catalog.database"
@@ -86,7 +86,7 @@ def prepare(spark: SparkSession) -> None:
     if url.startswith(prefix) and url.endswith(suffix):
         meta = url[len(prefix):-len(suffix)]
         os.makedirs(meta, exist_ok=True)
-        spark.sparkContext._jvm.java.lang.System.setProperty(
+        driver_jvm(spark).java.lang.System.setProperty(
             "derby.stream.error.file", os.path.join(meta, "derby.log"))
 
 
@@ -109,8 +109,8 @@ def table_ddl(database: str, table: str, schema: StructType, partition_cols: lis
             f"LOCATION {_literal(location)}")
 
 
-def after_write(wh, schema: StructType, table: str, run_date: str, model: Optional[str],
-                stage: Optional[str]) -> None:
+def after_write(wh, schema: StructType, table: str, run_date: str, model: str | None,
+                stage: str | None) -> None:
     """Register the partition just written in the catalog (when the session has one).
 
     Creates the database and the table on first use; the partition is added, or re-pointed
@@ -140,7 +140,7 @@ def after_write(wh, schema: StructType, table: str, run_date: str, model: Option
 
 def _qualified(spark: SparkSession, path: str) -> str:
     """``path`` made absolute with its scheme (file:/..., hdfs://...), as the metastore keeps it."""
-    jvm = spark.sparkContext._jvm
+    jvm = driver_jvm(spark)
     p = jvm.org.apache.hadoop.fs.Path(path)
     fs = p.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     return str(fs.makeQualified(p).toString()).rstrip("/")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
-from typing import Optional
 
 from .warehouse import Warehouse, join_path
 
@@ -17,7 +16,7 @@ log = logging.getLogger(__name__)
 MANIFESTS = "_manifests"
 
 
-def parse_dt(name: str) -> Optional[str]:
+def parse_dt(name: str) -> str | None:
     """``"dt=2026-11-05"`` -> ``"2026-11-05"``; None for any other name (``_SUCCESS``, ...)."""
     if not name.startswith("dt="):
         return None
@@ -27,7 +26,7 @@ def parse_dt(name: str) -> Optional[str]:
         return None
 
 
-def table_dates(wh: Warehouse, table: str, model: Optional[str] = None) -> list[str]:
+def table_dates(wh: Warehouse, table: str, model: str | None = None) -> list[str]:
     """The run dates (sorted) that hold a partition of ``table`` (and of ``model`` when given)."""
     root = join_path(wh.root, table)
     if not wh.fs.is_dir(root):
@@ -39,7 +38,7 @@ def table_dates(wh: Warehouse, table: str, model: Optional[str] = None) -> list[
 
 
 def previous_date(wh: Warehouse, table: str, run_date: str,
-                  model: Optional[str] = None) -> Optional[str]:
+                  model: str | None = None) -> str | None:
     """The latest date before ``run_date`` that holds ``table`` (for ``model``), or None."""
     earlier = [d for d in table_dates(wh, table, model) if d < run_date]
     return earlier[-1] if earlier else None

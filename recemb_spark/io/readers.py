@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -56,8 +55,8 @@ class ParsedRatings:
     rejected_by_reason: dict[str, int]
     source: str
     format: str
-    items_path: Optional[str] = None
-    cached: Optional[DataFrame] = None
+    items_path: str | None = None
+    cached: DataFrame | None = None
 
     def unpersist(self) -> None:
         """Release the cached parsed rows (call once both outputs are written)."""
@@ -73,7 +72,7 @@ class ParsedRatings:
 class ResolvedInput:
     path: str
     format: str
-    items_path: Optional[str]
+    items_path: str | None
 
 
 def resolve_input(fs: HadoopFS, path: str, fmt: str) -> ResolvedInput:
@@ -115,7 +114,7 @@ def resolve_input(fs: HadoopFS, path: str, fmt: str) -> ResolvedInput:
     return ResolvedInput(path, detected, items)
 
 
-def _detect_format(name: str) -> Optional[str]:
+def _detect_format(name: str) -> str | None:
     if name in _RATING_FILES:
         return _RATING_FILES[name]
     for suffix, fmt in ((".csv", "csv"), (".dat", "dat"), (".tsv", "tsv"), (".data", "tsv"),
@@ -125,7 +124,7 @@ def _detect_format(name: str) -> Optional[str]:
     return None
 
 
-def _items_beside(names: list[str], folder: str) -> Optional[str]:
+def _items_beside(names: list[str], folder: str) -> str | None:
     for name in _ITEM_FILES:
         if name in names:
             return join_path(folder, name)
@@ -136,8 +135,8 @@ def _items_beside(names: list[str], folder: str) -> Optional[str]:
 # ratings
 
 
-def read_ratings(spark: SparkSession, cfg: InputConfig, path: Optional[str] = None,
-                 fmt: Optional[str] = None) -> ParsedRatings:
+def read_ratings(spark: SparkSession, cfg: InputConfig, path: str | None = None,
+                 fmt: str | None = None) -> ParsedRatings:
     """Read and validate a rating input; see the module doc for what comes back.
 
     Text input is parsed once and cached on disk (the caller reads both outputs); Parquet
@@ -345,7 +344,7 @@ def _timestamp_from_number(value: Column, unit: str) -> Column:
 
 
 def _classify(user: Column, item: Column, rating: Column, ts: Column, cfg: InputConfig,
-              first: list[tuple[Column, str]], event: Optional[Column] = None) -> Column:
+              first: list[tuple[Column, str]], event: Column | None = None) -> Column:
     checks = first + [
         (user.isNull() | (user == ""), "missing_user_id"),
         (item.isNull() | (item == ""), "missing_item_id"),
@@ -444,4 +443,6 @@ def _uitem_genre_names(spark: SparkSession, path: str) -> list[str]:
 
 
 def empty_frame(spark: SparkSession, schema: str) -> DataFrame:
-    return spark.createDataFrame([], T._parse_datatype_string(schema))
+    struct = T._parse_datatype_string(schema)
+    assert isinstance(struct, T.StructType), f"not a DDL column list: {schema!r}"
+    return spark.createDataFrame([], struct)

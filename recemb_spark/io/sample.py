@@ -17,8 +17,8 @@ only on the config (same seed, same rows), not on the partitioning.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
@@ -126,8 +126,8 @@ def user_ratings(user: int, count: int, cat: Catalogue,
                               len(cum) - 1))
             if current not in remaining:
                 lo, hi = cat.start[current], cat.end[current]
-                members = cat.order[lo:hi]
-                remaining[current] = (members.tolist(), cat.popularity[members].tolist())
+                cluster = cat.order[lo:hi]
+                remaining[current] = (cluster.tolist(), cat.popularity[cluster].tolist())
         members, weights = remaining[current]
         target, acc, pick = u_pick[step] * sum(weights), 0.0, len(weights) - 1
         for j, w in enumerate(weights):
@@ -152,7 +152,7 @@ def user_ratings(user: int, count: int, cat: Catalogue,
              + rng.normal(0.0, 0.7, count))
     rating = np.clip(np.round(score * 2.0) / 2.0, 0.5, 5.0)
     uid = str(user + 1)
-    return [(uid, str(i + 1), float(r), int(t)) for i, r, t in zip(items, rating, ts)]
+    return [(uid, str(i + 1), float(r), int(t)) for i, r, t in zip(items, rating, ts, strict=True)]
 
 
 def generate(spark: SparkSession, cfg: SampleConfig) -> tuple[DataFrame, DataFrame]:

@@ -1,1 +1,2 @@
-"""Everything that trains: the model registry, Word2Vec, graph, walks, DeepWalk, ALS, user vectors."""
+"""Everything that trains: the model registry, Word2Vec, graph, walks, DeepWalk, ALS, user
+vectors."""

@@ -16,8 +16,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -43,7 +44,7 @@ class Sums:
     y_sq: float
     n: int
 
-    def __add__(self, other: "Sums") -> "Sums":
+    def __add__(self, other: Sums) -> Sums:
         return Sums(self.cross + other.cross, self.x_sq + other.x_sq, self.y_sq + other.y_sq,
                     self.n + other.n)
 
@@ -88,7 +89,7 @@ def chunk_sums(rows: list[Any]) -> Sums:
 def cross_sums(pairs: DataFrame, dim: int) -> Sums:
     """:class:`Sums` over ``pairs (x array<float>, y array<float>)``, summed where the rows are:
     each partition returns one d x d partial, merged by a tree reduce."""
-    def partial(rows: Iterator[Any]) -> Iterator[Sums]:
+    def partial(rows: Iterable[Any]) -> Iterator[Sums]:
         total = Sums(np.zeros((dim, dim)), 0.0, 0.0, 0)
         chunk: list[Any] = []
         for row in rows:
@@ -106,7 +107,7 @@ def cross_sums(pairs: DataFrame, dim: int) -> Sums:
     return rdd.treeReduce(lambda a, b: a + b)
 
 
-def vector_dim(vectors: DataFrame) -> Optional[int]:
+def vector_dim(vectors: DataFrame) -> int | None:
     """The length of the first vector (None for an empty table)."""
     row = vectors.select(F.size("vector")).first()
     return None if row is None else int(row[0])

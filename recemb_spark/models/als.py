@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 
 from ..config import AlsConfig
 from ..ids import dense_index
+from ..rows import one_row
 
 
 def to_indexed(ratings: DataFrame, users: DataFrame, items: DataFrame) -> DataFrame:
@@ -100,7 +101,7 @@ def training_frame(ratings: DataFrame, cfg: AlsConfig) -> DataFrame:
 def signal_totals(ratings: DataFrame, cfg: AlsConfig) -> tuple[int, float]:
     """``(pairs, summed signal)`` of ``ratings`` as ALS trains on them (:func:`training_frame`),
     in one pass; the sum is 0.0 for an empty table."""
-    rows, signal_sum = training_frame(ratings, cfg).agg(F.count("*"), F.sum("signal")).first()
+    rows, signal_sum = one_row(training_frame(ratings, cfg).agg(F.count("*"), F.sum("signal")))
     return rows, signal_sum or 0.0
 
 
@@ -157,8 +158,8 @@ def rmse_report(spark: SparkSession, ratings: DataFrame, cfg: AlsConfig,
     n_test, n_scored = test.count(), predictions.count()
     evaluator = RegressionEvaluator(metricName="rmse", labelCol="signal",
                                     predictionCol="prediction")
-    mean = train.agg(F.mean("rating")).first()[0]
-    baseline = predictions.agg(F.sqrt(F.mean((F.col("signal") - F.lit(mean)) ** 2))).first()[0]
+    mean = one_row(train.agg(F.mean("rating")))[0]
+    baseline = one_row(predictions.agg(F.sqrt(F.mean((F.col("signal") - F.lit(mean)) ** 2))))[0]
     report = {"rmse": evaluator.evaluate(predictions), "rmse_global_mean": baseline,
               "rmse_test_rows": n_scored, "rmse_cold_start_dropped": n_test - n_scored}
     for df in (predictions, train, test, users, items):

@@ -14,6 +14,8 @@ import logging
 
 from pyspark.sql import SparkSession
 
+from ..jvm import driver_jvm
+
 log = logging.getLogger(__name__)
 _warned: set[str] = set()  # one warning per process, not per fit (tune fits up to 8 times)
 
@@ -26,7 +28,7 @@ def implementation(spark: SparkSession) -> str:
     Vector API fallback), ``Java11BLAS`` / ``Java8BLAS`` (older JVMs); ``unknown`` when the
     JVM cannot say."""
     try:
-        return str(spark._jvm.dev.ludovic.netlib.blas.BLAS.getInstance()  # type: ignore
+        return str(driver_jvm(spark).dev.ludovic.netlib.blas.BLAS.getInstance()
                    .getClass().getSimpleName())
     except Exception:  # noqa: BLE001 - another Spark build or JVM: a label, not a failure
         return "unknown"

@@ -1,7 +1,7 @@
 """DeepWalk / node2vec training: sequences -> item graph -> walks -> Word2Vec vectors."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -44,7 +44,7 @@ def validation_walks(spark: SparkSession, cfg: Config, ratings: DataFrame,
 
 
 def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataFrame,
-          side: Optional[DataFrame] = None
+          side: DataFrame | None = None
           ) -> tuple[DataFrame, dict[str, Any], dict[str, tuple[DataFrame, bool]],
                      list[DataFrame]]:
     """Train on ``sequences`` (and ``ratings`` for rating-weighted edges); see the module doc.
@@ -53,9 +53,9 @@ def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataF
     (cached), counts for the manifest (edges kept and dropped, nodes, strategy, walks, steps,
     vocabulary), and the extra tables by name with whether they are per model: ``item_graph``
     and, with ``walks.write_walks``, ``walks``; and the cached frames those tables come from
-    (the walk tokens), for the caller to release once they are written. With ``side`` (see :mod:`.side_info`) side
-    tokens follow each node in the walks and items without a learned vector get one from
-    their side tokens (``source`` column).
+    (the walk tokens), for the caller to release once they are written. With ``side`` (see
+    :mod:`.side_info`) side tokens follow each node in the walks and items without a learned
+    vector get one from their side tokens (``source`` column).
     """
     edges = edge_weights(sequences, cfg.graph, ratings).persist()
     graph = transition_probabilities(edges, cfg.graph.min_edge_weight).persist()
@@ -66,7 +66,8 @@ def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataF
     stats = walk_stats(blocks)
     tokens = spark.createDataFrame(walk_token_rows(blocks), "items array<string>").persist()
     node_ids = g.nodes.select(F.col("node").cast("string").alias("node"), "item_id")
-    w2v, sample, tuned = cfg.deepwalk, cfg.deepwalk.sample, {}
+    w2v, sample = cfg.deepwalk, cfg.deepwalk.sample
+    tuned: dict[str, Any] = {}
     if w2v.tune:  # walks on the validation split's graph, as item ids
         w2v, sample, tuned = tune_word2vec(
             spark, lambda seqs: validation_walks(spark, cfg, ratings, seqs), sequences, w2v,

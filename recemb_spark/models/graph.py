@@ -1,12 +1,11 @@
 """The weighted item graph built from consecutive items in sequences."""
 from __future__ import annotations
 
-from typing import Optional
-
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from ..config import GraphConfig
+from ..rows import one_row
 
 EDGES_SCHEMA = "src string, dst string, weight double"
 GRAPH_SCHEMA = "src string, dst string, weight double, prob double"
@@ -25,7 +24,7 @@ def consecutive_pairs(sequences: DataFrame) -> DataFrame:
 
 
 def edge_weights(sequences: DataFrame, cfg: GraphConfig,
-                 ratings: Optional[DataFrame] = None) -> DataFrame:
+                 ratings: DataFrame | None = None) -> DataFrame:
     """Every directed edge with its weight, before any filter: ``(src, dst, weight)``.
 
     ``count``: the number of times ``dst`` directly follows ``src``. ``rating``: the sum of the
@@ -42,7 +41,7 @@ def edge_weights(sequences: DataFrame, cfg: GraphConfig,
         r = ratings.select("user_id", F.col("item_id").alias("dst"), F.col("rating").alias("_w"))
         pairs = pairs.join(r, ["user_id", "dst"], "left").fillna({"_w": 1.0})
     elif cfg.weighting == "recency":
-        newest = sequences.agg(F.max(F.unix_seconds("ts_end"))).first()[0] or 0  # one scalar
+        newest = one_row(sequences.agg(F.max(F.unix_seconds("ts_end"))))[0] or 0  # one scalar
         age_days = (F.lit(newest) - F.unix_seconds("ts_end")) / 86400.0
         pairs = pairs.withColumn(
             "_w", F.pow(F.lit(0.5), age_days / F.lit(cfg.recency_half_life_days)))
@@ -65,6 +64,6 @@ def transition_probabilities(edges: DataFrame, min_edge_weight: float = 0.0) -> 
 
 
 def build_item_graph(sequences: DataFrame, cfg: GraphConfig,
-                     ratings: Optional[DataFrame] = None) -> DataFrame:
+                     ratings: DataFrame | None = None) -> DataFrame:
     """:func:`edge_weights` then :func:`transition_probabilities` with ``cfg.min_edge_weight``."""
     return transition_probabilities(edge_weights(sequences, cfg, ratings), cfg.min_edge_weight)

@@ -21,6 +21,7 @@ from pyspark.ml.stat import Summarizer
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from ..rows import one_row
 from .subsample import keep_probabilities, subsample_sentences
 from .word2vec import token_counts
 
@@ -60,7 +61,7 @@ def interleave_side_tokens(sentences: DataFrame, side: DataFrame, sample: float,
     if sample <= 0:
         return grouped
     counts = token_counts(grouped, input_col)
-    total = counts.agg(F.sum("count")).first()[0] or 0
+    total = one_row(counts.agg(F.sum("count")))[0] or 0
     keep = {t: p for t, p in keep_probabilities(counts, sample, total).items()
             if t.startswith(SIDE_PREFIX)}
     return subsample_sentences(grouped, keep, seed, input_col)
@@ -121,8 +122,8 @@ def cold_item_vectors(side: DataFrame, side_vectors: DataFrame,
     pooled = (cold.select("item_id", F.explode("side").alias("_token"))
               .join(unit, "_token")
               .groupBy("item_id")
-              .agg(Summarizer.mean(array_to_vector("_v")).alias("_m"))
-              .select("item_id", vector_to_array("_m", "float32").alias("vector")))
+              .agg(Summarizer.mean(array_to_vector(F.col("_v"))).alias("_m"))
+              .select("item_id", vector_to_array(F.col("_m"), "float32").alias("vector")))
     norm = F.sqrt(F.aggregate("vector", F.lit(0.0), lambda acc, y: acc + y * y))
     return (pooled.withColumn("_n", norm).filter(F.col("_n") > 0)
             .select("item_id", F.transform("vector", lambda x: (x / F.col("_n")).cast("float"))

@@ -3,7 +3,7 @@ before the fit: Mikolov's keep probabilities, and a seeded, vectorised drop."""
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa

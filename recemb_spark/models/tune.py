@@ -13,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -53,11 +54,14 @@ def validation_split(sequences: DataFrame) -> tuple[DataFrame, DataFrame]:
     return train, cases
 
 
+W2V = TypeVar("W2V", bound=Word2VecConfig)
+
+
 def tune_word2vec(spark: SparkSession, sentences_of: Callable[[DataFrame], DataFrame],
-                  sequences: DataFrame, cfg: Word2VecConfig, sample: float,
+                  sequences: DataFrame, cfg: W2V, sample: float,
                   budget_seconds: float,
                   train: Callable[..., tuple[DataFrame, dict[str, Any]]]
-                  ) -> tuple[Word2VecConfig, float, dict[str, Any]]:
+                  ) -> tuple[W2V, float, dict[str, Any]]:
     """The best grid point for this data: ``(config, sample, report)``.
 
     ``sentences_of(train_sequences)`` turns validation training sequences into the model's
@@ -72,7 +76,7 @@ def tune_word2vec(spark: SparkSession, sentences_of: Callable[[DataFrame], DataF
     sentences = sentences_of(train_seqs)
     started = time.perf_counter()
     tried: list[dict[str, Any]] = []
-    best = (-1.0, cfg, sample, {})
+    best: tuple[float, W2V, float, dict[str, Any]] = (-1.0, cfg, sample, {})
     for point in GRID:
         if tried and time.perf_counter() - started > budget_seconds:
             break

@@ -204,10 +204,13 @@ def walk_from(block: AdjacencyBlock, starts: np.ndarray, length: int, rng: np.ra
     steps = np.full((length, len(starts)), -1, dtype=np.int32)  # a step = one contiguous row
     steps[0] = starts
     alive: np.ndarray | None = None  # None while every walker is alive
-    cur, prev, edge = steps[0], None, None
+    cur = steps[0]
+    prev: np.ndarray | None = None  # the previous step's nodes, from t = 2 on
+    edge: np.ndarray | None = None  # the edges taken to cur, second order only
     second_order = p != 1.0 or q != 1.0
     for t in range(1, length):
         if second_order and t >= 2:
+            assert edges is not None and prev is not None and edge is not None
             nxt, edge = node2vec_step(block, edges, cur, prev, edge, p, q, rng)
         elif second_order:
             nxt, edge = block.step_edges(cur, rng)
@@ -271,7 +274,7 @@ def adjacency_blocks(g: IndexedGraph, n_parts: int) -> RDD:
     ``i`` (built on the executors). Not persisted."""
     n_nodes = g.n_nodes
 
-    def to_arrays(rows: Iterator) -> Iterator[tuple[int, tuple]]:
+    def to_arrays(rows: Iterable[Any]) -> Iterator[tuple[int, tuple]]:
         data = np.array([(r["src"], r["dst"], r["prob"]) for r in rows], dtype=np.float64)
         if len(data) == 0:
             return
@@ -281,7 +284,7 @@ def adjacency_blocks(g: IndexedGraph, n_parts: int) -> RDD:
             m = owner == part
             yield int(part), (src[m], data[m, 1].astype(np.int64), data[m, 2])
 
-    def build(parts: Iterator[tuple[int, tuple]], index: int) -> Iterator[AdjacencyBlock]:
+    def build(parts: Iterable[tuple[int, tuple]], index: int) -> Iterator[AdjacencyBlock]:
         chunks = [c for _, c in parts]
 
         def cat(i: int, dt: type) -> np.ndarray:
@@ -486,7 +489,7 @@ def _join_walks(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig, n_parts:
     adjacency.count()
     length = cfg.walk_length
 
-    def init(part: int, it: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    def init(part: int, it: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         first = np.concatenate(list(it) or [np.zeros(0, np.int64)])
         paths = np.full((len(first), length), -1, dtype=np.int32)
         paths[:, 0] = first
@@ -498,14 +501,14 @@ def _join_walks(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig, n_parts:
         for part in np.unique(owner):
             yield int(part), paths[owner == part]
 
-    def gather(it: Iterator[tuple[int, np.ndarray]]) -> Iterator[np.ndarray]:
+    def gather(it: Iterable[tuple[int, np.ndarray]]) -> Iterator[np.ndarray]:
         chunks = [c for _, c in it]
         yield np.concatenate(chunks) if chunks else np.zeros((0, length), np.int32)
 
     keep = StorageLevel.MEMORY_AND_DISK  # spill, never drop: a dropped block means recomputing
     empty = np.zeros((0, length), np.int32)
 
-    def first(part: int, it: Iterator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def first(part: int, it: Iterable[Any]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for paths in init(part, it):
             yield empty, paths
 
@@ -513,11 +516,15 @@ def _join_walks(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig, n_parts:
     # walks never move, only the live walkers travel to the partition of their current node
     state = starts.mapPartitionsWithIndex(first).persist(keep)
     for t in range(1, length):
-        moved = state.flatMap(lambda s, t=t: route(s[1], t)) \
+        def live(s: tuple[np.ndarray, np.ndarray],
+                 t: int = t) -> Iterator[tuple[int, np.ndarray]]:
+            return route(s[1], t)
+
+        moved = state.flatMap(live) \
             .partitionBy(n_parts, lambda k: k).mapPartitions(gather)
         last = t == length - 1
 
-        def advance(part: int, items: Iterator, t: int = t,
+        def advance(part: int, items: Iterable[Any], t: int = t,
                     last: bool = last) -> Iterator[tuple[np.ndarray, np.ndarray]]:
             rng = np.random.default_rng([cfg.seed, part, t])
             for (blk, paths), (finished, _) in items:
@@ -538,7 +545,7 @@ def _join_walks(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig, n_parts:
         state.unpersist()
         state = nxt
     adjacency.unpersist()
-    return state.map(lambda s: s[0]).filter(len)
+    return state.map(lambda s: s[0]).filter(lambda walks: len(walks) > 0)
 
 
 def walk_token_rows(blocks: RDD) -> RDD:

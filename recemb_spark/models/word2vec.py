@@ -5,7 +5,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from pyspark.ml.feature import Word2Vec
 from pyspark.ml.functions import vector_to_array
@@ -13,6 +13,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from ..config import Word2VecConfig
+from ..rows import one_row
 from .blas import warn_if_native_for_word2vec
 from .subsample import keep_probabilities, subsample_sentences
 from .word2vec_guard import Word2VecSize, check_limits, driver_heap_bytes, fit_details
@@ -32,7 +33,7 @@ def resolve_step_size(cfg: Word2VecConfig, sentences: DataFrame, input_col: str 
     """``cfg.step_size``, or for 0 (auto) the step for the corpus size (one aggregation)."""
     if cfg.step_size > 0:
         return cfg.step_size
-    tokens = sentences.agg(F.sum(F.size(input_col))).first()[0] or 0
+    tokens = one_row(sentences.agg(F.sum(F.size(input_col))))[0] or 0
     return LARGE_STEP if tokens >= AUTO_STEP_MIN_TOKENS else SMALL_STEP
 
 
@@ -52,18 +53,18 @@ def fit_word2vec(sentences: DataFrame, cfg: Word2VecConfig, input_col: str = "it
                    inputCol=input_col, outputCol="_w2v")
     model = w2v.fit(sentences.select(input_col))
     return model.getVectors().select(F.col("word").alias("item_id"),
-                                     vector_to_array("vector", "float32").alias("vector"))
+                                     vector_to_array(F.col("vector"), "float32").alias("vector"))
 
 
 def vocabulary_report(sentences: DataFrame, vectors: DataFrame, min_count: int,
                       input_col: str = "items",
-                      counts: Optional[DataFrame] = None) -> dict[str, int]:
+                      counts: DataFrame | None = None) -> dict[str, int]:
     """Counts for the manifest: distinct items in the sentences, items with a vector, and
     items left without one because they occur fewer than ``min_count`` times. ``counts``:
     the corpus's :func:`token_counts` when the caller has them already."""
     counts = token_counts(sentences, input_col) if counts is None else counts
-    row = counts.agg(F.count("*").alias("items"),
-                     F.sum((F.col("count") < min_count).cast("int")).alias("below")).first()
+    row = one_row(counts.agg(F.count("*").alias("items"),
+                             F.sum((F.col("count") < min_count).cast("int")).alias("below")))
     return {"items_in_sentences": int(row["items"] or 0),
             "items_with_vector": vectors.count(),
             "items_below_min_count": int(row["below"] or 0)}
@@ -122,11 +123,11 @@ def token_counts(sentences: DataFrame, input_col: str = "items") -> DataFrame:
 
 
 def corpus_stats(sentences: DataFrame, input_col: str = "items",
-                 counts: Optional[DataFrame] = None) -> Corpus:
+                 counts: DataFrame | None = None) -> Corpus:
     """Sentences, tokens, vocabulary and items seen once (two aggregations)."""
     counts = token_counts(sentences, input_col) if counts is None else counts
-    row = counts.agg(F.count("*").alias("v"), F.sum("count").alias("t"),
-                     F.sum((F.col("count") == 1).cast("int")).alias("s")).first()
+    row = one_row(counts.agg(F.count("*").alias("v"), F.sum("count").alias("t"),
+                             F.sum((F.col("count") == 1).cast("int")).alias("s")))
     n = sentences.count()
     return Corpus(n, int(row["t"] or 0), int(row["v"] or 0), int(row["s"] or 0))
 
@@ -188,8 +189,8 @@ def train_word2vec(sentences: DataFrame, cfg: Word2VecConfig, sample: float = 0.
         trained_on = subsample_sentences(sentences.select(input_col), keep, resolved.seed,
                                          input_col).persist()
         details.update(subsampled_items=len(keep),
-                       tokens_after_subsampling=int(trained_on.agg(
-                           F.sum(F.size(input_col))).first()[0] or 0))
+                       tokens_after_subsampling=int(one_row(trained_on.agg(
+                           F.sum(F.size(input_col))))[0] or 0))
     # the guard: MLlib keeps vocabulary x vector_size arrays on the driver (``section`` names
     # the keys in its error)
     vocab = counts.filter(F.col("count") >= max(resolved.min_count, 1)).count()

@@ -20,6 +20,8 @@ from pyspark.sql import functions as F
 
 from ..config import Word2VecConfig
 from ..errors import ConfigError
+from ..jvm import driver_jvm
+from ..rows import one_row
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +74,11 @@ def driver_heap_bytes(spark: SparkSession) -> int:
     """The driver JVM's maximum heap (``Runtime.maxMemory``); ``spark.driver.memory`` (default
     1g) when the JVM cannot be asked."""
     try:
-        return int(spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory())
+        return int(driver_jvm(spark).java.lang.Runtime.getRuntime().maxMemory())
     except Exception:  # pragma: no cover - a remote driver (Spark Connect)
-        return parse_memory(spark.conf.get("spark.driver.memory", "1g"))
+        memory = spark.conf.get("spark.driver.memory", "1g")
+        assert memory is not None  # a default is given
+        return parse_memory(memory)
 
 
 def driver_memory_setting(need_bytes: int) -> str:
@@ -118,8 +122,9 @@ def check_word2vec_fits(sentences: DataFrame, cfg: Word2VecConfig, input_col: st
     aggregation, and :func:`check_limits` them against the driver heap (``heap_bytes``, by
     default the running driver's). Returns the sizes (for the manifest)."""
     counts = (sentences.select(F.explode(input_col).alias("_w")).groupBy("_w").count())
-    row = counts.agg(F.sum("count").alias("tokens"),
-                     F.sum((F.col("count") >= cfg.min_count).cast("long")).alias("vocab")).first()
+    row = one_row(counts.agg(
+        F.sum("count").alias("tokens"),
+        F.sum((F.col("count") >= cfg.min_count).cast("long")).alias("vocab")))
     tokens, vocab = int(row["tokens"] or 0), int(row["vocab"] or 0)
     heap = heap_bytes if heap_bytes is not None else driver_heap_bytes(sentences.sparkSession)
     need = check_limits(vocab, cfg.vector_size, heap, section)

@@ -2,11 +2,11 @@
 
 The hash family is ``BucketedRandomProjectionLSH``'s: ``h_j(x) = floor(x . r_j / w)`` for
 random unit vectors ``r_j`` (taken from a fitted Spark model, see
-:func:`recemb_spark.neighbors.nearest.brp_projections`). ``k x L`` functions form ``L`` bands of ``k``: a band
-key combines its ``k`` hashes (AND), and a query is scored against the items that share its key
-in any band (OR). Buckets with more than ``cap`` items are cut into random chunks of at most
-``cap``; an item query is scored against its own chunk, any other query against one chunk
-picked by a hash.
+:func:`recemb_spark.neighbors.nearest.brp_projections`). ``k x L`` functions form ``L`` bands
+of ``k``: a band key combines its ``k`` hashes (AND), and a query is scored against the items
+that share its key in any band (OR). Buckets with more than ``cap`` items are cut into random
+chunks of at most ``cap``; an item query is scored against its own chunk, any other query
+against one chunk picked by a hash.
 
 Everything is vectorised over buckets: buckets of similar size are padded to the same shape and
 scored with one batched matrix multiply, so millions of tiny buckets cost no Python loop.
@@ -14,7 +14,6 @@ scored with one batched matrix multiply, so millions of tiny buckets cost no Pyt
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -171,7 +170,8 @@ def group_items(keys: np.ndarray, cap: int, rng: np.random.Generator) -> Buckets
     item_bucket = np.empty(n, np.int64)
     item_bucket[order] = np.repeat(np.arange(len(first)), count)
     # chunks per original key, for queries that are not items
-    chunks = dict(zip(sk[first0][big].tolist(), ((sizes[big] + cap - 1) // cap).tolist()))
+    chunks = dict(zip(sk[first0][big].tolist(), ((sizes[big] + cap - 1) // cap).tolist(),
+                      strict=True))
     return Buckets(chunked[first], first, count, order, item_bucket, int(big.sum()),
                    int(sizes.max(initial=0)), chunks)
 
@@ -320,7 +320,7 @@ class BandedResult:
 def banded_top_k(q: np.ndarray, x: np.ndarray, proj: np.ndarray, bucket_length: float,
                  bands: int, k: int, cap: int, seed: int, self_idx: np.ndarray,
                  exclude: tuple[np.ndarray, np.ndarray],
-                 salt: Optional[np.ndarray] = None) -> BandedResult:
+                 salt: np.ndarray | None = None) -> BandedResult:
     """Banded-LSH top-``k`` items of ``x`` for every row of ``q`` (both unit-length float32).
 
     ``self_idx[r]``: the item index of query ``r`` when queries are items (it is excluded and

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 from pyspark.sql import SparkSession
@@ -18,7 +17,7 @@ class Neighbor:
     rank: int
     item_id: str
     similarity: float
-    title: Optional[str]
+    title: str | None
 
 
 def latest_date(wh: Warehouse, table: str, model: str) -> str:
@@ -33,7 +32,7 @@ def latest_date(wh: Warehouse, table: str, model: str) -> str:
 
 
 def similar_items(spark: SparkSession, wh: Warehouse, model: str, item: str, k: int,
-                  run_date: Optional[str] = None) -> tuple[str, str, list[Neighbor]]:
+                  run_date: str | None = None) -> tuple[str, str, list[Neighbor]]:
     """The ``k`` most similar items to ``item``: ``(run_date, method, neighbours)``.
 
     Uses ``item_neighbors`` when it holds at least ``k`` rows for the item, else scores the
@@ -56,8 +55,8 @@ def similar_items(spark: SparkSession, wh: Warehouse, model: str, item: str, k: 
         scores = (matrix @ matrix[q])[None, :]
         scores[0, q] = -np.inf
         idx, best = top_k_rows(scores, k)
-        rows = [(r + 1, ids[j], float(s)) for r, (j, s) in enumerate(zip(idx[0], best[0]))
-                if j >= 0]
+        rows = [(r + 1, ids[j], float(s))
+                for r, (j, s) in enumerate(zip(idx[0], best[0], strict=True)) if j >= 0]
     titles = item_titles(wh, run_date, [item] + [r[1] for r in rows])
     neighbors = [Neighbor(rank, i, sim, titles.get(i)) for rank, i, sim in rows]
     return run_date, method, [Neighbor(0, item, 1.0, titles.get(item))] + neighbors

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
-from typing import Optional
 
 from pyspark.sql import SparkSession
 
@@ -23,7 +22,7 @@ log = logging.getLogger(__name__)
 EXTRA_HINT = "pip install 'recemb-spark[report]'"
 
 
-def missing_extra() -> Optional[str]:
+def missing_extra() -> str | None:
     """``None`` when matplotlib can be imported, else the one-line message to show."""
     try:
         found = importlib.util.find_spec("matplotlib") is not None

@@ -13,7 +13,7 @@ import html
 import io
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -32,9 +32,13 @@ from .gather import (
     stage_timings,
 )
 
-STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labelsize": 10,
-         "ytick.labelsize": 10, "legend.fontsize": 10, "axes.spines.top": False,
-         "axes.spines.right": False, "figure.dpi": 100}
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
+STYLE: dict[RcKeyType, Any] = {
+    "font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labelsize": 10,
+    "ytick.labelsize": 10, "legend.fontsize": 10, "axes.spines.top": False,
+    "axes.spines.right": False, "figure.dpi": 100}
 #: distinct colours for models and genres, all visible on white (Okabe-Ito without its yellow,
 #: then Tol's muted); grey is kept for popularity and "other"
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#8C564B", "#332288",

@@ -68,7 +68,7 @@ def decode_ranked(value: bytes) -> list[tuple[str, float]]:
     lengths = np.frombuffer(value, dtype="<u2", count=n, offset=pos)
     pos += 2 * n
     out = []
-    for length, score in zip(lengths.tolist(), scores.tolist()):
+    for length, score in zip(lengths.tolist(), scores.tolist(), strict=True):
         out.append((value[pos:pos + length].decode("utf-8"), score))
         pos += length
     if pos != len(value):
@@ -90,7 +90,7 @@ def encode_vectors(column: pa.ListArray) -> list[bytes]:
     flat = column.flatten().to_numpy(zero_copy_only=False).astype("<f4", copy=False)
     buf = flat.tobytes()
     starts, ends = _list_bounds(column)
-    return [buf[4 * s:4 * e] for s, e in zip(starts.tolist(), ends.tolist())]
+    return [buf[4 * s:4 * e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 
 def encode_ranked_lists(ids: pa.ListArray, scores: pa.ListArray) -> list[bytes]:
@@ -106,7 +106,7 @@ def encode_ranked_lists(ids: pa.ListArray, scores: pa.ListArray) -> list[bytes]:
     all_ids = [i.encode("utf-8") for i in ids.flatten().to_pylist()]
     lengths = np.fromiter((len(r) for r in all_ids), dtype="<u2", count=len(all_ids)).tobytes()
     out = []
-    for s, e in zip(starts.tolist(), ends.tolist()):
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
         out.append(b"".join([_HEADER.pack(RANKED_FORMAT, e - s), all_scores[4 * s:4 * e],
                              lengths[2 * s:2 * e], *all_ids[s:e]]))
     return out

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from ..rows import one_row
 from .redis_store import RANKED, WRITE_RESULT_SCHEMA, RedisTarget, partition_writer
 
 #: per kind: the warehouse table and (key column, listed id column, score column) for ranked
@@ -61,8 +62,8 @@ def expected_counts(frame: DataFrame, kind: str) -> Expected:
     if kind in RANKED:
         n = frame.count()
         return Expected(n, n)
-    row = frame.agg(F.count(F.lit(1)), F.countDistinct("id"), F.min(F.size("vector")),
-                    F.max(F.size("vector"))).first()
+    row = one_row(frame.agg(F.count(F.lit(1)), F.countDistinct("id"), F.min(F.size("vector")),
+                            F.max(F.size("vector"))))
     return Expected(*(int(x or 0) for x in row))
 
 

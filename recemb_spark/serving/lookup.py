@@ -6,7 +6,6 @@ run date) and then reads only that version's keys, so it never mixes two version
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import redis
@@ -31,7 +30,7 @@ class Resolved:
     meta: dict[str, str]
 
 
-def resolve_version(store: VersionStore, model: str, run_date: Optional[str] = None) -> Resolved:
+def resolve_version(store: VersionStore, model: str, run_date: str | None = None) -> Resolved:
     """The version ``P:M:current`` names or, with ``run_date``, the newest complete version of
     that date. StageError when there is none."""
     if run_date is None:
@@ -51,22 +50,30 @@ def resolve_version(store: VersionStore, model: str, run_date: Optional[str] = N
     return Resolved(version, store.meta(model, version))
 
 
+def _raw_value(store: VersionStore, key: str) -> bytes | None:
+    """The value stored at ``key``, undecoded (the store's client does not decode responses),
+    or None."""
+    raw = store.r.get(key)
+    assert raw is None or isinstance(raw, bytes), "the store's client decodes responses"
+    return raw
+
+
 def read_ranked(store: VersionStore, model: str, version: str, kind: str,
-                key_id: str) -> Optional[list[tuple[str, float]]]:
+                key_id: str) -> list[tuple[str, float]] | None:
     """The ranked list (``neighbors`` or ``user_candidates``) stored for ``key_id``, or None."""
-    raw = store.r.get(version_key(store.prefix, model, version, KINDS[kind], key_id))
+    raw = _raw_value(store, version_key(store.prefix, model, version, KINDS[kind], key_id))
     return None if raw is None else decode_ranked(raw)
 
 
 def read_vector(store: VersionStore, model: str, version: str, kind: str,
-                key_id: str) -> Optional[np.ndarray]:
+                key_id: str) -> np.ndarray | None:
     """The vector (``items`` or ``users``) stored for ``key_id``, or None."""
-    raw = store.r.get(version_key(store.prefix, model, version, KINDS[kind], key_id))
+    raw = _raw_value(store, version_key(store.prefix, model, version, KINDS[kind], key_id))
     return None if raw is None else decode_vector(raw)
 
 
 def lookup_neighbors(target: RedisTarget, prefix: str, model: str, item: str, k: int,
-                     run_date: Optional[str] = None
+                     run_date: str | None = None
                      ) -> tuple[Resolved, list[tuple[str, float]]]:
     """``item``'s top-``k`` neighbours in the current (or ``run_date``'s) version of ``model``.
 

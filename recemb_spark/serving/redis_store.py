@@ -25,8 +25,9 @@ import os
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any
 
 import pyarrow as pa
 import redis
@@ -64,16 +65,16 @@ class RedisTarget:
     port: int
     db: int = 0
     tls: bool = False
-    tls_ca_file: Optional[str] = None
-    username: Optional[str] = None
-    password: Optional[str] = field(default=None, repr=False)
+    tls_ca_file: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
     connect_timeout: float = 5.0
     socket_timeout: float = 30.0
     retries: int = 3
 
     @classmethod
     def from_config(cls, cfg: ExportConfig,
-                    environ: Optional[Mapping[str, str]] = None) -> "RedisTarget":
+                    environ: Mapping[str, str] | None = None) -> RedisTarget:
         """The target of ``cfg``; ConfigError when ``password_env`` names an unset variable."""
         environ = os.environ if environ is None else environ
         password = None
@@ -125,7 +126,7 @@ def version_key(prefix: str, model: str, version: str, *rest: str) -> str:
     return ":".join([prefix, model, version, *rest])
 
 
-def new_version(run_date: str, now: Optional[dt.datetime] = None) -> str:
+def new_version(run_date: str, now: dt.datetime | None = None) -> str:
     """A fresh version name for ``run_date``: the date, the UTC start time, 4 random hex."""
     now = now or dt.datetime.now(dt.timezone.utc)
     return f"{run_date}.{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
@@ -152,7 +153,7 @@ class VersionStore:
         self.r = client
         self.prefix = prefix
 
-    def current(self, model: str) -> Optional[str]:
+    def current(self, model: str) -> str | None:
         """The version ``P:M:current`` names, or None."""
         return _text(self.r.get(pointer_key(self.prefix, model)))
 
@@ -185,13 +186,13 @@ class VersionStore:
                     mapping={**{k: str(v) for k, v in info.items()}, "status": "complete",
                              "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()})
 
-    def switch(self, versions: dict[str, str]) -> dict[str, Optional[str]]:
+    def switch(self, versions: dict[str, str]) -> dict[str, str | None]:
         """Point every model of ``versions`` at its version in one MULTI/EXEC (all or none);
         return the versions they named before."""
         pipe = self.r.pipeline(transaction=True)
         for model, version in versions.items():
             pipe.set(pointer_key(self.prefix, model), version, get=True)
-        return {m: _text(old) for m, old in zip(versions, pipe.execute())}
+        return {m: _text(old) for m, old in zip(versions, pipe.execute(), strict=True)}
 
     def retire(self, model: str, version: str, grace_seconds: int) -> int:
         """Give every key of ``version`` an expiry of ``grace_seconds`` (0: delete now) and
@@ -258,7 +259,7 @@ def pack_mset_exists(keys: list[bytes], values: list[bytes]) -> bytes:
     """``MSET k1 v1 k2 v2 ...`` followed by ``EXISTS k1 k2 ...``, packed as RESP in one buffer
     (packing by hand: redis-py's general packer took most of the writer's time)."""
     packed_keys = [_bulk(k) for k in keys]
-    pairs = itertools.chain.from_iterable(zip(packed_keys, map(_bulk, values)))
+    pairs = itertools.chain.from_iterable(zip(packed_keys, map(_bulk, values), strict=True))
     return b"".join([b"*%d\r\n$4\r\nMSET\r\n" % (2 * len(keys) + 1), *pairs,
                      b"*%d\r\n$6\r\nEXISTS\r\n" % (len(keys) + 1), *packed_keys])
 
@@ -348,7 +349,9 @@ def partition_writer(target: RedisTarget, prefix: str, model: str, version: str,
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
 
-        part = TaskContext.get().partitionId()
+        ctx = TaskContext.get()
+        assert ctx is not None  # run() runs in a Spark task
+        part = ctx.partitionId()
         rows = 0
         client = target.client()
         try:

@@ -24,6 +24,7 @@ from ..interactions import (
 )
 from ..io import readers, sample
 from ..io.warehouse import Warehouse
+from ..rows import one_row
 from ..runner.stage import StageContext, StageResult
 
 log = logging.getLogger(__name__)
@@ -88,9 +89,9 @@ def run(ctx: StageContext) -> None:
         sessions = build_sessions(train, cfg.sequences, cfg.context_min_rating).persist(LOG_SIZED)
         res.rows["sequences"] = wh.write(
             sessions.filter(F.col("n_items") >= cfg.sequences.min_length), "sequences", run_date)
-        stats = sessions.agg(F.count("*").alias("sessions"),
-                             F.countDistinct("user_id").alias("users"),
-                             F.sum("n_items").alias("tokens")).first()
+        stats = one_row(sessions.agg(F.count("*").alias("sessions"),
+                                     F.countDistinct("user_id").alias("users"),
+                                     F.sum("n_items").alias("tokens")))
         res.details.update(sessions=stats["sessions"], users_with_sequences=stats["users"],
                            sequence_items=int(stats["tokens"] or 0),
                            context_min_rating=cfg.sequences.context_min_rating,
