@@ -128,9 +128,9 @@ class LshStats:
 def lsh_path(cfg: AnnConfig, n_items: int, dim: int) -> str:
     """``broadcast`` while the item matrix (``n_items x dim`` float32) weighs at most
     ``cfg.lsh_broadcast_max_mb``, else ``sharded``. A broadcast task holds that matrix, the
-    ids, and ``8 x bands`` bytes of band keys per item (with ``bands`` 12-24: about 3x the
-    matrix at dim 32), once per Python worker. No items: ``sharded`` (nothing to broadcast;
-    it runs on empty inputs)."""
+    ids, ``8 x bands`` bytes of band keys per item and per-band bucket arrays, once per Python
+    worker: measured peaks 0.5 GB at 200k x 32 and 2.4 GB at 1M x 32 (bench/lsh_shards.py).
+    No items: ``sharded`` (nothing to broadcast; it runs on empty inputs)."""
     return ("broadcast" if 0 < n_items * dim * 4 <= cfg.lsh_broadcast_max_mb * 2**20
             else "sharded")
 
