@@ -129,7 +129,8 @@ def lsh_path(cfg: AnnConfig, n_items: int, dim: int) -> str:
     """``broadcast`` while the item matrix (``n_items x dim`` float32) weighs at most
     ``cfg.lsh_broadcast_max_mb``, else ``sharded``. A broadcast task holds that matrix, the
     ids, ``8 x bands`` bytes of band keys per item and per-band bucket arrays, once per Python
-    worker: measured peaks 0.5 GB at 200k x 32 and 2.4 GB at 1M x 32 (bench/lsh_shards.py).
+    worker (with the task's query-side arrays: a 1.66 GB peak at 200k x 32, against 0.23 GB
+    sharded; bench/results/lsh_shards.json).
     No items: ``sharded`` (nothing to broadcast; it runs on empty inputs)."""
     return ("broadcast" if 0 < n_items * dim * 4 <= cfg.lsh_broadcast_max_mb * 2**20
             else "sharded")
