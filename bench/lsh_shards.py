@@ -9,7 +9,8 @@ forced huge or 0), the tuned layout (``ann.tune``, the same for both paths): wal
 item-neighbour table (top-10 per item, written to Parquet), recall@10 against exact top-10 on
 500 sampled items, the counters, and the peak resident memory of the Python workers (the
 largest single worker and the largest sum at one time, polled every 0.2 s from /proc over the
-descendants of this session's JVM). Writes bench/results/lsh_shards.json.
+descendants of this session's JVM; workers are not reused, so each task's worker is
+measured alone). Writes bench/results/lsh_shards.json.
 """
 from __future__ import annotations
 
@@ -97,6 +98,9 @@ def main() -> None:
     ap.add_argument("--driver-memory", default="4g")
     ap.add_argument("--out", default="bench/results/lsh_shards.json")
     args = ap.parse_args()
+    # a fresh Python worker per task: a reused worker keeps the memory of earlier jobs (the
+    # exact truth's broadcast matrix measured 1.5 GB at 200k), which is not this path's
+    os.environ["PYSPARK_SUBMIT_ARGS"] = "--conf spark.python.worker.reuse=false pyspark-shell"
     base = load_config(overrides=["spark.log_level=ERROR",
                                   f"spark.driver_memory={args.driver_memory}"])
     spark = build_session(base.spark, "recemb-bench-lsh-shards")

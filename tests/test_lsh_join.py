@@ -31,13 +31,13 @@ def points(spark):
 
 
 def test_lsh_path_switches_on_the_broadcast_bytes():
-    limit = ann.lsh_broadcast_bytes(8192, 32, 16)
-    assert limit == 8192 * (8 * 32 + 100) + 8192 * 8 * 16
-    assert ann.lsh_path(8192, 32, 16, limit) == "broadcast"
-    assert ann.lsh_path(8193, 32, 16, limit) == "sharded"
-    assert ann.lsh_path(8192, 32, 17, limit) == "sharded"  # more band keys per item
-    assert ann.lsh_path(1, 8, 8, 0) == "sharded"
-    assert ann.lsh_path(0, 32, 16, limit) == "sharded"  # nothing to broadcast
+    limit = ann.lsh_broadcast_bytes(8192, 32)
+    assert limit == 8192 * 32 * ann.LSH_BYTES_PER_ITEM_DIM
+    assert ann.lsh_path(8192, 32, limit) == "broadcast"
+    assert ann.lsh_path(8193, 32, limit) == "sharded"
+    assert ann.lsh_path(8192, 33, limit) == "sharded"  # wider vectors weigh more
+    assert ann.lsh_path(1, 8, 0) == "sharded"
+    assert ann.lsh_path(0, 32, limit) == "sharded"  # nothing to broadcast
 
 
 def test_sharded_item_neighbours_match_the_broadcast_path(spark, points):

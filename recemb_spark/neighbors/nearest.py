@@ -45,7 +45,6 @@ from ..config import AnnConfig
 from . import blocks, lsh_join
 from .banded import (
     MAX_HASHES,
-    TUNE_BANDS,
     TUNE_ITEM_SAMPLE,
     BandLayout,
     banded_top_k,
@@ -132,19 +131,25 @@ class LshStats:
                 "path": self.path}
 
 
-def lsh_broadcast_bytes(n_items: int, dim: int, bands: int) -> int:
-    """Bytes one Python worker holds on the broadcast LSH path: the item matrix as
-    :func:`~recemb_spark.neighbors.blocks.broadcast_bytes` weighs it, plus ``8 x bands``
-    bytes of band keys per item."""
-    return blocks.broadcast_bytes(n_items, dim) + n_items * 8 * bands
+#: What the broadcast LSH path weighs in one Python worker, per item and dimension: the matrix,
+#: the ids, 8 bytes of band key per item and band, the per-band bucket arrays and the task's
+#: query-side arrays. Measured (bench/results/lsh_shards.json, 200k items x dim 32, 8 bands,
+#: a fresh worker per task): 1.66 GB peak worker RSS broadcast against 0.23 GB sharded, about
+#: 7 KB per item = 224 B per item and dimension.
+LSH_BYTES_PER_ITEM_DIM = 224
 
 
-def lsh_path(n_items: int, dim: int, bands: int, limit: int) -> str:
+def lsh_broadcast_bytes(n_items: int, dim: int) -> int:
+    """Bytes one Python worker holds on the broadcast LSH path (:data:`LSH_BYTES_PER_ITEM_DIM`)."""
+    return n_items * dim * LSH_BYTES_PER_ITEM_DIM
+
+
+def lsh_path(n_items: int, dim: int, limit: int) -> str:
     """``broadcast`` while :func:`lsh_broadcast_bytes` of the items is at most ``limit``
     bytes (:func:`~recemb_spark.neighbors.blocks.broadcast_limit` of ``ann.broadcast_max_mb``,
     the one threshold of every item-matrix broadcast), else ``sharded``. No items:
     ``sharded`` (nothing to broadcast; it runs on empty inputs)."""
-    return "broadcast" if 0 < lsh_broadcast_bytes(n_items, dim, bands) <= limit else "sharded"
+    return "broadcast" if 0 < lsh_broadcast_bytes(n_items, dim) <= limit else "sharded"
 
 
 def lsh_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: AnnConfig,
@@ -160,8 +165,7 @@ def lsh_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: An
     n_items = items.count()
     first = items.select(F.size("vector").alias("d")).first() if n_items else None
     dim = int(first["d"]) if first is not None else 1
-    bands = max(TUNE_BANDS) if cfg.tune else cfg.bands  # the most a layout may use
-    path = lsh_path(n_items, dim, bands, blocks.broadcast_limit(spark, cfg.broadcast_max_mb))
+    path = lsh_path(n_items, dim, blocks.broadcast_limit(spark, cfg.broadcast_max_mb))
     layout, proj = band_layout(spark, queries, items, cfg, k, self_join, n_items, dim)
     stats = LshStats(sc.accumulator({}, PerPartition()), path)
     if path == "sharded":
