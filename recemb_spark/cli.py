@@ -5,7 +5,6 @@ import argparse
 import datetime as dt
 import logging
 import sys
-from typing import Optional
 
 from . import __version__
 from .config import Config, load_config
@@ -62,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_run_date(value: Optional[str], default_today: bool = True) -> Optional[str]:
+def parse_run_date(value: str | None, default_today: bool = True) -> str | None:
     if value is None:
         if not default_today:
             return None
@@ -81,7 +80,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.conf, overrides + args.set)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run one command; return the process exit code (codes: errors.EXIT_CODES).
 
     The terminal shows our log lines and, on failure, exactly one line: the stage, the
@@ -109,7 +108,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         close_log_file()
 
 
-def _run(cfg: Config, run_date: Optional[str], args: argparse.Namespace, log_file: str) -> int:
+def _run(cfg: Config, run_date: str | None, args: argparse.Namespace, log_file: str) -> int:
     """Start Spark, run the command, turn any failure into its one line and exit code."""
     from .session import build_session  # imports pyspark; only once the config is valid
 
@@ -166,7 +165,9 @@ def _in_stage(exc: BaseException, command: str) -> str:
     return f" in stage {stage}" if stage and stage != command else ""
 
 
-def _dispatch(spark, cfg: Config, run_date: str, args: argparse.Namespace) -> None:
+def _dispatch(spark, cfg: Config, run_date: str | None, args: argparse.Namespace) -> None:
+    """Run ``args.command``; ``run_date`` is None only for ``similar`` / ``lookup`` (the
+    latest date) — every other command defaults to today."""
     from .evaluation.scoring import format_metrics
     from .io import sample
     from .runner import pipeline
@@ -192,16 +193,17 @@ def _dispatch(spark, cfg: Config, run_date: str, args: argparse.Namespace) -> No
         from .serving.redis_store import RedisTarget
 
         target = RedisTarget.from_config(cfg.export)
-        found, rows = lookup_neighbors(target, cfg.export.prefix, args.model, args.item, args.k,
-                                       run_date)
+        found, pairs = lookup_neighbors(target, cfg.export.prefix, args.model, args.item,
+                                        args.k, run_date)
         date = found.meta.get("run_date", "")
         titles = item_titles(Warehouse(spark, cfg.warehouse.path), date,
-                             [args.item] + [i for i, _ in rows]) if date else {}
+                             [args.item] + [i for i, _ in pairs]) if date else {}
         print("\n".join(format_similar(
             Neighbor(0, args.item, 1.0, titles.get(args.item)),
-            [Neighbor(r, i, s, titles.get(i)) for r, (i, s) in enumerate(rows, 1)],
+            [Neighbor(r, i, s, titles.get(i)) for r, (i, s) in enumerate(pairs, 1)],
             f"model {args.model}, redis version {found.version}")))
         return
+    assert run_date is not None  # only similar / lookup go without one
     if args.command == "report":
         from .report import write_report
         print(write_report(spark, cfg, run_date))

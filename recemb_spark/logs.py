@@ -30,7 +30,7 @@ class StderrHandler(logging.StreamHandler):
     stream of the moment it was made (the CLI runs many times in one process in tests, and
     an embedding application may redirect stderr after the first run)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self):  # noqa: D401 - logging.StreamHandler's attribute
         return sys.stderr
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Optional
 
 from pyspark.sql import SparkSession
 
@@ -35,8 +34,8 @@ def _submitted_conf_has(key: str) -> bool:
 
 
 def build_session(cfg: SparkConfig, app_name: str = "recemb-spark",
-                  options: Optional[dict[str, str]] = None,
-                  log_file: Optional[str] = None) -> SparkSession:
+                  options: dict[str, str] | None = None,
+                  log_file: str | None = None) -> SparkSession:
     """Return the SparkSession for a job.
 
     Under ``spark-submit`` the master and resources given there are kept; ``cfg.master`` is

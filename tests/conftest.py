@@ -37,8 +37,8 @@ def keep_spark(spark, monkeypatch):
 
 #: the slowest files (a metastore, a cluster, whole pipeline runs) start first, so that with
 #: ``pytest -n auto --dist loadfile`` they run side by side instead of last on one worker
-SLOW_FIRST = ["test_cluster.py", "test_airflow.py", "test_catalog.py", "test_daily.py", "test_ann.py",
-              "test_pipeline.py", "test_cli.py", "test_holdout.py", "test_report.py",
+SLOW_FIRST = ["test_cluster.py", "test_airflow.py", "test_catalog.py", "test_daily.py",
+              "test_ann.py", "test_pipeline.py", "test_cli.py", "test_holdout.py", "test_report.py",
               "test_export.py"]
 
 

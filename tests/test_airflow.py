@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from recemb_spark.io.lock import RunLock, lock_path
+
 from recemb_spark.io.warehouse import Warehouse
 
 pytestmark = pytest.mark.airflow

@@ -4,8 +4,8 @@ Protocol (the same for every model, so their figures compare):
 
 * *Eligible users* have at least two liked items (rating >= ``sequences.min_rating``).
 * Each eligible user's last liked item (by time, ties by item id in natural order) is *held
-  out*; the models are trained on the rating table without those rows (:func:`leave_last_out`, computed once
-  per run and shared by all models).
+  out*; the models are trained on the rating table without those rows
+  (:func:`leave_last_out`, computed once per run and shared by all models).
 * The query is the vector of the user's last liked *training* item (and, as a second figure,
   the user vector pooled from the liked training history). All items with a vector are ranked
   by cosine similarity, the user's liked training items excluded.
@@ -21,8 +21,9 @@ Ties rank by item index (pessimistic for the held-out item only by chance, never
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -139,7 +140,7 @@ class _Counts:
     ranks: dict[int, int]
 
     @classmethod
-    def zero(cls) -> "_Counts":
+    def zero(cls) -> _Counts:
         return cls(0, 0, 0, {})
 
     def add_rank(self, rank: int, top: int) -> None:
@@ -155,7 +156,7 @@ class _Counts:
         """Summed NDCG@``k`` contributions: 1 / log2(rank + 2) per hit."""
         return math.fsum(c / math.log2(r + 2) for r, c in sorted(self.ranks.items()) if r < k)
 
-    def merge(self, other: "_Counts") -> "_Counts":
+    def merge(self, other: _Counts) -> _Counts:
         ranks = dict(self.ranks)
         for r, c in other.ranks.items():
             ranks[r] = ranks.get(r, 0) + c
@@ -172,7 +173,7 @@ class _Partial:
     segments: dict[str, _Counts]
     covered: np.ndarray
 
-    def merge(self, other: "_Partial") -> "_Partial":
+    def merge(self, other: _Partial) -> _Partial:
         names = set(self.segments) | set(other.segments)
         segments = {s: self.segments.get(s, _Counts.zero()).merge(
             other.segments.get(s, _Counts.zero())) for s in names}
@@ -191,7 +192,7 @@ class _Totals:
 
 def _score_rows(rows: Iterable[Any], ids: dict[str, int], matrix: np.ndarray, ks: list[int],
                 mode: str, normalise_query: bool = True,
-                categories: Optional[np.ndarray] = None) -> _Partial:
+                categories: np.ndarray | None = None) -> _Partial:
     """Score one partition of cases. ``mode``: ``item`` (query = the query item's vector),
     ``user`` (query = the row's ``uvec``, unit-length when ``normalise_query``),
     ``constant`` (query = [1.0], for popularity) or ``category`` (popularity, items of the
@@ -215,6 +216,7 @@ def _score_rows(rows: Iterable[Any], ids: dict[str, int], matrix: np.ndarray, ks
         heldout = np.array([b[1] for b in batch])
         scores = block_scores(queries, matrix.T)
         if bonus is not None:
+            assert categories is not None  # a bonus comes with the categories
             query_cats = np.array([b[4] for b in batch])
             same = (categories[None, :] == query_cats[:, None]) & (query_cats[:, None] >= 0)
             scores = scores + same * bonus
@@ -251,7 +253,8 @@ def _score_rows(rows: Iterable[Any], ids: dict[str, int], matrix: np.ndarray, ks
                 counts.missing_heldout += 1
             continue
         excluded = [ids[i] for i in row["history"] if i in ids]
-        query_cat = int(categories[q]) if mode == "category" and q is not None else -1
+        query_cat = (int(categories[q]) if mode == "category" and q is not None
+                     and categories is not None else -1)
         batch.append((query, h, excluded, row_segments, query_cat))
         if len(batch) >= block:
             flush()
@@ -271,7 +274,7 @@ def category_bonus(matrix: np.ndarray) -> np.float32:
 
 
 def scoring_path(spark: SparkSession, item_vectors: DataFrame,
-                 broadcast_max_mb: Optional[float] = None) -> str:
+                 broadcast_max_mb: float | None = None) -> str:
     """``broadcast`` when the item matrix fits the broadcast threshold
     (:func:`recemb_spark.neighbors.blocks.broadcast_limit`), else ``sharded``."""
     n, dim = blocks.table_shape(item_vectors)
@@ -280,12 +283,12 @@ def scoring_path(spark: SparkSession, item_vectors: DataFrame,
 
 def score_model(spark: SparkSession, cases: DataFrame, item_vectors: DataFrame, ks: list[int],
                 model: str, catalogue_size: int, mode: str = "item",
-                user_vectors: Optional[DataFrame] = None,
+                user_vectors: DataFrame | None = None,
                 similarity: str = "cosine",
-                segments: Optional[DataFrame] = None,
-                item_categories: Optional[DataFrame] = None,
-                path: Optional[str] = None,
-                broadcast_max_mb: Optional[float] = None) -> list[dict[str, Any]]:
+                segments: DataFrame | None = None,
+                item_categories: DataFrame | None = None,
+                path: str | None = None,
+                broadcast_max_mb: float | None = None) -> list[dict[str, Any]]:
     """Metrics rows ``{model, metric, k, value}`` for one model and query mode.
 
     ``path="broadcast"``: the item matrix (O(catalogue x dim)) is collected and broadcast
@@ -298,14 +301,16 @@ def score_model(spark: SparkSession, cases: DataFrame, item_vectors: DataFrame, 
     ``"category"`` does the same but ranks the items of the query item's category first
     (``item_categories (item_id, category)``, one per item). ``similarity="dot"`` scores user
     queries by dot product (ALS factors); item queries are always cosine.
-    ``segments (item_id, segments array<string>)`` (see :func:`.popularity.popularity_segments`) adds the
-    rows ``hr_<segment>``, ``ndcg_<segment>``, ``users_<segment>`` and
-    ``heldout_missing_<segment>`` over the cases whose held-out item is in each segment.
+    ``segments (item_id, segments array<string>)`` (see
+    :func:`.popularity.popularity_segments`) adds the rows ``hr_<segment>``,
+    ``ndcg_<segment>``, ``users_<segment>`` and ``heldout_missing_<segment>`` over the
+    cases whose held-out item is in each segment.
     """
     dot = mode == "user" and similarity == "dot"
     normalise = mode not in ("constant", "category") and not dot
     data = cases
     if mode == "user":
+        assert user_vectors is not None, "mode 'user' needs user_vectors"
         data = data.join(user_vectors.withColumnRenamed("vector", "uvec"), "user_id", "left")
     if segments is not None:
         data = data.join(segments.withColumnRenamed("item_id", "heldout"), "heldout", "left")
@@ -331,18 +336,19 @@ def score_model(spark: SparkSession, cases: DataFrame, item_vectors: DataFrame, 
 
 def _broadcast_totals(spark: SparkSession, data: DataFrame, item_vectors: DataFrame,
                       ks: list[int], mode: str, normalise: bool, dot: bool,
-                      item_categories: Optional[DataFrame]) -> _Totals:
+                      item_categories: DataFrame | None) -> _Totals:
     """:func:`score_model`'s sums with the item matrix (and ids) broadcast."""
     item_ids, matrix = collect_matrix(item_vectors, normalise=normalise)
     ids = {item: i for i, item in enumerate(item_ids)}
     categories = None
     if mode == "category":  # category index per item: O(catalogue)
+        assert item_categories is not None, "mode 'category' needs item_categories"
         names = {r["item_id"]: r["category"] for r in item_categories.collect()}
         codes = {c: i for i, c in enumerate(sorted({c for c in names.values() if c}))}
         categories = np.array([codes.get(names.get(i), -1) for i in item_ids], np.int32)
     bc = spark.sparkContext.broadcast((ids, matrix, categories))
 
-    def run(part: Iterator[Any]) -> Iterator[_Partial]:
+    def run(part: Iterable[Any]) -> Iterator[_Partial]:
         ids_, matrix_, categories_ = bc.value
         yield _score_rows(part, ids_, matrix_, ks, mode, normalise_query=not dot,
                           categories=categories_)
@@ -363,7 +369,7 @@ _ALL = "__all__"
 
 
 def _sharded_totals(data: DataFrame, item_vectors: DataFrame, ks: list[int], mode: str,
-                    normalise: bool, dot: bool, item_categories: Optional[DataFrame],
+                    normalise: bool, dot: bool, item_categories: DataFrame | None,
                     with_segments: bool) -> _Totals:
     """:func:`score_model`'s sums without a broadcast, the same as :func:`_score_rows` gives.
 
@@ -471,7 +477,7 @@ def col(table: pa.Table, name: str) -> np.ndarray:
 
 
 def _shard_scorer(top: int, mode: str, normalise: bool, normalise_query: bool,
-                  bonus: Optional[np.float32], dim: int) -> Any:
+                  bonus: np.float32 | None, dim: int) -> Any:
     """The cogroup function of :func:`_sharded_totals`: one case block x one item block."""
 
     def score(cases: pa.Table, items: pa.Table) -> pa.Table:

@@ -24,20 +24,22 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
 from ..errors import StageError
+from ..jvm import driver_jvm
 
 
 class HadoopFS:
     """Small helper over ``org.apache.hadoop.fs.FileSystem`` for one SparkSession."""
 
     def __init__(self, spark: SparkSession):
-        self._jvm = spark.sparkContext._jvm
+        self._jvm = driver_jvm(spark)
         self._conf = spark.sparkContext._jsc.hadoopConfiguration()
 
     def _path(self, path: str):
@@ -146,8 +148,8 @@ class Warehouse:
     def __post_init__(self) -> None:
         self.fs = HadoopFS(self.spark)
 
-    def partition_path(self, table: str, run_date: str, model: Optional[str] = None,
-                       stage: Optional[str] = None) -> str:
+    def partition_path(self, table: str, run_date: str, model: str | None = None,
+                       stage: str | None = None) -> str:
         parts = [self.root, table, f"dt={run_date}"]
         if model is not None:
             parts.append(f"model={model}")
@@ -155,8 +157,8 @@ class Warehouse:
             parts.append(f"stage={stage}")
         return join_path(*parts)
 
-    def write(self, df: DataFrame, table: str, run_date: str, model: Optional[str] = None,
-              stage: Optional[str] = None) -> int:
+    def write(self, df: DataFrame, table: str, run_date: str, model: str | None = None,
+              stage: str | None = None) -> int:
         """Replace one partition of ``table`` with ``df``; return the rows written.
 
         ``df`` must not contain the partition columns this write uses (``dt``, and ``model`` or
@@ -210,8 +212,8 @@ class Warehouse:
             raise
         self.fs.delete(aside)
 
-    def read(self, table: str, run_date: str, model: Optional[str] = None,
-             stage: Optional[str] = None, needed_by: str = "") -> DataFrame:
+    def read(self, table: str, run_date: str, model: str | None = None,
+             stage: str | None = None, needed_by: str = "") -> DataFrame:
         """One partition of ``table`` (without partition columns); StageError if it is missing."""
         path = self.partition_path(table, run_date, model, stage)
         if not self.fs.exists(path):
@@ -221,7 +223,7 @@ class Warehouse:
                              f"run the stage that writes it first for this run date")
         return self.spark.read.parquet(path)
 
-    def has(self, table: str, run_date: str, model: Optional[str] = None) -> bool:
+    def has(self, table: str, run_date: str, model: str | None = None) -> bool:
         return self.fs.exists(self.partition_path(table, run_date, model))
 
     def models(self, table: str, run_date: str) -> list[str]:

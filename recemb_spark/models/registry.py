@@ -113,7 +113,7 @@ def train_deepwalk(spark: SparkSession, cfg: Config, ratings: DataFrame,
 
 
 def user_vectors(trained: TrainedModel, histories: DataFrame, items: DataFrame,
-                 cfg: Config, path: Optional[str] = None) -> DataFrame:
+                 cfg: Config, path: str | None = None) -> DataFrame:
     """The model's own user vectors, or ``histories (user_id, items)`` pooled over ``items``
     as ``cfg.users`` says (``path``: see :func:`~recemb_spark.models.users.pool_user_vectors`;
     None = chosen by ``ann.broadcast_max_mb``)."""

@@ -1,7 +1,7 @@
 """User embeddings pooled from the vectors of the items in each user's history."""
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -16,7 +16,7 @@ USERS_SCHEMA = "user_id string, vector array<float>"
 CHUNK_TOKENS = 1_000_000
 
 
-def pooling_path(item_vectors: DataFrame, broadcast_max_mb: Optional[float] = None) -> str:
+def pooling_path(item_vectors: DataFrame, broadcast_max_mb: float | None = None) -> str:
     """``broadcast`` when the item matrix fits the broadcast threshold
     (:func:`recemb_spark.neighbors.blocks.broadcast_limit`), else ``join``."""
     n, dim = blocks.table_shape(item_vectors)
@@ -25,8 +25,8 @@ def pooling_path(item_vectors: DataFrame, broadcast_max_mb: Optional[float] = No
 
 
 def pool_user_vectors(histories: DataFrame, item_vectors: DataFrame, pooling: str = "mean",
-                      half_life: float = 10.0, path: Optional[str] = None,
-                      broadcast_max_mb: Optional[float] = None) -> DataFrame:
+                      half_life: float = 10.0, path: str | None = None,
+                      broadcast_max_mb: float | None = None) -> DataFrame:
     """Each user's vector: the (weighted) mean of the vectors of the items in their history.
 
     ``histories``: ``(user_id, items array<string>)`` in time order, oldest first, one row per

@@ -303,7 +303,7 @@ def fold_in_users(histories: DataFrame, item_factors: DataFrame, reg: float, alp
     bc = spark.sparkContext.broadcast(({i: n for n, i in enumerate(ids)}, m64,
                                        m64.T @ m64 if implicit else None))
 
-    def run(rows):  # type: ignore[no-untyped-def]
+    def run(rows):
         index, y, yty = bc.value
         for r in rows:
             pos = [(index[i], v) for i, v in zip(r["items"], r["values"], strict=True)

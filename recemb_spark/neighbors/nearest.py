@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +43,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from ..config import AnnConfig
+from ..rows import one_row
 from . import blocks, lsh_join
 from .banded import (
     MAX_HASHES,
@@ -88,7 +90,9 @@ def brp_projections(spark: SparkSession, dim: int, n: int, seed: int) -> np.ndar
     one = spark.createDataFrame([(Vectors.dense([1.0] * dim),)], ["v"])
     model = BucketedRandomProjectionLSH(inputCol="v", outputCol="h", numHashTables=n,
                                         bucketLength=1.0, seed=seed).fit(one)
-    m = model._java_obj.randMatrix()  # Matrix.toArray is column-major
+    java_model = model._java_obj
+    assert java_model is not None  # a fitted model has its JVM twin
+    m = java_model.randMatrix()  # Matrix.toArray is column-major
     return np.array(list(m.toArray()), np.float64).reshape(m.numCols(), m.numRows()).T
 
 
@@ -181,7 +185,9 @@ def lsh_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: An
     parts = max(2 * sc.defaultParallelism, -(-len(bc.value[1]) // 250_000))
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        part = TaskContext.get().partitionId()
+        ctx = TaskContext.get()
+        assert ctx is not None  # runs inside a task
+        part = ctx.partitionId()
         got = list(batches)
         table = pa.Table.from_batches(got) if got else QUERY_SCHEMA.empty_table()
         batch = table.combine_chunks()
@@ -291,8 +297,8 @@ def _rank(df: DataFrame, key: str, other: str, score: str, k: int) -> DataFrame:
 
 
 def exact_item_neighbors(spark: SparkSession, vectors: DataFrame, k: int,
-                         only: Optional[DataFrame] = None, path: Optional[str] = None,
-                         broadcast_max_mb: Optional[float] = None) -> DataFrame:
+                         only: DataFrame | None = None, path: str | None = None,
+                         broadcast_max_mb: float | None = None) -> DataFrame:
     """Exact top-``k`` cosine neighbours among all ``vectors`` for every item, or only for the
     items in ``only (item_id)`` (e.g. a recall sample); no self-pairs. ``path`` and
     ``broadcast_max_mb``: see :func:`recemb_spark.neighbors.topk.exact_top_k`."""
@@ -307,8 +313,8 @@ def exact_item_neighbors(spark: SparkSession, vectors: DataFrame, k: int,
 def spark_lsh_item_neighbors(spark: SparkSession, vectors: DataFrame, cfg: AnnConfig,
                              k: int) -> tuple[DataFrame, dict[str, Any]]:
     """Spark's ``approxSimilarityJoin`` (self-join under ``spark_lsh_threshold``), top-``k``."""
-    data = vectors.withColumn("_v", array_to_vector("vector"))
-    dim = len(vectors.select("vector").first()["vector"])
+    data = vectors.withColumn("_v", array_to_vector(F.col("vector")))
+    dim = len(one_row(vectors.select("vector").limit(1))["vector"])
     length = auto_bucket_length(cfg, dim)
     model = BucketedRandomProjectionLSH(inputCol="_v", outputCol="_h",
                                         numHashTables=cfg.spark_lsh_tables, bucketLength=length,
@@ -342,8 +348,8 @@ def recall_at_k(approx: DataFrame, exact: DataFrame, key: str, other: str) -> fl
     """Mean over the queries of ``exact`` of |approx top-k ∩ exact top-k| / |exact top-k|."""
     hits = exact.join(approx.select(key, other), [key, other], "left_semi").groupBy(key).count()
     totals = exact.groupBy(key).count().withColumnRenamed("count", "n")
-    row = totals.join(hits, key, "left").fillna({"count": 0}).agg(
-        F.mean(F.col("count") / F.col("n")).alias("recall")).first()
+    row = one_row(totals.join(hits, key, "left").fillna({"count": 0}).agg(
+        F.mean(F.col("count") / F.col("n")).alias("recall")))
     return float(row["recall"]) if row["recall"] is not None else float("nan")
 
 
@@ -357,13 +363,13 @@ def spark_lsh_user_candidates(spark: SparkSession, items: DataFrame, users: Data
                               histories: DataFrame, cfg: AnnConfig,
                               k: int) -> tuple[DataFrame, dict[str, Any]]:
     """``approxSimilarityJoin`` of users against items, seen items removed, top ``k``."""
-    dim = len(items.select("vector").first()["vector"])
+    dim = len(one_row(items.select("vector").limit(1))["vector"])
     length = auto_bucket_length(cfg, dim)
-    data = items.withColumn("_v", array_to_vector("vector"))
+    data = items.withColumn("_v", array_to_vector(F.col("vector")))
     model = BucketedRandomProjectionLSH(inputCol="_v", outputCol="_h",
                                         numHashTables=cfg.spark_lsh_tables, bucketLength=length,
                                         seed=cfg.seed).fit(data)
-    queries = users.withColumn("_v", array_to_vector("vector"))
+    queries = users.withColumn("_v", array_to_vector(F.col("vector")))
     joined = (model.approxSimilarityJoin(queries, data, cfg.spark_lsh_threshold, distCol="_d")
               .select(F.col("datasetA.user_id").alias("user_id"),
                       F.col("datasetB.item_id").alias("item_id"),

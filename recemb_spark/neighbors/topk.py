@@ -11,7 +11,8 @@ comparison per score instead of a partial sort of the whole row.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -46,7 +47,7 @@ def collect_matrix(item_vectors: DataFrame, normalise: bool) -> tuple[list[str],
     return ids, unit_rows(matrix) if normalise else matrix
 
 
-def block_scores(q: np.ndarray, mt: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+def block_scores(q: np.ndarray, mt: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``q @ mt`` as float32, each entry the same whichever block computes it.
 
     A float32 BLAS product is not: OpenBLAS picks kernels (and summation orders) by the
@@ -228,19 +229,19 @@ def _scan(q: np.ndarray, mt: np.ndarray, k: int, ex_rows: np.ndarray, ex_cols: n
         found.append((r, c + lo, s.ravel()[flat]))
         since += len(flat)
         if since > n_q * k:  # tighten: the k-th best found so far, per row
-            rr, cc, vv = (np.concatenate(x) for x in zip(*found))
+            rr, cc, vv = (np.concatenate(x) for x in zip(*found, strict=True))
             thr = np.maximum(thr, _kth_per_row(rr, vv, n_q, k))
             keep = vv >= thr[rr]
             found, since = [(rr[keep], cc[keep], vv[keep])], 0
     if not found:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0, np.float32)
-    rr, cc, vv = (np.concatenate(x) for x in zip(*found))
+    rr, cc, vv = (np.concatenate(x) for x in zip(*found, strict=True))
     return rr, cc, vv
 
 
 def stream_top_k(q: np.ndarray, mt: np.ndarray, k: int,
-                 exclude: Optional[tuple[np.ndarray, np.ndarray]] = None,
+                 exclude: tuple[np.ndarray, np.ndarray] | None = None,
                  tile: int = ITEM_TILE, block: int = QUERY_BLOCK) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` columns of ``q @ mt`` per query row: ``(idx, score)`` arrays of shape
     ``(len(q), k)``, best first, ties by column, padded with -1 / -inf.
@@ -314,8 +315,8 @@ def broadcast_items(spark: SparkSession, item_vectors: DataFrame, normalise: boo
     return spark.sparkContext.broadcast((pa.array(ids, pa.string()), matrix))
 
 
-def exact_path(spark: SparkSession, queries: Optional[DataFrame], item_vectors: DataFrame,
-               broadcast_max_mb: Optional[float] = None) -> str:
+def exact_path(spark: SparkSession, queries: DataFrame | None, item_vectors: DataFrame,
+               broadcast_max_mb: float | None = None) -> str:
     """How :func:`exact_top_k` runs for these tables: ``broadcast`` (the item matrix fits the
     threshold of :func:`recemb_spark.neighbors.blocks.broadcast_limit`), ``broadcast_queries``
     (it does not, the queries do) or ``sharded``. Counts both tables and reads one row."""
@@ -326,8 +327,8 @@ def exact_path(spark: SparkSession, queries: Optional[DataFrame], item_vectors: 
 
 
 def exact_top_k(spark: SparkSession, queries: DataFrame, item_vectors: DataFrame, k: int,
-                similarity: str = "cosine", path: Optional[str] = None,
-                broadcast_max_mb: Optional[float] = None) -> DataFrame:
+                similarity: str = "cosine", path: str | None = None,
+                broadcast_max_mb: float | None = None) -> DataFrame:
     """The ``k`` best items for every query: ``(query_id, item_id, rank, score)``.
 
     ``queries``: ``(query_id string, vector array<float>, exclude array<string>)`` — items in
@@ -384,8 +385,8 @@ def user_queries(user_vectors: DataFrame, histories: DataFrame) -> DataFrame:
 
 
 def user_candidates(spark: SparkSession, user_vectors: DataFrame, item_vectors: DataFrame,
-                    histories: DataFrame, k: int, similarity: str, path: Optional[str] = None,
-                    broadcast_max_mb: Optional[float] = None) -> DataFrame:
+                    histories: DataFrame, k: int, similarity: str, path: str | None = None,
+                    broadcast_max_mb: float | None = None) -> DataFrame:
     """Top-``k`` unseen items per user: ``(user_id, item_id, rank, score)``.
     ``histories``: ``(user_id, items)`` — those items are excluded. ``path`` and
     ``broadcast_max_mb`` as in :func:`exact_top_k`."""

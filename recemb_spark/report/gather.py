@@ -104,8 +104,8 @@ def evaluation_table(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def other_metrics(metrics: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The metrics of every stage but evaluate and blend, one table per stage: a row per model (by name),
-    a column per ``metric@k`` (``metric`` alone when k is 0; by name). Stages in order of
+    """The metrics of every stage but evaluate and blend, one table per stage: a row per model
+    (by name), a column per ``metric@k`` (``metric`` alone when k is 0; by name). Stages in order of
     appearance."""
     out: dict[str, pd.DataFrame] = {}
     rest = metrics[~metrics["stage"].isin(EVAL_STAGES)]

@@ -156,7 +156,8 @@ class RunLock:
                 return
             held = self._read() or {}
         reason = stale_reason(held, self.max_age_hours) if held else None
-        if reason is None or not self._remove_if(held.get("token")) or not self._create():
+        if (reason is None or not self._remove_if(str(held.get("token")))
+                or not self._create()):
             raise LockError(
                 f"run date {self.run_date} of warehouse {self.wh.root} is locked by "
                 f"{held.get('owner', '?')}@{held.get('host', '?')} pid {held.get('pid', '?')} "
@@ -168,7 +169,7 @@ class RunLock:
         self.wh.clear_staging(self.run_date)  # what the dead run left half-written
 
     def release(self) -> None:
-        if not self._remove_if(self.info["token"]):
+        if not self._remove_if(str(self.info["token"])):
             log.warning("run lock %s was no longer ours at the end of the run", self.path)
 
     def __enter__(self) -> RunLock:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Optional
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -29,7 +29,7 @@ def choose_method(cfg: AnnConfig, n_items: int) -> str:
 
 
 def item_neighbors(spark: SparkSession, items: DataFrame, cfg: AnnConfig, method: str,
-                   exact: Optional[str] = None) -> tuple[DataFrame, dict[str, Any]]:
+                   exact: str | None = None) -> tuple[DataFrame, dict[str, Any]]:
     """Top-``cfg.k`` neighbours of every item by ``method`` (unit vectors in); ``exact``: the
     path of the exact method (:data:`recemb_spark.neighbors.blocks.PATHS`, None = choose)."""
     if method == "exact":
@@ -42,7 +42,7 @@ def item_neighbors(spark: SparkSession, items: DataFrame, cfg: AnnConfig, method
 
 def users_top_k(spark: SparkSession, items: DataFrame, users: DataFrame, seen: DataFrame,
                 cfg: AnnConfig, method: str,
-                exact: Optional[str] = None) -> tuple[DataFrame, dict[str, Any]]:
+                exact: str | None = None) -> tuple[DataFrame, dict[str, Any]]:
     """Top-``cfg.user_candidates_k`` unseen items per user by ``method``:
     ``(user_id, item_id, rank, score)``; ``exact`` as in :func:`item_neighbors`."""
     k = cfg.user_candidates_k

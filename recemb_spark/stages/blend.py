@@ -3,8 +3,8 @@
 Channels (``blend.channels``): ``user`` — each model's user-vector candidates; ``item`` — the
 neighbours of the user's last liked items in each model's ``item_neighbors``; ``popular``,
 ``recent`` (the last ``blend.recent_days`` of the log) and ``category`` (within the
-categories of the user's latest liked items, when the items table has genres) popularity. The merge is weighted
-reciprocal rank fusion (:func:`recemb_spark.neighbors.blend.fuse`).
+categories of the user's latest liked items, when the items table has genres) popularity.
+The merge is weighted reciprocal rank fusion (:func:`recemb_spark.neighbors.blend.fuse`).
 
 Three sets of lists are built, each only from data its purpose may see:
 

@@ -11,8 +11,8 @@ from ..io.warehouse import Warehouse
 from ..metrics import metrics_frame
 from ..models.align import align_to_previous
 from ..models.registry import model_spec, user_vectors
-from ..models.users import pooling_path
 from ..models.side_info import side_tokens
+from ..models.users import pooling_path
 from ..runner.stage import StageContext, StageResult
 
 

@@ -24,8 +24,8 @@ from ..evaluation.scoring import (
     leave_last_out,
     popularity_vectors,
     score_model,
-    scoring_path,
     scoring_cases,
+    scoring_path,
     segments_for_cases,
 )
 from ..interactions import build_sequences
