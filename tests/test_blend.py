@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 
-from recemb_spark.neighbors import blend
+from recemb_spark.neighbors import fusion as blend
 
 CH = "user_id string, channel string, item_id string, rank int"
 PAIRS = "user_id string, item_id string"

@@ -4,7 +4,7 @@ Channels (``blend.channels``): ``user`` — each model's user-vector candidates;
 neighbours of the user's last liked items in each model's ``item_neighbors``; ``popular``,
 ``recent`` (the last ``blend.recent_days`` of the log) and ``category`` (within the
 categories of the user's latest liked items, when the items table has genres) popularity.
-The merge is weighted reciprocal rank fusion (:func:`recemb_spark.neighbors.blend.fuse`).
+The merge is weighted reciprocal rank fusion (:func:`recemb_spark.neighbors.fusion.fuse`).
 
 Three sets of lists are built, each only from data its purpose may see:
 
@@ -40,7 +40,7 @@ from ..metrics import metric_row, metrics_frame
 from ..models.als import training_frame
 from ..models.registry import model_specs
 from ..models.users import pool_user_vectors
-from ..neighbors import blend
+from ..neighbors import fusion
 from ..neighbors.topk import user_candidates
 from ..runner.stage import StageContext, StageResult
 from .evaluate import item_categories
@@ -72,22 +72,22 @@ def channel_lists(cfg: Config, role: Role, neighbors: dict[str, DataFrame],
     mine = liked.join(role.users, "user_id")
     most = role.exclude.groupBy("user_id").count().agg(F.max("count").alias("m")).first()
     limit = depth + int((most and most["m"]) or 0)
-    parts = [blend.candidate_channel(lst, role.exclude, depth, f"{m}_user")
+    parts = [fusion.candidate_channel(lst, role.exclude, depth, f"{m}_user")
              for m, lst in role.user_lists.items()]
-    hist = blend.liked_histories(mine, min_rating)
+    hist = fusion.liked_histories(mine, min_rating)
     if neighbors:
-        parts += [blend.neighbor_channel(hist, nb, b.last_items, role.exclude, depth,
+        parts += [fusion.neighbor_channel(hist, nb, b.last_items, role.exclude, depth,
                                          f"{m}_item") for m, nb in neighbors.items()]
     everyone = role.users.select("user_id", F.lit("").alias("group"), F.lit(1).alias("_g"))
-    parts.append(blend.unseen_ranked(everyone, blend.popularity_ranks(liked, limit),
+    parts.append(fusion.unseen_ranked(everyone, fusion.popularity_ranks(liked, limit),
                                      role.exclude, depth, "popular"))
     if "recent" in b.channels:
-        recent = blend.recent_events(liked, b.recent_days)
-        parts.append(blend.unseen_ranked(everyone, blend.popularity_ranks(recent, limit),
+        recent = fusion.recent_events(liked, b.recent_days)
+        parts.append(fusion.unseen_ranked(everyone, fusion.popularity_ranks(recent, limit),
                                          role.exclude, depth, "recent"))
     if "category" in b.channels and categories is not None:
-        groups = blend.recent_categories(hist, categories, b.categories)
-        parts.append(blend.unseen_ranked(groups, blend.popularity_ranks(liked, limit,
+        groups = fusion.recent_categories(hist, categories, b.categories)
+        parts.append(fusion.unseen_ranked(groups, fusion.popularity_ranks(liked, limit,
                                                                         categories),
                                          role.exclude, depth, "category"))
     out = parts[0]
@@ -106,7 +106,7 @@ def _vector_lists(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str
     """User-vector candidates of ``users`` computed from the stored embeddings (exact top
     ``depth``, ``exclude`` pairs left out). With ``events`` (the validation's shortened
     histories), user vectors are made again from them: pooled models pool them, ALS folds
-    them in against its item factors (:func:`~recemb_spark.neighbors.blend.fold_in_users`);
+    them in against its item factors (:func:`~recemb_spark.neighbors.fusion.fold_in_users`);
     without, the stored user vectors are used."""
     sim = _similarity(cfg)
     ex = exclude.groupBy("user_id").agg(F.collect_list("item_id").alias("items"))
@@ -117,7 +117,7 @@ def _vector_lists(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str
             vectors = wh.read("user_embeddings", run_date, model=m).join(users, "user_id")
         elif sim.get(m, "cosine") == "cosine":
             context = events.filter(F.col("rating") >= F.lit(cfg.context_min_rating))
-            histories = blend.liked_histories(context.join(users, "user_id"), float("-inf"))
+            histories = fusion.liked_histories(context.join(users, "user_id"), float("-inf"))
             vectors = pool_user_vectors(histories, items, cfg.users.pooling,
                                         cfg.users.half_life)
         else:
@@ -141,7 +141,7 @@ def _als_fold_in(wh: Warehouse, cfg: Config, run_date: str, events: DataFrame,
     histories = rows.groupBy("user_id").agg(
         F.collect_list("item_id").alias("items"),
         F.collect_list(F.col("signal").cast("double")).alias("values"))
-    return blend.fold_in_users(histories, items, cfg.als.reg_param, alpha,
+    return fusion.fold_in_users(histories, items, cfg.als.reg_param, alpha,
                                cfg.als.implicit_prefs)
 
 
@@ -175,7 +175,7 @@ def choose_weights(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: st
                               events)
         chans = channel_lists(cfg, Role(events, users, exclude, lists), neighbors, categories,
                               b.depth)
-        rows = blend.validation_rows(chans, targets, names)
+        rows = fusion.validation_rows(chans, targets, names)
         n_users = targets.count()
     k = b.k
 
@@ -186,12 +186,12 @@ def choose_weights(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: st
     def hits_of(weights: np.ndarray, rr_ks: np.ndarray) -> np.ndarray:
         total = np.zeros(len(weights), np.int64)
         for ranks, target in cases:
-            total += blend.fused_hits(ranks, target, weights, rr_ks, k)
+            total += fusion.fused_hits(ranks, target, weights, rr_ks, k)
         return total
 
     with res.timed("weight_search"):
         alone = hits_of(np.eye(len(names)), np.full(len(names), float(b.rr_k)))
-        best, hits, trace = blend.coordinate_search(hits_of, len(names), b.weight_grid,
+        best, hits, trace = fusion.coordinate_search(hits_of, len(names), b.weight_grid,
                                                     [b.rr_k, *b.rr_k_grid], b.search_rounds)
     targets.unpersist()
     weights = {n: float(w) for n, w in zip(names, best[:-1], strict=True)}
@@ -234,16 +234,16 @@ def evaluate(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str, tra
     lists = _vector_lists(spark, wh, cfg, run_date, user_models, users, exclude, depth)
     chans = channel_lists(cfg, Role(train, users, exclude, lists), neighbors, categories,
                           depth).persist()
-    fused = blend.fuse(chans, weights, rr_k, max(ks)).persist()
+    fused = fusion.fuse(chans, weights, rr_k, max(ks)).persist()
     catalogue = train.select("item_id").distinct().count()
     scored = {MODEL: fused}
     if cfg.blend.weights == "auto":  # what the search bought: every channel at weight 1
-        scored[f"{MODEL}_equal"] = blend.fuse(chans, dict.fromkeys(weights, 1.0),
+        scored[f"{MODEL}_equal"] = fusion.fuse(chans, dict.fromkeys(weights, 1.0),
                                               cfg.blend.rr_k, max(ks))
     for name in channel_names(cfg, user_models, neighbors, categories):
         scored[f"{MODEL}_{name}"] = chans.filter(F.col("channel") == name)
     for model, top in scored.items():
-        rows = blend.list_metrics(top, cases, ks).collect()
+        rows = fusion.list_metrics(top, cases, ks).collect()
         res.metrics.append(metric_row(model, "users", 0, rows[0]["users"]))
         for r in rows:
             res.metrics += [metric_row(model, "hr", r["k"], r["hr"]),
@@ -291,8 +291,8 @@ def run(ctx: StageContext) -> None:
             "user_id", "item_id", "rank") for m in user_models}
         chans = channel_lists(cfg, Role(ratings, users, ratings.select("user_id", "item_id"),
                                         lists), neighbors, categories, b.depth).persist()
-        fused = blend.fuse(chans, weights, rr_k, b.k)
-        top = blend.fill(fused, chans.filter(F.col("channel") == "popular"), b.k)
+        fused = fusion.fuse(chans, weights, rr_k, b.k)
+        top = fusion.fill(fused, chans.filter(F.col("channel") == "popular"), b.k)
         res.rows["user_candidates_blend"] = wh.write(top.withColumn("method", F.lit(MODEL)),
                                                      "user_candidates", run_date, model=MODEL)
         written = wh.read("user_candidates", run_date, model=MODEL)

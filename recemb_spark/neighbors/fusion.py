@@ -21,14 +21,14 @@ import numpy as np
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from ..tables import event_struct
+from ..ids import event_struct
 
 CHANNEL_COLUMNS = ["user_id", "channel", "item_id", "rank"]
 
 
 def liked_histories(ratings: DataFrame, min_rating: float) -> DataFrame:
     """``(user_id, items array<string>)``: each user's liked items (rating >= ``min_rating``)
-    in time order, oldest first (ties as :func:`~recemb_spark.tables.event_struct` orders).
+    in time order, oldest first (ties as :func:`~recemb_spark.ids.event_struct` orders).
     Users without a liked item get no row."""
     liked = ratings.filter(F.col("rating") >= F.lit(min_rating))
     return (liked.groupBy("user_id")
