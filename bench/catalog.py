@@ -40,7 +40,6 @@ import argparse
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -232,47 +231,6 @@ def write_log(shape: Shape, path: str | Path, chunk_events: int = 1_000_000) -> 
 # the runner
 
 
-class WorkerMonitor:
-    """Polls the RSS of Spark's Python workers (``pyspark.daemon`` / ``pyspark.worker``
-    processes) under a process tree; keeps the largest single worker and the largest sum at
-    one time (MiB; forked workers share pages with the daemon, so the sum overcounts)."""
-
-    def __init__(self, root: int):
-        self.root = root
-        self.peak = {"python_worker_rss_mb": 0.0, "python_workers_sum_rss_mb": 0.0}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def start(self) -> WorkerMonitor:
-        self._thread.start()
-        return self
-
-    def stop(self) -> dict[str, float]:
-        self._stop.set()
-        self._thread.join()
-        return {k: round(v, 1) for k, v in self.peak.items()}
-
-    def _loop(self) -> None:
-        from scale import _rss, _tree
-
-        while not self._stop.wait(0.5):
-            rss = [_rss(p) / 2**20 for p in _tree(self.root) if _is_worker(p)]
-            if rss:
-                self.peak["python_worker_rss_mb"] = max(self.peak["python_worker_rss_mb"],
-                                                        max(rss))
-                self.peak["python_workers_sum_rss_mb"] = max(
-                    self.peak["python_workers_sum_rss_mb"], sum(rss))
-
-
-def _is_worker(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmd = f.read()
-    except OSError:
-        return False
-    return b"pyspark.daemon" in cmd or b"pyspark.worker" in cmd
-
-
 def lsh_recall(manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Per model: the ann stage's method and item recall@k (and user recall when measured)."""
     details = manifests.get("ann", {}).get("details", {})
@@ -295,10 +253,10 @@ def run_log(log: Path, name: str, args: argparse.Namespace, env: dict[str, str])
     with open(work / "run.log", "w") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        monitor, workers = Monitor(proc.pid).start(), WorkerMonitor(proc.pid).start()
+        monitor = Monitor(proc.pid).start()
         rc = proc.wait()
         total = time.perf_counter() - t0
-        memory = {**monitor.stop(), **workers.stop()}
+        memory = monitor.stop()
     manifests = read_manifests(warehouse)
     result = {"name": name, "command": " ".join(cmd), "rc": rc, "total_seconds": round(total, 1),
               "memory": memory, "jstat": monitor.jstat_ok, "log": str(work / "run.log"),

@@ -102,14 +102,28 @@ def _jstat_heap(pid: int) -> tuple[float, float, float] | None:
     return used / 1024, cap / 1024, g.get("GCT", 0.0)
 
 
+def _is_worker(pid: int) -> bool:
+    """True for one of Spark's Python workers (``pyspark.daemon`` / ``pyspark.worker``)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read()
+    except OSError:
+        return False
+    return b"pyspark.daemon" in cmd or b"pyspark.worker" in cmd
+
+
 class Monitor:
-    """Polls the memory of a process tree until stopped; keeps the peaks (MiB)."""
+    """Polls the memory of a process tree until stopped; keeps the peaks (MiB): the tree, the
+    driver's Python, the JVM (RSS and, by jstat, heap and GC time), and Spark's Python workers
+    (the largest single worker, and the largest sum at one time — forked workers share pages
+    with the daemon, so the sum overcounts)."""
 
     def __init__(self, root: int):
         self.root = root
         self.peak = {"tree_rss_mb": 0.0, "driver_python_rss_mb": 0.0, "jvm_rss_mb": 0.0,
                      "jvm_heap_used_mb": 0.0, "jvm_heap_capacity_mb": 0.0,
-                     "jvm_gc_seconds": 0.0}  # the last GCT seen: GC time up to ~2 s before exit
+                     "jvm_gc_seconds": 0.0,  # the last GCT seen: GC time up to ~2 s before exit
+                     "python_worker_rss_mb": 0.0, "python_workers_sum_rss_mb": 0.0}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self.jstat_ok = False
@@ -131,6 +145,10 @@ class Monitor:
             jvms = [p for p in pids if _is_jvm(p)]
             self._max("tree_rss_mb", sum(rss.values()) / 2**20)
             self._max("driver_python_rss_mb", rss.get(self.root, 0) / 2**20)
+            workers = [rss[p] / 2**20 for p in pids if _is_worker(p)]
+            if workers:
+                self._max("python_worker_rss_mb", max(workers))
+                self._max("python_workers_sum_rss_mb", sum(workers))
             if jvms:
                 self._max("jvm_rss_mb", sum(rss.get(p, 0) for p in jvms) / 2**20)
                 if time.monotonic() - last_jstat >= 2.0:
