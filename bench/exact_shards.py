@@ -93,7 +93,7 @@ def run_one(args: argparse.Namespace) -> dict:
     from pyspark.sql import functions as F
 
     from recemb_spark.config import load_config
-    from recemb_spark.neighbors.topk import exact_top_k
+    from recemb_spark.neighbors.exact import exact_top_k
     from recemb_spark.session import build_session
 
     cfg = load_config(overrides=[f"spark.driver_memory={args.driver_memory}",

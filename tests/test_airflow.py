@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 import pytest
-from recemb_spark.io.lock import RunLock, lock_path
 
 from recemb_spark.io.warehouse import Warehouse
+from recemb_spark.runner.lock import RunLock, lock_path
 
 pytestmark = pytest.mark.airflow
 

@@ -12,7 +12,7 @@ from recemb_spark.interactions import clean_ratings
 from recemb_spark.io import sample
 from recemb_spark.io.readers import RATINGS_SCHEMA
 from recemb_spark.models import als, blas
-from recemb_spark.neighbors.topk import user_candidates
+from recemb_spark.neighbors.exact import user_candidates
 
 from .conftest import SMALL_SAMPLE
 

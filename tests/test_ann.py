@@ -5,7 +5,7 @@ from pyspark.sql import functions as F
 from recemb_spark.config import load_config
 from recemb_spark.neighbors import banded, topk
 from recemb_spark.neighbors import nearest as ann
-from recemb_spark.neighbors.topk import user_candidates
+from recemb_spark.neighbors.exact import user_candidates
 
 VEC = "item_id string, vector array<float>"
 

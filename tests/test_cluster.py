@@ -282,8 +282,10 @@ def test_executors_killed_during_walks_and_als_change_nothing(standalone, spark,
     zip_path = package(tmp_path)
     wh = tmp_path / "killed_wh"
     before = apps(standalone)
-    submit = submit_command(standalone, zip_path, wh, spark.sparkContext.defaultParallelism,
-                            spark.conf.get("spark.sql.shuffle.partitions"))
+    full_log = tmp_path / "full.log"  # Spark's own lines (lost executors, tasks) and ours
+    submit = [*submit_command(standalone, zip_path, wh, spark.sparkContext.defaultParallelism,
+                              spark.conf.get("spark.sql.shuffle.partitions")),
+              "--log-file", str(full_log)]
     kills: list[tuple[str, int]] = []
     problems: list[str] = []
 
@@ -320,9 +322,11 @@ def test_executors_killed_during_walks_and_als_change_nothing(standalone, spark,
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
-    out = "".join(lines)
+    assert rc == 0, "".join(lines)[-6000:]
     cluster_t = time.perf_counter() - t0
-    assert rc == 0, out[-6000:]
+    # the terminal shows our lines only; Spark's, in order with ours, are in the log file
+    lines = full_log.read_text().splitlines(keepends=True)
+    out = "".join(lines)
     assert not problems and [w for w, _ in kills] == ["walks", "als"], (problems, kills)
     # Spark saw each executor die and gave the application a new one on that worker
     assert out.count("Lost executor") >= 2, out[-6000:]

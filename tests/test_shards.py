@@ -7,7 +7,7 @@ from chispa import assert_approx_df_equality, assert_df_equality
 from recemb_spark.evaluation.scoring import score_model
 from recemb_spark.models.users import pool_user_vectors, pooling_path
 from recemb_spark.neighbors import blocks
-from recemb_spark.neighbors.topk import exact_path, exact_top_k, user_candidates
+from recemb_spark.neighbors.exact import exact_path, exact_top_k, user_candidates
 
 VEC = "item_id string, vector array<float>"
 QUERIES = "query_id string, vector array<float>, exclude array<string>"

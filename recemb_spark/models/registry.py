@@ -148,7 +148,7 @@ def als_stage_extras(spark: SparkSession, cfg: Config, ratings: DataFrame,
                      trained: TrainedModel) -> TrainedModel:
     """RMSE on a held-out share (explicit mode) and top-K unseen items per user by dot."""
     from ..metrics import metric_row
-    from ..neighbors.topk import exact_path, user_candidates, user_queries
+    from ..neighbors.exact import exact_path, user_candidates, user_queries
     from . import als
 
     extra = TrainedModel(trained.item_vectors)

@@ -27,6 +27,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from ..ids import dense_index
+from .topk import exclusions, merge_top_k, query_matrix, stream_top_k, unit_rows
 
 #: What a broadcast item matrix weighs in one Python worker, per item: the float32 row (4 x dim
 #: bytes) twice -- the unpickled matrix and the contiguous transposed copy a task makes for the
@@ -177,7 +178,6 @@ def sharded_top_k(queries: DataFrame, numbered: DataFrame, n_items: int, dim: in
     Blocks: :func:`item_block_rows` consecutive item numbers, :data:`QUERY_BLOCK_ROWS`
     queries by hash. One task holds one block of each; it emits at most ``k``
     candidates per query."""
-    from .topk import exclusions, stream_top_k, unit_rows  # topk imports this module
 
     rows, query_rows = item_block_rows(dim), QUERY_BLOCK_ROWS
     n_ib = blocks_of(n_items, rows)
@@ -224,7 +224,6 @@ def broadcast_queries_top_k(spark: SparkSession, queries: DataFrame, numbered: D
     broadcast, the numbered items (:func:`number_items`) stream past them; each item partition
     emits at most ``k`` candidates per query, merged as :func:`sharded_top_k` merges.
     ``(query_id, item_id, rank, score)``."""
-    from .topk import exclusions, merge_top_k, query_matrix, stream_top_k, unit_rows  # cycle
 
     table = (queries.filter(F.col("vector").isNotNull())
              .select("query_id", "vector", "exclude").toArrow().combine_chunks())

@@ -23,7 +23,7 @@ from samples only (:func:`band_layout`).
 ``spark_lsh``: ``approxSimilarityJoin`` with a distance threshold (kept for comparison: its
 hash tables are single projections ORed, with no AND amplification).
 
-``exact``: :func:`recemb_spark.neighbors.topk.exact_top_k`.
+``exact``: :func:`recemb_spark.neighbors.exact.exact_top_k`.
 """
 from __future__ import annotations
 
@@ -52,10 +52,10 @@ from .banded import (
     banded_top_k,
     tune_layout,
 )
+from .exact import exact_top_k
 from .topk import (
     TOPK_SCHEMA,
     broadcast_items,
-    exact_top_k,
     exclusions,
     positions,
     query_matrix,
@@ -301,7 +301,7 @@ def exact_item_neighbors(spark: SparkSession, vectors: DataFrame, k: int,
                          broadcast_max_mb: float | None = None) -> DataFrame:
     """Exact top-``k`` cosine neighbours among all ``vectors`` for every item, or only for the
     items in ``only (item_id)`` (e.g. a recall sample); no self-pairs. ``path`` and
-    ``broadcast_max_mb``: see :func:`recemb_spark.neighbors.topk.exact_top_k`."""
+    ``broadcast_max_mb``: see :func:`recemb_spark.neighbors.exact.exact_top_k`."""
     queried = vectors if only is None else vectors.join(only.select("item_id"), "item_id")
     queries = queried.select(F.col("item_id").alias("query_id"), "vector",
                              F.array("item_id").alias("exclude"))

@@ -15,7 +15,7 @@ from ..interactions import rated_items
 from ..metrics import metric_row, metrics_frame
 from ..neighbors import blocks
 from ..neighbors import nearest as ann
-from ..neighbors.topk import user_candidates
+from ..neighbors.exact import user_candidates
 from ..runner.stage import StageContext
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,7 @@ from ..models.als import training_frame
 from ..models.registry import model_specs
 from ..models.users import pool_user_vectors
 from ..neighbors import fusion
-from ..neighbors.topk import user_candidates
+from ..neighbors.exact import user_candidates
 from ..runner.stage import StageContext, StageResult
 from .evaluate import item_categories
 
