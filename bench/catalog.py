@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -240,7 +239,7 @@ def lsh_recall(manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def run_log(log: Path, name: str, args: argparse.Namespace, env: dict[str, str]) -> dict:
     """One ``recemb run`` on ``log`` with the taobao flags and ``--set``; the measurements."""
-    from scale import RUN_DATE, Monitor, read_manifests, summarise
+    from scale import RUN_DATE, monitored_run, read_manifests, summarise
 
     work = Path(args.workdir) / f"run_{name}"
     warehouse = work / "wh"
@@ -249,19 +248,10 @@ def run_log(log: Path, name: str, args: argparse.Namespace, env: dict[str, str])
            "--run-date", RUN_DATE, "--warehouse", str(warehouse)]
     for item in args.set:
         cmd += ["--set", item]
-    print(f"running {name}: {' '.join(cmd)}", flush=True)
-    with open(work / "run.log", "w") as out:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        monitor = Monitor(proc.pid).start()
-        rc = proc.wait()
-        total = time.perf_counter() - t0
-        memory = monitor.stop()
+    run = monitored_run(name, cmd, work, env)
     manifests = read_manifests(warehouse)
-    result = {"name": name, "command": " ".join(cmd), "rc": rc, "total_seconds": round(total, 1),
-              "memory": memory, "jstat": monitor.jstat_ok, "log": str(work / "run.log"),
-              **summarise(manifests), "lsh_recall": lsh_recall(manifests)}
-    if rc != 0:
+    result = {"name": name, **run, **summarise(manifests), "lsh_recall": lsh_recall(manifests)}
+    if run["rc"] != 0:
         lines = (work / "run.log").read_text(errors="replace").splitlines()
         result["log_tail"] = lines[-15:]
     print(row(result), flush=True)

@@ -228,6 +228,22 @@ def summarise(manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def monitored_run(name: str, cmd: list[str], work: Path, env: dict[str, str]) -> dict[str, Any]:
+    """Run ``cmd`` (a ``recemb`` command) with its output in ``work/run.log`` while
+    :class:`Monitor` samples its process tree: ``command``, ``rc``, ``total_seconds``,
+    ``memory`` (the peaks), ``jstat`` (whether jstat answered) and ``log``."""
+    print(f"running {name}: {' '.join(cmd)}", flush=True)
+    with open(work / "run.log", "w") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        monitor = Monitor(proc.pid).start()
+        rc = proc.wait()
+        total = time.perf_counter() - t0
+        peaks = monitor.stop()
+    return {"command": " ".join(cmd), "rc": rc, "total_seconds": round(total, 1),
+            "memory": peaks, "jstat": monitor.jstat_ok, "log": str(work / "run.log")}
+
+
 def run_once(input_args: list[str], name: str, args: argparse.Namespace,
              env: dict[str, str]) -> dict[str, Any]:
     work = Path(args.workdir) / f"run_{name}"
@@ -237,17 +253,7 @@ def run_once(input_args: list[str], name: str, args: argparse.Namespace,
            "--warehouse", str(warehouse), "--set", f"spark.driver_memory={args.driver_memory}"]
     for item in args.set:
         cmd += ["--set", item]
-    print(f"running {name}: {' '.join(cmd)}", flush=True)
-    with open(work / "run.log", "w") as log:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        monitor = Monitor(proc.pid).start()
-        rc = proc.wait()
-        total = time.perf_counter() - t0
-        peaks = monitor.stop()
-    result = {"name": name, "command": " ".join(cmd), "rc": rc,
-              "total_seconds": round(total, 1), "memory": peaks,
-              "jstat": monitor.jstat_ok, "log": str(work / "run.log"),
+    result = {"name": name, **monitored_run(name, cmd, work, env),
               **summarise(read_manifests(warehouse))}
     print(row(result), flush=True)
     return result
