@@ -26,43 +26,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ann import clustered_vectors  # noqa: E402  (bench/ann.py)
 from common import write_json  # noqa: E402
+from scale import _rss, _tree  # noqa: E402
 
 from recemb_spark.config import load_config  # noqa: E402
 from recemb_spark.neighbors import nearest as ann  # noqa: E402
 from recemb_spark.session import build_session  # noqa: E402
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def children() -> dict[int, list[int]]:
-    """pid -> child pids, from /proc."""
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        kids.setdefault(ppid, []).append(int(entry))
-    return kids
-
 
 def python_rss(root: int) -> list[int]:
     """Resident bytes of every Python process below ``root`` (the JVM): the Spark workers."""
-    kids, out, todo = children(), [], list(children().get(root, []))
-    while todo:
-        pid = todo.pop()
-        todo += kids.get(pid, [])
+    out = []
+    for pid in _tree(root)[1:]:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 if b"python" not in f.read():
                     continue
-            with open(f"/proc/{pid}/statm") as f:
-                out.append(int(f.read().split()[1]) * PAGE)
         except OSError:
             continue
+        out.append(_rss(pid))
     return out
 
 
