@@ -42,6 +42,8 @@ from .errors import (
 _MAX_TEXT = 200_000
 
 _JAVA_OOM = re.compile(r"java\.lang\.OutOfMemoryError(?::\s*([^\n\r]+))?")
+#: Spark's own message when the driver cannot hold a broadcast join's hash table
+_BROADCAST_OOM = re.compile(r"Not enough memory to build and broadcast the table")
 _PY_OOM = re.compile(r"^\s*MemoryError\b|Python worker exited unexpectedly|"
                      r"PYTHON_WORKER_EXITED|killed by (?:YARN|the OS) for exceeding memory|"
                      r"exceeding memory limits|Container killed on request\. Exit code is 137",
@@ -186,9 +188,15 @@ def _corrupt_file(exc: BaseException, text: str, ctx: Context) -> RecembError | 
 def _out_of_memory(exc: BaseException, text: str, ctx: Context) -> RecembError | None:
     java = _JAVA_OOM.search(text)
     python = _PY_OOM.search(text) or isinstance(exc, MemoryError)
+    local = ctx.master.startswith("local")
+    if _BROADCAST_OOM.search(text):
+        now = f" (now {ctx.driver_memory})" if ctx.driver_memory and not ctx.submitted else ""
+        return OutOfMemoryError(
+            f"out of memory in the driver building a broadcast join's table; raise "
+            f"spark.driver_memory{now} or turn such joins off: --conf "
+            f"spark.sql.autoBroadcastJoinThreshold=-1")
     if java is None and not python:
         return None
-    local = ctx.master.startswith("local")
     if java is None:
         return OutOfMemoryError(
             "out of memory in a Python worker (it raised MemoryError or was killed: "

@@ -15,3 +15,28 @@ def driver_jvm(spark: SparkSession) -> Any:
     if jvm is None:
         raise RuntimeError("the SparkContext has no JVM gateway (stopped?)")
     return jvm
+
+
+def persistent_rdd_ids(spark: SparkSession) -> set[int]:
+    """The ids of the RDDs the driver holds persisted now (cached Datasets' included)."""
+    return {int(i) for i in spark.sparkContext._jsc.getPersistentRDDs().keySet().toArray()}
+
+
+def release_caches(spark: SparkSession, kept: set[int]) -> int:
+    """Drop every cached Dataset and unpersist every persisted RDD whose id is not in
+    ``kept`` (e.g. :func:`persistent_rdd_ids` taken before a stage ran). Returns how many
+    RDDs were unpersisted.
+
+    A stage's caches, broadcast join relations and checkpointed walk corpora otherwise stay
+    on the driver's heap for the rest of the session: one pipeline runs all stages in one
+    JVM. Cached Datasets are dropped wholesale (``catalog.clearCache``): a stage never hands
+    a cached frame to the next one, so this only costs a recomputation to a caller that
+    kept one across stages."""
+    spark.catalog.clearCache()
+    rdds = spark.sparkContext._jsc.getPersistentRDDs()
+    dropped = 0
+    for key in rdds.keySet().toArray():
+        if int(key) not in kept:
+            rdds.get(key).unpersist(False)
+            dropped += 1
+    return dropped

@@ -15,12 +15,16 @@ and on a cluster the shuffle blocks come from two executors in a fetch order tha
 (measured: vectors differ by up to 0.4 (item2vec) / 1.6 (deepwalk) per coordinate). For
 those we check the same rows (ids, dimensions) and HR@10 / NDCG@10 within noise.
 
-A second cluster run loses an executor twice: the test kills one worker's executor JVM (SIGKILL)
-as the DeepWalk walks start and the other worker's a few seconds into the ALS stage. Spark
-re-runs the lost tasks (and recomputes the cached partitions that died with the executor) on
-the surviving executor and on the one the worker launches in its place; the run finishes, and
-its tables, walks and ALS factors equal the undisturbed local run's: walks are drawn from one
-generator per (seed, partition), so a recomputed partition draws the same walks.
+A second cluster run, with the join walk strategy (walkers move between partitions, the
+lineage cut by reliable checkpoints), loses an executor twice: the test kills one worker's
+executor JVM (SIGKILL) once the walks are drawn and cached (as DeepWalk's Word2Vec starts)
+and the other worker's a few seconds into the ALS stage. Spark re-runs the lost tasks (and
+recomputes the cached partitions that died with the executor, the walks' from their
+checkpoints) on the surviving executor and on the one the worker launches in its place; the
+run finishes, its tables and ALS factors equal the undisturbed local run's, and its walks equal
+the same join walks drawn undisturbed in the test session: each step draws from one generator
+per (seed, partition, step), over the walkers sorted by id, so a recomputed partition draws
+the same steps whatever order the shuffle delivers its walkers in.
 """
 import json
 import os
@@ -40,7 +44,10 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from recemb_spark.cli import main
+from recemb_spark.config import load_config
 from recemb_spark.io.warehouse import Warehouse
+from recemb_spark.models.deepwalk import walks_table
+from recemb_spark.models.walks import generate_walks, index_graph, walk_token_rows
 
 pytestmark = pytest.mark.cluster
 
@@ -184,13 +191,16 @@ def local_wh(spark, tmp_path_factory) -> Path:
     return wh
 
 
-def assert_deterministic_tables_equal(cl: Warehouse, lo: Warehouse) -> None:
-    """The tables that must be equal row for row on any cluster (see the module docstring)."""
+def assert_deterministic_tables_equal(cl: Warehouse, lo: Warehouse, walks: bool = True) -> None:
+    """The tables that must be equal row for row on any cluster (see the module docstring);
+    ``walks``: the walks too (same strategy in both runs)."""
     for table in ("ratings", "items", "sequences", "item_graph"):
         assert_df_equality(cl.read(table, DATE), lo.read(table, DATE), ignore_row_order=True)
     for table in ("item_embeddings", "user_embeddings"):  # ALS: deterministic, see above
         assert_df_equality(cl.read(table, DATE, "als"), lo.read(table, DATE, "als"),
                            ignore_row_order=True)
+    if not walks:
+        return
     # the walks, as the multiset of paths (walk_id numbers rows by Spark partition layout)
     assert_df_equality(cl.read("walks", DATE, "deepwalk").select("items"),
                        lo.read("walks", DATE, "deepwalk").select("items"),
@@ -285,7 +295,7 @@ def test_executors_killed_during_walks_and_als_change_nothing(standalone, spark,
     full_log = tmp_path / "full.log"  # Spark's own lines (lost executors, tasks) and ours
     submit = [*submit_command(standalone, zip_path, wh, spark.sparkContext.defaultParallelism,
                               spark.conf.get("spark.sql.shuffle.partitions")),
-              "--log-file", str(full_log)]
+              "--log-file", str(full_log), "--set", "walks.strategy=join"]
     kills: list[tuple[str, int]] = []
     problems: list[str] = []
 
@@ -300,9 +310,12 @@ def test_executors_killed_during_walks_and_als_change_nothing(standalone, spark,
         kills.append((when, pids[0]))
         threading.Timer(2.0, os.kill, (pids[0], signal.SIGKILL)).start()
 
-    # the driver's own log lines mark the moments: the walks job starts right after the walks'
-    # alias tables are broadcast; ALS iterates for several seconds after its stage starts
-    walks_start, als_start, als_done = "edges fetched in", "stage als: started", "stage als: done"
+    # the driver's own log lines mark the moments: DeepWalk's Word2Vec starts after the walks
+    # are drawn, checkpointed and cached (the cached walk partitions of the killed executor
+    # must then come back from the checkpoints); ALS iterates for several seconds after its
+    # stage starts
+    walks_start, als_start, als_done = ("word2vec (deepwalk)", "stage als: started",
+                                        "stage als: done")
     triggers = {walks_start: lambda: kill_executor("walks", standalone.workers[0]),
                 als_start: lambda: threading.Timer(
                     3.0, kill_executor, ("als", standalone.workers[1])).start()}
@@ -350,8 +363,19 @@ def test_executors_killed_during_walks_and_als_change_nothing(standalone, spark,
         assert between(a, b, "Lost executor") and between(a, b, *lost_work), (a, out[-6000:])
     lost_tasks = between(walks_start, als_done, "Lost task")
     assert run_status(wh)["status"] == "ok"
-    assert_deterministic_tables_equal(Warehouse(spark, str(wh)),
-                                      Warehouse(spark, str(local_wh)))
+    killed = Warehouse(spark, str(wh))
+    assert_deterministic_tables_equal(killed, Warehouse(spark, str(local_wh)), walks=False)
+    # the join strategy's walks (reliable checkpoints on the cluster, a lost executor's
+    # walkers recomputed) equal the same walks drawn undisturbed in local mode
+    cfg = load_config(overrides=[*SAMPLE, "walks.strategy=join"])
+    g = index_graph(killed.read("item_graph", DATE))
+    run = generate_walks(spark, g, cfg.walks)
+    tokens = spark.createDataFrame(walk_token_rows(run.blocks), "items array<string>")
+    assert_df_equality(killed.read("walks", DATE, "deepwalk").select("items"),
+                       walks_table(spark, tokens, g.nodes).select("items"),
+                       ignore_row_order=True, ignore_nullable=True)
+    assert killed.read_manifest(DATE, "deepwalk")["details"]["walk_strategy"] == "join"
+    assert list((wh / "_checkpoints" / "walks").rglob("rdd-*")), "no reliable checkpoint"
     print(f"run with two executors killed: {cluster_t:.1f}s; kills {kills}; "
           f"{len(lost_tasks)} tasks lost and re-run: {lost_tasks[:4]}; cached partitions lost: "
           f"{len(between(walks_start, als_start, lost_work[0]))} in deepwalk, "

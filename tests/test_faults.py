@@ -174,6 +174,14 @@ def test_classifier_names_disk_and_executor_memory():
     err = classify(executor, ctx)
     assert isinstance(err, OutOfMemoryError) and "spark.executor.memory" in str(err)
     assert "GC overhead limit exceeded" in str(err)
+    local = Context(warehouse="/data/wh", master="local[2]", driver_memory="2g")
+    build = RuntimeError("[STAGE_MATERIALIZATION_MULTIPLE_FAILURES] Multiple failures (6) in "
+                         "stage materialization: (root cause: org.apache.spark.SparkException: "
+                         "Not enough memory to build and broadcast the table to all worker "
+                         "nodes. As a workaround, you can either disable broadcast")
+    err = classify(build, local)
+    assert isinstance(err, OutOfMemoryError) and err.exit_code == 6
+    assert "(now 2g)" in str(err) and "autoBroadcastJoinThreshold=-1" in str(err)
     full = OSError(28, "No space left on device", "/data/wh/_manifests/dt=x/run.lock")
     err = classify(full, ctx)
     assert isinstance(err, DiskFullError) and err.exit_code == 7

@@ -13,8 +13,10 @@ from recemb_spark.cli import main
 from recemb_spark.config import load_config
 from recemb_spark.errors import LockError
 from recemb_spark.io.warehouse import Warehouse
+from recemb_spark.jvm import persistent_rdd_ids
 from recemb_spark.runner.lock import RunLock, lock_path
-from recemb_spark.runner.runs import skip_reason
+from recemb_spark.runner.runs import run_stage, skip_reason
+from recemb_spark.runner.stage import Stage
 from recemb_spark.stages import embeddings, stage_named
 
 from .conftest import SMALL_SAMPLE
@@ -180,3 +182,33 @@ def test_lock_age_and_other_hosts(spark, tmp_path):
         held = json.loads(Path(lock_path(wh, DATE)).read_text())
         assert held["token"] == taken.info["token"] and held["host"] == socket.gethostname()
     assert not Path(lock_path(wh, DATE)).exists()
+
+
+class _CachingStage(Stage):
+    """A stage whose run caches a Dataset and persists an RDD, then maybe fails."""
+
+    def load(self):
+        def run(ctx):
+            ctx.spark.range(50).selectExpr("id * 2 as x").cache().count()
+            ctx.spark.sparkContext.parallelize(range(10)).persist().count()
+            if self.name == "failing":
+                raise ValueError("injected")
+        return run
+
+
+@pytest.mark.parametrize("name", ["caching", "failing"])
+def test_a_stage_leaves_nothing_cached_but_what_was_cached_before(spark, tmp_path, name):
+    cfg = load_config(overrides=[f"warehouse.path={tmp_path / 'wh'}"])
+    earlier = spark.sparkContext.parallelize(range(3)).persist()
+    earlier.count()
+    before = persistent_rdd_ids(spark)
+    stage = _CachingStage(name, "test", (), (), (), "tables")
+    if name == "failing":
+        with pytest.raises(ValueError, match="injected"):
+            run_stage(stage, spark, cfg, DATE)
+    else:
+        run_stage(stage, spark, cfg, DATE)
+    assert persistent_rdd_ids(spark) == before and earlier.id() in before
+    cache = spark._jsparkSession.sharedState().cacheManager()
+    assert cache.isEmpty()
+    earlier.unpersist()

@@ -69,8 +69,8 @@ def test_auto_settings_follow_the_corpus():
                                               singletons=3000))
     big = resolve_settings(cfg, Corpus(sentences=160_000, tokens=15_000_000, vocabulary=59_000,
                                        singletons=2000))
-    assert small_tail.max_iter > big.max_iter == 2  # 15M tokens, 254 per item: 2 epochs
-    # large corpora: within the update budget, but never under ~300 updates per item
+    assert small_tail.max_iter > big.max_iter == 1  # 15M tokens: one epoch fits 25M updates
+    # large corpora: within the update budget (at least one epoch)
     mid = resolve_settings(cfg, Corpus(sentences=10_000, tokens=2_900_000, vocabulary=14_000,
                                        singletons=0))
     assert mid.max_iter == 5  # 14.5M updates: the usual floor of 5 epochs
@@ -79,10 +79,13 @@ def test_auto_settings_follow_the_corpus():
     assert wide.max_iter == 2  # the budget allows 2
     thin = resolve_settings(cfg, Corpus(sentences=160_000, tokens=12_000_000,
                                         vocabulary=200_000, singletons=0))
-    assert thin.max_iter == 5  # 60 tokens per item: 300 updates need 5 epochs
+    assert thin.max_iter == 2  # 60 tokens per item: the budget decides, not the catalogue
+    huge = resolve_settings(cfg, Corpus(sentences=10**6, tokens=60_000_000,
+                                        vocabulary=3_000_000, singletons=0))
+    assert huge.max_iter == 1
     below = resolve_settings(cfg, Corpus(sentences=5_000, tokens=900_000, vocabulary=9_000,
                                          singletons=0))
-    # partitions: 2 from 5M token updates (big 15M x 2, wide 12M x 2, mid 2.9M x 5), 1 below
+    # partitions: 2 from 5M token updates (big 15M x 1, wide 12M x 2, mid 2.9M x 5), 1 below
     # (0.9M x 5 = 4.5M; small_tail)
     assert (big.num_partitions, wide.num_partitions, mid.num_partitions,
             below.num_partitions, small_tail.num_partitions) == (2, 2, 2, 1, 1)

@@ -11,6 +11,7 @@ from recemb_spark.models.walks import (
     EdgeSet,
     alias_table_bytes,
     choose_strategy,
+    gather_walkers,
     generate_walks,
     index_graph,
     node2vec_step,
@@ -18,6 +19,7 @@ from recemb_spark.models.walks import (
     task_memory_bytes,
     walk_memory,
     walk_stats,
+    within_budget,
 )
 
 # A small weighted graph: d is a dead end.
@@ -141,7 +143,7 @@ def test_same_seed_same_walks(spark, graph):
         cfg = walks_cfg(strategy=strategy, walks_per_node=50)
         one = all_paths(generate_walks(spark, g, cfg))
         two = all_paths(generate_walks(spark, g, cfg))
-        assert np.array_equal(np.sort(one, axis=0), np.sort(two, axis=0))
+        assert np.array_equal(one, two)  # the same walks in the same order
         other = all_paths(generate_walks(spark, g, walks_cfg(strategy=strategy,
                                                              walks_per_node=50, seed=12)))
         assert not np.array_equal(np.sort(one, axis=0), np.sort(other, axis=0))
@@ -282,3 +284,36 @@ def test_task_memory_comes_from_the_executor_settings():
                              gib) == gib
     assert task_memory_bytes({"spark.master": "local[2]",
                               "spark.executor.pyspark.memory": "512m"}, 4 * gib) == gib // 2
+
+
+def test_token_budget_lowers_walks_per_node_but_keeps_one_per_node():
+    cfg = walks_cfg(walks_per_node=10, walk_length=20, max_tokens=25_000_000)
+    assert within_budget(cfg, 100_000) == cfg  # 20M tokens: inside the budget
+    assert within_budget(cfg, 500_000).walks_per_node == 2  # 25M / (500k x 20)
+    assert within_budget(cfg, 3_000_000).walks_per_node == 1  # over even at one walk each
+    assert within_budget(walks_cfg(walks_per_node=10, max_tokens=0), 10**7).walks_per_node == 10
+    freq = walks_cfg(start="frequency", num_walks=50_000, walk_length=20, max_tokens=100_000)
+    assert within_budget(freq, 10).num_walks == 5_000
+
+
+def test_walk_run_follows_the_budget(spark, graph):
+    g, _ = graph  # 4 nodes x walk_length 8: 32 tokens per walk per node
+    run = generate_walks(spark, g, walks_cfg(walks_per_node=50, max_tokens=32 * 7))
+    assert run.cfg.walks_per_node == 7
+    assert len(all_paths(run)) == 4 * 7
+
+
+def test_join_walkers_are_ordered_by_id_whatever_order_the_shuffle_delivers():
+    """A retried join-strategy task gets the same walkers in the same order (and so draws the
+    same steps) even when the shuffle hands it the pieces in another order."""
+    rng = np.random.default_rng(3)
+    pieces = [(p, (rng.integers(0, 9, (n, 4)).astype(np.int32),
+                   (np.int64(p) << 40) + np.arange(n, dtype=np.int64)))
+              for p, n in ((0, 5), (1, 3), (2, 0), (3, 7))]
+    first_paths, first_ids = next(gather_walkers(pieces, 4))
+    for order in ([3, 1, 0, 2], [2, 3, 1, 0]):
+        paths, ids = next(gather_walkers([pieces[i] for i in order], 4))
+        assert np.array_equal(paths, first_paths) and np.array_equal(ids, first_ids)
+    assert np.all(np.diff(first_ids) > 0) and len(first_ids) == 15
+    paths, ids = next(gather_walkers([], 4))
+    assert paths.shape == (0, 4) and ids.shape == (0,)

@@ -375,6 +375,15 @@ class WalksConfig:
     )
     walks_per_node: int = setting(10, "walks started from each node (start: per_node)", ge=1)
     num_walks: int = setting(20000, "walks in total (start: frequency)", ge=1)
+    max_tokens: int = setting(
+        25_000_000,
+        "cap on the walk corpus (walks x walk_length nodes): above it walks_per_node (or "
+        "num_walks) drops to what fits, never below one walk per node. MLlib Word2Vec trains "
+        "~60k-140k tokens/s per core and the corpus is cached: 10 walks x 20 nodes at 722k "
+        "items are 144M tokens (driver out of memory in local mode, hours of training); 25M "
+        "leaves every catalogue up to 125k items at the full 10 walks; 0 = no cap",
+        ge=0,
+    )
     walk_length: int = setting(
         20,
         "nodes per walk at most (a walk stops early at a node without out-edges)",

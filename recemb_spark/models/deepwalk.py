@@ -8,6 +8,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ..config import Config
+from ..io.warehouse import join_path
 from .graph import edge_weights, transition_probabilities
 from .side_info import interleave_side_tokens, split_vectors, with_cold_items
 from .tune import tune_word2vec
@@ -19,6 +20,12 @@ from .walks import (
     walk_token_rows,
 )
 from .word2vec import train_word2vec
+
+
+def walks_checkpoint_dir(cfg: Config) -> str:
+    """Where the join walk strategy checkpoints on a cluster: ``<warehouse>/_checkpoints/walks``
+    (beside ALS's)."""
+    return join_path(cfg.warehouse.path, "_checkpoints", "walks")
 
 
 def walks_table(spark: SparkSession, tokens: DataFrame, nodes: DataFrame) -> DataFrame:
@@ -38,7 +45,7 @@ def validation_walks(spark: SparkSession, cfg: Config, ratings: DataFrame,
     """Walks over the graph of ``sequences`` as item-id sentences ``(items)`` (for tuning)."""
     edges = edge_weights(sequences, cfg.graph, ratings)
     g = index_graph(transition_probabilities(edges, cfg.graph.min_edge_weight))
-    run = generate_walks(spark, g, cfg.walks)
+    run = generate_walks(spark, g, cfg.walks, checkpoint_dir=walks_checkpoint_dir(cfg))
     tokens = spark.createDataFrame(walk_token_rows(run.blocks), "items array<string>")
     return walks_table(spark, tokens, g.nodes).select("items").persist()
 
@@ -61,7 +68,7 @@ def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataF
     graph = transition_probabilities(edges, cfg.graph.min_edge_weight).persist()
     n_all, n_kept = edges.count(), graph.count()
     g = index_graph(graph)
-    run = generate_walks(spark, g, cfg.walks)
+    run = generate_walks(spark, g, cfg.walks, checkpoint_dir=walks_checkpoint_dir(cfg))
     blocks = run.blocks.persist(StorageLevel.MEMORY_AND_DISK)
     stats = walk_stats(blocks)
     tokens = spark.createDataFrame(walk_token_rows(blocks), "items array<string>").persist()
@@ -88,6 +95,8 @@ def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataF
     vectors = vectors.persist()
     details = {"edges": n_kept, "edges_below_min_weight": n_all - n_kept, "nodes": g.n_nodes,
                "walk_strategy": run.strategy, "walk_partitions": run.n_parts,
+               "walks_per_node_used": run.cfg.walks_per_node if run.cfg.start == "per_node"
+               else None,
                "alias_table_bytes": alias_table_bytes(g.n_nodes, g.n_edges),
                **stats, "walks_used": tokens.count(), **vocab}
     tables = {"item_graph": (graph, False)}

@@ -25,20 +25,24 @@ Two strategies generate the walks:
     partition of their current node, shuffled with ``partitionBy``, and paired with the
     adjacency block of the same partition by ``RDD.zip`` (one block per partition on both
     sides), so the adjacency is never re-shuffled. Each step is persisted and materialised;
-    the lineage is cut (``localCheckpoint``) every ``checkpoint_every`` steps.
+    the lineage is cut every ``checkpoint_every`` steps (``localCheckpoint`` in local mode, a
+    reliable checkpoint on a cluster). Each partition orders the walkers it receives by
+    walker id before drawing their steps, whatever order the shuffle delivered them in.
 
 A walk stops early at a node without out-edges. Walks are ``int32`` node-id paths padded with
 ``-1`` (half the bytes of int64 to shuffle in the join strategy). Start nodes come from
 :func:`start_nodes` (an RDD, one array per partition: nothing per node on the driver).
 Randomness: one generator per (seed, partition[, step]): the same seed and partition count give
-the same walks, and a retried task reproduces its walks.
+the same walks, in the same order, and a retried or recomputed task reproduces its walks.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -432,26 +436,54 @@ def start_nodes(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig,
 
 @dataclass
 class WalkRun:
-    """The walks (an RDD of int32 path matrices, one per block of walkers) and what ran."""
+    """The walks (an RDD of int32 path matrices, one per block of walkers) and what ran:
+    the strategy, the partitions and the settings (after :func:`within_budget`)."""
 
     blocks: RDD
     strategy: str
     n_parts: int
+    cfg: WalksConfig
+
+
+def within_budget(cfg: WalksConfig, n_nodes: int) -> WalksConfig:
+    """``cfg`` with ``walks_per_node`` (start ``per_node``) or ``num_walks`` (``frequency``)
+    lowered so that walks x ``walk_length`` stays within ``cfg.max_tokens`` (0: no cap);
+    never below one walk per node, or one walk."""
+    if not cfg.max_tokens:
+        return cfg
+    if cfg.start == "per_node":
+        fit = cfg.max_tokens // max(n_nodes * cfg.walk_length, 1)
+        per = min(cfg.walks_per_node, max(1, fit))
+        return dataclasses.replace(cfg, walks_per_node=per)
+    walks = min(cfg.num_walks, max(1, cfg.max_tokens // cfg.walk_length))
+    return dataclasses.replace(cfg, num_walks=walks)
 
 
 def generate_walks(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig,
-                   strategy: str | None = None) -> WalkRun:
+                   strategy: str | None = None, checkpoint_dir: str | None = None) -> WalkRun:
     """Walks on ``g`` by ``strategy`` (default: :func:`choose_strategy` on the session's
-    memory, :func:`spark_walk_memory`)."""
+    memory, :func:`spark_walk_memory`), as many as ``cfg.max_tokens`` allows
+    (:func:`within_budget`; the run's ``cfg`` is returned in :attr:`WalkRun.cfg`).
+    ``checkpoint_dir``: where the join strategy checkpoints on a cluster (see
+    :func:`_join_walks`)."""
+    budget = within_budget(cfg, g.n_nodes)
+    if budget != cfg:
+        log.info("walks: %d nodes x %d walks x %d steps would pass walks.max_tokens=%d: "
+                 "%s", g.n_nodes, cfg.walks_per_node, cfg.walk_length, cfg.max_tokens,
+                 f"{budget.walks_per_node} walk(s) per node" if cfg.start == "per_node"
+                 else f"{budget.num_walks} walks")
+    cfg = budget
     strategy = strategy or choose_strategy(cfg, g.n_nodes, g.n_edges,
                                            spark_walk_memory(spark, g))
     n_parts = cfg.num_partitions or 2 * spark.sparkContext.defaultParallelism
     starts = start_nodes(spark, g, cfg, n_parts)
     if strategy == "broadcast":
-        return WalkRun(_broadcast_walks(spark, g, cfg, n_parts, starts), strategy, n_parts)
+        return WalkRun(_broadcast_walks(spark, g, cfg, n_parts, starts), strategy, n_parts,
+                       cfg)
     if cfg.second_order:
         raise ValueError("node2vec walks (p or q != 1) need walks.strategy broadcast")
-    return WalkRun(_join_walks(spark, g, cfg, n_parts, starts), strategy, n_parts)
+    return WalkRun(_join_walks(spark, g, cfg, n_parts, starts, checkpoint_dir), strategy,
+                   n_parts, cfg)
 
 
 def _broadcast_walks(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig, n_parts: int,
@@ -484,68 +516,106 @@ def _broadcast_walks(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig, n_p
 
 
 def _join_walks(spark: SparkSession, g: IndexedGraph, cfg: WalksConfig, n_parts: int,
-                starts: RDD) -> RDD:
+                starts: RDD, checkpoint_dir: str | None = None) -> RDD:
+    """Walks that travel: adjacency block ``i`` stays in partition ``i``, and at each step
+    every live walker moves (a shuffle) to the partition of its current node.
+
+    Retry-safe: every walker carries an id (its start partition and position there), each
+    partition sorts the walkers it receives by id before drawing their steps from the
+    generator of ``(seed, partition, step)``, so a recomputed partition (a retried task, a
+    lost executor's cached blocks) draws exactly what the first attempt drew whatever order
+    the shuffle delivered its pieces in. Every ``checkpoint_every`` steps the lineage is cut:
+    in local mode by ``localCheckpoint`` (its blocks die only with the process, and so would
+    the run), on a cluster by a reliable ``checkpoint`` to ``checkpoint_dir`` (local
+    checkpoint blocks die with their executor and could not be recomputed); without a
+    directory the lineage is kept and a lost partition is recomputed from the start."""
+    t0 = time.perf_counter()
     adjacency = adjacency_blocks(g, n_parts).persist(StorageLevel.MEMORY_AND_DISK)
     adjacency.count()
     length = cfg.walk_length
-
-    def init(part: int, it: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        first = np.concatenate(list(it) or [np.zeros(0, np.int64)])
-        paths = np.full((len(first), length), -1, dtype=np.int32)
-        paths[:, 0] = first
-        yield paths
-
-    def route(paths: np.ndarray, t: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Split a block of live walkers by the partition of their node at step t - 1."""
-        owner = paths[:, t - 1] % n_parts
-        for part in np.unique(owner):
-            yield int(part), paths[owner == part]
-
-    def gather(it: Iterable[tuple[int, np.ndarray]]) -> Iterator[np.ndarray]:
-        chunks = [c for _, c in it]
-        yield np.concatenate(chunks) if chunks else np.zeros((0, length), np.int32)
+    sc = spark.sparkContext
+    local = (sc.master or "").startswith("local")
+    if not local and checkpoint_dir:
+        sc.setCheckpointDir(checkpoint_dir)
+    reliable = not local and bool(sc.getCheckpointDir())
+    log.info("walks: join strategy, %d partitions: adjacency blocks cached in %.1fs; lineage "
+             "cut every %d steps by %s", n_parts, time.perf_counter() - t0,
+             cfg.checkpoint_every, "checkpoints to " + str(sc.getCheckpointDir()) if reliable
+             else "local checkpoints" if local else "nothing (no checkpoint directory)")
 
     keep = StorageLevel.MEMORY_AND_DISK  # spill, never drop: a dropped block means recomputing
     empty = np.zeros((0, length), np.int32)
+    no_ids = np.zeros(0, np.int64)
 
-    def first(part: int, it: Iterable[Any]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for paths in init(part, it):
-            yield empty, paths
+    def first(part: int, it: Iterable[np.ndarray]) -> Iterator[Walkers]:
+        start = np.concatenate(list(it) or [no_ids])
+        paths = np.full((len(start), length), -1, dtype=np.int32)
+        paths[:, 0] = start
+        ids = (np.int64(part) << np.int64(40)) + np.arange(len(start), dtype=np.int64)
+        yield empty, paths, ids
 
-    # state: one element per partition, (walks finished so far, live walkers); the finished
-    # walks never move, only the live walkers travel to the partition of their current node
+    # state: one element per partition, (walks finished so far, live walkers, their ids); the
+    # finished walks never move, only the live walkers travel to the partition of their node
     state = starts.mapPartitionsWithIndex(first).persist(keep)
     for t in range(1, length):
-        def live(s: tuple[np.ndarray, np.ndarray],
-                 t: int = t) -> Iterator[tuple[int, np.ndarray]]:
-            return route(s[1], t)
-
-        moved = state.flatMap(live) \
-            .partitionBy(n_parts, lambda k: k).mapPartitions(gather)
+        moved = (state.flatMap(partial(route_walkers, t=t, n_parts=n_parts))
+                 .partitionBy(n_parts, lambda k: k)
+                 .mapPartitions(partial(gather_walkers, length=length)))
         last = t == length - 1
 
         def advance(part: int, items: Iterable[Any], t: int = t,
-                    last: bool = last) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                    last: bool = last) -> Iterator[Walkers]:
             rng = np.random.default_rng([cfg.seed, part, t])
-            for (blk, paths), (finished, _) in items:
+            for (blk, (paths, ids)), (finished, _, _) in items:
                 if len(paths):
                     paths[:, t] = blk.step(paths[:, t - 1], rng)
                 alive = paths[:, t] >= 0
                 if last:
-                    yield np.concatenate([finished, paths]), empty
+                    yield np.concatenate([finished, paths]), empty, no_ids
                 else:
-                    yield np.concatenate([finished, paths[~alive]]), paths[alive]
+                    yield np.concatenate([finished, paths[~alive]]), paths[alive], ids[alive]
 
         # adjacency block i meets the walkers now at nodes of partition i, and partition i's
         # finished walks (one element per partition on all three sides)
         nxt = adjacency.zip(moved).zip(state).mapPartitionsWithIndex(advance).persist(keep)
         if t % cfg.checkpoint_every == 0 or last:
-            nxt.localCheckpoint()  # cut the lineage
+            if reliable:
+                nxt.checkpoint()  # written by the next job
+            elif local:
+                nxt.localCheckpoint()  # cut the lineage
         nxt.count()  # one job per step
         state.unpersist()
         state = nxt
     adjacency.unpersist()
     return state.map(lambda s: s[0]).filter(lambda walks: len(walks) > 0)
+
+
+#: one partition's walkers in the join strategy: (finished walks, live walks, live walker ids)
+Walkers = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def route_walkers(s: Walkers, t: int, n_parts: int) -> Iterator[tuple[int, tuple]]:
+    """Split a partition's live walkers by the partition of their node at step ``t - 1``:
+    ``(partition, (paths, ids))`` pieces."""
+    _, paths, ids = s
+    owner = paths[:, t - 1] % n_parts
+    for part in np.unique(owner):
+        mine = owner == part
+        yield int(part), (paths[mine], ids[mine])
+
+
+def gather_walkers(it: Iterable[tuple[int, tuple]], length: int
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The pieces one partition received, as one ``(paths, ids)`` ordered by walker id: the
+    same arrays whatever order the pieces arrived in."""
+    pieces = [piece for _, piece in it]
+    if not pieces:
+        yield np.zeros((0, length), np.int32), np.zeros(0, np.int64)
+        return
+    paths = np.concatenate([p for p, _ in pieces])
+    ids = np.concatenate([i for _, i in pieces])
+    order = np.argsort(ids, kind="stable")
+    yield paths[order], ids[order]
 
 
 def walk_token_rows(blocks: RDD) -> RDD:

@@ -82,12 +82,12 @@ AUTO_MIN_ITER, AUTO_MAX_ITER = 5, 25
 #: Large corpora: MLlib trains at ~60k (window 10) to ~140k (window 5) tokens/s on one core,
 #: so 5 epochs of a MovieLens-25M corpus (22M tokens) would take half an hour. From
 #: AUTO_MAX_UPDATES token updates up, auto epochs drop to what keeps the fit under that
-#: budget, but never below AUTO_UPDATES_PER_ITEM updates of the average vocabulary item
-#: (the per-item exposure of the 1.5M-rating scale run at 5 epochs: ~300-500). At 25M
-#: ratings: item2vec 1 epoch (25.1M tokens), DeepWalk 2 (11.8M; 1 epoch measured HR@10 0.399
-#: against 0.395 at 2, bench/results/word2vec_scale_settings.json).
+#: budget (at least one). At 25M ratings: item2vec 1 epoch (25.1M tokens), DeepWalk 2 (11.8M;
+#: 1 epoch measured HR@10 0.399 against 0.395 at 2, bench/results/word2vec_scale_settings.json).
+#: An earlier floor of 300 updates per vocabulary item kept 5 epochs on every long-tailed
+#: catalogue (722k items, 8.6M tokens: 43M updates, 356 s of item2vec alone) and is gone:
+#: see docs/benchmarks.md, "catalogue scale", for what the epochs bought there.
 AUTO_MAX_UPDATES = 25_000_000
-AUTO_UPDATES_PER_ITEM = 300
 #: ``num_partitions: 0`` (auto): AUTO_PARTITIONS from this many token updates (tokens x
 #: epochs) up, else 1. MLlib trains each partition on one core and averages the vectors after
 #: every epoch; one partition leaves the second core of a 2-core machine idle through the
@@ -135,13 +135,11 @@ def corpus_stats(sentences: DataFrame, input_col: str = "items",
 def auto_epochs(corpus: Corpus) -> int:
     """Epochs for ``max_iter: 0``: about :data:`AUTO_ITER_UPDATES` token updates within
     [AUTO_MIN_ITER, AUTO_MAX_ITER]; for a corpus where that exceeds :data:`AUTO_MAX_UPDATES`,
-    as many as fit that budget, but at least :data:`AUTO_UPDATES_PER_ITEM` updates per
-    vocabulary item (and at least one epoch)."""
+    as many as fit that budget (at least one)."""
     tokens = max(corpus.tokens, 1)
     epochs = min(AUTO_MAX_ITER, max(AUTO_MIN_ITER, math.ceil(AUTO_ITER_UPDATES / tokens)))
     if tokens * epochs > AUTO_MAX_UPDATES:
-        per_item = math.ceil(AUTO_UPDATES_PER_ITEM * max(corpus.vocabulary, 1) / tokens)
-        epochs = min(epochs, max(1, AUTO_MAX_UPDATES // tokens, per_item))
+        epochs = min(epochs, max(1, AUTO_MAX_UPDATES // tokens))
     return int(epochs)
 
 

@@ -24,6 +24,7 @@ from .. import __version__
 from ..config import Config, run_control_keys
 from ..errors import RecembError
 from ..io.warehouse import Warehouse, join_path, record_writes
+from ..jvm import persistent_rdd_ids, release_caches
 from .lock import RunLock
 from .progress import progress
 from .stage import Stage, StageContext, StageResult
@@ -36,7 +37,8 @@ def run_stage(stage: Stage, spark: SparkSession, cfg: Config, run_date: str) -> 
 
     The manifest goes to ``<warehouse>/_manifests/dt=<run_date>/<name>.json``; its
     ``outputs`` lists the partitions the stage wrote (relative to the warehouse root). A write
-    to a table the stage does not declare is a programming error (RuntimeError).
+    to a table the stage does not declare is a programming error (RuntimeError). What the
+    stage left cached is released when it ends (:func:`~recemb_spark.jvm.release_caches`).
     """
     name = stage.name
     wh = Warehouse(spark, cfg.warehouse.path)
@@ -50,6 +52,7 @@ def run_stage(stage: Stage, spark: SparkSession, cfg: Config, run_date: str) -> 
     }
     ctx = StageContext(spark, cfg, run_date, wh, StageResult(), stage)
     outputs: list[str] = []
+    cached_before = persistent_rdd_ids(spark)
     try:
         run = stage.load()
         with record_writes() as outputs, progress(spark, f"stage {name}"):  # progress: a
@@ -68,6 +71,12 @@ def run_stage(stage: Stage, spark: SparkSession, cfg: Config, run_date: str) -> 
         except Exception:  # the original error matters more than a failed manifest
             log.debug("could not write the failure manifest", exc_info=True)
         raise
+    finally:
+        try:
+            dropped = release_caches(spark, cached_before)
+            log.debug("stage %s: %d cached RDD(s) released", name, dropped)
+        except Exception:  # a stopped context (a lost driver) has nothing left to release
+            log.debug("could not release the stage's caches", exc_info=True)
     result = ctx.result
     seconds = round(time.perf_counter() - t0, 3)
     manifest.update(status="ok", seconds=seconds,
