@@ -203,6 +203,24 @@ def test_stream_top_k_matches_a_full_sort_with_ties_and_exclusions(n, n_q, k):
     assert np.array_equal(np.where(found, got, 0), np.where(found, vals[:, :want.shape[1]], 0))
 
 
+@pytest.mark.parametrize("scale", [1.0, 37.0])
+def test_stream_top_k_scans_in_float32_but_ranks_by_exact_scores(scale):
+    """Near-ties closer than float32 BLAS's error: items are copies of a few vectors nudged by
+    ~1e-7, so a float32 product alone would order them by its rounding. The kernel ranks as
+    exact (float64-summed) scoring does."""
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((8, 48)).astype(np.float32) * scale
+    items = (np.repeat(base, 400, axis=0)
+             * (1 + rng.standard_normal((3200, 48)) * 1e-7)).astype(np.float32)
+    q = (base[rng.integers(0, 8, 300)] + rng.standard_normal((300, 48)) * 0.05).astype(np.float32)
+    mt = np.ascontiguousarray(items.T)
+    exact = topk.block_scores(q, mt)
+    for k in (1, 25):
+        idx, vals = topk.stream_top_k(q, mt, k, tile=256, block=128)
+        assert np.array_equal(idx, reference_top_k(exact, k))
+        assert np.array_equal(vals, np.take_along_axis(exact, idx, 1))
+
+
 def test_kth_per_row_over_signed_scores_and_short_rows():
     rng = np.random.default_rng(3)
     rows = rng.integers(0, 39, 3000)

@@ -201,11 +201,31 @@ def _kth_per_row(rows: np.ndarray, vals: np.ndarray, n_rows: int, k: int) -> np.
     return out
 
 
+def pair_scores(q: np.ndarray, mt: np.ndarray, rows: np.ndarray, cols: np.ndarray
+                ) -> np.ndarray:
+    """``q[rows[i]] . mt[:, cols[i]]`` for each pair, summed in float64 and rounded to float32:
+    the value :func:`block_scores` gives that entry (products of float32 numbers are exact in
+    float64; the float64 sums differ by ~1e-16 between orders)."""
+    if len(rows) == 0:
+        return np.zeros(0, np.float32)
+    a = np.asarray(q, np.float64)[rows]
+    b = np.asarray(mt[:, cols].T, np.float64)
+    return np.einsum("ij,ij->i", a, b).astype(np.float32)
+
+
 def _scan(q: np.ndarray, mt: np.ndarray, k: int, ex_rows: np.ndarray, ex_cols: np.ndarray,
-          tile: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+          tile: int, m_norm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidates ``(row, col, score)`` of one query block that can still be in its top-k:
-    everything above the running per-row threshold, tile by tile. ``ex_cols`` sorted."""
+    everything above the running per-row threshold, tile by tile. ``ex_cols`` sorted.
+
+    Tiles are scored by a float32 BLAS product (half the time of float64); an entry passes
+    when its float32 score is above the threshold less a bound on the float32 error
+    (:func:`f32_error_bound`; ``m_norm``: the largest item norm), and the passing entries are
+    scored again exactly (:func:`pair_scores`): the candidates, their scores and so the top-k
+    are those of exact scoring, whichever block or tile computes them."""
     n_q, n = len(q), mt.shape[1]
+    q32 = np.ascontiguousarray(q, np.float32)
+    slack = f32_error_bound(q32, m_norm)
     thr = np.full(n_q, -np.inf, np.float32)
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     since = 0
@@ -214,18 +234,22 @@ def _scan(q: np.ndarray, mt: np.ndarray, k: int, ex_rows: np.ndarray, ex_cols: n
     for lo in range(0, n, tile):
         w = min(tile, n - lo)
         s, m = buf[:, :w], mask[:, :w]
-        block_scores(q, mt[:, lo:lo + w], out=s)
+        np.matmul(q32, mt[:, lo:lo + w], out=s)
         a, b = np.searchsorted(ex_cols, [lo, lo + w])
         s[ex_rows[a:b], ex_cols[a:b] - lo] = -np.inf
-        if lo == 0 and w > k:  # first tile: its own k-th best is the starting threshold
-            thr = np.nextafter(np.partition(s, w - k, axis=1)[:, w - k], np.float32(-np.inf))
-        np.greater(s, thr[:, None], out=m)
+        if lo == 0 and w > k:  # first tile: its own k-th best (less the error) starts it
+            kth = np.partition(s, w - k, axis=1)[:, w - k]
+            thr = np.nextafter((kth - slack).astype(np.float32), np.float32(-np.inf))
+        np.greater(s, (thr - slack)[:, None], out=m)
         flat = np.flatnonzero(m)
         if len(flat) == 0:
             continue
         r, c = np.divmod(flat, w)
-        found.append((r, c + lo, s.ravel()[flat]))
-        since += len(flat)
+        exact = pair_scores(q, mt, r, c + lo)
+        ok = exact > thr[r]
+        r, c, exact = r[ok], c[ok], exact[ok]
+        found.append((r, c + lo, exact))
+        since += len(r)
         if since > n_q * k:  # tighten: the k-th best found so far, per row
             rr, cc, vv = (np.concatenate(x) for x in zip(*found, strict=True))
             thr = np.maximum(thr, _kth_per_row(rr, vv, n_q, k))
@@ -236,6 +260,23 @@ def _scan(q: np.ndarray, mt: np.ndarray, k: int, ex_rows: np.ndarray, ex_cols: n
         return empty, empty, np.zeros(0, np.float32)
     rr, cc, vv = (np.concatenate(x) for x in zip(*found, strict=True))
     return rr, cc, vv
+
+
+def f32_error_bound(q: np.ndarray, m_norm: float) -> np.ndarray:
+    """Per query row, a bound on ``|float32 q . m - exact|`` for every item ``m`` of norm at
+    most ``m_norm``: a dot product of ``dim`` terms summed in float32 errs by at most about
+    ``dim x 2**-24`` times the sum of the terms' magnitudes (Higham), which is at most ``|q| x
+    |m|`` (Cauchy-Schwarz); taken as ``(dim + 2) x 2**-23`` (twice that, and the rounding of
+    the products). float32, one per row of ``q``."""
+    q_norm = np.linalg.norm(np.asarray(q, np.float64), axis=1)
+    return ((q.shape[1] + 2) * 2.0 ** -23 * q_norm * m_norm).astype(np.float32)
+
+
+def max_column_norm(mt: np.ndarray) -> float:
+    """The largest L2 norm among the columns of ``mt`` (dim x items; 0 when empty)."""
+    if mt.size == 0:
+        return 0.0
+    return float(np.sqrt(np.einsum("ij,ij->j", mt, mt, dtype=np.float64).max()))
 
 
 def stream_top_k(q: np.ndarray, mt: np.ndarray, k: int,
@@ -256,11 +297,12 @@ def stream_top_k(q: np.ndarray, mt: np.ndarray, k: int,
     ex_r, ex_c = exclude if exclude is not None else (np.zeros(0, np.int64),) * 2
     order = np.argsort(ex_c, kind="stable")
     ex_r, ex_c = np.asarray(ex_r, np.int64)[order], np.asarray(ex_c, np.int64)[order]
+    m_norm = max_column_norm(mt)
     for r0 in range(0, n_q, block):
         r1 = min(n_q, r0 + block)
         sel = (ex_r >= r0) & (ex_r < r1)
         rr, cc, vv = _scan(np.asarray(q[r0:r1], np.float64), mt, k,
-                           ex_r[sel] - r0, ex_c[sel], tile)
+                           ex_r[sel] - r0, ex_c[sel], tile, m_norm)
         out_i[r0:r1], out_v[r0:r1] = best_per_row(rr, cc, vv, r1 - r0, k)
     return out_i, out_v
 
