@@ -100,6 +100,14 @@ def test_tuned_layout_reaches_the_target_recall(spark, points):
     (low, low_recall), (high, high_recall) = cost(0.5), cost(0.97)
     assert low_recall >= 0.5 and high_recall >= 0.97
     assert low <= high
+    # a cap on the candidates per query below what 0.97 needs: the best recall within it
+    free = banded.tune_layout(x, 2000, x[:200], x[truth], truth >= 0, proj, 0.97)
+    cap = free.est_pairs_per_query / 2
+    capped = banded.tune_layout(x, 2000, x[:200], x[truth], truth >= 0, proj, 0.97, cap)
+    assert capped.est_pairs_per_query <= cap < free.est_pairs_per_query
+    assert 0 < capped.est_recall <= free.est_recall
+    tiny = banded.tune_layout(x, 2000, x[:200], x[truth], truth >= 0, proj, 0.97, 0.0)
+    assert tiny.est_pairs_per_query > 0  # none fits: the layout with the fewest candidates
 
 
 def test_bucket_cap_splits_a_hot_bucket(spark):

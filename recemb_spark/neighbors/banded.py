@@ -85,9 +85,11 @@ PAIR_COST = 0.006
 
 
 def tune_layout(sample: np.ndarray, n_items: int, q: np.ndarray, truth: np.ndarray,
-                valid: np.ndarray, proj: np.ndarray, target: float) -> BandLayout:
+                valid: np.ndarray, proj: np.ndarray, target: float,
+                max_pairs: float = np.inf) -> BandLayout:
     """The cheapest band layout whose estimated recall reaches ``target`` (else the one with
-    the highest estimate).
+    the highest estimate), among the layouts estimated to score at most ``max_pairs`` items
+    per query (when none is, the one with the fewest).
 
     ``sample``: a uniform sample of the ``n_items`` item vectors (the pair estimates are
     scaled up by ``n_items / len(sample)``); ``q``: sample queries; ``truth``: the vectors of
@@ -103,7 +105,7 @@ def tune_layout(sample: np.ndarray, n_items: int, q: np.ndarray, truth: np.ndarr
     up = n_items / max(len(sample), 1)
     p_q, p_t, p_s = (m.astype(np.float32) @ proj.T.astype(np.float32)
                      for m in (q, truth, sample))
-    best, best_cost, fallback = None, np.inf, None
+    best, best_cost, fallback, cheapest = None, np.inf, None, None
     for scale in TUNE_SCALES:
         w = np.float32(scale / np.sqrt(dim))
         h_q, h_t, h_s = (np.floor(p / w) for p in (p_q, p_t, p_s))
@@ -123,13 +125,17 @@ def tune_layout(sample: np.ndarray, n_items: int, q: np.ndarray, truth: np.ndarr
                     continue
                 layout = BandLayout(k, bands, float(w), float(recall[bands - 1]),
                                     float(pairs[bands - 1]))
+                if cheapest is None or layout.est_pairs_per_query < cheapest.est_pairs_per_query:
+                    cheapest = layout
+                if layout.est_pairs_per_query > max_pairs:
+                    continue
                 cost = bands + PAIR_COST * layout.est_pairs_per_query
                 if layout.est_recall >= target and cost < best_cost:
                     best, best_cost = layout, cost
                 if fallback is None or layout.est_recall > fallback.est_recall:
                     fallback = layout
-    assert fallback is not None  # the search space is never empty
-    return best or fallback
+    assert cheapest is not None  # the search space is never empty
+    return best or fallback or cheapest
 
 
 @dataclass

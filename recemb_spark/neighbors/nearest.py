@@ -252,8 +252,9 @@ def band_layout(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: 
                 dim: int) -> tuple[BandLayout, np.ndarray]:
     """The band layout and its projections: with ``cfg.tune`` the cheapest layout whose recall
     on ``cfg.tune_sample`` sampled queries (against their exact top-``k``) reaches
-    ``cfg.target_recall``; else (or without items or queries) ``hashes_per_band`` x ``bands``
-    with the configured bucket width. The driver holds only samples:
+    ``cfg.target_recall`` within ``cfg.max_candidates_per_query`` (else the best recall
+    within it); else (or without items or queries) ``hashes_per_band`` x ``bands`` with the
+    configured bucket width. The driver holds only samples:
     :data:`TUNE_ITEM_SAMPLE` items, the queries, and the vectors of their exact top-``k``
     (found by scanning the item partitions)."""
     fixed = BandLayout(cfg.hashes_per_band, cfg.bands, auto_bucket_length(cfg, dim))
@@ -270,7 +271,13 @@ def band_layout(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: 
     proj = brp_projections(spark, dim, MAX_HASHES, cfg.seed)
     _, sample = hashed_sample(items, "item_id", TUNE_ITEM_SAMPLE, cfg.seed)
     truth, valid, _ = lsh_join.few_queries_top_k(spark, q, own, items, min(k, n_items))
-    layout = tune_layout(sample, n_items, q, truth, valid, proj, cfg.target_recall)
+    layout = tune_layout(sample, n_items, q, truth, valid, proj, cfg.target_recall,
+                         cfg.max_candidates_per_query)
+    if layout.est_recall < cfg.target_recall:
+        log.warning("lsh layout: no layout within ann.max_candidates_per_query=%d reaches "
+                    "ann.target_recall=%.2f; using the best within it (estimated recall "
+                    "%.3f): raise the cap for recall, or use ann.method=exact",
+                    cfg.max_candidates_per_query, cfg.target_recall, layout.est_recall)
     log.info("lsh layout: %d bands of %d hashes, bucket width %.4f (estimated recall %.3f, "
              "%.0f candidates per query)", layout.bands, layout.hashes_per_band,
              layout.bucket_length, layout.est_recall, layout.est_pairs_per_query)
