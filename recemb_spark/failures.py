@@ -44,7 +44,11 @@ _MAX_TEXT = 200_000
 _JAVA_OOM = re.compile(r"java\.lang\.OutOfMemoryError(?::\s*([^\n\r]+))?")
 #: Spark's own message when the driver cannot hold a broadcast join's hash table
 _BROADCAST_OOM = re.compile(r"Not enough memory to build and broadcast the table")
-_PY_OOM = re.compile(r"^\s*MemoryError\b|Python worker exited unexpectedly|"
+#: a Python worker out of memory: MemoryError (numpy's ``_ArrayMemoryError`` and pyarrow's
+#: ``ArrowMemoryError`` are what an allocation refused under ``spark.executor.pyspark.memory``'s
+#: address-space limit raises), or the worker gone
+_PY_OOM = re.compile(r"^\s*(?:[\w.]*\._ArrayMemoryError|pyarrow\.lib\.ArrowMemoryError|"
+                     r"MemoryError)\b|Python worker exited unexpectedly|"
                      r"PYTHON_WORKER_EXITED|killed by (?:YARN|the OS) for exceeding memory|"
                      r"exceeding memory limits|Container killed on request\. Exit code is 137",
                      re.MULTILINE)

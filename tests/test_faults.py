@@ -143,6 +143,20 @@ def test_classifier_on_real_failures(spark, tmp_path):
         spark.sparkContext.parallelize(range(4), 2).mapPartitions(greedy).collect()
     assert isinstance(classify(info.value, ctx), OutOfMemoryError)
 
+    # numpy refused an allocation in a Python worker (what an address-space limit,
+    # spark.executor.pyspark.memory, makes of a large array): numpy's _ArrayMemoryError
+    def huge(rows):
+        import numpy as np
+
+        np.empty(1 << 52, np.uint8)  # 4 PiB: refused by any kernel
+        yield from rows
+
+    with pytest.raises(Exception) as info:
+        spark.sparkContext.parallelize(range(4), 2).mapPartitions(huge).collect()
+    assert "_ArrayMemoryError" in str(info.value)
+    err = classify(info.value, ctx)
+    assert isinstance(err, OutOfMemoryError) and "spark.executor.pyspark.memory" in str(err)
+
     # a Redis that is not there
     import redis
 
