@@ -193,8 +193,8 @@ def _out_of_memory(exc: BaseException, text: str, ctx: Context) -> RecembError |
     java = _JAVA_OOM.search(text)
     python = _PY_OOM.search(text) or isinstance(exc, MemoryError)
     local = ctx.master.startswith("local")
+    now = f" (now {ctx.driver_memory})" if ctx.driver_memory and not ctx.submitted else ""
     if _BROADCAST_OOM.search(text):
-        now = f" (now {ctx.driver_memory})" if ctx.driver_memory and not ctx.submitted else ""
         return OutOfMemoryError(
             f"out of memory in the driver building a broadcast join's table; raise "
             f"spark.driver_memory{now} or turn such joins off: --conf "
@@ -213,7 +213,6 @@ def _out_of_memory(exc: BaseException, text: str, ctx: Context) -> RecembError |
             f"out of memory in an executor (java.lang.OutOfMemoryError: {what}); raise "
             f"spark.executor.memory (spark-submit --executor-memory) or use more, smaller "
             f"partitions (spark.shuffle_partitions)")
-    now = f" (now {ctx.driver_memory})" if ctx.driver_memory and not ctx.submitted else ""
     flag = ("spark-submit --driver-memory" if ctx.submitted else
             "--set spark.driver_memory=<more>, e.g. 8g")
     where = "the driver (local mode: driver and executors share its heap)" if local \

@@ -34,9 +34,7 @@ def release_caches(spark: SparkSession, kept: set[int]) -> int:
     kept one across stages."""
     spark.catalog.clearCache()
     rdds = spark.sparkContext._jsc.getPersistentRDDs()
-    dropped = 0
-    for key in rdds.keySet().toArray():
-        if int(key) not in kept:
-            rdds.get(key).unpersist(False)
-            dropped += 1
-    return dropped
+    dropped = persistent_rdd_ids(spark) - kept
+    for key in dropped:
+        rdds.get(key).unpersist(False)
+    return len(dropped)

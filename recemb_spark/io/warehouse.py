@@ -138,6 +138,12 @@ def join_path(*parts: str) -> str:
     return "/".join([parts[0].rstrip("/")] + [p.strip("/") for p in parts[1:]])
 
 
+def checkpoint_dir(root: str, name: str) -> str:
+    """Where Spark checkpoints of ``name`` (``als``, ``walks``) go: ``<root>/_checkpoints/<name>``
+    under the warehouse root ``root`` (a place every executor can reach on a cluster)."""
+    return join_path(root, "_checkpoints", name)
+
+
 @dataclass
 class Warehouse:
     """Reads and writes the dated tables under ``root``."""

@@ -8,7 +8,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ..config import Config
-from ..io.warehouse import join_path
+from ..io.warehouse import checkpoint_dir
 from .graph import edge_weights, transition_probabilities
 from .side_info import interleave_side_tokens, split_vectors, with_cold_items
 from .tune import tune_word2vec
@@ -20,12 +20,6 @@ from .walks import (
     walk_token_rows,
 )
 from .word2vec import train_word2vec
-
-
-def walks_checkpoint_dir(cfg: Config) -> str:
-    """Where the join walk strategy checkpoints on a cluster: ``<warehouse>/_checkpoints/walks``
-    (beside ALS's)."""
-    return join_path(cfg.warehouse.path, "_checkpoints", "walks")
 
 
 def walks_table(spark: SparkSession, tokens: DataFrame, nodes: DataFrame) -> DataFrame:
@@ -45,7 +39,8 @@ def validation_walks(spark: SparkSession, cfg: Config, ratings: DataFrame,
     """Walks over the graph of ``sequences`` as item-id sentences ``(items)`` (for tuning)."""
     edges = edge_weights(sequences, cfg.graph, ratings)
     g = index_graph(transition_probabilities(edges, cfg.graph.min_edge_weight))
-    run = generate_walks(spark, g, cfg.walks, checkpoint_dir=walks_checkpoint_dir(cfg))
+    run = generate_walks(spark, g, cfg.walks,
+                         checkpoint_dir=checkpoint_dir(cfg.warehouse.path, "walks"))
     tokens = spark.createDataFrame(walk_token_rows(run.blocks), "items array<string>")
     return walks_table(spark, tokens, g.nodes).select("items").persist()
 
@@ -68,7 +63,8 @@ def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataF
     graph = transition_probabilities(edges, cfg.graph.min_edge_weight).persist()
     n_all, n_kept = edges.count(), graph.count()
     g = index_graph(graph)
-    run = generate_walks(spark, g, cfg.walks, checkpoint_dir=walks_checkpoint_dir(cfg))
+    run = generate_walks(spark, g, cfg.walks,
+                         checkpoint_dir=checkpoint_dir(cfg.warehouse.path, "walks"))
     blocks = run.blocks.persist(StorageLevel.MEMORY_AND_DISK)
     stats = walk_stats(blocks)
     tokens = spark.createDataFrame(walk_token_rows(blocks), "items array<string>").persist()

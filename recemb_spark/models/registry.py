@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from ..config import Config, Word2VecConfig
 from ..interactions import rated_items
-from ..io.warehouse import join_path
+from ..io.warehouse import checkpoint_dir
 from ..stages import stage_named
 from .side_info import interleave_side_tokens, split_vectors, with_cold_items
 from .tune import tune_word2vec
@@ -123,16 +123,12 @@ def user_vectors(trained: TrainedModel, histories: DataFrame, items: DataFrame,
                              cfg.ann.broadcast_max_mb)
 
 
-def als_checkpoint_dir(cfg: Config) -> str:
-    return join_path(cfg.warehouse.path, "_checkpoints", "als")
-
-
 def train_als(spark: SparkSession, cfg: Config, ratings: DataFrame,
               sequences: DataFrame, side: DataFrame | None = None) -> TrainedModel:
     """ALS factors on the rating table (user factors are the user vectors, scored by dot)."""
     from . import als, blas
 
-    fitted = als.fit(spark, ratings, cfg.als, als_checkpoint_dir(cfg))
+    fitted = als.fit(spark, ratings, cfg.als, checkpoint_dir(cfg.warehouse.path, "als"))
     users, items = fitted.users, fitted.items
     user_vectors, item_vectors = als.factor_tables(fitted.model, users, items)
     details = {"users": users.count(), "items": items.count(),
@@ -153,7 +149,8 @@ def als_stage_extras(spark: SparkSession, cfg: Config, ratings: DataFrame,
 
     extra = TrainedModel(trained.item_vectors)
     if not cfg.als.implicit_prefs:
-        report = als.rmse_report(spark, ratings, cfg.als, als_checkpoint_dir(cfg))
+        report = als.rmse_report(spark, ratings, cfg.als,
+                                 checkpoint_dir(cfg.warehouse.path, "als"))
         extra.details.update(report)
         extra.metrics += [metric_row("als", "rmse", 0, report["rmse"]),
                           metric_row("global_mean", "rmse", 0, report["rmse_global_mean"])]

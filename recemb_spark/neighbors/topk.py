@@ -208,7 +208,7 @@ def pair_scores(q: np.ndarray, mt: np.ndarray, rows: np.ndarray, cols: np.ndarra
     float64; the float64 sums differ by ~1e-16 between orders)."""
     if len(rows) == 0:
         return np.zeros(0, np.float32)
-    a = np.asarray(q, np.float64)[rows]
+    a = np.asarray(q[rows], np.float64)
     b = np.asarray(mt[:, cols].T, np.float64)
     return np.einsum("ij,ij->i", a, b).astype(np.float32)
 
@@ -301,8 +301,7 @@ def stream_top_k(q: np.ndarray, mt: np.ndarray, k: int,
     for r0 in range(0, n_q, block):
         r1 = min(n_q, r0 + block)
         sel = (ex_r >= r0) & (ex_r < r1)
-        rr, cc, vv = _scan(np.asarray(q[r0:r1], np.float64), mt, k,
-                           ex_r[sel] - r0, ex_c[sel], tile, m_norm)
+        rr, cc, vv = _scan(q[r0:r1], mt, k, ex_r[sel] - r0, ex_c[sel], tile, m_norm)
         out_i[r0:r1], out_v[r0:r1] = best_per_row(rr, cc, vv, r1 - r0, k)
     return out_i, out_v
 
