@@ -237,7 +237,7 @@ def test_kth_per_row_over_signed_scores_and_short_rows():
     rows[rows == 7] = 8  # row 7: no candidates
     rows[:3] = 39  # row 39: 3 candidates, fewer than k
     k = 10
-    got = topk._kth_per_row(rows, vals, 40, k)
+    got = topk.kth_per_row(rows, vals, 40, k)
     for r in range(40):
         mine = np.sort(vals[rows == r])[::-1]
         want = mine[k - 1] if len(mine) >= k else -np.inf

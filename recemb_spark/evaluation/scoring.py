@@ -33,15 +33,9 @@ from pyspark.sql import functions as F
 from ..ids import event_struct
 from ..metrics import metric_row
 from ..neighbors import blocks
-from ..neighbors.topk import (
-    BLOCK_CELLS,
-    block_scores,
-    collect_matrix,
-    exclusions,
-    top_k_rows,
-    unit_rows,
-)
+from ..neighbors.topk import QUERY_BLOCK, collect_matrix, exclusions, pair_scores, unit_rows
 from .holdout import last_liked, without_holdout
+from .ranks import CategoryBonus, heldout_targets, rank_block
 
 
 @dataclass
@@ -201,9 +195,9 @@ def _score_rows(rows: Iterable[Any], ids: dict[str, int], matrix: np.ndarray, ks
     n = matrix.shape[0]
     top = max(ks)
     part = _Partial(_Counts.zero(), {}, np.zeros(n, bool))
-    block = max(1, min(1024, BLOCK_CELLS // max(n, 1)))
     batch: list[tuple[np.ndarray, int, list[int], list[str], int]] = []
     bonus = category_bonus(matrix) if mode == "category" else None
+    mt, numbers = matrix.T, np.arange(n)
 
     def counts_of(row_segments: list[str]) -> list[_Counts]:
         return [part.total] + [part.segments.setdefault(s, _Counts.zero())
@@ -214,19 +208,20 @@ def _score_rows(rows: Iterable[Any], ids: dict[str, int], matrix: np.ndarray, ks
             return
         queries = np.stack([b[0] for b in batch])
         heldout = np.array([b[1] for b in batch])
-        scores = block_scores(queries, matrix.T)
+        lengths = [len(b[2]) for b in batch]
+        ex_rows = np.repeat(np.arange(len(batch)), lengths)
+        ex_cols = np.array([c for b in batch for c in b[2]], np.int64)
+        extra = None
         if bonus is not None:
             assert categories is not None  # a bonus comes with the categories
-            query_cats = np.array([b[4] for b in batch])
-            same = (categories[None, :] == query_cats[:, None]) & (query_cats[:, None] >= 0)
-            scores = scores + same * bonus
-        for r, (_, _, excluded, _, _) in enumerate(batch):
-            scores[r, excluded] = -np.inf
-        ranks = heldout_ranks(scores, heldout)
+            extra = CategoryBonus(bonus, categories, np.array([b[4] for b in batch]))
+        target = heldout_targets(queries, mt, heldout, extra)
+        target[np.unique(ex_rows[ex_cols == heldout[ex_rows]])] = -np.inf
+        ranks, best, _ = rank_block(queries, mt, numbers, target, heldout, ks[0], ex_rows,
+                                    ex_cols, extra)
         for r, (_, _, _, row_segments, _) in enumerate(batch):
             for counts in counts_of(row_segments):
                 counts.add_rank(int(ranks[r]), top)
-        best, _ = top_k_rows(scores, ks[0])
         part.covered[best[best >= 0]] = True
         batch.clear()
 
@@ -256,7 +251,7 @@ def _score_rows(rows: Iterable[Any], ids: dict[str, int], matrix: np.ndarray, ks
         query_cat = (int(categories[q]) if mode == "category" and q is not None
                      and categories is not None else -1)
         batch.append((query, h, excluded, row_segments, query_cat))
-        if len(batch) >= block:
+        if len(batch) >= QUERY_BLOCK:
             flush()
     flush()
     return part
@@ -380,7 +375,7 @@ def _sharded_totals(data: DataFrame, item_vectors: DataFrame, ks: list[int], mod
     (higher score, or equal with a smaller number; excluded items score -inf) and keeps the
     block's top ``ks[0]`` for coverage. A case's rank is the sum of its counts; its held-out
     score is computed from the held-out vector joined to the case, the same float64-summed
-    way as every block score (:func:`recemb_spark.neighbors.topk.block_scores`)."""
+    way as every exact score (:func:`recemb_spark.evaluation.ranks.rank_block`)."""
     numbered = blocks.number_items(item_vectors)
     n_items, dim = blocks.table_shape(item_vectors)
     rows, case_rows = blocks.item_block_rows(dim), blocks.QUERY_BLOCK_ROWS
@@ -504,41 +499,25 @@ def _shard_scorer(top: int, mode: str, normalise: bool, normalise_query: bool,
         else:
             q = np.ones((cases.num_rows, m.shape[1]), np.float32)
         h_idx, q_cat, h_cat = col(cases, "h_idx"), col(cases, "q_cat"), col(cases, "h_cat")
-        target = (np.asarray(q, np.float64) * np.asarray(h, np.float64)).sum(1).astype(
-            np.float32)
+        target = pair_scores(q, h.T, np.arange(len(q)), np.arange(len(q)))
         if bonus is not None:
             target = target + ((h_cat == q_cat) & (q_cat >= 0)) * bonus
         target[col(cases, "h_excl").astype(bool)] = -np.inf
         ex_rows, ex_cols = exclusions(cases.column("history").combine_chunks(), ids)
         case_ids = col(cases, "_case")
-        step = max(1, BLOCK_CELLS // max(len(m), 1))
-        counts, tops = [], []
-        for lo in range(0, len(q), step):
-            hi = min(len(q), lo + step)
-            scores = block_scores(q[lo:hi], m.T)
-            if bonus is not None:
-                same = (cats[None, :] == q_cat[lo:hi, None]) & (q_cat[lo:hi, None] >= 0)
-                scores = scores + same * bonus
-            sel = (ex_rows >= lo) & (ex_rows < hi)
-            scores[ex_rows[sel] - lo, ex_cols[sel]] = -np.inf
-            t, hi_idx = target[lo:hi, None], h_idx[lo:hi, None]
-            ahead = (((scores > t) | ((scores == t) & (numbers[None, :] < hi_idx)))
-                     & (numbers[None, :] != hi_idx))
-            counts.append(ahead.sum(axis=1))
-            best, vals = top_k_rows(scores, top)
-            r, c = np.nonzero(best >= 0)
-            tops.append((r + lo, numbers[best[r, c]], vals[r, c]))
-        r = np.concatenate([t[0] for t in tops])
+        extra = None if bonus is None else CategoryBonus(bonus, cats, q_cat)
+        ahead, best, vals = rank_block(q, m.T, numbers, target, h_idx, top, ex_rows, ex_cols,
+                                       extra)
+        r, c = np.nonzero(best >= 0)
         n_cases = len(q)
         return pa.table({
             "_case": pa.array(np.concatenate([case_ids, case_ids[r]])),
             "item_idx": pa.array(np.concatenate([np.full(n_cases, -1, np.int64),
-                                                 np.concatenate([t[1] for t in tops])])),
-            "score": pa.array(np.concatenate([np.zeros(n_cases, np.float32),
-                                              np.concatenate([t[2] for t in tops])])
+                                                 numbers[best[r, c]]])),
+            "score": pa.array(np.concatenate([np.zeros(n_cases, np.float32), vals[r, c]])
                               .astype(np.float32)),
-            "ahead": pa.array(np.concatenate([np.concatenate(counts),
-                                              np.zeros(len(r), np.int64)]).astype(np.int64))})
+            "ahead": pa.array(np.concatenate([ahead, np.zeros(len(r), np.int64)])
+                              .astype(np.int64))})
 
     return score
 

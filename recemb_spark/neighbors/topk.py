@@ -82,8 +82,9 @@ def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     kth = part_scores.min(axis=1)
     tied = np.flatnonzero(np.isfinite(kth) & ((scores == kth[:, None]).sum(axis=1)
                                               > (part_scores == kth[:, None]).sum(axis=1)))
-    for r in tied:
-        part[r] = np.lexsort((np.arange(n), -scores[r]))[:k]
+    for r in tied:  # only the entries at or above the k-th score need sorting
+        cand = np.flatnonzero(scores[r] >= kth[r])
+        part[r] = cand[np.lexsort((cand, -scores[r, cand]))[:k]]
         part_scores[r] = scores[r, part[r]]
     order = np.lexsort((part, -part_scores), axis=1)
     idx = np.take_along_axis(part, order, axis=1)
@@ -182,7 +183,7 @@ def merge_candidates(best_i: np.ndarray, best_v: np.ndarray, rows: np.ndarray,
         lo = hi
 
 
-def _kth_per_row(rows: np.ndarray, vals: np.ndarray, n_rows: int, k: int) -> np.ndarray:
+def kth_per_row(rows: np.ndarray, vals: np.ndarray, n_rows: int, k: int) -> np.ndarray:
     """The k-th largest candidate score of every row (-inf where a row has fewer than k).
 
     One sort of uint64 keys (row in the high half, the score's order-preserving bit pattern
@@ -252,7 +253,7 @@ def _scan(q: np.ndarray, mt: np.ndarray, k: int, ex_rows: np.ndarray, ex_cols: n
         since += len(r)
         if since > n_q * k:  # tighten: the k-th best found so far, per row
             rr, cc, vv = (np.concatenate(x) for x in zip(*found, strict=True))
-            thr = np.maximum(thr, _kth_per_row(rr, vv, n_q, k))
+            thr = np.maximum(thr, kth_per_row(rr, vv, n_q, k))
             keep = vv >= thr[rr]
             found, since = [(rr[keep], cc[keep], vv[keep])], 0
     if not found:

@@ -1,0 +1,169 @@
+"""The evaluation's scoring kernel: held-out ranks and top lists of a block of cases.
+
+For each case (a query vector and its held-out item) :func:`rank_block` counts the items that
+rank ahead of the held-out item and finds the case's top-``k`` items (for coverage), in one
+pass over the item matrix, tile by tile, never holding more than a ``block x tile`` score
+tile. Scores are float32 BLAS products; only entries within a bound of float32's error
+(:func:`recemb_spark.neighbors.topk.f32_error_bound`) of the held-out score or of the top-k
+threshold are scored again exactly (:func:`recemb_spark.neighbors.topk.pair_scores`), so the
+ranks and top lists are those of exact scoring whichever block or tile computes them --
+what makes the broadcast and the sharded evaluation paths give the same figures.
+
+Measured on 27 cases x 722k items x dim 32, one core: the full-row kernel it replaces spent
+~6 ns per score in a float64 product, ~1 ns counting and ~2 ns in a partial sort per row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..neighbors.topk import (
+    ITEM_TILE,
+    QUERY_BLOCK,
+    best_per_row,
+    f32_error_bound,
+    kth_per_row,
+    max_column_norm,
+    pair_scores,
+)
+
+
+@dataclass
+class CategoryBonus:
+    """``category`` mode: ``bonus`` is added to the score of every item whose category code
+    (``items``, one per column, -1 none) equals the case's (``cases``, one per row, -1
+    none)."""
+
+    bonus: np.float32
+    items: np.ndarray
+    cases: np.ndarray
+
+    def tile(self, rows: slice, lo: int, hi: int) -> np.ndarray:
+        """The ``(rows, lo:hi)`` addend (float32)."""
+        qc = self.cases[rows, None]
+        same = (self.items[None, lo:hi] == qc) & (qc >= 0)
+        return same * self.bonus
+
+    def pairs(self, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """The addend of each (row, column) pair (float32)."""
+        same = (self.items[c] == self.cases[r]) & (self.cases[r] >= 0)
+        return same * self.bonus
+
+    def slack(self) -> np.float32:
+        """Extra error of adding the bonus to an approximate score (a few ulps of the sum)."""
+        return np.float32(4 * np.spacing(np.float32(2 * abs(self.bonus))))
+
+
+def heldout_targets(q: np.ndarray, mt: np.ndarray, cols: np.ndarray,
+                    bonus: CategoryBonus | None = None) -> np.ndarray:
+    """The exact score of column ``cols[r]`` for query row ``r`` (float32, the value
+    :func:`recemb_spark.neighbors.topk.block_scores` gives; plus the category bonus)."""
+    rows = np.arange(len(q))
+    t = pair_scores(q, mt, rows, cols)
+    if bonus is not None:
+        t = t + bonus.pairs(rows, cols)
+    return t.astype(np.float32)
+
+
+def rank_block(q: np.ndarray, mt: np.ndarray, numbers: np.ndarray, target: np.ndarray,
+               heldout: np.ndarray, k: int, ex_rows: np.ndarray, ex_cols: np.ndarray,
+               bonus: CategoryBonus | None = None, tile: int = ITEM_TILE,
+               block: int = QUERY_BLOCK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each query row ``r`` of ``q`` against the items ``mt`` (dim x items):
+
+    * how many items rank ahead of its held-out item: items scoring more than ``target[r]``,
+      or as much with a smaller number (``numbers``: each column's item number; ``heldout[r]``:
+      the held-out item's number, never counted itself). Excluded pairs ``(ex_rows,
+      ex_cols)`` score ``-inf``; a ``target`` of ``-inf`` (the held-out item excluded) counts
+      every other item that is not excluded, and the excluded ones of smaller number;
+    * its top-``k`` columns (ties by column) and their scores, padded with -1 / -inf.
+
+    Returns ``(ahead (n,), top_idx (n, k), top_score (n, k))``. ``target`` must be the exact
+    score (:func:`heldout_targets`) or ``-inf``."""
+    n_q, n = len(q), mt.shape[1]
+    ahead = np.zeros(n_q, np.int64)
+    top_i = np.full((n_q, k), -1, np.int64)
+    top_v = np.full((n_q, k), -np.inf, np.float32)
+    if n_q == 0 or n == 0:
+        return ahead, top_i, top_v
+    order = np.argsort(ex_cols, kind="stable")
+    ex_r, ex_c = np.asarray(ex_rows, np.int64)[order], np.asarray(ex_cols, np.int64)[order]
+    m_norm = max_column_norm(mt)
+    for r0 in range(0, n_q, block):
+        r1 = min(n_q, r0 + block)
+        sel = (ex_r >= r0) & (ex_r < r1)
+        ahead[r0:r1], rr, cc, vv = _pass(
+            q[r0:r1], mt, numbers, target[r0:r1], heldout[r0:r1], k, ex_r[sel] - r0,
+            ex_c[sel], slice(r0, r1), bonus, tile, m_norm)
+        top_i[r0:r1], top_v[r0:r1] = best_per_row(rr, cc, vv, r1 - r0, k)
+    return ahead, top_i, top_v
+
+
+def _pass(q: np.ndarray, mt: np.ndarray, numbers: np.ndarray, target: np.ndarray,
+          heldout: np.ndarray, k: int, ex_rows: np.ndarray, ex_cols: np.ndarray, rows: slice,
+          bonus: CategoryBonus | None, tile: int, m_norm: float
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`rank_block` for one query block (``ex_cols`` sorted): the ahead counts and the
+    top-k candidates ``(row, col, exact score)`` (a superset, cut by the caller)."""
+    n_q, n = len(q), mt.shape[1]
+    q32 = np.ascontiguousarray(q, np.float32)
+    slack = f32_error_bound(q32, m_norm)
+    if bonus is not None:
+        slack = slack + bonus.slack()
+    t = np.asarray(target, np.float32)
+    t_hi, t_lo = (t + slack)[:, None], (t - slack)[:, None]
+    ahead = np.zeros(n_q, np.int64)
+    thr = np.full(n_q, -np.inf, np.float32)
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    since = 0
+    buf = np.empty((n_q, min(tile, n)), np.float32)
+    mask = np.empty(buf.shape, bool)
+
+    def exact(r: np.ndarray, c: np.ndarray, approx: np.ndarray) -> np.ndarray:
+        v = pair_scores(q, mt, r, c)
+        if bonus is not None:
+            v = (v + bonus.pairs(r + rows.start, c)).astype(np.float32)
+        return np.where(np.isneginf(approx), np.float32(-np.inf), v)
+
+    for lo in range(0, n, tile):
+        w = min(tile, n - lo)
+        s, m = buf[:, :w], mask[:, :w]
+        np.matmul(q32, mt[:, lo:lo + w], out=s)
+        if bonus is not None:
+            s += bonus.tile(rows, lo, lo + w)
+        a, b = np.searchsorted(ex_cols, [lo, lo + w])
+        s[ex_rows[a:b], ex_cols[a:b] - lo] = -np.inf
+        # ranks: surely ahead, and the entries too close to the held-out score to tell
+        np.greater(s, t_hi, out=m)
+        ahead += np.count_nonzero(m, axis=1)
+        near = np.flatnonzero((s >= t_lo) & ~m)
+        if len(near):
+            r, c = np.divmod(near, w)
+            v = exact(r, c + lo, s[r, c])
+            num, h = numbers[c + lo], heldout[r]
+            wins = ((v > t[r]) | ((v == t[r]) & (num < h))) & (num != h)
+            ahead += np.bincount(r[wins], minlength=n_q)
+        # top k: entries above the running threshold, rescored exactly
+        if lo == 0 and w > k:
+            kth = np.partition(s, w - k, axis=1)[:, w - k]
+            thr = np.nextafter((kth - slack).astype(np.float32), np.float32(-np.inf))
+        np.greater(s, (thr - slack)[:, None], out=m)
+        flat = np.flatnonzero(m)
+        if len(flat) == 0:
+            continue
+        r, c = np.divmod(flat, w)
+        v = exact(r, c + lo, s[r, c])
+        ok = v > thr[r]
+        found.append((r[ok], c[ok] + lo, v[ok]))
+        since += int(ok.sum())
+        if since > n_q * k:  # tighten: the k-th best found so far, per row
+            rr, cc, vv = (np.concatenate(x) for x in zip(*found, strict=True))
+            thr = np.maximum(thr, kth_per_row(rr, vv, n_q, k))
+            keep = vv >= thr[rr]
+            found, since = [(rr[keep], cc[keep], vv[keep])], 0
+    if not found:
+        empty = np.zeros(0, np.int64)
+        return ahead, empty, empty, np.zeros(0, np.float32)
+    rr, cc, vv = (np.concatenate(x) for x in zip(*found, strict=True))
+    return ahead, rr, cc, vv
