@@ -350,8 +350,8 @@ def _broadcast_totals(spark: SparkSession, data: DataFrame, item_vectors: DataFr
 
     partials = data.rdd.mapPartitions(run).collect()
     bc.unpersist()
-    total = partials[0]
-    for p in partials[1:]:
+    total = _Partial(_Counts.zero(), {}, np.zeros(len(item_ids), bool))  # no partition: 0
+    for p in partials:
         total = total.merge(p)
     return _Totals(total.total, total.segments, int(total.covered.sum()))
 
