@@ -311,3 +311,37 @@ def test_lsh_counters_survive_a_recomputed_partition(spark, points):
     twice = info["stats"].as_dict(1.0)
     assert once["candidate_pairs"] > 0 and twice == once
     info["broadcast"].unpersist()
+
+
+def test_auto_prefers_exact_by_estimated_cost():
+    """auto above auto_exact_max_items: exact when its estimated cost is at most the tuned
+    lsh layout's, an lsh layout short of the target recall counting double."""
+    from recemb_spark.stages.ann import auto_prefers_exact
+    # the 5M-event Taobao-shaped log's layout: 722k items, short of 0.97
+    taobao = banded.BandLayout(8, 32, 0.25, est_recall=0.84, est_pairs_per_query=12_700)
+    exact, est = auto_prefers_exact(taobao, 722_000, 32, 0.97)
+    assert exact and est["exact_core_seconds_est"] < 2 * est["lsh_core_seconds_est"]
+    assert not auto_prefers_exact(taobao, 3_000_000, 32, 0.97)[0]  # exact grows as n^2
+    # a layout on target pays off sooner: clustered vectors, 1M items
+    sharp = banded.BandLayout(6, 16, 0.09, est_recall=0.98, est_pairs_per_query=1_000)
+    assert not auto_prefers_exact(sharp, 1_000_000, 32, 0.97)[0]
+    assert auto_prefers_exact(sharp, 20_000, 32, 0.97)[0]
+
+
+def test_auto_tunes_above_the_limit_and_keeps_the_layout(spark, points, monkeypatch):
+    """auto: exact (no tuning) up to auto_exact_max_items; above it the tuned layout is
+    estimated, and the choice (with the layout when lsh) and the estimates are returned."""
+    from recemb_spark.stages.ann import choose_method
+    _, df = points
+    assert choose_method(spark, df, ann_cfg(), 2000, 16).details == {}
+    assert choose_method(spark, df, ann_cfg(), 2000, 16).method == "exact"
+    tuned = choose_method(spark, df, ann_cfg(auto_exact_max_items=0), 2000, 16)
+    assert tuned.method == "exact"  # 2,000 items: exact is far cheaper
+    assert tuned.details["lsh_core_seconds_est"] > tuned.details["exact_core_seconds_est"]
+    assert choose_method(spark, df, ann_cfg(method="lsh"), 2000, 16).method == "lsh"
+    import recemb_spark.stages.ann as stage
+    monkeypatch.setattr(stage, "auto_prefers_exact", lambda *a: (False, {}))
+    lsh = choose_method(spark, df, ann_cfg(auto_exact_max_items=0), 2000, 16)
+    assert lsh.method == "lsh" and lsh.layout is not None  # reused, not tuned twice
+    assert lsh.layout[0].est_recall >= 0.97
+    assert lsh.layout[1].shape == (lsh.layout[0].bands * lsh.layout[0].hashes_per_band, 16)

@@ -79,9 +79,20 @@ TUNE_SCALES = (0.4, 0.6, 0.8, 1.0, 1.4, 2.0, 2.8)
 MAX_HASHES = max(TUNE_HASHES) * max(TUNE_BANDS)
 # items sampled for tune_layout's candidate-pair estimates
 TUNE_ITEM_SAMPLE = 20_000
-# cost of one scored candidate pair in units of one band's per-item overhead (hashing, grouping,
-# merging): fitted on bench/ann.py (2 cores: ~5.5 us per item and band, ~33 ns per pair)
-PAIR_COST = 0.006
+
+
+# the cost of banded LSH, fitted on bench/ann.py (core-seconds): per item and band (hashing,
+# grouping, merging) and per scored candidate pair
+BAND_ITEM_SECONDS = 5.5e-6
+PAIR_SECONDS = 33e-9
+# one scored candidate pair in units of one band's per-item overhead
+PAIR_COST = PAIR_SECONDS / BAND_ITEM_SECONDS
+
+
+def lsh_core_seconds(layout: BandLayout, n_queries: int) -> float:
+    """Estimated core-seconds of banded LSH with ``layout`` for ``n_queries`` queries."""
+    per_query = layout.bands * BAND_ITEM_SECONDS + layout.est_pairs_per_query * PAIR_SECONDS
+    return n_queries * per_query
 
 
 def tune_layout(sample: np.ndarray, n_items: int, q: np.ndarray, truth: np.ndarray,

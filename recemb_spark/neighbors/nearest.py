@@ -157,20 +157,24 @@ def lsh_path(n_items: int, dim: int, limit: int) -> str:
 
 
 def lsh_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: AnnConfig,
-              k: int, self_join: bool) -> tuple[DataFrame, dict[str, Any]]:
+              k: int, self_join: bool,
+              tuned: tuple[BandLayout, np.ndarray] | None = None
+              ) -> tuple[DataFrame, dict[str, Any]]:
     """Banded-LSH top-``k`` items per query: ``(query_id, item_id, rank, score)`` and counters.
 
     ``queries``: ``(query_id, vector, exclude array<string>)``; with ``self_join`` the queries
     are the items themselves (never their own neighbour). Vectors must be unit-length.
     Below ``ann.broadcast_max_mb`` (:func:`lsh_path`) the items are broadcast and every task
     builds all buckets; above, a keyed join by (band, key) (:mod:`.lsh_join`). Counters are
-    read after the result is materialised (see :func:`materialise`)."""
+    read after the result is materialised (see :func:`materialise`). ``tuned``: the
+    :func:`band_layout` already tuned for these queries (None: tune it here)."""
     sc = spark.sparkContext
     n_items = items.count()
     first = items.select(F.size("vector").alias("d")).first() if n_items else None
     dim = int(first["d"]) if first is not None else 1
     path = lsh_path(n_items, dim, blocks.broadcast_limit(spark, cfg.broadcast_max_mb))
-    layout, proj = band_layout(spark, queries, items, cfg, k, self_join, n_items, dim)
+    layout, proj = tuned or band_layout(spark, queries, items, cfg, k, self_join, n_items,
+                                        dim)
     stats = LshStats(sc.accumulator({}, PerPartition()), path)
     if path == "sharded":
         plan = lsh_join.sharded_top_k(spark, None if self_join else queries, items, proj,
@@ -284,16 +288,24 @@ def band_layout(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: 
     return layout, proj[:layout.hashes_per_band * layout.bands]
 
 
-def lsh_item_neighbors(spark: SparkSession, vectors: DataFrame, cfg: AnnConfig,
-                       k: int) -> tuple[DataFrame, dict[str, Any]]:
+def lsh_item_neighbors(spark: SparkSession, vectors: DataFrame, cfg: AnnConfig, k: int,
+                       layout: tuple[BandLayout, np.ndarray] | None = None
+                       ) -> tuple[DataFrame, dict[str, Any]]:
     """Banded-LSH top-``k`` neighbours per item: ``(item_id, neighbor_id, rank, similarity)``
-    (persisted) and the counters. ``vectors`` must be unit-length (:func:`normalise`)."""
+    (persisted) and the counters. ``vectors`` must be unit-length (:func:`normalise`);
+    ``layout``: :func:`item_layout`'s, when already tuned."""
     queries = vectors.select(F.col("item_id").alias("query_id"), "vector",
                              F.array().cast("array<string>").alias("exclude"))
-    out, info = lsh_top_k(spark, queries, vectors, cfg, k, self_join=True)
+    out, info = lsh_top_k(spark, queries, vectors, cfg, k, self_join=True, tuned=layout)
     return materialise(out.select(F.col("query_id").alias("item_id"),
                                   F.col("item_id").alias("neighbor_id"), "rank",
                                   F.col("score").alias("similarity")), info)
+
+
+def item_layout(spark: SparkSession, vectors: DataFrame, cfg: AnnConfig, k: int, n_items: int,
+                dim: int) -> tuple[BandLayout, np.ndarray]:
+    """:func:`band_layout` of the item self-join (unit-length ``vectors``)."""
+    return band_layout(spark, vectors, vectors, cfg, k, True, n_items, dim)
 
 
 def _rank(df: DataFrame, key: str, other: str, score: str, k: int) -> DataFrame:

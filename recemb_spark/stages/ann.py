@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -15,28 +17,71 @@ from ..interactions import rated_items
 from ..metrics import metric_row, metrics_frame
 from ..neighbors import blocks
 from ..neighbors import nearest as ann
+from ..neighbors.banded import BandLayout, lsh_core_seconds
 from ..neighbors.exact import user_candidates
+from ..neighbors.topk import exact_core_seconds
 from ..runner.stage import StageContext
 
 log = logging.getLogger(__name__)
 
 
-def choose_method(cfg: AnnConfig, n_items: int) -> str:
-    """``auto``: exact up to ``auto_exact_max_items`` items, banded lsh above."""
+#: an lsh layout estimated short of ``ann.target_recall`` must cost less than exact by this
+#: factor to be chosen by ``auto`` (it gives up recall that exact does not)
+SHORT_RECALL_FACTOR = 2.0
+
+
+@dataclass
+class Choice:
+    """``auto``'s decision: the method, the tuned layout (lsh, or None) and the estimates."""
+
+    method: str
+    layout: tuple[BandLayout, np.ndarray] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def auto_prefers_exact(layout: BandLayout, n_items: int, dim: int, target: float
+                       ) -> tuple[bool, dict[str, Any]]:
+    """Whether exact is estimated to cost no more than the tuned lsh ``layout`` for the item
+    self-join (an lsh layout short of ``target`` recall counts :data:`SHORT_RECALL_FACTOR`
+    times its cost), and the estimates (core-seconds)."""
+    exact_s = exact_core_seconds(n_items, n_items, dim)
+    lsh_s = lsh_core_seconds(layout, n_items)
+    factor = 1.0 if layout.est_recall >= target else SHORT_RECALL_FACTOR
+    estimates = {"exact_core_seconds_est": round(exact_s, 1),
+                 "lsh_core_seconds_est": round(lsh_s, 1),
+                 "lsh_recall_est": round(layout.est_recall, 4)}
+    return bool(exact_s <= lsh_s * factor), estimates
+
+
+def choose_method(spark: SparkSession, items: DataFrame, cfg: AnnConfig, n_items: int,
+                  dim: int) -> Choice:
+    """``ann.method``, or for ``auto``: exact up to ``auto_exact_max_items`` items; above, the
+    layout is tuned (:func:`recemb_spark.neighbors.nearest.item_layout`) and the cheaper by
+    estimate is chosen (:func:`auto_prefers_exact`; lsh when ``ann.tune`` is off)."""
     if cfg.method != "auto":
-        return cfg.method
-    return "exact" if n_items <= cfg.auto_exact_max_items else "lsh"
+        return Choice(cfg.method)
+    if n_items <= cfg.auto_exact_max_items:
+        return Choice("exact")
+    if not cfg.tune:
+        return Choice("lsh")
+    layout = ann.item_layout(spark, items, cfg, cfg.k, n_items, dim)
+    exact, estimates = auto_prefers_exact(layout[0], n_items, dim, cfg.target_recall)
+    log.info("ann auto: %s (%s)", "exact" if exact else "lsh", estimates)
+    return Choice("exact", None, estimates) if exact else Choice("lsh", layout, estimates)
 
 
 def item_neighbors(spark: SparkSession, items: DataFrame, cfg: AnnConfig, method: str,
-                   exact: str | None = None) -> tuple[DataFrame, dict[str, Any]]:
+                   exact: str | None = None,
+                   layout: tuple[BandLayout, np.ndarray] | None = None
+                   ) -> tuple[DataFrame, dict[str, Any]]:
     """Top-``cfg.k`` neighbours of every item by ``method`` (unit vectors in); ``exact``: the
-    path of the exact method (:data:`recemb_spark.neighbors.blocks.PATHS`, None = choose)."""
+    path of the exact method (:data:`recemb_spark.neighbors.blocks.PATHS`, None = choose);
+    ``layout``: the lsh layout when already tuned."""
     if method == "exact":
         return (ann.exact_item_neighbors(spark, items, cfg.k, path=exact,
                                          broadcast_max_mb=cfg.broadcast_max_mb), {})
     if method == "lsh":
-        return ann.lsh_item_neighbors(spark, items, cfg, cfg.k)
+        return ann.lsh_item_neighbors(spark, items, cfg, cfg.k, layout)
     return ann.spark_lsh_item_neighbors(spark, items, cfg, cfg.k)
 
 
@@ -68,11 +113,12 @@ def run(ctx: StageContext) -> None:
     for model in models:
         items = ann.normalise(wh.read("item_embeddings", run_date, model)).persist()
         n_items, dim = blocks.table_shape(items)
-        method = choose_method(a, n_items)
+        t0 = time.perf_counter()
+        choice = choose_method(spark, items, a, n_items, dim)
+        method = choice.method
         limit = blocks.broadcast_limit(spark, a.broadcast_max_mb)  # decided once per model
         exact = blocks.choose_path(n_items, dim, n_items, limit)
-        t0 = time.perf_counter()
-        neighbors, stats = item_neighbors(spark, items, a, method, exact)
+        neighbors, stats = item_neighbors(spark, items, a, method, exact, choice.layout)
         neighbors = neighbors.withColumn("method", F.lit(method)).persist()
         res.rows[f"item_neighbors_{model}"] = wh.write(neighbors, "item_neighbors", run_date,
                                                        model=model)
@@ -87,7 +133,7 @@ def run(ctx: StageContext) -> None:
         res.details[model] = {"method": method, "items": n_items, "seconds": round(seconds, 3),
                               "items_with_fewer_than_k": short, "recall_at_k": recall,
                               "broadcast_limit_mb": round(limit / 2**20, 1),
-                              "recall_path": truth_path, **stats}
+                              "recall_path": truth_path, **choice.details, **stats}
         if method == "exact":
             res.details[model]["exact_path"] = exact
         res.metrics += [metric_row(model, "item_recall", a.k, recall),
