@@ -23,6 +23,8 @@ def started_by_spark_submit() -> bool:
 
 
 BLAS_THREADS_KEY = "spark.executorEnv.OPENBLAS_NUM_THREADS"
+#: environment of the Python workers that keeps their address space small (see build_session)
+WORKER_ENV = {"ARROW_DEFAULT_MEMORY_POOL": "system", "MALLOC_ARENA_MAX": "2"}
 
 
 def _submitted_conf_has(key: str) -> bool:
@@ -53,6 +55,15 @@ def build_session(cfg: SparkConfig, app_name: str = "recemb-spark",
     workers inherit it too, so their numpy runs one thread per task (in local mode, without
     it, numpy uses every core: evaluate + ann at 25M took 347 s with 1 against ~250 s).
 
+    Python workers get ``ARROW_DEFAULT_MEMORY_POOL=system`` and ``MALLOC_ARENA_MAX=2``
+    (:data:`WORKER_ENV`; as ``spark.executorEnv.*``, and in local mode in this process's
+    environment too; a value given to spark-submit or already in the environment wins):
+    ``spark.executor.pyspark.memory`` is enforced with ``setrlimit(RLIMIT_AS)``, which
+    counts address space, not resident memory, and a worker that imports numpy and pyarrow
+    reserves ~1.8 GB of it by default (Arrow's mimalloc arena, glibc's per-thread malloc
+    arenas); with these two ~0.55 GB (measured: a 1 GiB limit then leaves ~540 MB to the
+    task instead of ~220 MB, and limits of 768 MB or less no longer hang or abort in pyarrow).
+
     ``log_file``: where Spark's own output goes instead of the terminal. Started directly,
     the JVM is launched with that file as its stderr (:func:`~recemb_spark.logs.
     redirect_stderr_to`): log4j's console lines, executor task-failure stack traces and the
@@ -66,6 +77,11 @@ def build_session(cfg: SparkConfig, app_name: str = "recemb-spark",
     if cfg.blas_threads and not (submitted and _submitted_conf_has(BLAS_THREADS_KEY)):
         threads = os.environ.setdefault("OPENBLAS_NUM_THREADS", str(cfg.blas_threads))
         builder = builder.config(BLAS_THREADS_KEY, threads)
+    for name, value in WORKER_ENV.items():
+        key = f"spark.executorEnv.{name}"
+        if not (submitted and _submitted_conf_has(key)):
+            builder = builder.config(key, value if submitted else
+                                     os.environ.setdefault(name, value))
     if submitted:
         if cfg.master:
             log.warning("spark.master=%s ignored: spark-submit's --master decides", cfg.master)

@@ -161,6 +161,36 @@ def test_blas_threads_reach_the_executors_only_when_set(monkeypatch):
         assert os.environ.get("OPENBLAS_NUM_THREADS") == expected
 
 
+def test_python_workers_get_a_small_address_space_by_default(monkeypatch):
+    """ARROW_DEFAULT_MEMORY_POOL=system and MALLOC_ARENA_MAX=2 reach the executors (and, in
+    local mode, this process's environment); a value already in the environment wins."""
+    from pyspark.sql import SparkSession
+
+    from recemb_spark import session as session_module
+
+    seen = {}
+
+    class Builder:
+        def __getattr__(self, name):
+            return lambda *a, **k: self
+
+        def config(self, key, value=None):
+            seen[key] = value
+            return self
+
+        def getOrCreate(self):
+            raise RuntimeError("stop here")
+
+    monkeypatch.setattr(SparkSession, "builder", Builder())
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    with pytest.raises(RuntimeError, match="stop here"):
+        session_module.build_session(load_config().spark)
+    assert seen["spark.executorEnv.ARROW_DEFAULT_MEMORY_POOL"] == "system"
+    assert os.environ["ARROW_DEFAULT_MEMORY_POOL"] == "system"
+    assert seen["spark.executorEnv.MALLOC_ARENA_MAX"] == "4"  # the environment's own
+
+
 def test_native_blas_warning_once_per_process(spark, monkeypatch, caplog):
     monkeypatch.setattr(blas, "_warned", set())
     monkeypatch.setattr(blas, "implementation", lambda _spark: blas.NATIVE)

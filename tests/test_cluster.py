@@ -28,6 +28,7 @@ the same steps whatever order the shuffle delivers its walkers in.
 """
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -38,6 +39,9 @@ import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pyspark
 import pytest
 from chispa import assert_df_equality
@@ -48,6 +52,7 @@ from recemb_spark.config import load_config
 from recemb_spark.io.warehouse import Warehouse
 from recemb_spark.models.deepwalk import walks_table
 from recemb_spark.models.walks import generate_walks, index_graph, walk_token_rows
+from recemb_spark.neighbors import blocks
 
 pytestmark = pytest.mark.cluster
 
@@ -380,3 +385,141 @@ def test_executors_killed_during_walks_and_als_change_nothing(standalone, spark,
           f"{len(lost_tasks)} tasks lost and re-run: {lost_tasks[:4]}; cached partitions lost: "
           f"{len(between(walks_start, als_start, lost_work[0]))} in deepwalk, "
           f"{len(between(als_start, als_done, lost_work[0]))} in als")
+
+
+# --------------------------------------------------------------------------------------------
+# Python workers under spark.executor.pyspark.memory
+
+#: the cap of every Python worker in the capped runs (the workers have 1 core: one Python
+#: worker each); PySpark enforces it as an address-space limit (RLIMIT_AS), and numpy + pyarrow
+#: take ~0.5 GB of address space before any work (with session.WORKER_ENV)
+CAP = "640m"
+#: the capped runs' catalogue: clustered unit vectors (bench/ann.py's shape: clusters of ~50
+#: items, noise 0.15). Measured under CAP (parallelism 1: two broadcast LSH tasks of 50k
+#: queries each): the broadcast LSH path passes at 60k items and fails at 100k (numpy refused
+#: 116 MiB in merge_candidates), the sharded keyed join passes at 100k
+CAPPED_ITEMS, CAPPED_DIM = 100_000, 32
+
+def run_submit(cmd: list[str], cwd: Path, timeout: float) -> tuple[int, str]:
+    """Run a spark-submit command in its own process group: (exit code, merged output).
+    The group (JVM and Python driver) is killed on a timeout, which is then raised."""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=cluster_env(), cwd=cwd, start_new_session=True) as proc:
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    return proc.returncode, out
+
+
+def capped_stage(cluster: Cluster, zip_path: Path, warehouse: Path, stage: str,
+                 sets: list[str], log_file: Path) -> list[str]:
+    """spark-submit of ``jobs/stage.py <stage>`` on the cluster, every Python worker capped at
+    :data:`CAP` (one core per executor, so the whole cap is one worker's)."""
+    return [str(SPARK_HOME / "bin" / "spark-submit"), "--master", cluster.url,
+            "--py-files", str(zip_path), "--driver-memory", "1g",
+            "--executor-memory", "512m", "--total-executor-cores", "2",
+            "--conf", "spark.executor.cores=1",
+            "--conf", f"spark.executor.pyspark.memory={CAP}",
+            "--conf", f"spark.pyspark.python={sys.executable}",
+            "--conf", "spark.default.parallelism=1", "--conf", "spark.sql.shuffle.partitions=4",
+            "--conf", "spark.ui.enabled=false",
+            str(ROOT / "jobs" / "stage.py"), stage, "--warehouse", str(warehouse),
+            "--run-date", DATE, "--log-file", str(log_file),
+            *[x for s in sets for x in ("--set", s)]]
+
+
+def clustered_table(ids: list[str], dim: int, seed: int) -> pa.Table:
+    """``(id, vector list<float>)``: unit vectors around len(ids) / 50 random centres."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(1, len(ids) // 50), dim))
+    pts = centres[rng.integers(0, len(centres), len(ids))] + 0.15 * rng.normal(
+        size=(len(ids), dim))
+    pts = (pts / np.linalg.norm(pts, axis=1, keepdims=True)).astype(np.float32)
+    offsets = pa.array(np.arange(0, pts.size + 1, dim, dtype=np.int32))
+    return pa.table({"id": pa.array(ids, pa.string()),
+                     "vector": pa.ListArray.from_arrays(offsets, pa.array(pts.ravel()))})
+
+
+@pytest.fixture(scope="module")
+def capped_wh(spark, tmp_path_factory) -> Path:
+    """A warehouse for DATE with what ``ann`` and ``evaluate`` read: the tables stage of SAMPLE
+    (ratings, holdout, sequences; in the test session) and item2vec embeddings made up: the
+    sample's items among :data:`CAPPED_ITEMS` clustered item vectors, and a vector per user."""
+    import recemb_spark.session as session_module
+
+    base = tmp_path_factory.mktemp("capped")
+    wh_path = base / "wh"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(session_module, "build_session", lambda *a, **k: spark)
+        mp.setattr(spark, "stop", lambda: None)
+        assert main(["tables", "--warehouse", str(wh_path), "--run-date", DATE, "-q",
+                     *SETS]) == 0
+    wh = Warehouse(spark, str(wh_path))
+    ratings = wh.read("ratings", DATE)
+    rated = sorted(r["item_id"] for r in ratings.select("item_id").distinct().collect())
+    users = sorted(r["user_id"] for r in ratings.select("user_id").distinct().collect())
+    items = rated + [f"x{i}" for i in range(CAPPED_ITEMS - len(rated))]
+    vectors = clustered_table(items + users, CAPPED_DIM, 1)  # users among the item clusters
+    for table, key, rows in (("item_embeddings", "item_id", vectors[:len(items)]),
+                             ("user_embeddings", "user_id", vectors[len(items):])):
+        path = base / f"{table}.parquet"
+        pq.write_table(rows.rename_columns([key, "vector"]), path)
+        wh.write(spark.read.parquet(str(path)), table, DATE, model="item2vec")
+    return wh_path
+
+
+def test_ann_and_evaluate_under_a_python_memory_cap(standalone, spark, capped_wh, tmp_path):
+    """Every Python worker capped at CAP: ``ann`` (banded LSH, the threshold auto = 1/8 of the
+    cap) takes the sharded keyed join (the item neighbours and the user candidates: one
+    decision from the item matrix) and passes; forced onto the broadcast path
+    (``ann.broadcast_max_mb`` huge), the same command fails with exit 6 and one line naming
+    spark.executor.pyspark.memory: the cap is below what the broadcast path needs.
+    ``evaluate`` passes under the same cap on the path auto chooses: broadcast (its matrix,
+    items x (8 x dim + 100) B = 36 MB, is below the 80 MiB threshold)."""
+    t0 = time.perf_counter()
+    zip_path = package(tmp_path)
+    ann_sets = ["ann.method=lsh", "ann.models=[item2vec]", "ann.recall_sample=100",
+                "ann.user_candidates_k=10"]
+
+    def submit(stage: str, sets: list[str], name: str, timeout: float) -> tuple[int, str, str]:
+        log_file = tmp_path / f"{name}.log"
+        rc, out = run_submit(capped_stage(standalone, zip_path, capped_wh, stage, sets,
+                                          log_file), tmp_path, timeout)
+        return rc, out, log_file.read_text() if log_file.exists() else ""
+
+    rc, out, log = submit("ann", [*ann_sets, "ann.broadcast_max_mb=100000"], "forced", 420)
+    forced_t = time.perf_counter() - t0
+    failed = [line for line in out.splitlines() if line.startswith("recemb: ann failed")]
+    assert rc == 6 and len(failed) == 1, out[-4000:]
+    assert "out of memory in a Python worker" in failed[0], failed
+    assert "spark.executor.pyspark.memory" in failed[0], failed
+    assert re.search(r'nearest\.py", line \d+, in run', log)  # the broadcast LSH tasks
+
+    rc, out, _ = submit("ann", ann_sets, "ann", 420)
+    assert rc == 0, out[-4000:]
+    wh = Warehouse(spark, str(capped_wh))
+    details = wh.read_manifest(DATE, "ann")["details"]["item2vec"]
+    assert details["method"] == "lsh" and details["path"] == "sharded", details
+    assert details["items"] == CAPPED_ITEMS
+    assert details["broadcast_limit_mb"] == blocks.memory_bytes(CAP) / 8 / 2**20  # auto
+    assert details["items_with_fewer_than_k"] < CAPPED_ITEMS / 100
+    m = {(r["metric"], r["k"]): r["value"]
+         for r in wh.read("metrics", DATE, stage="ann").collect()}
+    assert m[("item_recall", 10)] > 0.8 and m[("user_recall", 10)] > 0.5, m
+    assert wh.read("item_neighbors", DATE, "item2vec").count() > 0.99 * CAPPED_ITEMS * 10
+    ann_t = time.perf_counter() - t0 - forced_t
+
+    rc, out, _ = submit("evaluate", ["deepwalk.enabled=false", "als.enabled=false",
+                                     "evaluate.user_query=false"], "evaluate", 300)
+    assert rc == 0, out[-4000:]
+    evaluated = wh.read_manifest(DATE, "evaluate")["details"]
+    assert evaluated["item2vec_scoring_path"] == "broadcast"
+    hr = {(r["model"], r["k"]): r["value"] for r in wh.read("metrics", DATE, stage="evaluate")
+          .filter(F.col("metric") == "hr").collect()}
+    assert 0 <= hr[("item2vec", 10)] <= 1 and hr[("popularity", 10)] > 0, hr
+    print(f"capped at {CAP}: forced broadcast failed (exit 6) in {forced_t:.1f}s, sharded ann "
+          f"{ann_t:.1f}s (recall {m[('item_recall', 10)]:.3f}, user "
+          f"{m[('user_recall', 10)]:.3f}), test {time.perf_counter() - t0:.1f}s; {failed[0]}")
