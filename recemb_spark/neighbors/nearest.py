@@ -175,6 +175,11 @@ def lsh_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: An
     path = lsh_path(n_items, dim, blocks.broadcast_limit(spark, cfg.broadcast_max_mb))
     layout, proj = tuned or band_layout(spark, queries, items, cfg, k, self_join, n_items,
                                         dim)
+    if layout.est_recall < cfg.target_recall:  # nan (not tuned) compares false
+        log.warning("lsh layout: no layout within ann.max_candidates_per_query=%d reaches "
+                    "ann.target_recall=%.2f; using the best within it (estimated recall "
+                    "%.3f): raise the cap for recall, or use ann.method=exact",
+                    cfg.max_candidates_per_query, cfg.target_recall, layout.est_recall)
     stats = LshStats(sc.accumulator({}, PerPartition()), path)
     if path == "sharded":
         plan = lsh_join.sharded_top_k(spark, None if self_join else queries, items, proj,
@@ -277,11 +282,6 @@ def band_layout(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: 
     truth, valid, _ = lsh_join.few_queries_top_k(spark, q, own, items, min(k, n_items))
     layout = tune_layout(sample, n_items, q, truth, valid, proj, cfg.target_recall,
                          cfg.max_candidates_per_query)
-    if layout.est_recall < cfg.target_recall:
-        log.warning("lsh layout: no layout within ann.max_candidates_per_query=%d reaches "
-                    "ann.target_recall=%.2f; using the best within it (estimated recall "
-                    "%.3f): raise the cap for recall, or use ann.method=exact",
-                    cfg.max_candidates_per_query, cfg.target_recall, layout.est_recall)
     log.info("lsh layout: %d bands of %d hashes, bucket width %.4f (estimated recall %.3f, "
              "%.0f candidates per query)", layout.bands, layout.hashes_per_band,
              layout.bucket_length, layout.est_recall, layout.est_pairs_per_query)
