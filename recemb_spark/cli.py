@@ -144,17 +144,20 @@ def _run(cfg: Config, run_date: str | None, args: argparse.Namespace, log_file: 
 def _failure_context(cfg: Config, spark) -> Context:
     """What the failure classifier needs to know about this job."""
     master = cfg.spark.master or "local[*]"
+    driver_memory = cfg.spark.driver_memory
     submitted = False
     try:
         from .session import started_by_spark_submit
 
         submitted = started_by_spark_submit()
-        if spark is not None:
+        if spark is not None:  # what the running JVM was started with, when it says
             master = spark.sparkContext.master
+            driver_memory = spark.sparkContext.getConf().get("spark.driver.memory",
+                                                             driver_memory)
     except Exception:  # the JVM is gone
         pass
     return Context(warehouse=cfg.warehouse.path, input_path=cfg.input.path, master=master,
-                   driver_memory=cfg.spark.driver_memory, submitted=submitted,
+                   driver_memory=driver_memory, submitted=submitted,
                    redis=f"{cfg.export.host}:{cfg.export.port}")
 
 

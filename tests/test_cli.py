@@ -95,3 +95,14 @@ def test_spark_submit_job_entry_point(tmp_path):
     manifest = json.loads((wh / "_manifests" / "dt=2026-11-03" / "tables.json").read_text())
     assert manifest["master"] == "local[1]"  # spark-submit's master, not ours
     assert manifest["rows"]["ratings"] == 40 and manifest["rows"]["sequences"] == 5
+
+
+def test_failure_context_names_the_running_jvms_driver_memory(spark):
+    """The out-of-memory hint's "(now ...)" is what the running driver was started with, not
+    the configured value (a JVM that was already up, or conf files, can differ)."""
+    from recemb_spark.cli import _failure_context
+    from recemb_spark.config import load_config
+
+    cfg = load_config(overrides=["spark.driver_memory=7g"])
+    assert _failure_context(cfg, spark).driver_memory == "2g"  # the test session's
+    assert _failure_context(cfg, None).driver_memory == "7g"  # no JVM: the configured one
