@@ -30,19 +30,15 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import zipfile
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pyspark
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
@@ -54,10 +50,18 @@ from recemb_spark.models.deepwalk import walks_table
 from recemb_spark.models.walks import generate_walks, index_graph, walk_token_rows
 from recemb_spark.neighbors import blocks
 
+from .standalone import (
+    ROOT,
+    SPARK_HOME,
+    Cluster,
+    cluster_env,
+    package,
+    run_submit,
+    running_cluster,
+)
+
 pytestmark = pytest.mark.cluster
 
-ROOT = Path(__file__).resolve().parents[1]
-SPARK_HOME = Path(pyspark.__file__).parent
 DATE = "2026-11-20"
 SAMPLE = ["sample.n_users=200", "sample.n_items=150", "sample.n_ratings=8000",
           "walks.walks_per_node=3", "walks.num_partitions=4", "als.max_iter=5", "als.rank=8",
@@ -66,107 +70,11 @@ SAMPLE = ["sample.n_users=200", "sample.n_items=150", "sample.n_ratings=8000",
 SETS = [x for item in SAMPLE for x in ("--set", item)]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cluster_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SPARK_HOME")}
-    env.update(SPARK_HOME=str(SPARK_HOME), SPARK_LOCAL_IP="127.0.0.1",
-               PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
-               SPARK_NO_DAEMONIZE="1")
-    return env
-
-
-def wait_for(predicate, what: str, timeout: float, procs) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        for p, log in procs:
-            if p.poll() is not None:
-                raise RuntimeError(f"{p.args[2]} exited ({p.returncode}): "
-                                   f"{log.read_text()[-2000:]}")
-        time.sleep(0.5)
-    raise TimeoutError(f"{what} not ready after {timeout} s")
-
-
-def stop_all(procs) -> None:
-    """SIGTERM each process group (JVMs, their executors and Python workers), then SIGKILL."""
-    for p, _ in procs:
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    for p, _ in procs:
-        try:
-            p.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass
-    deadline = time.time() + 15
-    for p, _ in procs:
-        while True:  # the group outlives its leader while executors wind down
-            try:
-                os.killpg(p.pid, signal.SIGKILL if time.time() > deadline - 10 else 0)
-            except ProcessLookupError:
-                break
-            if time.time() > deadline:
-                raise AssertionError(f"process group {p.pid} still alive")
-            time.sleep(0.3)
-
-
-class Cluster(NamedTuple):
-    url: str  # spark://127.0.0.1:<port>
-    base: Path  # logs, and the workers' work dirs work1/ and work2/
-    workers: list[subprocess.Popen]  # the two Worker JVMs (spark-class execs java)
-
-
 @pytest.fixture(scope="module")
 def standalone(tmp_path_factory):
     """A running master with two registered 1-core workers, started once per module."""
-    base = tmp_path_factory.mktemp("standalone")
-    spark_class = str(SPARK_HOME / "bin" / "spark-class")
-    port = free_port()
-    url = f"spark://127.0.0.1:{port}"
-    procs = []
-
-    def start(name, *args):
-        log = base / f"{name}.log"
-        p = subprocess.Popen([spark_class, *args], stdout=log.open("w"),
-                             stderr=subprocess.STDOUT, env=cluster_env(), cwd=base,
-                             start_new_session=True)  # own process group: killed as a whole
-        procs.append((p, log))
-        return log
-
-    try:
-        master_log = start("master", "org.apache.spark.deploy.master.Master",
-                           "--host", "127.0.0.1", "--port", str(port),
-                           "--webui-port", str(free_port()))
-        wait_for(lambda: "I have been elected leader" in master_log.read_text(),
-                 "master", 240, procs)
-        for i in (1, 2):
-            (base / f"work{i}").mkdir()
-            start(f"worker{i}", "org.apache.spark.deploy.worker.Worker",
-                  "--host", "127.0.0.1", "--port", str(free_port()),
-                  "--webui-port", str(free_port()), "--cores", "1", "--memory", "1g",
-                  "--work-dir", str(base / f"work{i}"), url)
-        wait_for(lambda: master_log.read_text().count("Registering worker") == 2,
-                 "two workers", 240, procs)
-        yield Cluster(url, base, [p for p, _ in procs[1:]])
-    finally:
-        stop_all(procs)
-
-
-def package(out: Path) -> Path:
-    """The README's packaging command, run from the repository root."""
-    zip_path = out / "recemb_spark.zip"
-    subprocess.run([sys.executable, "-m", "zipfile", "-c", str(zip_path), "recemb_spark/"],
-                   cwd=ROOT, check=True)
-    with zipfile.ZipFile(zip_path) as z:  # the declared defaults travel with the code
-        assert "recemb_spark/config/sections.py" in z.namelist()
-    return zip_path
+    with running_cluster(tmp_path_factory.mktemp("standalone")) as cluster:
+        yield cluster
 
 
 def submit_command(cluster: Cluster, zip_path: Path, warehouse: Path, parallelism: int,
@@ -399,20 +307,6 @@ CAP = "640m"
 #: queries each): the broadcast LSH path passes at 60k items and fails at 100k (numpy refused
 #: 116 MiB in merge_candidates), the sharded keyed join passes at 100k
 CAPPED_ITEMS, CAPPED_DIM = 100_000, 32
-
-def run_submit(cmd: list[str], cwd: Path, timeout: float) -> tuple[int, str]:
-    """Run a spark-submit command in its own process group: (exit code, merged output).
-    The group (JVM and Python driver) is killed on a timeout, which is then raised."""
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=cluster_env(), cwd=cwd, start_new_session=True) as proc:
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    return proc.returncode, out
-
 
 def capped_stage(cluster: Cluster, zip_path: Path, warehouse: Path, stage: str,
                  sets: list[str], log_file: Path) -> list[str]:
