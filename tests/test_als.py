@@ -129,13 +129,12 @@ def test_mllib_names_its_blas_native_exactly_where_installed(spark):
     assert (name == blas.NATIVE) == bool(ctypes.util.find_library("blas"))
 
 
-def test_blas_threads_reach_the_executors_only_when_set(monkeypatch):
-    """``spark.blas_threads`` > 0 becomes the executors' (and this process's, for the local
-    driver JVM) OPENBLAS_NUM_THREADS; 0, the default, leaves both alone. Checked on the
-    builder's settings, without starting a second JVM."""
+@pytest.fixture
+def recorded_builder(monkeypatch):
+    """SparkSession.builder replaced by one that records every ``config(key, value)`` in the
+    returned dict and stops at ``getOrCreate`` (RuntimeError "stop here"): what
+    build_session would set, without starting a JVM."""
     from pyspark.sql import SparkSession
-
-    from recemb_spark import session as session_module
 
     seen = {}
 
@@ -151,6 +150,17 @@ def test_blas_threads_reach_the_executors_only_when_set(monkeypatch):
             raise RuntimeError("stop here")
 
     monkeypatch.setattr(SparkSession, "builder", Builder())
+    return seen
+
+
+def test_blas_threads_reach_the_executors_only_when_set(monkeypatch, recorded_builder):
+    """``spark.blas_threads`` > 0 becomes the executors' (and this process's, for the local
+    driver JVM) OPENBLAS_NUM_THREADS; 0, the default, leaves both alone. Checked on the
+    builder's settings, without starting a second JVM."""
+
+    from recemb_spark import session as session_module
+
+    seen = recorded_builder
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     for threads, expected in ((0, None), (3, "3")):
         seen.clear()
@@ -161,27 +171,13 @@ def test_blas_threads_reach_the_executors_only_when_set(monkeypatch):
         assert os.environ.get("OPENBLAS_NUM_THREADS") == expected
 
 
-def test_python_workers_get_a_small_address_space_by_default(monkeypatch):
+def test_python_workers_get_a_small_address_space_by_default(monkeypatch, recorded_builder):
     """ARROW_DEFAULT_MEMORY_POOL=system and MALLOC_ARENA_MAX=2 reach the executors (and, in
     local mode, this process's environment); a value already in the environment wins."""
-    from pyspark.sql import SparkSession
 
     from recemb_spark import session as session_module
 
-    seen = {}
-
-    class Builder:
-        def __getattr__(self, name):
-            return lambda *a, **k: self
-
-        def config(self, key, value=None):
-            seen[key] = value
-            return self
-
-        def getOrCreate(self):
-            raise RuntimeError("stop here")
-
-    monkeypatch.setattr(SparkSession, "builder", Builder())
+    seen = recorded_builder
     monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     with pytest.raises(RuntimeError, match="stop here"):

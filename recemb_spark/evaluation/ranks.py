@@ -21,11 +21,12 @@ import numpy as np
 from ..neighbors.topk import (
     ITEM_TILE,
     QUERY_BLOCK,
+    RunningTopK,
     best_per_row,
     f32_error_bound,
-    kth_per_row,
     max_column_norm,
     pair_scores,
+    query_blocks,
 )
 
 
@@ -87,15 +88,11 @@ def rank_block(q: np.ndarray, mt: np.ndarray, numbers: np.ndarray, target: np.nd
     top_v = np.full((n_q, k), -np.inf, np.float32)
     if n_q == 0 or n == 0:
         return ahead, top_i, top_v
-    order = np.argsort(ex_cols, kind="stable")
-    ex_r, ex_c = np.asarray(ex_rows, np.int64)[order], np.asarray(ex_cols, np.int64)[order]
     m_norm = max_column_norm(mt)
-    for r0 in range(0, n_q, block):
-        r1 = min(n_q, r0 + block)
-        sel = (ex_r >= r0) & (ex_r < r1)
+    for r0, r1, rows, cols in query_blocks(n_q, ex_rows, ex_cols, block):
         ahead[r0:r1], rr, cc, vv = _pass(
-            q[r0:r1], mt, numbers, target[r0:r1], heldout[r0:r1], k, ex_r[sel] - r0,
-            ex_c[sel], slice(r0, r1), bonus, tile, m_norm)
+            q[r0:r1], mt, numbers, target[r0:r1], heldout[r0:r1], k, rows, cols,
+            slice(r0, r1), bonus, tile, m_norm)
         top_i[r0:r1], top_v[r0:r1] = best_per_row(rr, cc, vv, r1 - r0, k)
     return ahead, top_i, top_v
 
@@ -114,9 +111,7 @@ def _pass(q: np.ndarray, mt: np.ndarray, numbers: np.ndarray, target: np.ndarray
     t = np.asarray(target, np.float32)
     t_hi, t_lo = (t + slack)[:, None], (t - slack)[:, None]
     ahead = np.zeros(n_q, np.int64)
-    thr = np.full(n_q, -np.inf, np.float32)
-    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    since = 0
+    top = RunningTopK(n_q, k, slack)
     buf = np.empty((n_q, min(tile, n)), np.float32)
     mask = np.empty(buf.shape, bool)
 
@@ -145,25 +140,9 @@ def _pass(q: np.ndarray, mt: np.ndarray, numbers: np.ndarray, target: np.ndarray
             wins = ((v > t[r]) | ((v == t[r]) & (num < h))) & (num != h)
             ahead += np.bincount(r[wins], minlength=n_q)
         # top k: entries above the running threshold, rescored exactly
-        if lo == 0 and w > k:
-            kth = np.partition(s, w - k, axis=1)[:, w - k]
-            thr = np.nextafter((kth - slack).astype(np.float32), np.float32(-np.inf))
-        np.greater(s, (thr - slack)[:, None], out=m)
-        flat = np.flatnonzero(m)
-        if len(flat) == 0:
-            continue
-        r, c = np.divmod(flat, w)
-        v = exact(r, c + lo, s[r, c])
-        ok = v > thr[r]
-        found.append((r[ok], c[ok] + lo, v[ok]))
-        since += int(ok.sum())
-        if since > n_q * k:  # tighten: the k-th best found so far, per row
-            rr, cc, vv = (np.concatenate(x) for x in zip(*found, strict=True))
-            thr = np.maximum(thr, kth_per_row(rr, vv, n_q, k))
-            keep = vv >= thr[rr]
-            found, since = [(rr[keep], cc[keep], vv[keep])], 0
-    if not found:
-        empty = np.zeros(0, np.int64)
-        return ahead, empty, empty, np.zeros(0, np.float32)
-    rr, cc, vv = (np.concatenate(x) for x in zip(*found, strict=True))
-    return ahead, rr, cc, vv
+        if lo == 0:
+            top.first_tile(s)
+        r, c = top.passing(s, m)
+        if len(r):
+            top.add(r, c + lo, exact(r, c + lo, s[r, c]))
+    return (ahead, *top.result())

@@ -12,6 +12,7 @@ comparison per score instead of a partial sort of the whole row.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -223,6 +224,53 @@ def pair_scores(q: np.ndarray, mt: np.ndarray, rows: np.ndarray, cols: np.ndarra
     return np.einsum("ij,ij->i", a, b).astype(np.float32)
 
 
+class RunningTopK:
+    """The top-``k`` candidates of a block of ``n_q`` query rows scanned tile by tile: a
+    per-row threshold (the k-th best so far, less ``slack``, float32's error bound per row)
+    that tightens as candidates arrive; entries above it are rescored exactly by the caller
+    and :meth:`add`-ed. :meth:`result` is a superset of each row's top-k (cut by
+    :func:`best_per_row`)."""
+
+    def __init__(self, n_q: int, k: int, slack: np.ndarray):
+        self.n_q, self.k, self.slack = n_q, k, slack
+        self.thr = np.full(n_q, -np.inf, np.float32)
+        self.found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.since = 0
+
+    def first_tile(self, s: np.ndarray) -> None:
+        """Start the thresholds from the first tile's own k-th best (less the error)."""
+        w = s.shape[1]
+        if w > self.k:
+            kth = np.partition(s, w - self.k, axis=1)[:, w - self.k]
+            self.thr = np.nextafter((kth - self.slack).astype(np.float32),
+                                    np.float32(-np.inf))
+
+    def passing(self, s: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(row, column)`` of the tile ``s`` (float32 scores) that may beat the threshold
+        (``mask``: a scratch array of ``s``'s shape)."""
+        np.greater(s, (self.thr - self.slack)[:, None], out=mask)
+        return np.divmod(np.flatnonzero(mask), s.shape[1])
+
+    def add(self, r: np.ndarray, c: np.ndarray, exact: np.ndarray) -> None:
+        """Keep the rescored entries above the threshold; tighten it now and then."""
+        ok = exact > self.thr[r]
+        self.found.append((r[ok], c[ok], exact[ok]))
+        self.since += int(ok.sum())
+        if self.since > self.n_q * self.k:  # tighten: the k-th best found so far, per row
+            rr, cc, vv = self.result()
+            self.thr = np.maximum(self.thr, kth_per_row(rr, vv, self.n_q, self.k))
+            keep = vv >= self.thr[rr]
+            self.found, self.since = [(rr[keep], cc[keep], vv[keep])], 0
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The kept candidates ``(row, column, exact score)``."""
+        if not self.found:
+            empty = np.zeros(0, np.int64)
+            return empty, empty, np.zeros(0, np.float32)
+        rr, cc, vv = (np.concatenate(x) for x in zip(*self.found, strict=True))
+        return rr, cc, vv
+
+
 def _scan(q: np.ndarray, mt: np.ndarray, k: int, ex_rows: np.ndarray, ex_cols: np.ndarray,
           tile: int, m_norm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidates ``(row, col, score)`` of one query block that can still be in its top-k:
@@ -235,10 +283,7 @@ def _scan(q: np.ndarray, mt: np.ndarray, k: int, ex_rows: np.ndarray, ex_cols: n
     are those of exact scoring, whichever block or tile computes them."""
     n_q, n = len(q), mt.shape[1]
     q32 = np.ascontiguousarray(q, np.float32)
-    slack = f32_error_bound(q32, m_norm)
-    thr = np.full(n_q, -np.inf, np.float32)
-    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    since = 0
+    top = RunningTopK(n_q, k, f32_error_bound(q32, m_norm))
     buf = np.empty((n_q, min(tile, n)), np.float32)
     mask = np.empty(buf.shape, bool)
     for lo in range(0, n, tile):
@@ -247,29 +292,12 @@ def _scan(q: np.ndarray, mt: np.ndarray, k: int, ex_rows: np.ndarray, ex_cols: n
         np.matmul(q32, mt[:, lo:lo + w], out=s)
         a, b = np.searchsorted(ex_cols, [lo, lo + w])
         s[ex_rows[a:b], ex_cols[a:b] - lo] = -np.inf
-        if lo == 0 and w > k:  # first tile: its own k-th best (less the error) starts it
-            kth = np.partition(s, w - k, axis=1)[:, w - k]
-            thr = np.nextafter((kth - slack).astype(np.float32), np.float32(-np.inf))
-        np.greater(s, (thr - slack)[:, None], out=m)
-        flat = np.flatnonzero(m)
-        if len(flat) == 0:
-            continue
-        r, c = np.divmod(flat, w)
-        exact = pair_scores(q, mt, r, c + lo)
-        ok = exact > thr[r]
-        r, c, exact = r[ok], c[ok], exact[ok]
-        found.append((r, c + lo, exact))
-        since += len(r)
-        if since > n_q * k:  # tighten: the k-th best found so far, per row
-            rr, cc, vv = (np.concatenate(x) for x in zip(*found, strict=True))
-            thr = np.maximum(thr, kth_per_row(rr, vv, n_q, k))
-            keep = vv >= thr[rr]
-            found, since = [(rr[keep], cc[keep], vv[keep])], 0
-    if not found:
-        empty = np.zeros(0, np.int64)
-        return empty, empty, np.zeros(0, np.float32)
-    rr, cc, vv = (np.concatenate(x) for x in zip(*found, strict=True))
-    return rr, cc, vv
+        if lo == 0:
+            top.first_tile(s)
+        r, c = top.passing(s, m)
+        if len(r):
+            top.add(r, c + lo, pair_scores(q, mt, r, c + lo))
+    return top.result()
 
 
 def f32_error_bound(q: np.ndarray, m_norm: float) -> np.ndarray:
@@ -305,15 +333,24 @@ def stream_top_k(q: np.ndarray, mt: np.ndarray, k: int,
     if k == 0 or n_q == 0 or mt.shape[1] == 0:
         return out_i, out_v
     ex_r, ex_c = exclude if exclude is not None else (np.zeros(0, np.int64),) * 2
-    order = np.argsort(ex_c, kind="stable")
-    ex_r, ex_c = np.asarray(ex_r, np.int64)[order], np.asarray(ex_c, np.int64)[order]
     m_norm = max_column_norm(mt)
+    for r0, r1, rows, cols in query_blocks(n_q, ex_r, ex_c, block):
+        rr, cc, vv = _scan(q[r0:r1], mt, k, rows, cols, tile, m_norm)
+        out_i[r0:r1], out_v[r0:r1] = best_per_row(rr, cc, vv, r1 - r0, k)
+    return out_i, out_v
+
+
+def query_blocks(n_q: int, ex_rows: np.ndarray, ex_cols: np.ndarray, block: int
+                 ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """Blocks ``(r0, r1, rows, cols)`` of at most ``block`` of ``n_q`` query rows, with the
+    excluded pairs ``(ex_rows, ex_cols)`` that fall in each: ``rows`` relative to ``r0``,
+    ``cols`` sorted (as the tile scans need them)."""
+    order = np.argsort(ex_cols, kind="stable")
+    ex_r, ex_c = np.asarray(ex_rows, np.int64)[order], np.asarray(ex_cols, np.int64)[order]
     for r0 in range(0, n_q, block):
         r1 = min(n_q, r0 + block)
         sel = (ex_r >= r0) & (ex_r < r1)
-        rr, cc, vv = _scan(q[r0:r1], mt, k, ex_r[sel] - r0, ex_c[sel], tile, m_norm)
-        out_i[r0:r1], out_v[r0:r1] = best_per_row(rr, cc, vv, r1 - r0, k)
-    return out_i, out_v
+        yield r0, r1, ex_r[sel] - r0, ex_c[sel]
 
 
 def positions(values: pa.Array, ids: pa.Array) -> np.ndarray:
