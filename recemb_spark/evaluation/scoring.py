@@ -33,7 +33,7 @@ from pyspark.sql import functions as F
 from ..ids import event_struct
 from ..metrics import metric_row
 from ..neighbors import blocks
-from ..neighbors.topk import QUERY_BLOCK, collect_matrix, exclusions, pair_scores, unit_rows
+from ..neighbors.topk import QUERY_BLOCK, collect_matrix, exclusions, unit_rows
 from .holdout import last_liked, without_holdout
 from .ranks import CategoryBonus, heldout_targets, rank_block
 
@@ -499,9 +499,8 @@ def _shard_scorer(top: int, mode: str, normalise: bool, normalise_query: bool,
         else:
             q = np.ones((cases.num_rows, m.shape[1]), np.float32)
         h_idx, q_cat, h_cat = col(cases, "h_idx"), col(cases, "q_cat"), col(cases, "h_cat")
-        target = pair_scores(q, h.T, np.arange(len(q)), np.arange(len(q)))
-        if bonus is not None:
-            target = target + ((h_cat == q_cat) & (q_cat >= 0)) * bonus
+        held_bonus = None if bonus is None else CategoryBonus(bonus, h_cat, q_cat)
+        target = heldout_targets(q, h.T, np.arange(len(q)), held_bonus)  # row r: h[r]
         target[col(cases, "h_excl").astype(bool)] = -np.inf
         ex_rows, ex_cols = exclusions(cases.column("history").combine_chunks(), ids)
         case_ids = col(cases, "_case")
