@@ -32,9 +32,12 @@ def test_threshold_from_the_worker_memory_and_forced_by_the_key(spark):
     # 4M items x dim 64 weigh 2.3 GiB in a worker; 59k items 36 MB
     assert blocks.broadcast_bytes(4_000_000, 64) == 4_000_000 * 612
     limit = 100 * 2**20
-    assert blocks.choose_path(100_000, 64, 100_000, limit) == "broadcast"
-    assert blocks.choose_path(1_000_000, 64, 500, limit) == "broadcast_queries"
-    assert blocks.choose_path(1_000_000, 64, 1_000_000, limit) == "sharded"
+    assert blocks.choose_path(100_000, 64, 100_000, limit, k=10) == "broadcast"
+    assert blocks.choose_path(1_000_000, 64, 500, limit, k=10) == "broadcast_queries"
+    assert blocks.choose_path(1_000_000, 64, 1_000_000, limit, k=10) == "sharded"
+    # 100k queries' vectors fit 100 MiB (61 MB), their top-50 lists do not (+560 MB)
+    assert blocks.choose_path(1_000_000, 64, 100_000, limit, k=0) == "broadcast_queries"
+    assert blocks.choose_path(1_000_000, 64, 100_000, limit, k=50) == "sharded"
     assert blocks.broadcast_limit(spark, 0) == 0 and blocks.broadcast_limit(spark, 2) == 2**21
     assert blocks.broadcast_limit(spark, None) == int(blocks.AUTO_SHARE * 2 * 2**30)  # 2g test
 
@@ -92,10 +95,11 @@ def test_user_candidates_paths_agree_and_honour_histories(spark, small_blocks):
 def test_exact_path_follows_the_key(spark):
     m, ids, items = vectors_with_ties(spark, n=45)
     queries = topk_queries(spark, m, ids, n_q=3)
-    assert exact_path(spark, queries, items, None) == "broadcast"
-    assert exact_path(spark, queries, items, 0) == "sharded"
-    assert exact_path(spark, queries, items, blocks.broadcast_bytes(5, 4) / 2**20) == \
-        "broadcast_queries"
+    assert exact_path(spark, queries, items, None, 5) == "broadcast"
+    assert exact_path(spark, queries, items, 0, 5) == "sharded"
+    fits = blocks.query_bytes(4, 4, 5) / 2**20  # 3 queries and one without a vector
+    assert exact_path(spark, queries, items, fits, 5) == "broadcast_queries"
+    assert exact_path(spark, queries, items, fits, 6) == "sharded"  # the top-6 lists do not
 
 
 def eval_inputs(spark):
@@ -154,3 +158,41 @@ def test_pooling_by_a_join_gives_the_broadcast_vectors(spark):
         assert_approx_df_equality(got, want, 1e-6, ignore_row_order=True)
         assert sorted(r["user_id"] for r in got.collect()) == ["s", "t", "u"]
     assert pooling_path(items, 0) == "join" and pooling_path(items, None) == "broadcast"
+
+
+def item_batches(n_items, dim, per, rng):
+    """Numbered item batches ``(item_idx, item_id, vector)`` of ``per`` rows."""
+    import pyarrow as pa
+    for s in range(0, n_items, per):
+        n = min(per, n_items - s)
+        m = rng.normal(size=(n, dim)).astype(np.float32)
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(np.arange(s, s + n)), pa.array([f"i{j}" for j in range(s, s + n)]),
+             pa.array(list(m), type=pa.list_(pa.float32()))],
+            names=["item_idx", "item_id", "vector"])
+
+
+def test_broadcast_queries_memory_is_what_the_path_choice_counts():
+    """The running top-k lists of a broadcast-queries task, measured with tracemalloc (every
+    numpy allocation), stay within TOPK_SLOT_BYTES per (query, k) slot: the weight
+    choose_path counts. A capped cluster run died when only the query vectors were counted."""
+    import tracemalloc
+
+    import pyarrow as pa
+
+    from recemb_spark.neighbors.topk import unit_rows
+    rng = np.random.default_rng(0)
+    n_q, dim, k = 20_000, 8, 50
+    q = unit_rows(rng.normal(size=(n_q, dim)).astype(np.float32))
+    qids = pa.array([f"q{j}" for j in range(n_q)])
+    excl = pa.array([[f"i{(j * 7) % 8000}"] for j in range(n_q)], pa.list_(pa.string()))
+    batches = list(item_batches(8000, dim, 2000, rng))
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        out = list(blocks.queries_partition_top_k(qids, q, excl, iter(batches), k, True))
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert sum(b.num_rows for b in out) == n_q * k
+    assert 12 * n_q * k < peak <= blocks.TOPK_SLOT_BYTES * n_q * k

@@ -273,7 +273,8 @@ def scoring_path(spark: SparkSession, item_vectors: DataFrame,
     """``broadcast`` when the item matrix fits the broadcast threshold
     (:func:`recemb_spark.neighbors.blocks.broadcast_limit`), else ``sharded``."""
     n, dim = blocks.table_shape(item_vectors)
-    return blocks.choose_path(n, dim, None, blocks.broadcast_limit(spark, broadcast_max_mb))
+    return blocks.choose_path(n, dim, None, blocks.broadcast_limit(spark, broadcast_max_mb),
+                              k=0)
 
 
 def score_model(spark: SparkSession, cases: DataFrame, item_vectors: DataFrame, ks: list[int],

@@ -158,7 +158,7 @@ def als_stage_extras(spark: SparkSession, cfg: Config, ratings: DataFrame,
         assert trained.user_vectors is not None  # ALS learns its user vectors
         seen = rated_items(ratings)
         path = exact_path(spark, user_queries(trained.user_vectors, seen), trained.item_vectors,
-                          cfg.ann.broadcast_max_mb)
+                          cfg.ann.broadcast_max_mb, cfg.als.candidates_k)
         extra.details["candidates_path"] = path
         cands = user_candidates(spark, trained.user_vectors, trained.item_vectors, seen,
                                 cfg.als.candidates_k, "dot", path)

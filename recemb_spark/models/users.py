@@ -21,7 +21,7 @@ def pooling_path(item_vectors: DataFrame, broadcast_max_mb: float | None = None)
     (:func:`recemb_spark.neighbors.blocks.broadcast_limit`), else ``join``."""
     n, dim = blocks.table_shape(item_vectors)
     limit = blocks.broadcast_limit(item_vectors.sparkSession, broadcast_max_mb)
-    return "broadcast" if blocks.choose_path(n, dim, None, limit) == "broadcast" else "join"
+    return "broadcast" if blocks.choose_path(n, dim, None, limit, k=0) == "broadcast" else "join"
 
 
 def pool_user_vectors(histories: DataFrame, item_vectors: DataFrame, pooling: str = "mean",

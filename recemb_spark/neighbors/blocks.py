@@ -38,6 +38,15 @@ from .topk import exclusions, merge_top_k, query_matrix, stream_top_k, unit_rows
 BYTES_PER_ID = 100
 #: auto threshold: a broadcast may take this share of the memory one Python worker may use
 AUTO_SHARE = 0.125
+#: What one query's running top-``k`` list weighs, per slot, in a
+#: :func:`broadcast_queries_top_k` task: the kept list (int64 number + float32 score, 12 B),
+#: one item batch's list beside it and :func:`~recemb_spark.neighbors.topk.merge_top_k`'s
+#: temporaries over both (two concatenations, two sort orders, the gathered copies): 98 B
+#: measured with tracemalloc (``tests/test_shards.py``), plus the candidate rows emitted in
+#: Arrow at the end (id, number, score: ~25 B). At 220k user queries and k = 50 that is
+#: 1.4 GB -- ten times the queries' vectors, and what a capped cluster run of the 722k-item
+#: log died of when only the vectors were counted.
+TOPK_SLOT_BYTES = 128
 #: one item block (float32 rows) in a sharded task: ~32 MiB, whatever the catalogue
 BLOCK_BYTES = 32 * 2**20
 #: one query block: at most this many queries (x dim x 4 bytes, plus their exclusions)
@@ -53,6 +62,13 @@ PATHS = ("broadcast", "broadcast_queries", "sharded")
 def broadcast_bytes(n: int, dim: int) -> int:
     """Bytes one Python worker holds for a broadcast matrix of ``n`` items x ``dim`` floats."""
     return n * (2 * 4 * dim + BYTES_PER_ID)
+
+
+def query_bytes(n: int, dim: int, k: int) -> int:
+    """Bytes one Python worker holds for ``n`` broadcast queries that each keep a running
+    top-``k``: their vectors and ids (:func:`broadcast_bytes`) and :data:`TOPK_SLOT_BYTES`
+    per kept slot."""
+    return broadcast_bytes(n, dim) + n * k * TOPK_SLOT_BYTES
 
 
 def memory_bytes(value: str) -> int:
@@ -97,13 +113,14 @@ def table_shape(vectors: DataFrame, col: str = "vector") -> tuple[int, int]:
     return n, int(row["d"]) if row else 0
 
 
-def choose_path(n_items: int, dim: int, n_queries: int | None, limit: int) -> str:
+def choose_path(n_items: int, dim: int, n_queries: int | None, limit: int, *, k: int) -> str:
     """``broadcast`` when the item matrix weighs at most ``limit`` bytes in a worker;
-    ``broadcast_queries`` when it does not but the ``n_queries`` query vectors do (``None``:
-    not considered); ``sharded`` otherwise."""
+    ``broadcast_queries`` when it does not but the ``n_queries`` queries, each keeping a
+    running top-``k``, do (:func:`query_bytes`; ``None``: not considered); ``sharded``
+    otherwise."""
     if broadcast_bytes(n_items, dim) <= limit:
         return "broadcast"
-    if n_queries is not None and broadcast_bytes(n_queries, dim) <= limit:
+    if n_queries is not None and query_bytes(n_queries, dim, k) <= limit:
         return "broadcast_queries"
     return "sharded"
 
@@ -234,35 +251,45 @@ def broadcast_queries_top_k(spark: SparkSession, queries: DataFrame, numbered: D
     bc = spark.sparkContext.broadcast((qids, q, table.column("exclude").combine_chunks()))
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        qids_, q_, excl_lists = bc.value
-        if len(qids_) == 0:
-            return
-        best_i = np.full((len(q_), k), -1, np.int64)
-        best_v = np.full((len(q_), k), -np.inf, np.float32)
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            items = pa.Table.from_batches([batch]).sort_by("item_idx").combine_chunks()
-            m = query_matrix(items.to_batches()[0], 2)
-            if cosine:
-                m = unit_rows(m)
-            ids = items.column("item_id").combine_chunks()
-            idx, vals = stream_top_k(q_, np.ascontiguousarray(m.T), min(k, len(m)),
-                                     exclusions(excl_lists, ids))
-            numbers = items.column("item_idx").to_numpy()
-            glob = np.where(idx >= 0, numbers[np.maximum(idx, 0)], -1)
-            pad = k - glob.shape[1]
-            if pad:
-                glob = np.pad(glob, ((0, 0), (0, pad)), constant_values=-1)
-                vals = np.pad(vals, ((0, 0), (0, pad)), constant_values=-np.inf)
-            best_i, best_v = merge_top_k(best_i, best_v, glob, vals, k)
-        ok = best_i >= 0
-        rows_, _ = np.nonzero(ok)
-        yield pa.RecordBatch.from_arrays(
-            [qids_.take(pa.array(rows_)), pa.array(best_i[ok]),
-             pa.array(best_v[ok].astype(np.float32))],
-            names=["query_id", "item_idx", "score"])
+        yield from queries_partition_top_k(*bc.value, batches, k, cosine)
 
     candidates = numbered.select("item_idx", "item_id", "vector").mapInArrow(
         run, CANDIDATE_SCHEMA)
     return merge_candidates(candidates, numbered, k)
+
+
+def queries_partition_top_k(qids: pa.Array, q: np.ndarray, excl_lists: pa.Array,
+                            batches: Iterator[pa.RecordBatch], k: int,
+                            cosine: bool) -> Iterator[pa.RecordBatch]:
+    """One item partition's candidates for the broadcast queries of
+    :func:`broadcast_queries_top_k`: ``(query_id, item_idx, score)`` rows, at most ``k`` per
+    query. ``q``: the query matrix (unit rows when ``cosine``); ``batches``: numbered items
+    ``(item_idx, item_id, vector)``. Holds one running top-``k`` per query
+    (:func:`query_bytes`) and one batch."""
+    if len(qids) == 0:
+        return
+    best_i = np.full((len(q), k), -1, np.int64)
+    best_v = np.full((len(q), k), -np.inf, np.float32)
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        items = pa.Table.from_batches([batch]).sort_by("item_idx").combine_chunks()
+        m = query_matrix(items.to_batches()[0], 2)
+        if cosine:
+            m = unit_rows(m)
+        ids = items.column("item_id").combine_chunks()
+        idx, vals = stream_top_k(q, np.ascontiguousarray(m.T), min(k, len(m)),
+                                 exclusions(excl_lists, ids))
+        numbers = items.column("item_idx").to_numpy()
+        glob = np.where(idx >= 0, numbers[np.maximum(idx, 0)], -1)
+        pad = k - glob.shape[1]
+        if pad:
+            glob = np.pad(glob, ((0, 0), (0, pad)), constant_values=-1)
+            vals = np.pad(vals, ((0, 0), (0, pad)), constant_values=-np.inf)
+        best_i, best_v = merge_top_k(best_i, best_v, glob, vals, k)
+    ok = best_i >= 0
+    rows_, _ = np.nonzero(ok)
+    yield pa.RecordBatch.from_arrays(
+        [qids.take(pa.array(rows_)), pa.array(best_i[ok]),
+         pa.array(best_v[ok].astype(np.float32))],
+        names=["query_id", "item_idx", "score"])

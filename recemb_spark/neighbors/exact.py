@@ -24,14 +24,15 @@ from .topk import (
 
 
 def exact_path(spark: SparkSession, queries: DataFrame | None, item_vectors: DataFrame,
-               broadcast_max_mb: float | None = None) -> str:
-    """How :func:`exact_top_k` runs for these tables: ``broadcast`` (the item matrix fits the
-    threshold of :func:`recemb_spark.neighbors.blocks.broadcast_limit`), ``broadcast_queries``
-    (it does not, the queries do) or ``sharded``. Counts both tables and reads one row."""
+               broadcast_max_mb: float | None, k: int) -> str:
+    """How :func:`exact_top_k` runs for these tables and ``k``: ``broadcast`` (the item matrix
+    fits the threshold of :func:`recemb_spark.neighbors.blocks.broadcast_limit`),
+    ``broadcast_queries`` (it does not, the queries with their running top-``k`` do) or
+    ``sharded``. Counts both tables and reads one row."""
     n_items, dim = blocks.table_shape(item_vectors)
     n_queries = queries.count() if queries is not None else None
     return blocks.choose_path(n_items, dim, n_queries,
-                              blocks.broadcast_limit(spark, broadcast_max_mb))
+                              blocks.broadcast_limit(spark, broadcast_max_mb), k=k)
 
 
 def exact_top_k(spark: SparkSession, queries: DataFrame, item_vectors: DataFrame, k: int,
@@ -49,7 +50,7 @@ def exact_top_k(spark: SparkSession, queries: DataFrame, item_vectors: DataFrame
     if similarity not in ("cosine", "dot"):
         raise ValueError(f"unknown similarity {similarity!r}")
     cosine = similarity == "cosine"
-    path = path or exact_path(spark, queries, item_vectors, broadcast_max_mb)
+    path = path or exact_path(spark, queries, item_vectors, broadcast_max_mb, k)
     if path == "broadcast":
         return _broadcast_top_k(spark, queries, item_vectors, k, cosine)
     if path not in blocks.PATHS:

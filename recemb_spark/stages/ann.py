@@ -117,7 +117,7 @@ def run(ctx: StageContext) -> None:
         choice = choose_method(spark, items, a, n_items, dim)
         method = choice.method
         limit = blocks.broadcast_limit(spark, a.broadcast_max_mb)  # decided once per model
-        exact = blocks.choose_path(n_items, dim, n_items, limit)
+        exact = blocks.choose_path(n_items, dim, n_items, limit, k=a.k)
         neighbors, stats = item_neighbors(spark, items, a, method, exact, choice.layout)
         neighbors = neighbors.withColumn("method", F.lit(method)).persist()
         res.rows[f"item_neighbors_{model}"] = wh.write(neighbors, "item_neighbors", run_date,
@@ -126,7 +126,8 @@ def run(ctx: StageContext) -> None:
         short = (neighbors.groupBy("item_id").count().filter(F.col("count") < a.k).count()
                  + n_items - neighbors.select("item_id").distinct().count())
         sample = ann.sample_ids(items, "item_id", a.recall_sample, a.seed)
-        truth_path = blocks.choose_path(n_items, dim, min(a.recall_sample, n_items), limit)
+        truth_path = blocks.choose_path(n_items, dim, min(a.recall_sample, n_items), limit,
+                                        k=a.k)
         truth = ann.exact_item_neighbors(spark, items, a.k, only=sample,  # ground truth
                                          path=truth_path)
         recall = ann.recall_at_k(neighbors, truth, "item_id", "neighbor_id")
@@ -158,7 +159,8 @@ def run(ctx: StageContext) -> None:
             users = ann.normalise(wh.read("user_embeddings", run_date, model),
                                   "user_id").persist()
             n_users = users.count()
-            user_exact = blocks.choose_path(n_items, dim, n_users, limit)
+            user_exact = blocks.choose_path(n_items, dim, n_users, limit,
+                                            k=a.user_candidates_k)
             t0 = time.perf_counter()
             cands, _ = users_top_k(spark, items, users, seen, a, method, user_exact)
             cands = cands.withColumn("method", F.lit(method)).persist()
@@ -166,7 +168,8 @@ def run(ctx: StageContext) -> None:
                                                             model=model)
             useconds = time.perf_counter() - t0
             user_sample = ann.sample_ids(users, "user_id", a.recall_sample, a.seed)
-            user_truth = blocks.choose_path(n_items, dim, min(a.recall_sample, n_users), limit)
+            user_truth = blocks.choose_path(n_items, dim, min(a.recall_sample, n_users),
+                                                limit, k=a.user_candidates_k)
             utruth = user_candidates(spark, users.join(user_sample, "user_id"), items, seen,
                                      a.user_candidates_k, "cosine", user_truth)
             urecall = ann.recall_at_k(cands, utruth, "user_id", "item_id")
