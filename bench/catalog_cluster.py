@@ -40,11 +40,15 @@ def main() -> None:
     ap.add_argument("--driver-memory", default="4g")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     ap.add_argument("--tag", default="5m")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the stages a previous run of this workdir finished (recemb run "
+                         "--resume); their seconds in the result are that run's")
     args = ap.parse_args()
     work = Path(args.workdir)
     (work / "cluster").mkdir(parents=True, exist_ok=True)
     warehouse = work / "wh"
-    result: dict = {"log": args.log, "executor_memory": args.executor_memory,
+    result: dict = {"log": args.log, "resumed": args.resume,
+                    "executor_memory": args.executor_memory,
                     "python_memory": args.python_memory, "driver_memory": args.driver_memory,
                     "workers": "2 x 1 core"}
     with running_cluster(work / "cluster", workers=2, memory="2g") as cluster:
@@ -58,7 +62,8 @@ def main() -> None:
                "--conf", "spark.ui.enabled=false",
                str(ROOT / "jobs" / "pipeline.py"), "--input", args.log, *TAOBAO_FLAGS,
                "--warehouse", str(warehouse), "--run-date", RUN_DATE,
-               *[x for s in args.set for x in ("--set", s)]]
+               *[x for s in args.set for x in ("--set", s)],
+               *(["--resume"] if args.resume else [])]
         result["command"] = " ".join(cmd)
         print("running:", result["command"], flush=True)
         with open(work / "run.log", "w") as log:
