@@ -313,19 +313,22 @@ def test_lsh_counters_survive_a_recomputed_partition(spark, points):
     info["broadcast"].unpersist()
 
 
-def test_auto_prefers_exact_by_estimated_cost():
-    """auto above auto_exact_max_items: exact when its estimated cost is at most the tuned
-    lsh layout's, an lsh layout short of the target recall counting double."""
-    from recemb_spark.stages.ann import auto_prefers_exact
+def test_auto_weighs_exact_against_lsh_by_estimated_cost():
+    """auto above auto_exact_max_items, with an ivf index that would probe every list (never
+    cheaper than exact): exact when its estimated cost is at most the tuned lsh layout's, an
+    lsh layout short of the target recall counting double."""
+    from recemb_spark.neighbors.ivf import IvfIndex
+    from recemb_spark.stages.ann import auto_method
+    full = IvfIndex(np.zeros((8, 32), np.float32), np.ones(8), 8, 1.0, 1.0)
     # the 5M-event Taobao-shaped log's layout: 722k items, short of 0.97
     taobao = banded.BandLayout(8, 32, 0.25, est_recall=0.84, est_pairs_per_query=12_700)
-    exact, est = auto_prefers_exact(taobao, 722_000, 32, 0.97)
-    assert exact and est["exact_core_seconds_est"] < 2 * est["lsh_core_seconds_est"]
-    assert not auto_prefers_exact(taobao, 3_000_000, 32, 0.97)[0]  # exact grows as n^2
+    method, est = auto_method(taobao, full, 722_000, 32, 0.97)
+    assert method == "exact" and est["exact_core_seconds_est"] < 2 * est["lsh_core_seconds_est"]
+    assert auto_method(taobao, full, 3_000_000, 32, 0.97)[0] == "lsh"  # exact grows as n^2
     # a layout on target pays off sooner: clustered vectors, 1M items
     sharp = banded.BandLayout(6, 16, 0.09, est_recall=0.98, est_pairs_per_query=1_000)
-    assert not auto_prefers_exact(sharp, 1_000_000, 32, 0.97)[0]
-    assert auto_prefers_exact(sharp, 20_000, 32, 0.97)[0]
+    assert auto_method(sharp, full, 1_000_000, 32, 0.97)[0] == "lsh"
+    assert auto_method(sharp, full, 20_000, 32, 0.97)[0] == "exact"
 
 
 def test_auto_tunes_above_the_limit_and_keeps_the_layout(spark, points, monkeypatch):
@@ -338,9 +341,11 @@ def test_auto_tunes_above_the_limit_and_keeps_the_layout(spark, points, monkeypa
     tuned = choose_method(spark, df, ann_cfg(auto_exact_max_items=0), 2000, 16)
     assert tuned.method == "exact"  # 2,000 items: exact is far cheaper
     assert tuned.details["lsh_core_seconds_est"] > tuned.details["exact_core_seconds_est"]
+    assert "ivf_core_seconds_est" in tuned.details and tuned.details["ivf_recall_est"] > 0
+    assert tuned.index is None and tuned.layout is None
     assert choose_method(spark, df, ann_cfg(method="lsh"), 2000, 16).method == "lsh"
     import recemb_spark.stages.ann as stage
-    monkeypatch.setattr(stage, "auto_prefers_exact", lambda *a: (False, {}))
+    monkeypatch.setattr(stage, "auto_method", lambda *a: ("lsh", {}))
     lsh = choose_method(spark, df, ann_cfg(auto_exact_max_items=0), 2000, 16)
     assert lsh.method == "lsh" and lsh.layout is not None  # reused, not tuned twice
     assert lsh.layout[0].est_recall >= 0.97

@@ -599,15 +599,15 @@ class AnnConfig:
     )
     method: str = setting(
         "auto",
-        "auto | exact | lsh (banded BucketedRandomProjectionLSH) | spark_lsh (stock "
-        "approxSimilarityJoin)",
-        choices=("auto", "exact", "lsh", "spark_lsh"),
+        "auto | exact | ivf (k-means lists, each query scored against its nearest lists) | "
+        "lsh (banded BucketedRandomProjectionLSH) | spark_lsh (stock approxSimilarityJoin)",
+        choices=("auto", "exact", "ivf", "lsh", "spark_lsh"),
     )
     k: int = setting(10, "neighbours per item in item_neighbors", ge=1)
     auto_exact_max_items: int = setting(
         100000,
-        "auto: exact up to this many items; above, the lsh layout is tuned and the cheaper "
-        "of exact and lsh by estimated core-seconds is used, an lsh layout short of "
+        "auto: exact up to this many items; above, ivf and lsh are tuned and the cheapest of "
+        "exact, ivf and lsh by estimated core-seconds is used, a method tuned short of "
         "target_recall counting double (at 722k Taobao-shaped items: exact 237 s at recall "
         "1.0 against lsh 291 s at 0.82; bench/ann.py: exact 5.5 s vs lsh 10 s at 50k)",
         ge=0,
@@ -619,7 +619,8 @@ class AnnConfig:
     )
     target_recall: float = setting(
         0.97,
-        "lsh tune: recall@k the chosen layout must reach on the sample",
+        "lsh and ivf tune: recall@k the chosen layout (lsh) or number of probed lists (ivf) "
+        "must reach on the sample",
         gt=0, le=1,
     )
     max_candidates_per_query: int = setting(
@@ -633,7 +634,7 @@ class AnnConfig:
     )
     tune_sample: int = setting(
         300,
-        "lsh tune: sampled queries whose exact top-k decide the layout",
+        "lsh and ivf tune: sampled queries whose exact top-k decide the layout or the probes",
         ge=1,
     )
     hashes_per_band: int = setting(
@@ -656,6 +657,12 @@ class AnnConfig:
         "lsh without tune: auto bucket width in standard deviations of a projection "
         "(1/sqrt(dim) for unit vectors)",
         gt=0,
+    )
+    ivf_items_per_list: int = setting(
+        3000,
+        "ivf: items per k-means list (lists = items / this, at most 4096); each query scores "
+        "the items of its nearest lists, as many as target_recall needs on the tune sample",
+        ge=1,
     )
     max_bucket_size: int = setting(
         2000,

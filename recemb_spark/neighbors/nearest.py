@@ -44,7 +44,7 @@ from pyspark.sql import functions as F
 
 from ..config import AnnConfig
 from ..rows import one_row
-from . import blocks, lsh_join
+from . import blocks, ivf, lsh_join
 from .banded import (
     MAX_HASHES,
     TUNE_ITEM_SAMPLE,
@@ -64,6 +64,8 @@ from .topk import (
 )
 
 log = logging.getLogger(__name__)
+#: a tuning sample (:func:`tune_queries`): queries, their exact neighbours' vectors, validity
+TuneSample = tuple[np.ndarray, np.ndarray, np.ndarray]
 NEIGHBORS_SCHEMA = "item_id string, neighbor_id string, rank int, similarity double"
 QUERY_SCHEMA = pa.schema([("query_id", pa.string()), ("vector", pa.list_(pa.float32())),
                           ("exclude", pa.list_(pa.string())), ("salt", pa.int64())])
@@ -256,9 +258,28 @@ def hashed_sample(df: DataFrame, id_col: str, n: int, seed: int) -> tuple[list[s
         len(ids), -1)
 
 
+def tune_queries(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: AnnConfig,
+                 k: int, self_join: bool, n_items: int, dim: int) -> TuneSample:
+    """The sample an approximate method is tuned on: ``cfg.tune_sample`` queries chosen by a
+    seeded hash (unit rows; with ``self_join`` sampled items, never their own neighbour), the
+    vectors of their exact top-``k`` among ``items`` ``(n_q, k, dim)`` and where those exist
+    (:func:`recemb_spark.neighbors.lsh_join.few_queries_top_k`)."""
+    if self_join:
+        qids, q = hashed_sample(items, "item_id", cfg.tune_sample, cfg.seed + 1)
+        own: list[str] | None = qids
+    else:
+        _, q = hashed_sample(queries, "query_id", cfg.tune_sample, cfg.seed)
+        q, own = unit_rows(q.reshape(-1, dim)), None
+    q = q.reshape(-1, dim)
+    if len(q) == 0:
+        return q, np.zeros((0, k, dim), np.float32), np.zeros((0, k), bool)
+    truth, valid, _ = lsh_join.few_queries_top_k(spark, q, own, items, min(k, n_items))
+    return q, truth, valid
+
+
 def band_layout(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: AnnConfig,
-                k: int, self_join: bool, n_items: int,
-                dim: int) -> tuple[BandLayout, np.ndarray]:
+                k: int, self_join: bool, n_items: int, dim: int,
+                sample: TuneSample | None = None) -> tuple[BandLayout, np.ndarray]:
     """The band layout and its projections: with ``cfg.tune`` the cheapest layout whose recall
     on ``cfg.tune_sample`` sampled queries (against their exact top-``k``) reaches
     ``cfg.target_recall`` within ``cfg.max_candidates_per_query`` (else the best recall
@@ -269,18 +290,13 @@ def band_layout(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: 
     fixed = BandLayout(cfg.hashes_per_band, cfg.bands, auto_bucket_length(cfg, dim))
     if not cfg.tune or n_items == 0:
         return fixed, brp_projections(spark, dim, fixed.hashes_per_band * fixed.bands, cfg.seed)
-    if self_join:
-        qids, q = hashed_sample(items, "item_id", cfg.tune_sample, cfg.seed + 1)
-        own: list[str] | None = qids
-    else:
-        _, q = hashed_sample(queries, "query_id", cfg.tune_sample, cfg.seed)
-        q, own = unit_rows(q.reshape(-1, dim)), None
+    q, truth, valid = sample or tune_queries(spark, queries, items, cfg, k, self_join,
+                                             n_items, dim)
     if len(q) == 0:  # no queries: nothing to tune for
         return fixed, brp_projections(spark, dim, fixed.hashes_per_band * fixed.bands, cfg.seed)
     proj = brp_projections(spark, dim, MAX_HASHES, cfg.seed)
-    _, sample = hashed_sample(items, "item_id", TUNE_ITEM_SAMPLE, cfg.seed)
-    truth, valid, _ = lsh_join.few_queries_top_k(spark, q, own, items, min(k, n_items))
-    layout = tune_layout(sample, n_items, q, truth, valid, proj, cfg.target_recall,
+    _, item_sample = hashed_sample(items, "item_id", TUNE_ITEM_SAMPLE, cfg.seed)
+    layout = tune_layout(item_sample, n_items, q, truth, valid, proj, cfg.target_recall,
                          cfg.max_candidates_per_query)
     log.info("lsh layout: %d bands of %d hashes, bucket width %.4f (estimated recall %.3f, "
              "%.0f candidates per query)", layout.bands, layout.hashes_per_band,
@@ -303,9 +319,9 @@ def lsh_item_neighbors(spark: SparkSession, vectors: DataFrame, cfg: AnnConfig, 
 
 
 def item_layout(spark: SparkSession, vectors: DataFrame, cfg: AnnConfig, k: int, n_items: int,
-                dim: int) -> tuple[BandLayout, np.ndarray]:
+                dim: int, sample: TuneSample | None = None) -> tuple[BandLayout, np.ndarray]:
     """:func:`band_layout` of the item self-join (unit-length ``vectors``)."""
-    return band_layout(spark, vectors, vectors, cfg, k, True, n_items, dim)
+    return band_layout(spark, vectors, vectors, cfg, k, True, n_items, dim, sample)
 
 
 def _rank(df: DataFrame, key: str, other: str, score: str, k: int) -> DataFrame:
@@ -322,9 +338,7 @@ def exact_item_neighbors(spark: SparkSession, vectors: DataFrame, k: int,
     items in ``only (item_id)`` (e.g. a recall sample); no self-pairs. ``path`` and
     ``broadcast_max_mb``: see :func:`recemb_spark.neighbors.exact.exact_top_k`."""
     queried = vectors if only is None else vectors.join(only.select("item_id"), "item_id")
-    queries = queried.select(F.col("item_id").alias("query_id"), "vector",
-                             F.array("item_id").alias("exclude"))
-    return (exact_top_k(spark, queries, vectors, k, "cosine", path, broadcast_max_mb)
+    return (exact_top_k(spark, item_queries(queried), vectors, k, "cosine", path, broadcast_max_mb)
             .select(F.col("query_id").alias("item_id"), F.col("item_id").alias("neighbor_id"),
                     "rank", F.col("score").alias("similarity")))
 
@@ -356,10 +370,69 @@ def lsh_user_candidates(spark: SparkSession, items: DataFrame, users: DataFrame,
     """Banded-LSH top-``k`` unseen items per user ``(user_id, item_id, rank, score)``
     (persisted): users hashed into the items' buckets, their histories excluded inside the
     buckets. Vectors must be unit-length."""
-    queries = (users.join(histories, "user_id", "left")
-               .select(F.col("user_id").alias("query_id"), "vector",
-                       F.coalesce("items", F.array().cast("array<string>")).alias("exclude")))
+    queries = user_queries_with_history(users, histories)
     out, info = lsh_top_k(spark, queries, items, cfg, k, self_join=False)
+    return materialise(out.withColumnRenamed("query_id", "user_id"), info)
+
+
+def ivf_index(spark: SparkSession, items: DataFrame, cfg: AnnConfig,
+              n_items: int) -> tuple[ivf.IvfIndex, DataFrame]:
+    """The IVF index of unit-length ``items`` (:func:`recemb_spark.neighbors.ivf.build_index`
+    on a seeded sample of at most :data:`~recemb_spark.neighbors.ivf.TRAIN_SAMPLE` items) and
+    the items with their list (persisted: the caller unpersists)."""
+    _, sample = hashed_sample(items, "item_id", ivf.TRAIN_SAMPLE, cfg.seed)
+    return ivf.build_index(spark, items, sample, n_items, cfg.seed, cfg.ivf_items_per_list)
+
+
+def ivf_tuned(spark: SparkSession, queries: DataFrame, items: DataFrame, index: ivf.IvfIndex,
+              cfg: AnnConfig, k: int, self_join: bool, n_items: int, dim: int,
+              sample: TuneSample | None = None) -> ivf.IvfIndex:
+    """``index`` with ``nprobe`` tuned for these queries (:func:`tune_queries`, or
+    ``sample`` when already drawn; :func:`recemb_spark.neighbors.ivf.tune_probes`;
+    ``cfg.target_recall``)."""
+    q, truth, valid = sample or tune_queries(spark, queries, items, cfg, k, self_join,
+                                             n_items, dim)
+    tuned = ivf.tune_probes(q, truth, valid, index, cfg.target_recall)
+    log.info("ivf: %d lists, %d probes (estimated recall %.3f, %.1f%% of the items scored "
+             "per query)", tuned.n_lists, tuned.nprobe, tuned.est_recall,
+             100 * tuned.est_scanned)
+    return tuned
+
+
+def item_queries(vectors: DataFrame) -> DataFrame:
+    """Every item as a query ``(query_id, vector, exclude)`` that never returns itself."""
+    return vectors.select(F.col("item_id").alias("query_id"), "vector",
+                          F.array("item_id").alias("exclude"))
+
+
+def ivf_item_neighbors(spark: SparkSession, vectors: DataFrame, assigned: DataFrame,
+                       index: ivf.IvfIndex, k: int) -> tuple[DataFrame, dict[str, Any]]:
+    """IVF top-``k`` neighbours per item ``(item_id, neighbor_id, rank, similarity)``
+    (persisted) and the counters; ``index`` tuned for the item queries (:func:`ivf_tuned`)."""
+    out, info = ivf.ivf_top_k(spark, item_queries(vectors), assigned, index, k)
+    info.update(index.details())
+    return materialise(out.select(F.col("query_id").alias("item_id"),
+                                  F.col("item_id").alias("neighbor_id"), "rank",
+                                  F.col("score").alias("similarity")), info)
+
+
+def user_queries_with_history(users: DataFrame, histories: DataFrame) -> DataFrame:
+    """Users as queries ``(query_id, vector, exclude)``: their seen items excluded."""
+    return (users.join(histories, "user_id", "left")
+            .select(F.col("user_id").alias("query_id"), "vector",
+                    F.coalesce("items", F.array().cast("array<string>")).alias("exclude")))
+
+
+def ivf_user_candidates(spark: SparkSession, items: DataFrame, assigned: DataFrame,
+                        index: ivf.IvfIndex, users: DataFrame, histories: DataFrame,
+                        cfg: AnnConfig, k: int, n_items: int,
+                        dim: int) -> tuple[DataFrame, dict[str, Any]]:
+    """IVF top-``k`` unseen items per user ``(user_id, item_id, rank, score)`` (persisted),
+    ``nprobe`` tuned for the user queries. Vectors must be unit-length."""
+    queries = user_queries_with_history(users, histories)
+    tuned = ivf_tuned(spark, queries, items, index, cfg, k, False, n_items, dim)
+    out, info = ivf.ivf_top_k(spark, queries, assigned, tuned, k)
+    info.update(tuned.details())
     return materialise(out.withColumnRenamed("query_id", "user_id"), info)
 
 

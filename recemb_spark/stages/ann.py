@@ -19,82 +19,127 @@ from ..neighbors import blocks
 from ..neighbors import nearest as ann
 from ..neighbors.banded import BandLayout, lsh_core_seconds
 from ..neighbors.exact import user_candidates
+from ..neighbors.ivf import IvfIndex, ivf_core_seconds
 from ..neighbors.topk import exact_core_seconds
 from ..runner.stage import StageContext
 
 log = logging.getLogger(__name__)
 
 
-#: an lsh layout estimated short of ``ann.target_recall`` must cost less than exact by this
-#: factor to be chosen by ``auto`` (it gives up recall that exact does not)
+#: a method tuned short of ``ann.target_recall`` must cost less than exact by this factor to
+#: be chosen by ``auto`` (it gives up recall that exact does not)
 SHORT_RECALL_FACTOR = 2.0
+#: ``auto``'s preference among methods of equal estimated cost
+AUTO_ORDER = ("exact", "ivf", "lsh")
 
 
 @dataclass
 class Choice:
-    """``auto``'s decision: the method, the tuned layout (lsh, or None) and the estimates."""
+    """The method of one model, what was tuned for it (reused by the item search), and
+    ``auto``'s estimates. ``layout``: the lsh layout and projections; ``index``: the ivf
+    index tuned for item queries and the items with their lists (persisted until
+    :meth:`release`)."""
 
     method: str
     layout: tuple[BandLayout, np.ndarray] | None = None
+    index: tuple[IvfIndex, DataFrame] | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
+    def release(self) -> None:
+        """Unpersist the ivf items, if any."""
+        if self.index is not None:
+            self.index[1].unpersist()
 
-def auto_prefers_exact(layout: BandLayout, n_items: int, dim: int, target: float
-                       ) -> tuple[bool, dict[str, Any]]:
-    """Whether exact is estimated to cost no more than the tuned lsh ``layout`` for the item
-    self-join (an lsh layout short of ``target`` recall counts :data:`SHORT_RECALL_FACTOR`
-    times its cost), and the estimates (core-seconds)."""
-    exact_s = exact_core_seconds(n_items, n_items, dim)
-    lsh_s = lsh_core_seconds(layout, n_items)
-    factor = 1.0 if layout.est_recall >= target else SHORT_RECALL_FACTOR
-    estimates = {"exact_core_seconds_est": round(exact_s, 1),
-                 "lsh_core_seconds_est": round(lsh_s, 1),
-                 "lsh_recall_est": round(layout.est_recall, 4)}
-    return bool(exact_s <= lsh_s * factor), estimates
+
+def auto_method(layout: BandLayout, index: IvfIndex, n_items: int, dim: int,
+                target: float) -> tuple[str, dict[str, Any]]:
+    """The method of lowest estimated core-seconds for the item self-join, and the
+    estimates: exact (:func:`~recemb_spark.neighbors.topk.exact_core_seconds`), the tuned
+    ivf ``index`` (:func:`~recemb_spark.neighbors.ivf.ivf_core_seconds`) and the tuned lsh
+    ``layout`` (:func:`~recemb_spark.neighbors.banded.lsh_core_seconds`); a method estimated
+    short of ``target`` recall counts :data:`SHORT_RECALL_FACTOR` times its cost; ties go
+    by :data:`AUTO_ORDER`."""
+    def factor(recall: float) -> float:
+        return 1.0 if recall >= target else SHORT_RECALL_FACTOR
+
+    costs = {"exact": exact_core_seconds(n_items, n_items, dim),
+             "ivf": ivf_core_seconds(index, n_items, n_items, dim),
+             "lsh": lsh_core_seconds(layout, n_items)}
+    weighted = {"exact": costs["exact"], "ivf": costs["ivf"] * factor(index.est_recall),
+                "lsh": costs["lsh"] * factor(layout.est_recall)}
+    method = min(AUTO_ORDER, key=lambda m: (weighted[m], AUTO_ORDER.index(m)))
+    estimates = {f"{m}_core_seconds_est": round(c, 1) for m, c in costs.items()}
+    estimates.update(lsh_recall_est=round(layout.est_recall, 4),
+                     ivf_recall_est=round(index.est_recall, 4))
+    return method, estimates
+
+
+def ivf_choice(spark: SparkSession, items: DataFrame, cfg: AnnConfig, n_items: int, dim: int,
+               sample: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+               ) -> tuple[IvfIndex, DataFrame]:
+    """The ivf index of ``items``, tuned for the item queries (on ``sample`` when given)."""
+    index, assigned = ann.ivf_index(spark, items, cfg, n_items)
+    tuned = ann.ivf_tuned(spark, items, items, index, cfg, cfg.k, True, n_items, dim, sample)
+    return tuned, assigned
 
 
 def choose_method(spark: SparkSession, items: DataFrame, cfg: AnnConfig, n_items: int,
                   dim: int) -> Choice:
-    """``ann.method``, or for ``auto``: exact up to ``auto_exact_max_items`` items; above, the
-    layout is tuned (:func:`recemb_spark.neighbors.nearest.item_layout`) and the cheaper by
-    estimate is chosen (:func:`auto_prefers_exact`; lsh when ``ann.tune`` is off)."""
+    """``ann.method`` (ivf: its index built and tuned), or for ``auto``: exact up to
+    ``auto_exact_max_items`` items; above, the lsh layout and the ivf index are tuned on one
+    sample and the cheapest method by estimate is chosen (:func:`auto_method`; lsh when
+    ``ann.tune`` is off)."""
+    if cfg.method == "ivf":
+        return Choice("ivf", index=ivf_choice(spark, items, cfg, n_items, dim))
     if cfg.method != "auto":
         return Choice(cfg.method)
     if n_items <= cfg.auto_exact_max_items:
         return Choice("exact")
     if not cfg.tune:
         return Choice("lsh")
-    layout = ann.item_layout(spark, items, cfg, cfg.k, n_items, dim)
-    exact, estimates = auto_prefers_exact(layout[0], n_items, dim, cfg.target_recall)
-    log.info("ann auto: %s (%s)", "exact" if exact else "lsh", estimates)
-    return Choice("exact", None, estimates) if exact else Choice("lsh", layout, estimates)
+    sample = ann.tune_queries(spark, items, items, cfg, cfg.k, True, n_items, dim)
+    layout = ann.item_layout(spark, items, cfg, cfg.k, n_items, dim, sample)
+    index = ivf_choice(spark, items, cfg, n_items, dim, sample)
+    method, estimates = auto_method(layout[0], index[0], n_items, dim, cfg.target_recall)
+    log.info("ann auto: %s (%s)", method, estimates)
+    choice = Choice(method, layout if method == "lsh" else None,
+                    index if method == "ivf" else None, estimates)
+    if method != "ivf":
+        index[1].unpersist()
+    return choice
 
 
-def item_neighbors(spark: SparkSession, items: DataFrame, cfg: AnnConfig, method: str,
-                   exact: str | None = None,
-                   layout: tuple[BandLayout, np.ndarray] | None = None
-                   ) -> tuple[DataFrame, dict[str, Any]]:
-    """Top-``cfg.k`` neighbours of every item by ``method`` (unit vectors in); ``exact``: the
-    path of the exact method (:data:`recemb_spark.neighbors.blocks.PATHS`, None = choose);
-    ``layout``: the lsh layout when already tuned."""
-    if method == "exact":
+def item_neighbors(spark: SparkSession, items: DataFrame, cfg: AnnConfig, choice: Choice,
+                   exact: str | None = None) -> tuple[DataFrame, dict[str, Any]]:
+    """Top-``cfg.k`` neighbours of every item by ``choice.method`` (unit vectors in);
+    ``exact``: the path of the exact method (:data:`recemb_spark.neighbors.blocks.PATHS`,
+    None = choose); what ``choice`` tuned is reused."""
+    if choice.method == "exact":
         return (ann.exact_item_neighbors(spark, items, cfg.k, path=exact,
                                          broadcast_max_mb=cfg.broadcast_max_mb), {})
-    if method == "lsh":
-        return ann.lsh_item_neighbors(spark, items, cfg, cfg.k, layout)
+    if choice.method == "ivf":
+        assert choice.index is not None  # choose_method builds it
+        return ann.ivf_item_neighbors(spark, items, choice.index[1], choice.index[0], cfg.k)
+    if choice.method == "lsh":
+        return ann.lsh_item_neighbors(spark, items, cfg, cfg.k, choice.layout)
     return ann.spark_lsh_item_neighbors(spark, items, cfg, cfg.k)
 
 
 def users_top_k(spark: SparkSession, items: DataFrame, users: DataFrame, seen: DataFrame,
-                cfg: AnnConfig, method: str,
+                cfg: AnnConfig, choice: Choice, n_items: int, dim: int,
                 exact: str | None = None) -> tuple[DataFrame, dict[str, Any]]:
-    """Top-``cfg.user_candidates_k`` unseen items per user by ``method``:
-    ``(user_id, item_id, rank, score)``; ``exact`` as in :func:`item_neighbors`."""
+    """Top-``cfg.user_candidates_k`` unseen items per user by ``choice.method``:
+    ``(user_id, item_id, rank, score)``; ``exact`` as in :func:`item_neighbors`; ivf reuses
+    the index and tunes its probes for the user queries."""
     k = cfg.user_candidates_k
-    if method == "exact":
+    if choice.method == "exact":
         return user_candidates(spark, users, items, seen, k, "cosine", exact,
                                cfg.broadcast_max_mb), {}
-    if method == "lsh":
+    if choice.method == "ivf":
+        assert choice.index is not None
+        return ann.ivf_user_candidates(spark, items, choice.index[1], choice.index[0], users,
+                                       seen, cfg, k, n_items, dim)
+    if choice.method == "lsh":
         return ann.lsh_user_candidates(spark, items, users, seen, cfg, k)
     return ann.spark_lsh_user_candidates(spark, items, users, seen, cfg, k)
 
@@ -118,7 +163,7 @@ def run(ctx: StageContext) -> None:
         method = choice.method
         limit = blocks.broadcast_limit(spark, a.broadcast_max_mb)  # decided once per model
         exact = blocks.choose_path(n_items, dim, n_items, limit, k=a.k)
-        neighbors, stats = item_neighbors(spark, items, a, method, exact, choice.layout)
+        neighbors, stats = item_neighbors(spark, items, a, choice, exact)
         neighbors = neighbors.withColumn("method", F.lit(method)).persist()
         res.rows[f"item_neighbors_{model}"] = wh.write(neighbors, "item_neighbors", run_date,
                                                        model=model)
@@ -162,7 +207,8 @@ def run(ctx: StageContext) -> None:
             user_exact = blocks.choose_path(n_items, dim, n_users, limit,
                                             k=a.user_candidates_k)
             t0 = time.perf_counter()
-            cands, _ = users_top_k(spark, items, users, seen, a, method, user_exact)
+            cands, ustats = users_top_k(spark, items, users, seen, a, choice, n_items, dim,
+                                        user_exact)
             cands = cands.withColumn("method", F.lit(method)).persist()
             res.rows[f"user_candidates_{model}"] = wh.write(cands, "user_candidates", run_date,
                                                             model=model)
@@ -177,10 +223,13 @@ def run(ctx: StageContext) -> None:
                                       user_recall_path=user_truth)
             if method == "exact":
                 res.details[model]["user_exact_path"] = user_exact
+            res.details[model].update({f"user_{key}": value for key, value in ustats.items()
+                                       if isinstance(value, (int, float, str))})
             res.metrics += [metric_row(model, "user_recall", a.user_candidates_k, urecall),
                             metric_row(model, "user_seconds", 0, useconds)]
             cands.unpersist()
             users.unpersist()
+        choice.release()
         neighbors.unpersist()
         items.unpersist()
     res.rows["metrics"] = wh.write(metrics_frame(spark, res.metrics), "metrics", run_date,

@@ -1,0 +1,166 @@
+"""The ivf method: k-means lists, probes tuned on a sample, a two-pass search that is exact
+over the probed lists (and exact outright when every list is probed)."""
+import numpy as np
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from recemb_spark.neighbors import banded, ivf
+from recemb_spark.neighbors import nearest as ann
+from recemb_spark.neighbors.exact import exact_top_k
+
+from .test_ann import VEC, ann_cfg, clustered
+
+QUERIES = "query_id string, vector array<float>, exclude array<string>"
+TOPK = "query_id string, item_id string, rank int, score double"
+
+
+def test_spherical_kmeans_finds_separated_clusters_and_is_seeded():
+    pts = clustered(n=800, dim=8, clusters=6, noise=0.02, seed=1).astype(np.float32)
+    cent = ivf.spherical_kmeans(pts, 6, seed=3)
+    assert np.allclose(np.linalg.norm(cent, axis=1), 1, atol=1e-5)
+    lists = ivf.nearest_lists(pts, cent, 1)[:, 0]
+    truth = np.round(pts @ pts.T, 1) > 0.9  # same cluster (noise 0.02)
+    same_list = lists[:, None] == lists[None, :]
+    assert (same_list == truth).mean() > 0.99
+    assert np.array_equal(cent, ivf.spherical_kmeans(pts, 6, seed=3))
+
+
+def test_nearest_lists_best_first_ties_by_number():
+    cent = np.eye(3, dtype=np.float32)
+    x = np.array([[0.1, 0.9, 0.5], [0.5, 0.5, 0.0]], np.float32)
+    assert ivf.nearest_lists(x, cent, 3).tolist() == [[1, 2, 0], [0, 1, 2]]
+    assert ivf.nearest_lists(x, cent, 2, chunk=1).tolist() == [[1, 2], [0, 1]]
+    assert ivf.n_lists_for(722_000) == 241 and ivf.n_lists_for(10) == 1
+    assert ivf.n_lists_for(10**9) == ivf.MAX_LISTS
+
+
+def test_tune_probes_counts_where_the_true_neighbours_are():
+    """Four lists on the axes; two queries near list 0 whose 2 true neighbours lie in lists
+    0 and 1 (query a) and 0 and 2 (query b, whose probe order is 0, 2, ...)."""
+    cent = np.eye(4, dtype=np.float32)
+    index = ivf.IvfIndex(cent, np.array([10, 20, 30, 40]))
+    q = np.array([[1, 0.5, 0.2, 0], [1, 0.2, 0.5, 0]], np.float32)
+    truth = np.array([[[1, 0, 0, 0], [0, 1, 0, 0]], [[1, 0, 0, 0], [0, 0, 1, 0]]], np.float32)
+    valid = np.ones((2, 2), bool)
+    one = ivf.tune_probes(q, truth, valid, index, target=0.5)
+    assert (one.nprobe, one.est_recall) == (1, 0.5)
+    assert one.est_scanned == pytest.approx(10 / 100)
+    two = ivf.tune_probes(q, truth, valid, index, target=0.9)
+    assert (two.nprobe, two.est_recall) == (2, 1.0)
+    assert two.est_scanned == pytest.approx(((10 + 20) + (10 + 30)) / 2 / 100)
+    valid[1, 1] = False  # a missing neighbour does not count
+    assert ivf.tune_probes(q, truth, valid, index, target=0.9).nprobe == 2
+
+
+@pytest.fixture(scope="module")
+def indexed(spark):
+    pts = clustered(n=1500, dim=12, clusters=30, noise=0.2, seed=5).astype(np.float32)
+    df = ann.normalise(spark.createDataFrame(
+        [(f"i{i}", v.tolist()) for i, v in enumerate(pts)], VEC)).persist()
+    index, assigned = ivf.build_index(spark, df, pts[::3], len(pts), seed=7, items_per_list=100)
+    yield pts, df, index, assigned
+    assigned.unpersist()
+    df.unpersist()
+
+
+def user_rows(pts, rng, n=40):
+    """Queries with histories (the items they must never get)."""
+    rows = []
+    for j in range(n):
+        v = pts[rng.integers(len(pts))] + 0.3 * rng.normal(size=pts.shape[1])
+        rows.append((f"u{j}", v.astype(np.float32).tolist(),
+                     [f"i{int(x)}" for x in rng.choice(len(pts), 5, replace=False)]))
+    return rows
+
+
+def test_every_list_probed_is_the_exact_search(spark, indexed):
+    pts, df, index, assigned = indexed
+    assert index.n_lists == 15 and index.sizes.sum() == len(pts)
+    queries = spark.createDataFrame(user_rows(pts, np.random.default_rng(2)), QUERIES)
+    full = ivf.IvfIndex(index.centroids, index.sizes, nprobe=index.n_lists)
+    got, info = ivf.ivf_top_k(spark, queries, assigned, full, 8)
+    want = exact_top_k(spark, queries, df, 8, "cosine", path="broadcast")
+    assert_df_equality(got.select("query_id", "item_id", "rank"),
+                       want.select("query_id", "item_id", "rank"),
+                       ignore_row_order=True, ignore_nullable=True)
+    assert info["queries"] == 40
+    info["broadcast"].unpersist()
+
+
+def test_the_second_pass_keeps_the_top_k_of_the_probed_lists(spark, indexed):
+    """With 3 probes the result is exactly the top-k over the items of each query's 3
+    nearest lists (computed here in numpy), while the second pass emits far fewer
+    candidates than k per probe."""
+    pts, df, index, assigned = indexed
+    rows = user_rows(pts, np.random.default_rng(3), n=60)
+    queries = spark.createDataFrame(rows, QUERIES)
+    three = ivf.IvfIndex(index.centroids, index.sizes, nprobe=3)
+    k = 6
+    got, info = ivf.ivf_top_k(spark, queries, assigned, three, k)
+    unit = pts / np.linalg.norm(pts, axis=1, keepdims=True)
+    item_list = ivf.nearest_lists(unit, index.centroids, 1)[:, 0]
+    want = []
+    for qid, v, hist in rows:
+        v = np.asarray(v, np.float32)
+        v /= np.linalg.norm(v)
+        probed = set(ivf.nearest_lists(v[None, :], index.centroids, 3)[0].tolist())
+        ok = np.isin(item_list, list(probed))
+        ok[[int(h[1:]) for h in hist]] = False
+        s = np.where(ok, unit @ v, -np.inf)
+        best = np.argsort(-s, kind="stable")[:k]
+        want += [(qid, f"i{b}", r + 1) for r, b in enumerate(best)]
+    assert_df_equality(got.select("query_id", "item_id", "rank"),
+                       spark.createDataFrame(want, "query_id string, item_id string, rank int"),
+                       ignore_row_order=True, ignore_nullable=True)
+    assert info["first_candidates"] == 60 * k
+    assert info["more_candidates"] < 60 * k  # of up to 60 x k x 2: the k-th score prunes
+    info["broadcast"].unpersist()
+
+
+def test_auto_method_by_estimated_cost():
+    """The 722k-item log's measured figures: exact 417 core-s, lsh 380 at recall 0.70 (so
+    760), ivf scanning 4.7% at 0.967 (short of 0.97: counted twice) still cheapest; a tiny
+    catalogue goes exact; an ivf tuned to probe every list loses to exact."""
+    from recemb_spark.stages.ann import auto_method
+    layout = banded.BandLayout(8, 32, 0.25, est_recall=0.705, est_pairs_per_query=10_600)
+    index = ivf.IvfIndex(np.zeros((240, 32), np.float32), np.full(240, 3008), nprobe=12,
+                         est_recall=0.967, est_scanned=0.047)
+    method, est = auto_method(layout, index, 722_000, 32, 0.97)
+    assert method == "ivf", est
+    assert est["ivf_core_seconds_est"] < est["exact_core_seconds_est"] / 5
+    assert auto_method(layout, index, 2_000, 32, 0.97)[0] == "exact"
+    full = ivf.IvfIndex(index.centroids, index.sizes, 240, 1.0, 1.0)
+    assert auto_method(layout, full, 722_000, 32, 0.97)[0] == "exact"
+
+
+def test_stage_choice_builds_tunes_and_searches(spark, indexed):
+    """ann.method ivf: the index built and tuned for the item queries, item neighbours and
+    user candidates at the tuned recall (user probes tuned for the user queries), histories
+    excluded."""
+    from recemb_spark.stages.ann import choose_method, item_neighbors, users_top_k
+    pts, df, _, _ = indexed
+    cfg = ann_cfg(method="ivf", ivf_items_per_list=100, target_recall=0.95, k=5,
+                  user_candidates_k=5)
+    choice = choose_method(spark, df, cfg, len(pts), 12)
+    try:
+        assert choice.method == "ivf" and choice.index is not None
+        tuned = choice.index[0]
+        assert 1 <= tuned.nprobe < tuned.n_lists and tuned.est_recall >= 0.95
+        nb, stats = item_neighbors(spark, df, cfg, choice)
+        truth = ann.exact_item_neighbors(spark, df, 5, path="broadcast")
+        recall = ann.recall_at_k(nb, truth, "item_id", "neighbor_id")
+        assert recall >= 0.9 and stats["nprobe"] == tuned.nprobe
+        assert nb.filter(F.col("item_id") == F.col("neighbor_id")).count() == 0
+        rows = user_rows(pts, np.random.default_rng(4), n=30)
+        users = ann.normalise(spark.createDataFrame([(u, v) for u, v, _ in rows],
+                                                    "user_id string, vector array<float>"),
+                              "user_id")
+        seen = spark.createDataFrame([(u, h) for u, _, h in rows],
+                                     "user_id string, items array<string>")
+        cands, ustats = users_top_k(spark, df, users, seen, cfg, choice, len(pts), 12)
+        assert cands.count() == 30 * 5 and ustats["nprobe"] >= 1
+        hist = seen.select("user_id", F.explode("items").alias("item_id"))
+        assert cands.join(hist, ["user_id", "item_id"]).count() == 0
+    finally:
+        choice.release()
