@@ -89,8 +89,10 @@ def choose_method(spark: SparkSession, items: DataFrame, cfg: AnnConfig, n_items
     ``auto_exact_max_items`` items; above, the lsh layout and the ivf index are tuned on one
     sample and the cheapest method by estimate is chosen (:func:`auto_method`; lsh when
     ``ann.tune`` is off)."""
-    if cfg.method == "ivf":
+    if cfg.method == "ivf" and n_items:
         return Choice("ivf", index=ivf_choice(spark, items, cfg, n_items, dim))
+    if cfg.method == "ivf":  # no items: nothing to cluster, the exact search of nothing
+        return Choice("exact")
     if cfg.method != "auto":
         return Choice(cfg.method)
     if n_items <= cfg.auto_exact_max_items:
