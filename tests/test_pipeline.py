@@ -111,8 +111,10 @@ def test_similar_command(warehouse, capsys, spark):
         session_module.build_session, spark.stop = original_build, original_stop
 
 
-def test_ann_stage_with_banded_lsh(warehouse, spark):
-    """The ann stage end to end with method=lsh (tuned layout) on a copy of the run's tables."""
+@pytest.mark.parametrize("method", ["lsh", "ivf"])
+def test_ann_stage_with_an_approximate_method(warehouse, spark, method):
+    """The ann stage end to end with method=lsh (tuned layout) or ivf (tuned probes, lists of
+    100 items) on a copy of the run's tables."""
     wh, args = warehouse
     for table, model in (("item_embeddings", "item2vec"), ("user_embeddings", "item2vec"),
                          ("ratings", None)):
@@ -122,20 +124,26 @@ def test_ann_stage_with_banded_lsh(warehouse, spark):
     session_module.build_session = lambda *a, **k: spark
     spark.stop = lambda: None
     try:
-        assert main(["ann", "--run-date", "2026-11-07", *args, "--set", "ann.method=lsh",
+        assert main(["ann", "--run-date", "2026-11-07", *args, "--set", f"ann.method={method}",
+                     "--set", "ann.ivf_items_per_list=100",
                      "--set", "ann.models=[item2vec]"]) == 0
     finally:
         session_module.build_session, spark.stop = original_build, original_stop
     nb = wh.read("item_neighbors", "2026-11-07", "item2vec")
-    assert {r["method"] for r in nb.select("method").distinct().collect()} == {"lsh"}
+    assert {r["method"] for r in nb.select("method").distinct().collect()} == {method}
     assert nb.filter(F.col("item_id") == F.col("neighbor_id")).count() == 0
     m = {(r["metric"], r["k"]): r["value"]
          for r in wh.read("metrics", "2026-11-07", stage="ann").collect()}
     assert m[("item_recall", 10)] > 0.9  # tuned for 0.97 on 300 sampled items
-    assert m[("candidate_pairs", 0)] > 0 and ("user_recall", 20) in m
+    assert ("user_recall", 20) in m
     details = wh.read_manifest("2026-11-07", "ann")["details"]["item2vec"]
-    assert details["method"] == "lsh" and details["estimated_recall"] >= 0.97
-    assert details["bands"] >= 1 and details["hashes_per_band"] >= 1
+    assert details["method"] == method and details["estimated_recall"] >= 0.97
+    if method == "lsh":
+        assert m[("candidate_pairs", 0)] > 0
+        assert details["bands"] >= 1 and details["hashes_per_band"] >= 1
+    else:
+        assert 1 < details["lists"] and 1 <= details["nprobe"] <= details["lists"]
+        assert details["user_nprobe"] >= 1 and m[("user_recall", 20)] > 0.9
     cands = wh.read("user_candidates", "2026-11-07", "item2vec")
     seen = (wh.read("ratings", "2026-11-07").select("user_id", "item_id").distinct())
     assert cands.join(seen, ["user_id", "item_id"]).count() == 0  # history excluded

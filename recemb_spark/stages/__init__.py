@@ -42,7 +42,7 @@ STAGES: tuple[Stage, ...] = (
           reads=("ratings", "holdout", "items", "item_embeddings", "user_embeddings"),
           writes=("metrics",), config=(*UPSTREAM, *MODELS, "evaluate"), module="evaluate",
           when="evaluate.enabled"),
-    Stage("ann", "item_neighbors and user_candidates per model (exact / banded LSH), recall",
+    Stage("ann", "item_neighbors and user_candidates per model (exact / ivf / banded LSH), recall",
           reads=("item_embeddings", "user_embeddings", "ratings"),
           writes=("item_neighbors", "user_candidates", "metrics"),
           config=(*UPSTREAM, *MODELS, "evaluate", "ann"), module="ann", when="ann.enabled"),
