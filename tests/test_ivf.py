@@ -164,3 +164,23 @@ def test_stage_choice_builds_tunes_and_searches(spark, indexed):
         assert cands.join(hist, ["user_id", "item_id"]).count() == 0
     finally:
         choice.release()
+
+
+def test_ties_rank_in_natural_id_order_as_the_exact_search(spark):
+    """Duplicated vectors (identical scores) rank in natural id order ("9" before "10") on
+    every path: with every list probed, ivf returns the exact search's very rows."""
+    from .test_shards import topk_queries, vectors_with_ties
+    m, ids, items = vectors_with_ties(spark)
+    queries = topk_queries(spark, m, ids)
+    unit = ann.normalise(items)
+    index, assigned = ivf.build_index(spark, unit, m, len(ids), seed=1, items_per_list=12)
+    try:
+        full = ivf.IvfIndex(index.centroids, index.sizes, nprobe=index.n_lists)
+        got, info = ivf.ivf_top_k(spark, queries, assigned, full, 6)
+        want = exact_top_k(spark, queries, unit, 6, "cosine", path="broadcast")
+        assert_df_equality(got.select("query_id", "item_id", "rank"),
+                           want.select("query_id", "item_id", "rank"),
+                           ignore_row_order=True, ignore_nullable=True)
+        info["broadcast"].unpersist()
+    finally:
+        assigned.unpersist()

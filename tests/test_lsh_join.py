@@ -215,13 +215,17 @@ def test_merge_bands_keeps_the_best_k_distinct_items(spark):
     assert_df_equality(rounded, want, ignore_row_order=True, ignore_nullable=True)
 
 
-def test_few_queries_top_k_is_exact_and_skips_the_query_itself(spark, points):
+def test_few_queries_top_k_is_exact_and_skips_the_excluded_items(spark, points):
+    """Each query's exclusion list (its own id, or a user's history: here the query's own id
+    and its three nearest items for the second query) is never returned."""
     pts, df = points
     x = pts.astype(np.float32)
     q = x[[3, 50, 700]]
-    vecs, valid, names = lsh_join.few_queries_top_k(spark, q, ["i3", "i50", "i700"], df, 6)
     s = q @ x.T
-    s[[0, 1, 2], [3, 50, 700]] = -np.inf
+    near = [f"i{j}" for j in np.argsort(-s[1], kind="stable")[:4]]
+    vecs, valid, names = lsh_join.few_queries_top_k(spark, q, [["i3"], near, ["i700"]], df, 6)
+    s[[0, 2], [3, 700]] = -np.inf
+    s[1, [int(n[1:]) for n in near]] = -np.inf
     for r in range(3):
         want = [f"i{j}" for j in np.argsort(-s[r], kind="stable")[:6]]
         assert names[r] == want

@@ -19,7 +19,8 @@ block of the queries probing it) in a task:
 3. pass 2: each query against its other lists, keeping only candidates scoring at least that
    ``k``-th score (they are the only ones that can enter its top ``k``): a query's candidate
    rows stay near ``k`` instead of ``k x nprobe``;
-4. the candidates are merged per query (score descending, ties by item id).
+4. the candidates are merged per query (score descending, ties in natural id order, as the
+   exact search breaks them).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from pyspark import Broadcast
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from . import blocks
 from .topk import exact_core_seconds, exclusions, query_matrix, stream_top_k
 
 #: items per list the index aims at (``n_lists`` = items / this, within 1..MAX_LISTS): small
@@ -48,7 +50,7 @@ QUERY_ROWS_PER_TASK = 50_000
 #: estimated core-seconds per query-probe row (the exploded query rows' shuffle, cogroup and
 #: Arrow conversion), on top of the scored pairs (measured on the 722k-item log)
 PROBE_ROW_SECONDS = 2e-6
-CANDIDATE_SCHEMA = "query_id string, item_id string, score float"
+CANDIDATE_SCHEMA = "query_id string, item_id string, item_idx long, score float"
 
 
 @dataclass
@@ -194,12 +196,16 @@ def list_sizes(assigned: DataFrame, n_lists: int) -> np.ndarray:
 def build_index(spark: SparkSession, items: DataFrame, sample: np.ndarray, n_items: int,
                 seed: int, items_per_list: int = ITEMS_PER_LIST) -> tuple[IvfIndex, DataFrame]:
     """The centroids trained on ``sample`` (unit rows, at most :data:`TRAIN_SAMPLE`), and
-    ``items (item_id, vector)`` with their nearest ``list`` (persisted; the caller
-    unpersists). ``nprobe`` is still 1: see :func:`tune_probes`."""
+    ``items (item_id, vector)`` numbered in natural id order
+    (:func:`~recemb_spark.neighbors.blocks.number_items`: ties rank as the exact search ranks
+    them) with their nearest ``list``: ``(item_idx, item_id, vector, list)``, persisted (the
+    caller unpersists). ``nprobe`` is still 1: see :func:`tune_probes`."""
     cent = spherical_kmeans(_unit(sample), n_lists_for(n_items, items_per_list), seed)
     bc = spark.sparkContext.broadcast(cent)
-    assigned = (with_lists(items.select("item_id", "vector"), bc, 1, "_lists")
-                .select("item_id", "vector", F.col("_lists")[0].alias("list")).persist())
+    numbered = blocks.number_items(items.select("item_id", "vector"))
+    assigned = (with_lists(numbered, bc, 1, "_lists")
+                .select("item_idx", "item_id", "vector", F.col("_lists")[0].alias("list"))
+                .persist())
     sizes = list_sizes(assigned, len(cent))
     bc.unpersist()
     return IvfIndex(cent, sizes), assigned
@@ -215,8 +221,9 @@ def _score(k: int, keep_from_threshold: bool) -> Callable[[pa.Table, pa.Table], 
         if q_table.num_rows == 0 or i_table.num_rows == 0:
             return pa.table({"query_id": pa.array([], pa.string()),
                              "item_id": pa.array([], pa.string()),
+                             "item_idx": pa.array([], pa.int64()),
                              "score": pa.array([], pa.float32())})
-        items = i_table.sort_by("item_id").combine_chunks()  # ties by item id
+        items = i_table.sort_by("item_idx").combine_chunks()  # ties by natural id order
         qt = q_table.combine_chunks()
         m = query_matrix(items.select(["ivec"]).to_batches()[0], 0)
         q = query_matrix(qt.select(["qvec"]).to_batches()[0], 0)
@@ -228,8 +235,10 @@ def _score(k: int, keep_from_threshold: bool) -> Callable[[pa.Table, pa.Table], 
             kth = qt.column("kth").to_numpy(zero_copy_only=False).astype(np.float32)
             ok &= vals >= kth[:, None]
         rows, _ = np.nonzero(ok)
+        taken = pa.array(idx[ok])
         return pa.table({"query_id": qt.column("query_id").take(pa.array(rows)),
-                         "item_id": ids.take(pa.array(idx[ok])),
+                         "item_id": ids.take(taken),
+                         "item_idx": items.column("item_idx").combine_chunks().take(taken),
                          "score": pa.array(vals[ok].astype(np.float32))})
 
     return score
@@ -238,7 +247,8 @@ def _score(k: int, keep_from_threshold: bool) -> Callable[[pa.Table, pa.Table], 
 def ivf_top_k(spark: SparkSession, queries: DataFrame, assigned: DataFrame, index: IvfIndex,
               k: int) -> tuple[DataFrame, dict[str, Any]]:
     """Top-``k`` items per query among the items of its ``index.nprobe`` nearest lists:
-    ``(query_id, item_id, rank, score)``, score descending, ties by item id, and counters.
+    ``(query_id, item_id, rank, score)``, score descending, ties by natural id order (as the
+    exact search), and counters.
 
     ``queries``: ``(query_id, vector, exclude array<string>)``, unit vectors (null vectors
     skipped); ``assigned``: :func:`build_index`'s items with their list. With ``nprobe`` =
@@ -249,7 +259,8 @@ def ivf_top_k(spark: SparkSession, queries: DataFrame, assigned: DataFrame, inde
                     .select("query_id", "vector", "exclude"), bc, nprobe, "lists").persist()
     n_queries = qs.count()
     n_qb = max(1, math.ceil(n_queries * nprobe / n_lists / QUERY_ROWS_PER_TASK))
-    side = assigned.select("item_id", F.col("vector").alias("ivec"), "list").withColumn(
+    side = assigned.select("item_idx", "item_id", F.col("vector").alias("ivec"),
+                           "list").withColumn(
         "qb", F.explode(F.sequence(F.lit(0), F.lit(n_qb - 1))))
     qb = F.pmod(F.xxhash64("query_id"), F.lit(n_qb)).cast("int")
 
@@ -273,7 +284,7 @@ def ivf_top_k(spark: SparkSession, queries: DataFrame, assigned: DataFrame, inde
     rest = rest.persist()
     counters = {"queries": n_queries, "query_blocks": n_qb, "first_candidates": first.count(),
                 "more_candidates": rest.count()}
-    w = Window.partitionBy("query_id").orderBy(F.desc("score"), F.col("item_id"))
+    w = Window.partitionBy("query_id").orderBy(F.desc("score"), F.col("item_idx"))
     out = (first.unionByName(rest).withColumn("rank", F.row_number().over(w))
            .filter(F.col("rank") <= k)
            .select("query_id", "item_id", F.col("rank").cast("int"),

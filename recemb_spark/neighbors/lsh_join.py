@@ -37,7 +37,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, LongType, StructField, StructType
 
 from .banded import band_keys, score_groups
-from .topk import TOPK_SCHEMA, query_matrix, top_k_rows
+from .topk import TOPK_SCHEMA, exclusions, query_matrix, top_k_rows
 
 # band rows (one per band of every item / query) per partition of the keyed shuffle: the JVM
 # sorts them (spilling as needed); the Python pass holds one group and one batch whatever this is
@@ -272,25 +272,28 @@ def sharded_top_k(spark: SparkSession, queries: DataFrame | None, items: DataFra
     return ShardedPlan(out, parts_acc, hot, bc)
 
 
-def few_queries_top_k(spark: SparkSession, q: np.ndarray, qids: list[str] | None,
+def few_queries_top_k(spark: SparkSession, q: np.ndarray, exclude: list[list[str]] | None,
                       items: DataFrame, k: int
                       ) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
     """Exact top-``k`` items (by dot product) of a few queries ``q`` (``(n_q, dim)``) among
     all ``items (item_id, vector)``: the queries are broadcast, every item partition keeps its
     best ``k`` per query, Spark merges them. Returns the vectors ``(n_q, k, dim)``, a validity
-    mask ``(n_q, k)`` (false where fewer than ``k``) and the ids, best first. ``qids``: the
-    queries' own item ids, never returned (self-join), or ``None``. Driver and tasks hold
-    ``O(n_q x k x dim)``. (A stand-in for the exact search's own sharded path.)"""
+    mask ``(n_q, k)`` (false where fewer than ``k``) and the ids, best first. ``exclude``: per
+    query the item ids never returned (its own id in a self-join, a user's history), or
+    ``None``. Driver and tasks hold
+    ``O(n_q x k x dim)`` (and the exclusion lists). (A stand-in for the exact search's own
+    sharded path.)"""
     n_q, dim = q.shape
     vecs = np.zeros((n_q, k, dim), np.float32)
     valid = np.zeros((n_q, k), bool)
     names: list[list[str]] = [[] for _ in range(n_q)]
     if n_q == 0 or k == 0:
         return vecs, valid, names
-    bc = spark.sparkContext.broadcast((np.asarray(q, np.float32), qids))
+    lists = pa.array(exclude or [[] for _ in range(n_q)], pa.list_(pa.string()))
+    bc = spark.sparkContext.broadcast((np.asarray(q, np.float32), lists))
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        qq, own = bc.value
+        qq, excl = bc.value
         best_v = np.full((len(qq), 0), -np.inf, np.float32)
         best_x = np.zeros((len(qq), 0, qq.shape[1]), np.float32)
         best_id = np.zeros((len(qq), 0), object)
@@ -300,10 +303,8 @@ def few_queries_top_k(spark: SparkSession, q: np.ndarray, qids: list[str] | None
             x = query_matrix(batch, 1)
             ids = np.array(batch.column(0).to_pylist(), object)
             s = qq @ x.T
-            if own is not None:
-                hit = pc.index_in(pa.array(own, pa.string()), value_set=batch.column(0))
-                pos = hit.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-                s[np.flatnonzero(pos >= 0), pos[pos >= 0]] = -np.inf
+            rows_, cols_ = exclusions(excl, batch.column(0))
+            s[rows_, cols_] = -np.inf
             idx, val = top_k_rows(s, k)
             ok = idx >= 0
             val = np.where(ok, val, -np.inf).astype(np.float32)

@@ -258,23 +258,36 @@ def hashed_sample(df: DataFrame, id_col: str, n: int, seed: int) -> tuple[list[s
         len(ids), -1)
 
 
-def tune_queries(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: AnnConfig,
-                 k: int, self_join: bool, n_items: int, dim: int) -> TuneSample:
-    """The sample an approximate method is tuned on: ``cfg.tune_sample`` queries chosen by a
-    seeded hash (unit rows; with ``self_join`` sampled items, never their own neighbour), the
-    vectors of their exact top-``k`` among ``items`` ``(n_q, k, dim)`` and where those exist
-    (:func:`recemb_spark.neighbors.lsh_join.few_queries_top_k`)."""
+def tune_queries(spark: SparkSession, queries: DataFrame, items: DataFrame, k: int,
+                 self_join: bool, n_items: int, dim: int, n: int, seed: int) -> TuneSample:
+    """The sample an approximate method is tuned on: ``n`` queries chosen by a seeded hash
+    (unit rows; with ``self_join`` sampled items), the vectors of their exact top-``k`` among
+    ``items`` ``(n_q, k, dim)`` and where those exist
+    (:func:`recemb_spark.neighbors.lsh_join.few_queries_top_k`), each query's exclusions
+    honoured (its own id in a self-join, else the ``exclude`` column: a user's history --
+    without it a pooled user vector's nearest items are its own history, and a tuner
+    rewarded for finding them overestimates recall). The rows are in hash order, so the
+    first ``m`` rows are the sample of ``m``."""
     if self_join:
-        qids, q = hashed_sample(items, "item_id", cfg.tune_sample, cfg.seed + 1)
-        own: list[str] | None = qids
+        ids, q = hashed_sample(items, "item_id", n, seed + 1)
+        exclude = [[i] for i in ids]
     else:
-        _, q = hashed_sample(queries, "query_id", cfg.tune_sample, cfg.seed)
-        q, own = unit_rows(q.reshape(-1, dim)), None
+        table = (queries.select("query_id", "vector", "exclude")
+                 .orderBy(F.xxhash64("query_id", F.lit(seed))).limit(n).toArrow())
+        exclude = [e or [] for e in table.column("exclude").to_pylist()]
+        vectors = table.column("vector").combine_chunks()
+        q = unit_rows(vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+                      .reshape(table.num_rows, -1)) if table.num_rows else np.zeros((0, dim))
     q = q.reshape(-1, dim)
     if len(q) == 0:
         return q, np.zeros((0, k, dim), np.float32), np.zeros((0, k), bool)
-    truth, valid, _ = lsh_join.few_queries_top_k(spark, q, own, items, min(k, n_items))
+    truth, valid, _ = lsh_join.few_queries_top_k(spark, q, exclude, items, min(k, n_items))
     return q, truth, valid
+
+
+def first_rows(sample: TuneSample, n: int) -> TuneSample:
+    """The first ``n`` queries of a tuning sample (the sample of ``n``)."""
+    return sample[0][:n], sample[1][:n], sample[2][:n]
 
 
 def band_layout(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: AnnConfig,
@@ -290,8 +303,8 @@ def band_layout(spark: SparkSession, queries: DataFrame, items: DataFrame, cfg: 
     fixed = BandLayout(cfg.hashes_per_band, cfg.bands, auto_bucket_length(cfg, dim))
     if not cfg.tune or n_items == 0:
         return fixed, brp_projections(spark, dim, fixed.hashes_per_band * fixed.bands, cfg.seed)
-    q, truth, valid = sample or tune_queries(spark, queries, items, cfg, k, self_join,
-                                             n_items, dim)
+    q, truth, valid = first_rows(sample, cfg.tune_sample) if sample else tune_queries(
+        spark, queries, items, k, self_join, n_items, dim, cfg.tune_sample, cfg.seed)
     if len(q) == 0:  # no queries: nothing to tune for
         return fixed, brp_projections(spark, dim, fixed.hashes_per_band * fixed.bands, cfg.seed)
     proj = brp_projections(spark, dim, MAX_HASHES, cfg.seed)
@@ -387,11 +400,11 @@ def ivf_index(spark: SparkSession, items: DataFrame, cfg: AnnConfig,
 def ivf_tuned(spark: SparkSession, queries: DataFrame, items: DataFrame, index: ivf.IvfIndex,
               cfg: AnnConfig, k: int, self_join: bool, n_items: int, dim: int,
               sample: TuneSample | None = None) -> ivf.IvfIndex:
-    """``index`` with ``nprobe`` tuned for these queries (:func:`tune_queries`, or
-    ``sample`` when already drawn; :func:`recemb_spark.neighbors.ivf.tune_probes`;
-    ``cfg.target_recall``)."""
-    q, truth, valid = sample or tune_queries(spark, queries, items, cfg, k, self_join,
-                                             n_items, dim)
+    """``index`` with ``nprobe`` tuned for these queries (:func:`tune_queries` of
+    ``cfg.ivf_tune_sample`` queries, or ``sample`` when already drawn;
+    :func:`recemb_spark.neighbors.ivf.tune_probes`; ``cfg.target_recall``)."""
+    q, truth, valid = sample or tune_queries(spark, queries, items, k, self_join, n_items,
+                                             dim, cfg.ivf_tune_sample, cfg.seed)
     tuned = ivf.tune_probes(q, truth, valid, index, cfg.target_recall)
     log.info("ivf: %d lists, %d probes (estimated recall %.3f, %.1f%% of the items scored "
              "per query)", tuned.n_lists, tuned.nprobe, tuned.est_recall,

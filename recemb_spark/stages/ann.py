@@ -99,7 +99,8 @@ def choose_method(spark: SparkSession, items: DataFrame, cfg: AnnConfig, n_items
         return Choice("exact")
     if not cfg.tune:
         return Choice("lsh")
-    sample = ann.tune_queries(spark, items, items, cfg, cfg.k, True, n_items, dim)
+    sample = ann.tune_queries(spark, items, items, cfg.k, True, n_items, dim,
+                              max(cfg.tune_sample, cfg.ivf_tune_sample), cfg.seed)
     layout = ann.item_layout(spark, items, cfg, cfg.k, n_items, dim, sample)
     index = ivf_choice(spark, items, cfg, n_items, dim, sample)
     method, estimates = auto_method(layout[0], index[0], n_items, dim, cfg.target_recall)
