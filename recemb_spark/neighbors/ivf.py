@@ -48,8 +48,11 @@ KMEANS_ITERATIONS = 15
 #: query-probe rows per (list, query block) task on average: sets the query blocks
 QUERY_ROWS_PER_TASK = 50_000
 #: estimated core-seconds per query-probe row (the exploded query rows' shuffle, cogroup and
-#: Arrow conversion), on top of the scored pairs (measured on the 722k-item log)
-PROBE_ROW_SECONDS = 2e-6
+#: Arrow conversion) and per query (numbering, assignment, the k-th score's join, the merge
+#: and the write), on top of the scored pairs: fitted to the two models of the 722k-item log
+#: (item2vec: 10 probes, 95 s on 2 cores; DeepWalk: 4 probes, 56 s)
+PROBE_ROW_SECONDS = 16e-6
+QUERY_SECONDS = 80e-6
 CANDIDATE_SCHEMA = "query_id string, item_id string, item_idx long, score float"
 
 
@@ -160,9 +163,10 @@ def tune_probes(q: np.ndarray, truth: np.ndarray, valid: np.ndarray, index: IvfI
 
 def ivf_core_seconds(index: IvfIndex, n_queries: int, n_items: int, dim: int) -> float:
     """Estimated core-seconds of :func:`ivf_top_k`: the scored pairs at the exact kernel's
-    cost plus :data:`PROBE_ROW_SECONDS` per query-probe row."""
+    cost plus :data:`PROBE_ROW_SECONDS` per query-probe row and :data:`QUERY_SECONDS` per
+    query."""
     return (exact_core_seconds(n_queries, int(index.est_scanned * n_items), dim)
-            + n_queries * index.nprobe * PROBE_ROW_SECONDS)
+            + n_queries * (index.nprobe * PROBE_ROW_SECONDS + QUERY_SECONDS))
 
 
 def with_lists(df: DataFrame, bc: Broadcast, n: int, col: str) -> DataFrame:
