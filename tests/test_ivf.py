@@ -74,18 +74,25 @@ def user_rows(pts, rng, n=40):
     return rows
 
 
+def assert_every_list_is_exact(spark, queries, items, index, assigned, k):
+    """ivf with every list probed returns the exact search's rows (ids and ranks); the
+    search's counters."""
+    full = ivf.IvfIndex(index.centroids, index.sizes, nprobe=index.n_lists)
+    got, info = ivf.ivf_top_k(spark, queries, assigned, full, k)
+    want = exact_top_k(spark, queries, items, k, "cosine", path="broadcast")
+    assert_df_equality(got.select("query_id", "item_id", "rank"),
+                       want.select("query_id", "item_id", "rank"),
+                       ignore_row_order=True, ignore_nullable=True)
+    info["broadcast"].unpersist()
+    return info
+
+
 def test_every_list_probed_is_the_exact_search(spark, indexed):
     pts, df, index, assigned = indexed
     assert index.n_lists == 15 and index.sizes.sum() == len(pts)
     queries = spark.createDataFrame(user_rows(pts, np.random.default_rng(2)), QUERIES)
-    full = ivf.IvfIndex(index.centroids, index.sizes, nprobe=index.n_lists)
-    got, info = ivf.ivf_top_k(spark, queries, assigned, full, 8)
-    want = exact_top_k(spark, queries, df, 8, "cosine", path="broadcast")
-    assert_df_equality(got.select("query_id", "item_id", "rank"),
-                       want.select("query_id", "item_id", "rank"),
-                       ignore_row_order=True, ignore_nullable=True)
+    info = assert_every_list_is_exact(spark, queries, df, index, assigned, 8)
     assert info["queries"] == 40
-    info["broadcast"].unpersist()
 
 
 def test_the_second_pass_keeps_the_top_k_of_the_probed_lists(spark, indexed):
@@ -178,12 +185,6 @@ def test_ties_rank_in_natural_id_order_as_the_exact_search(spark):
     unit = ann.normalise(items)
     index, assigned = ivf.build_index(spark, unit, m, len(ids), seed=1, items_per_list=12)
     try:
-        full = ivf.IvfIndex(index.centroids, index.sizes, nprobe=index.n_lists)
-        got, info = ivf.ivf_top_k(spark, queries, assigned, full, 6)
-        want = exact_top_k(spark, queries, unit, 6, "cosine", path="broadcast")
-        assert_df_equality(got.select("query_id", "item_id", "rank"),
-                           want.select("query_id", "item_id", "rank"),
-                           ignore_row_order=True, ignore_nullable=True)
-        info["broadcast"].unpersist()
+        assert_every_list_is_exact(spark, queries, unit, index, assigned, 6)
     finally:
         assigned.unpersist()
