@@ -227,10 +227,9 @@ def _score(k: int, keep_from_threshold: bool) -> Callable[[pa.Table, pa.Table], 
                              "item_id": pa.array([], pa.string()),
                              "item_idx": pa.array([], pa.int64()),
                              "score": pa.array([], pa.float32())})
-        items = i_table.sort_by("item_idx").combine_chunks()  # ties by natural id order
+        items = blocks.sorted_block(i_table)  # ties by natural id order
         qt = q_table.combine_chunks()
-        m = query_matrix(items.select(["ivec"]).to_batches()[0], 0)
-        q = query_matrix(qt.select(["qvec"]).to_batches()[0], 0)
+        m, q = blocks.block_matrix(items, "ivec"), blocks.block_matrix(qt, "qvec")
         ids = items.column("item_id").combine_chunks()
         excl = exclusions(qt.column("exclude").combine_chunks(), ids)
         idx, vals = stream_top_k(q, np.ascontiguousarray(m.T), min(k, len(m)), excl)
