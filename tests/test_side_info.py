@@ -112,6 +112,21 @@ def test_train_word2vec_records_corpus_and_resolved_settings(spark):
     assert d2["used_num_partitions"] == 2 and two.count() == 4
 
 
+def test_trained_vectors_are_shipped_in_small_slices(spark, monkeypatch):
+    """MLlib's vectors come back as a driver-local table that Spark ships inside its tasks:
+    they go out in slices of VECTOR_SLICE_BYTES (here ~1 KB: 60 items x dim 8 in 24 slices,
+    where the default parallelism would make 2), and the setting is restored after."""
+    from recemb_spark.models import word2vec
+    monkeypatch.setattr(word2vec, "VECTOR_SLICE_BYTES", 2 * (4 * 8 + 64))
+    rng = np.random.default_rng(0)
+    s = spark.createDataFrame([([f"i{j}" for j in rng.integers(0, 60, 12)],)
+                               for _ in range(300)], "items array<string>")
+    vectors, details = train_word2vec(s, w2v_cfg(vector_size=8, max_iter=1, min_count=1))
+    assert details["items_with_vector"] == 60
+    assert vectors.rdd.getNumPartitions() == word2vec.vector_slices(60, 8) == 30
+    assert spark.conf.get("spark.sql.leafNodeDefaultParallelism", None) is None
+
+
 def test_side_tokens_interleave_after_their_items(spark):
     items = spark.createDataFrame([("a", "A", ["Drama", "War"]), ("b", "B", []),
                                    ("c", "C", ["Drama"])],

@@ -4,12 +4,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from pyspark.ml.feature import Word2Vec
 from pyspark.ml.functions import vector_to_array
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ..config import Word2VecConfig
@@ -35,6 +37,37 @@ def resolve_step_size(cfg: Word2VecConfig, sentences: DataFrame, input_col: str 
         return cfg.step_size
     tokens = one_row(sentences.agg(F.sum(F.size(input_col))))[0] or 0
     return LARGE_STEP if tokens >= AUTO_STEP_MIN_TOKENS else SMALL_STEP
+
+
+#: MLlib hands the trained vectors back as a table local to the driver; Spark ships it to the
+#: executors sliced into ``spark.sql.leafNodeDefaultParallelism`` tasks (by default the
+#: default parallelism: 2 on a 2-core cluster), each slice inside its task. At 722k items that
+#: was 68 MB per task ("task of very large size"), and a task over spark.rpc.message.maxSize
+#: (128 MiB) fails on a cluster: the slices are kept to this size instead
+VECTOR_SLICE_BYTES = 8 * 2**20
+#: bytes of one vector row in a slice: the id (~40 B as an UnsafeRow field) and the floats
+ROW_OVERHEAD_BYTES = 64
+
+
+def vector_slices(vocabulary: int, dim: int) -> int:
+    """Tasks the trained vectors are shipped in: :data:`VECTOR_SLICE_BYTES` each."""
+    return max(1, math.ceil(vocabulary * (4 * dim + ROW_OVERHEAD_BYTES) / VECTOR_SLICE_BYTES))
+
+
+@contextmanager
+def leaf_parallelism(spark: SparkSession, slices: int) -> Iterator[None]:
+    """``spark.sql.leafNodeDefaultParallelism`` at ``slices`` (at least the default
+    parallelism) inside the block, as it was after it."""
+    key = "spark.sql.leafNodeDefaultParallelism"
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, str(max(slices, spark.sparkContext.defaultParallelism)))
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
 
 
 def fit_word2vec(sentences: DataFrame, cfg: Word2VecConfig, input_col: str = "items") -> DataFrame:
@@ -197,8 +230,9 @@ def train_word2vec(sentences: DataFrame, cfg: Word2VecConfig, sample: float = 0.
                         check_limits(vocab, resolved.vector_size, heap, section), heap)
     details["blas"] = warn_if_native_for_word2vec(sentences.sparkSession)
     t0 = time.perf_counter()
-    vectors = fit_word2vec(trained_on, resolved, input_col).persist()
-    vectors.count()
+    with leaf_parallelism(sentences.sparkSession, vector_slices(vocab, resolved.vector_size)):
+        vectors = fit_word2vec(trained_on, resolved, input_col).persist()
+        vectors.count()  # shipped (and cached) here, in slices of VECTOR_SLICE_BYTES
     details.update(fit_details(size, time.perf_counter() - t0, resolved.max_iter))
     details.update(vocabulary_report(sentences, vectors, resolved.min_count, input_col,
                                      counts))
