@@ -114,7 +114,7 @@ def test_train_word2vec_records_corpus_and_resolved_settings(spark):
 
 def test_trained_vectors_are_shipped_in_small_slices(spark, monkeypatch):
     """MLlib's vectors come back as a driver-local table that Spark ships inside its tasks:
-    they go out in slices of VECTOR_SLICE_BYTES (here ~1 KB: 60 items x dim 8 in 24 slices,
+    they go out in slices of VECTOR_SLICE_BYTES (here 192 B: 60 items x dim 8 in 30 slices,
     where the default parallelism would make 2), and the setting is restored after."""
     from recemb_spark.models import word2vec
     monkeypatch.setattr(word2vec, "VECTOR_SLICE_BYTES", 2 * (4 * 8 + 64))
