@@ -91,11 +91,17 @@ def _unit(m: np.ndarray) -> np.ndarray:
     return (m / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+#: scores per block of :func:`nearest_lists` (float32: 64 MiB, whatever the number of lists)
+SCORE_BLOCK = 2**24
+
+
 def nearest_lists(x: np.ndarray, centroids: np.ndarray, n: int,
-                  chunk: int = 65_536) -> np.ndarray:
+                  chunk: int | None = None) -> np.ndarray:
     """The ``n`` centroids of highest dot product with each row of ``x``, best first (ties by
-    list number): an int32 ``(len(x), n)`` array. Holds one ``chunk x n_lists`` score block."""
+    list number): an int32 ``(len(x), n)`` array. Holds one ``chunk x n_lists`` score block
+    (default: :data:`SCORE_BLOCK` scores)."""
     n = min(n, len(centroids))
+    chunk = chunk or max(1, SCORE_BLOCK // max(len(centroids), 1))
     out = np.zeros((len(x), n), np.int32)
     for r0 in range(0, len(x), chunk):
         s = x[r0:r0 + chunk] @ centroids.T
@@ -118,14 +124,14 @@ def spherical_kmeans(x: np.ndarray, n_lists: int, seed: int,
     n_lists = max(1, min(n_lists, len(x)))
     cent = x[np.sort(rng.choice(len(x), n_lists, replace=False))].astype(np.float32)
     for _ in range(iterations):
-        sims = x @ cent.T
-        assign = np.argmax(sims, axis=1)
+        assign = nearest_lists(x, cent, 1)[:, 0]
         sums = np.zeros_like(cent)
         np.add.at(sums, assign, x)
         counts = np.bincount(assign, minlength=n_lists)
         empty = np.flatnonzero(counts == 0)
         if len(empty):
-            worst = np.argsort(sims[np.arange(len(x)), assign], kind="stable")[:len(empty)]
+            own = np.einsum("ij,ij->i", x, cent[assign])
+            worst = np.argsort(own, kind="stable")[:len(empty)]
             sums[empty] = x[worst]
         cent = _unit(sums)
     return cent
