@@ -52,7 +52,7 @@ from .banded import (
     banded_top_k,
     tune_layout,
 )
-from .exact import exact_top_k
+from .exact import exact_top_k, user_queries
 from .topk import (
     TOPK_SCHEMA,
     broadcast_items,
@@ -383,7 +383,7 @@ def lsh_user_candidates(spark: SparkSession, items: DataFrame, users: DataFrame,
     """Banded-LSH top-``k`` unseen items per user ``(user_id, item_id, rank, score)``
     (persisted): users hashed into the items' buckets, their histories excluded inside the
     buckets. Vectors must be unit-length."""
-    queries = user_queries_with_history(users, histories)
+    queries = user_queries(users, histories)
     out, info = lsh_top_k(spark, queries, items, cfg, k, self_join=False)
     return materialise(out.withColumnRenamed("query_id", "user_id"), info)
 
@@ -429,24 +429,66 @@ def ivf_item_neighbors(spark: SparkSession, vectors: DataFrame, assigned: DataFr
                                   F.col("score").alias("similarity")), info)
 
 
-def user_queries_with_history(users: DataFrame, histories: DataFrame) -> DataFrame:
-    """Users as queries ``(query_id, vector, exclude)``: their seen items excluded."""
-    return (users.join(histories, "user_id", "left")
-            .select(F.col("user_id").alias("query_id"), "vector",
-                    F.coalesce("items", F.array().cast("array<string>")).alias("exclude")))
-
-
 def ivf_user_candidates(spark: SparkSession, items: DataFrame, assigned: DataFrame,
                         index: ivf.IvfIndex, users: DataFrame, histories: DataFrame,
                         cfg: AnnConfig, k: int, n_items: int,
                         dim: int) -> tuple[DataFrame, dict[str, Any]]:
     """IVF top-``k`` unseen items per user ``(user_id, item_id, rank, score)`` (persisted),
     ``nprobe`` tuned for the user queries. Vectors must be unit-length."""
-    queries = user_queries_with_history(users, histories)
+    queries = user_queries(users, histories)
     tuned = ivf_tuned(spark, queries, items, index, cfg, k, False, n_items, dim)
     out, info = ivf.ivf_top_k(spark, queries, assigned, tuned, k)
     info.update(tuned.details())
     return materialise(out.withColumnRenamed("query_id", "user_id"), info)
+
+
+def dot_as_cosine(items: DataFrame) -> tuple[DataFrame, float]:
+    """Items for a maximum-inner-product search by cosine (Bachrach et al., 2014): each
+    vector ``x`` divided by the largest norm ``M`` and extended by ``sqrt(1 - |x|^2 / M^2)``:
+    unit rows whose dot product with a query ``[q, 0]`` is ``q . x / M``, so that the
+    nearest items of a query by cosine are its best by dot product. Returns the items and
+    ``M`` (one aggregate)."""
+    sq = F.aggregate("vector", F.lit(0.0), lambda acc, x: acc + x * x)
+    top = one_row(items.select(F.max(sq).alias("m")))["m"] or 0.0
+    m = math.sqrt(top) or 1.0
+    extra = F.sqrt(F.greatest(F.lit(0.0), 1.0 - sq / F.lit(m * m)))
+    return items.select("item_id", F.concat(
+        F.transform("vector", lambda x: (x / F.lit(m)).cast("float")),
+        F.array(extra.cast("float"))).alias("vector")), m
+
+
+def query_as_cosine(queries: DataFrame) -> DataFrame:
+    """Queries ``(query_id, vector, exclude)`` for :func:`dot_as_cosine` items: the vector
+    extended by 0 and scaled to unit length (the order of a query's items is unchanged), and
+    its norm ``qnorm`` to turn the cosine back into the dot product."""
+    norm = F.sqrt(F.aggregate("vector", F.lit(0.0), lambda acc, x: acc + x * x))
+    q = queries.filter(F.col("vector").isNotNull()).withColumn("qnorm", norm)
+    return q.filter(F.col("qnorm") > 0).select(
+        "query_id", "exclude", "qnorm",
+        F.concat(F.transform("vector", lambda x: (x / F.col("qnorm")).cast("float")),
+                 F.array(F.lit(0.0).cast("float"))).alias("vector"))
+
+
+def ivf_dot_user_candidates(spark: SparkSession, users: DataFrame, items: DataFrame,
+                            histories: DataFrame, cfg: AnnConfig, k: int
+                            ) -> tuple[DataFrame, dict[str, Any]]:
+    """Top-``k`` unseen items per user by dot product through ivf (:func:`dot_as_cosine`,
+    :func:`query_as_cosine`; learned factors such as ALS's): ``(user_id, item_id, rank,
+    score)`` with the dot product as score (persisted), and the index's details. The
+    probes are tuned for these user queries to ``cfg.target_recall``."""
+    aug_items, top = dot_as_cosine(items)
+    aug_items = aug_items.persist()
+    n_items, dim = blocks.table_shape(aug_items)
+    queries = query_as_cosine(user_queries(users, histories)).persist()
+    index, assigned = ivf_index(spark, aug_items, cfg, n_items)
+    tuned = ivf_tuned(spark, queries, aug_items, index, cfg, k, False, n_items, dim)
+    out, info = ivf.ivf_top_k(spark, queries, assigned, tuned, k)
+    scaled = (out.join(queries.select("query_id", "qnorm"), "query_id")
+              .select(F.col("query_id").alias("user_id"), "item_id", "rank",
+                      (F.col("score") * F.col("qnorm") * F.lit(top)).alias("score")))
+    info.update(tuned.details())
+    info["cached"] = [*info.get("cached", []), assigned, aug_items, queries]
+    return materialise(scaled, info)
 
 
 def recall_at_k(approx: DataFrame, exact: DataFrame, key: str, other: str) -> float:
