@@ -75,8 +75,7 @@ def auto_method(layout: BandLayout, index: IvfIndex, n_items: int, dim: int,
 
 
 def ivf_choice(spark: SparkSession, items: DataFrame, cfg: AnnConfig, n_items: int, dim: int,
-               sample: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-               ) -> tuple[IvfIndex, DataFrame]:
+               sample: ann.TuneSample | None = None) -> tuple[IvfIndex, DataFrame]:
     """The ivf index of ``items``, tuned for the item queries (on ``sample`` when given)."""
     index, assigned = ann.ivf_index(spark, items, cfg, n_items)
     tuned = ann.ivf_tuned(spark, items, items, index, cfg, cfg.k, True, n_items, dim, sample)
