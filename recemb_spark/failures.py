@@ -44,6 +44,8 @@ _MAX_TEXT = 200_000
 _JAVA_OOM = re.compile(r"java\.lang\.OutOfMemoryError(?::\s*([^\n\r]+))?")
 #: Spark's own message when the driver cannot hold a broadcast join's hash table
 _BROADCAST_OOM = re.compile(r"Not enough memory to build and broadcast the table")
+_RESULT_SIZE = re.compile(r"Total size of serialized results of \d+ tasks \(([^)]+)\) is bigger "
+                          r"than spark\.driver\.maxResultSize \(([^)]+)\)")
 #: a Python worker out of memory: MemoryError (numpy's ``_ArrayMemoryError`` and pyarrow's
 #: ``ArrowMemoryError`` are what an allocation refused under ``spark.executor.pyspark.memory``'s
 #: address-space limit raises), or the worker gone
@@ -194,6 +196,12 @@ def _out_of_memory(exc: BaseException, text: str, ctx: Context) -> RecembError |
     python = _PY_OOM.search(text) or isinstance(exc, MemoryError)
     local = ctx.master.startswith("local")
     now = f" (now {ctx.driver_memory})" if ctx.driver_memory and not ctx.submitted else ""
+    result = _RESULT_SIZE.search(text)
+    if result:
+        return OutOfMemoryError(
+            f"the driver was sent {result.group(1)} of task results, more than "
+            f"spark.driver.maxResultSize ({result.group(2)}); raise it (spark-submit --conf "
+            f"spark.driver.maxResultSize=...; local mode: half of spark.driver_memory{now})")
     if _BROADCAST_OOM.search(text):
         return OutOfMemoryError(
             f"out of memory in the driver building a broadcast join's table; raise "

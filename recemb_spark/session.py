@@ -9,8 +9,14 @@ from pyspark.sql import SparkSession
 
 from .config import SparkConfig
 from .logs import redirect_stderr_to
+from .neighbors.blocks import memory_bytes
 
 log = logging.getLogger(__name__)
+
+
+def half_memory(memory: str) -> str:
+    """Half of a JVM memory string, in MiB (``4g`` -> ``2048m``; a bare number is MiB)."""
+    return f"{max(1, memory_bytes(memory) // 2 // 2**20)}m"
 
 
 def started_by_spark_submit() -> bool:
@@ -95,6 +101,9 @@ def build_session(cfg: SparkConfig, app_name: str = "recemb-spark",
         cores = os.cpu_count() or 2
         builder = (builder.master(cfg.master or "local[*]")
                    .config("spark.driver.memory", cfg.driver_memory)
+                   # what one action may collect: half the heap (Spark's default is 1g
+                   # whatever the heap; MLlib Word2Vec collects 1 GiB per epoch at 3M words)
+                   .config("spark.driver.maxResultSize", half_memory(cfg.driver_memory))
                    .config("spark.sql.shuffle.partitions", cfg.shuffle_partitions or 2 * cores)
                    .config("spark.default.parallelism", 2 * cores)
                    .config("spark.ui.showConsoleProgress", "false"))

@@ -196,6 +196,12 @@ def test_classifier_names_disk_and_executor_memory():
     err = classify(build, local)
     assert isinstance(err, OutOfMemoryError) and err.exit_code == 6
     assert "(now 2g)" in str(err) and "autoBroadcastJoinThreshold=-1" in str(err)
+    collect = RuntimeError("org.apache.spark.SparkException: Job aborted due to stage "
+                           "failure: Total size of serialized results of 4 tasks (1058.3 MiB) "
+                           "is bigger than spark.driver.maxResultSize (1024.0 MiB)")
+    err = classify(collect, local)
+    assert isinstance(err, OutOfMemoryError) and err.exit_code == 6
+    assert "1058.3 MiB" in str(err) and "spark.driver.maxResultSize (1024.0 MiB)" in str(err)
     full = OSError(28, "No space left on device", "/data/wh/_manifests/dt=x/run.lock")
     err = classify(full, ctx)
     assert isinstance(err, DiskFullError) and err.exit_code == 7

@@ -38,6 +38,19 @@ def test_limits_name_the_keys():
     check_limits(words - 1, 64, heap)
 
 
+def test_the_collected_updates_must_fit_max_result_size():
+    """The 20M-event log's item2vec: 3,003,910 words x 32 collected 1,058 MiB per epoch and
+    failed past a 1 GiB spark.driver.maxResultSize after minutes of training; the guard says
+    so before the fit, naming the setting and a value (0 = unlimited passes)."""
+    from recemb_spark.models.word2vec_guard import collected_bytes
+    words = 3_003_910
+    assert abs(collected_bytes(words, 32) / 2**20 - 1058.3) < 30  # the measured figure
+    with pytest.raises(ConfigError, match=r"spark.driver.maxResultSize=2g.*driver_memory=4g"):
+        check_limits(words, 32, 2**40, section="item2vec", result_limit=2**30)
+    check_limits(words, 32, 2**40, result_limit=0)
+    check_limits(words, 32, 2**40, result_limit=2 * 2**30)
+
+
 def test_heap_error_is_one_line_naming_the_driver_memory_to_set():
     heap = 4 * 2**30
     words = 3_000_000  # x 64: ~7.4 GiB estimated, 17 GiB of heap to keep it under half

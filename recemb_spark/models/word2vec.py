@@ -18,7 +18,13 @@ from ..config import Word2VecConfig
 from ..rows import one_row
 from .blas import warn_if_native_for_word2vec
 from .subsample import keep_probabilities, subsample_sentences
-from .word2vec_guard import Word2VecSize, check_limits, driver_heap_bytes, fit_details
+from .word2vec_guard import (
+    Word2VecSize,
+    check_limits,
+    driver_heap_bytes,
+    fit_details,
+    result_limit_bytes,
+)
 
 VECTORS_SCHEMA = "item_id string, vector array<float>"
 
@@ -227,7 +233,8 @@ def train_word2vec(sentences: DataFrame, cfg: Word2VecConfig, sample: float = 0.
     vocab = counts.filter(F.col("count") >= max(resolved.min_count, 1)).count()
     heap = driver_heap_bytes(sentences.sparkSession)
     size = Word2VecSize(details.get("tokens_after_subsampling", corpus.tokens), vocab,
-                        check_limits(vocab, resolved.vector_size, heap, section), heap)
+                        check_limits(vocab, resolved.vector_size, heap, section,
+                                     result_limit_bytes(sentences.sparkSession)), heap)
     details["blas"] = warn_if_native_for_word2vec(sentences.sparkSession)
     t0 = time.perf_counter()
     with leaf_parallelism(sentences.sparkSession, vector_slices(vocab, resolved.vector_size)):

@@ -35,6 +35,11 @@ FLOAT_COPIES = 8
 BYTES_PER_WORD = 600
 #: share of the driver heap the estimate may take (the rest: Spark's own memory, other caches)
 SAFE_HEAP_SHARE = 0.5
+#: serialised bytes per collected update row besides its floats (an ``(Int, float[])`` pair):
+#: every epoch the driver collects one row per modified word of syn0 and of syn1, and the
+#: collect must fit ``spark.driver.maxResultSize``. Measured: 1,058.3 MiB for 3,003,910
+#: words x vector_size 32 (the 20M-event, 3M-item log), 185 B per row of 128 B of floats
+RESULT_ROW_OVERHEAD = 60
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,17 @@ def driver_heap_bytes(spark: SparkSession) -> int:
         return parse_memory(memory)
 
 
+def collected_bytes(vocabulary: int, vector_size: int) -> int:
+    """Serialised bytes of one epoch's collected updates (syn0 and syn1 rows of every word)."""
+    return 2 * vocabulary * (4 * vector_size + RESULT_ROW_OVERHEAD)
+
+
+def result_limit_bytes(spark: SparkSession) -> int:
+    """``spark.driver.maxResultSize`` of the running session in bytes (0 = unlimited)."""
+    return parse_memory(spark.sparkContext.getConf().get("spark.driver.maxResultSize", "1g")
+                        or "1g")
+
+
 def driver_memory_setting(need_bytes: int) -> str:
     """The ``spark.driver.memory`` value (whole GiB, ``"6g"``) whose heap holds ``need_bytes``
     within :data:`SAFE_HEAP_SHARE` (plus 10%: the JVM's usable heap is a little below
@@ -89,11 +105,12 @@ def driver_memory_setting(need_bytes: int) -> str:
 
 
 def check_limits(vocabulary: int, vector_size: int, heap_bytes: int,
-                 section: str = "item2vec/deepwalk") -> int:
-    """Raise ConfigError when ``vocabulary x vector_size`` reaches ``Int.MaxValue`` or the
-    estimate exceeds :data:`SAFE_HEAP_SHARE` of ``heap_bytes``; return the estimate (logged
-    before the fit). The heap error is one line naming ``spark.driver.memory`` and the value
-    to give it (:func:`driver_memory_setting`)."""
+                 section: str = "item2vec/deepwalk", result_limit: int = 0) -> int:
+    """Raise ConfigError when ``vocabulary x vector_size`` reaches ``Int.MaxValue``, the
+    estimate exceeds :data:`SAFE_HEAP_SHARE` of ``heap_bytes``, or an epoch's collected
+    updates (:func:`collected_bytes`) exceed ``result_limit`` (``spark.driver.maxResultSize``
+    in bytes, 0 = unlimited); return the estimate (logged before the fit). Each error is one
+    line naming the Spark setting and the value to give it."""
     cells = vocabulary * vector_size
     keys = f"raise {section}.min_count, lower {section}.vector_size"
     if cells >= INT_MAX:
@@ -112,6 +129,15 @@ def check_limits(vocabulary: int, vector_size: int, heap_bytes: int,
             f"the {heap_bytes / 2**30:.1f} GiB the driver has: set spark.driver.memory={value} "
             f"(--set spark.driver_memory={value}, or spark-submit --driver-memory {value}), "
             f"or {keys}")
+    collected = collected_bytes(vocabulary, vector_size)
+    if 0 < result_limit < collected:
+        gib = math.ceil(collected * 1.2 / 2**30)
+        raise ConfigError(
+            f"Word2Vec ({section}) on {vocabulary:,} words x vector_size {vector_size} collects "
+            f"about {collected / 2**30:.1f} GiB of updates on the driver every epoch, more than "
+            f"spark.driver.maxResultSize ({result_limit / 2**30:.1f} GiB): set "
+            f"spark.driver.maxResultSize={gib}g (spark-submit --conf; in local mode it is half "
+            f"of spark.driver.memory: --set spark.driver_memory={2 * gib}g), or {keys}")
     return need
 
 
@@ -127,7 +153,8 @@ def check_word2vec_fits(sentences: DataFrame, cfg: Word2VecConfig, input_col: st
         F.sum((F.col("count") >= cfg.min_count).cast("long")).alias("vocab")))
     tokens, vocab = int(row["tokens"] or 0), int(row["vocab"] or 0)
     heap = heap_bytes if heap_bytes is not None else driver_heap_bytes(sentences.sparkSession)
-    need = check_limits(vocab, cfg.vector_size, heap, section)
+    need = check_limits(vocab, cfg.vector_size, heap, section,
+                        result_limit_bytes(sentences.sparkSession))
     return Word2VecSize(tokens, vocab, need, heap)
 
 
