@@ -248,6 +248,8 @@ def run_log(log: Path, name: str, args: argparse.Namespace, env: dict[str, str])
            "--run-date", RUN_DATE, "--warehouse", str(warehouse)]
     for item in args.set:
         cmd += ["--set", item]
+    if args.resume:
+        cmd.append("--resume")
     run = monitored_run(name, cmd, work, env)
     manifests = read_manifests(warehouse)
     result = {"name": name, **run, **summarise(manifests), "lsh_recall": lsh_recall(manifests)}
@@ -292,6 +294,9 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="run: passed to every `recemb run` (repeatable)")
     ap.add_argument("--tag", help="run: results file suffix (default: the events)")
+    ap.add_argument("--resume", action="store_true",
+                    help="run: keep the stages a previous run of the workdir finished (recemb "
+                         "run --resume; their seconds are that run's)")
     args = ap.parse_args()
     if args.items and len(args.items) != len(args.events):
         ap.error("give one --items per --events")

@@ -23,6 +23,7 @@ one line), except that a lost-service cause inside it gets the advice appended.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
 import shutil
@@ -37,6 +38,7 @@ from .errors import (
     RecembError,
     ServiceError,
 )
+from .neighbors.blocks import memory_bytes
 
 #: characters of exception text looked at (a Spark failure's text is its whole stack trace)
 _MAX_TEXT = 200_000
@@ -222,11 +224,19 @@ def _out_of_memory(exc: BaseException, text: str, ctx: Context) -> RecembError |
             f"spark.executor.memory (spark-submit --executor-memory) or use more, smaller "
             f"partitions (spark.shuffle_partitions)")
     flag = ("spark-submit --driver-memory" if ctx.submitted else
-            "--set spark.driver_memory=<more>, e.g. 8g")
+            f"--set spark.driver_memory=<more>, e.g. {_doubled(ctx.driver_memory)}")
     where = "the driver (local mode: driver and executors share its heap)" if local \
         else "the driver"
     return OutOfMemoryError(f"out of memory in {where} (java.lang.OutOfMemoryError: {what}); "
                             f"raise spark.driver_memory{now}: {flag}")
+
+
+def _doubled(memory: str | None) -> str:
+    """Twice a JVM memory string in whole GiB (``10g`` -> ``20g``); ``8g`` when unknown."""
+    try:
+        return f"{max(2, math.ceil(2 * memory_bytes(memory or '') / 2**30))}g"
+    except ValueError:
+        return "8g"
 
 
 def _py_oom_detail(text: str) -> str:

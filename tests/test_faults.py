@@ -202,6 +202,10 @@ def test_classifier_names_disk_and_executor_memory():
     err = classify(collect, local)
     assert isinstance(err, OutOfMemoryError) and err.exit_code == 6
     assert "1058.3 MiB" in str(err) and "spark.driver.maxResultSize (1024.0 MiB)" in str(err)
+    heap = RuntimeError("py4j.protocol.Py4JJavaError: An error occurred while calling o2438.fit."
+                        "\n: java.lang.OutOfMemoryError: Java heap space")
+    err = classify(heap, Context(warehouse="/wh", master="local[*]", driver_memory="10g"))
+    assert "(now 10g)" in str(err) and "e.g. 20g" in str(err)  # more than it has
     full = OSError(28, "No space left on device", "/data/wh/_manifests/dt=x/run.lock")
     err = classify(full, ctx)
     assert isinstance(err, DiskFullError) and err.exit_code == 7

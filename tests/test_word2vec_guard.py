@@ -78,3 +78,15 @@ def test_counts_the_corpus_and_checks_the_running_driver(spark):
     assert size.heap_bytes == driver_heap_bytes(spark) > 2**30     # the tests' 2g driver
     with pytest.raises(ConfigError, match="spark.driver_memory"):
         check_word2vec_fits(sentences, cfg, heap_bytes=driver_bytes(2, 8))  # 2x too small
+
+
+def test_local_mode_leaves_room_for_the_cached_blocks(spark):
+    """In local mode the executors' caches share the driver heap: the 3M-item log's DeepWalk
+    (2.85M words, estimate 4.3 GiB) died in a 10 GiB driver; the guard now stops it first
+    and asks for 14g. The test session is local."""
+    from recemb_spark.models.word2vec_guard import LOCAL_HEAP_SHARE, heap_share
+    assert heap_share(spark) == LOCAL_HEAP_SHARE < 0.5
+    with pytest.raises(ConfigError, match=r"more than 35% .*spark.driver.memory=14g"):
+        check_limits(2_854_081, 32, 10 * 2**30, section="deepwalk", share=heap_share(spark))
+    check_limits(2_854_081, 32, 10 * 2**30, section="deepwalk")  # half of 10g would pass
+

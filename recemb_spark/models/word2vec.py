@@ -23,6 +23,7 @@ from .word2vec_guard import (
     check_limits,
     driver_heap_bytes,
     fit_details,
+    heap_share,
     result_limit_bytes,
 )
 
@@ -234,7 +235,8 @@ def train_word2vec(sentences: DataFrame, cfg: Word2VecConfig, sample: float = 0.
     heap = driver_heap_bytes(sentences.sparkSession)
     size = Word2VecSize(details.get("tokens_after_subsampling", corpus.tokens), vocab,
                         check_limits(vocab, resolved.vector_size, heap, section,
-                                     result_limit_bytes(sentences.sparkSession)), heap)
+                                     result_limit_bytes(sentences.sparkSession),
+                                     heap_share(sentences.sparkSession)), heap)
     details["blas"] = warn_if_native_for_word2vec(sentences.sparkSession)
     t0 = time.perf_counter()
     with leaf_parallelism(sentences.sparkSession, vector_slices(vocab, resolved.vector_size)):

@@ -35,6 +35,11 @@ FLOAT_COPIES = 8
 BYTES_PER_WORD = 600
 #: share of the driver heap the estimate may take (the rest: Spark's own memory, other caches)
 SAFE_HEAP_SHARE = 0.5
+#: the same in local mode, where the executors' cached blocks live in the driver's heap too:
+#: Spark lets them fill spark.memory.fraction (0.6) of it, and MLlib's arrays are outside
+#: that account. Measured: DeepWalk on 2.85M words (estimate 4.3 GiB) died of heap space in a
+#: 10 GiB local driver, the heap at 9.9 GiB, after item2vec's 3.0M words (4.5 GiB) passed
+LOCAL_HEAP_SHARE = 0.35
 #: serialised bytes per collected update row besides its floats (an ``(Int, float[])`` pair):
 #: every epoch the driver collects one row per modified word of syn0 and of syn1, and the
 #: collect must fit ``spark.driver.maxResultSize``. Measured: 1,058.3 MiB for 3,003,910
@@ -97,17 +102,24 @@ def result_limit_bytes(spark: SparkSession) -> int:
                         or "1g")
 
 
-def driver_memory_setting(need_bytes: int) -> str:
+def heap_share(spark: SparkSession) -> float:
+    """The share of the driver heap Word2Vec's arrays may take: :data:`LOCAL_HEAP_SHARE` in
+    local mode, else :data:`SAFE_HEAP_SHARE`."""
+    local = (spark.sparkContext.master or "").startswith("local")
+    return LOCAL_HEAP_SHARE if local else SAFE_HEAP_SHARE
+
+
+def driver_memory_setting(need_bytes: int, share: float = SAFE_HEAP_SHARE) -> str:
     """The ``spark.driver.memory`` value (whole GiB, ``"6g"``) whose heap holds ``need_bytes``
-    within :data:`SAFE_HEAP_SHARE` (plus 10%: the JVM's usable heap is a little below
-    ``-Xmx``)."""
-    return f"{max(1, math.ceil(need_bytes / SAFE_HEAP_SHARE * 1.1 / 2**30))}g"
+    within ``share`` of it (plus 10%: the JVM's usable heap is a little below ``-Xmx``)."""
+    return f"{max(1, math.ceil(need_bytes / share * 1.1 / 2**30))}g"
 
 
 def check_limits(vocabulary: int, vector_size: int, heap_bytes: int,
-                 section: str = "item2vec/deepwalk", result_limit: int = 0) -> int:
+                 section: str = "item2vec/deepwalk", result_limit: int = 0,
+                 share: float = SAFE_HEAP_SHARE) -> int:
     """Raise ConfigError when ``vocabulary x vector_size`` reaches ``Int.MaxValue``, the
-    estimate exceeds :data:`SAFE_HEAP_SHARE` of ``heap_bytes``, or an epoch's collected
+    estimate exceeds ``share`` of ``heap_bytes`` (:func:`heap_share`), or an epoch's collected
     updates (:func:`collected_bytes`) exceed ``result_limit`` (``spark.driver.maxResultSize``
     in bytes, 0 = unlimited); return the estimate (logged before the fit). Each error is one
     line naming the Spark setting and the value to give it."""
@@ -121,11 +133,11 @@ def check_limits(vocabulary: int, vector_size: int, heap_bytes: int,
     log.info("word2vec (%s): %s words x vector_size %d need about %.2f GiB of driver heap "
              "(MLlib keeps the vocabulary on the driver); the driver has %.2f GiB", section,
              f"{vocabulary:,}", vector_size, need / 2**30, heap_bytes / 2**30)
-    if need > SAFE_HEAP_SHARE * heap_bytes:
-        value = driver_memory_setting(need)
+    if need > share * heap_bytes:
+        value = driver_memory_setting(need, share)
         raise ConfigError(
             f"Word2Vec ({section}) on {vocabulary:,} words x vector_size {vector_size} needs "
-            f"about {need / 2**30:.1f} GiB of driver heap, more than {SAFE_HEAP_SHARE:.0%} of "
+            f"about {need / 2**30:.1f} GiB of driver heap, more than {share:.0%} of "
             f"the {heap_bytes / 2**30:.1f} GiB the driver has: set spark.driver.memory={value} "
             f"(--set spark.driver_memory={value}, or spark-submit --driver-memory {value}), "
             f"or {keys}")
@@ -154,7 +166,8 @@ def check_word2vec_fits(sentences: DataFrame, cfg: Word2VecConfig, input_col: st
     tokens, vocab = int(row["tokens"] or 0), int(row["vocab"] or 0)
     heap = heap_bytes if heap_bytes is not None else driver_heap_bytes(sentences.sparkSession)
     need = check_limits(vocab, cfg.vector_size, heap, section,
-                        result_limit_bytes(sentences.sparkSession))
+                        result_limit_bytes(sentences.sparkSession),
+                        heap_share(sentences.sparkSession))
     return Word2VecSize(tokens, vocab, need, heap)
 
 
