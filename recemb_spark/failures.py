@@ -56,6 +56,8 @@ _PY_OOM = re.compile(r"^\s*(?:[\w.]*\._ArrayMemoryError|pyarrow\.lib\.ArrowMemor
                      r"PYTHON_WORKER_EXITED|killed by (?:YARN|the OS) for exceeding memory|"
                      r"exceeding memory limits|Container killed on request\. Exit code is 137",
                      re.MULTILINE)
+_DRIVER_LOST = re.compile(r"Answer from Java side is empty|Py4JNetworkError|"
+                          r"Error while (?:sending|receiving)|Java gateway process exited")
 _NO_SPACE = re.compile(r"No space left on device|ENOSPC|Disk quota exceeded")
 _BAD_FILE = re.compile(r"Encountered error while reading file (\S+?)\.?(?:\s|$)|"
                        r"(\S+) is not a Parquet file|Could not read footer for file:? ?(\S+)")
@@ -132,7 +134,7 @@ def classify(exc: BaseException, ctx: Context) -> RecembError:
             return kept
         return exc
     text = exception_text(exc)
-    for check in (_disk_full, _corrupt_file, _out_of_memory, _lost_service):
+    for check in (_disk_full, _corrupt_file, _out_of_memory, _driver_lost, _lost_service):
         found = check(exc, text, ctx)
         if found is not None:
             return found
@@ -245,6 +247,19 @@ def _py_oom_detail(text: str) -> str:
     if "exceeding memory limits" in text or "Exit code is 137" in text:
         return "container killed for exceeding its memory"
     return "MemoryError"
+
+
+def _driver_lost(exc: BaseException, text: str, ctx: Context) -> RecembError | None:
+    """The driver JVM stopped answering Python (py4j): it died. Measured cause: the OS's
+    out-of-memory killer, when the JVM's heap and the Python workers outgrew the machine."""
+    if not _DRIVER_LOST.search(text):
+        return None
+    now = f" (now {ctx.driver_memory})" if ctx.driver_memory else ""
+    return OutOfMemoryError(
+        "the Spark driver JVM died (it stopped answering: py4j lost its connection); the usual "
+        "cause is the OS killing it for memory (dmesg: 'Out of memory: Killed process ... "
+        f"java'): the driver heap{now} and the Python workers must fit in the machine's free "
+        "memory; lower spark.driver_memory or stop what else uses the memory")
 
 
 def _lost_service(exc: BaseException, text: str, ctx: Context) -> RecembError | None:

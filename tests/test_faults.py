@@ -206,6 +206,11 @@ def test_classifier_names_disk_and_executor_memory():
                         "\n: java.lang.OutOfMemoryError: Java heap space")
     err = classify(heap, Context(warehouse="/wh", master="local[*]", driver_memory="10g"))
     assert "(now 10g)" in str(err) and "e.g. 20g" in str(err)  # more than it has
+    killed = RuntimeError("py4j.protocol.Py4JNetworkError: Answer from Java side is empty\n"
+                          "ConnectionRefusedError: [Errno 111] Connection refused")
+    err = classify(killed, Context(warehouse="/wh", master="local[*]", driver_memory="14g"))
+    assert isinstance(err, OutOfMemoryError) and "driver JVM died" in str(err)
+    assert "(now 14g)" in str(err) and "unexpected" not in str(err)
     full = OSError(28, "No space left on device", "/data/wh/_manifests/dt=x/run.lock")
     err = classify(full, ctx)
     assert isinstance(err, DiskFullError) and err.exit_code == 7
