@@ -36,7 +36,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from . import blocks
-from .topk import exact_core_seconds, exclusions, query_matrix, stream_top_k
+from .topk import exact_core_seconds, exclusions, query_matrix, stream_top_k, unit_rows
 
 #: items per list the index aims at (``n_lists`` = items / this, within 1..MAX_LISTS): small
 #: lists scan less per probe, many lists need more probes and more query rows
@@ -86,11 +86,6 @@ def n_lists_for(n_items: int, items_per_list: int = ITEMS_PER_LIST) -> int:
     return int(min(MAX_LISTS, max(1, round(n_items / max(items_per_list, 1)))))
 
 
-def _unit(m: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(m, axis=1, keepdims=True)
-    return (m / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
 #: scores per block of :func:`nearest_lists` (float32: 64 MiB, whatever the number of lists)
 SCORE_BLOCK = 2**24
 
@@ -133,7 +128,7 @@ def spherical_kmeans(x: np.ndarray, n_lists: int, seed: int,
             own = np.einsum("ij,ij->i", x, cent[assign])
             worst = np.argsort(own, kind="stable")[:len(empty)]
             sums[empty] = x[worst]
-        cent = _unit(sums)
+        cent = unit_rows(sums)
     return cent
 
 
@@ -210,7 +205,7 @@ def build_index(spark: SparkSession, items: DataFrame, sample: np.ndarray, n_ite
     (:func:`~recemb_spark.neighbors.blocks.number_items`: ties rank as the exact search ranks
     them) with their nearest ``list``: ``(item_idx, item_id, vector, list)``, persisted (the
     caller unpersists). ``nprobe`` is still 1: see :func:`tune_probes`."""
-    cent = spherical_kmeans(_unit(sample), n_lists_for(n_items, items_per_list), seed)
+    cent = spherical_kmeans(unit_rows(sample), n_lists_for(n_items, items_per_list), seed)
     bc = spark.sparkContext.broadcast(cent)
     numbered = blocks.number_items(items.select("item_id", "vector"))
     assigned = (with_lists(numbered, bc, 1, "_lists")

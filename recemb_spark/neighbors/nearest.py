@@ -39,7 +39,7 @@ from pyspark import AccumulatorParam, TaskContext
 from pyspark.ml.feature import BucketedRandomProjectionLSH
 from pyspark.ml.functions import array_to_vector
 from pyspark.ml.linalg import Vectors
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from ..config import AnnConfig
@@ -71,10 +71,14 @@ QUERY_SCHEMA = pa.schema([("query_id", pa.string()), ("vector", pa.list_(pa.floa
                           ("exclude", pa.list_(pa.string())), ("salt", pa.int64())])
 
 
+def squared_norm(col: str = "vector") -> Column:
+    """The squared L2 norm of an ``array<float>`` column, as a Spark expression."""
+    return F.aggregate(col, F.lit(0.0), lambda acc, x: acc + x * x)
+
+
 def normalise(vectors: DataFrame, id_col: str = "item_id") -> DataFrame:
     """``(id_col, vector)`` with every vector scaled to unit length (zero vectors dropped)."""
-    norm = F.sqrt(F.aggregate("vector", F.lit(0.0), lambda acc, x: acc + x * x))
-    return (vectors.withColumn("_n", norm).filter(F.col("_n") > 0)
+    return (vectors.withColumn("_n", F.sqrt(squared_norm())).filter(F.col("_n") > 0)
             .select(id_col, F.transform("vector", lambda x: (x / F.col("_n")).cast("float"))
                     .alias("vector")))
 
@@ -275,9 +279,7 @@ def tune_queries(spark: SparkSession, queries: DataFrame, items: DataFrame, k: i
         table = (queries.select("query_id", "vector", "exclude")
                  .orderBy(F.xxhash64("query_id", F.lit(seed))).limit(n).toArrow())
         exclude = [e or [] for e in table.column("exclude").to_pylist()]
-        vectors = table.column("vector").combine_chunks()
-        q = unit_rows(vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-                      .reshape(table.num_rows, -1)) if table.num_rows else np.zeros((0, dim))
+        q = unit_rows(blocks.block_matrix(table, "vector"))
     q = q.reshape(-1, dim)
     if len(q) == 0:
         return q, np.zeros((0, k, dim), np.float32), np.zeros((0, k), bool)
@@ -448,7 +450,7 @@ def dot_as_cosine(items: DataFrame) -> tuple[DataFrame, float]:
     unit rows whose dot product with a query ``[q, 0]`` is ``q . x / M``, so that the
     nearest items of a query by cosine are its best by dot product. Returns the items and
     ``M`` (one aggregate)."""
-    sq = F.aggregate("vector", F.lit(0.0), lambda acc, x: acc + x * x)
+    sq = squared_norm()
     top = one_row(items.select(F.max(sq).alias("m")))["m"] or 0.0
     m = math.sqrt(top) or 1.0
     extra = F.sqrt(F.greatest(F.lit(0.0), 1.0 - sq / F.lit(m * m)))
@@ -461,7 +463,7 @@ def query_as_cosine(queries: DataFrame) -> DataFrame:
     """Queries ``(query_id, vector, exclude)`` for :func:`dot_as_cosine` items: the vector
     extended by 0 and scaled to unit length (the order of a query's items is unchanged), and
     its norm ``qnorm`` to turn the cosine back into the dot product."""
-    norm = F.sqrt(F.aggregate("vector", F.lit(0.0), lambda acc, x: acc + x * x))
+    norm = F.sqrt(squared_norm())
     q = queries.filter(F.col("vector").isNotNull()).withColumn("qnorm", norm)
     return q.filter(F.col("qnorm") > 0).select(
         "query_id", "exclude", "qnorm",
