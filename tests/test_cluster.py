@@ -199,6 +199,17 @@ def executor_pids(worker: subprocess.Popen) -> list[int]:
     return pids
 
 
+def running_tasks(pid: int) -> set[str]:
+    """TIDs of the tasks an executor has started and not ended, from its log (the stderr file
+    in its working directory; Spark's INFO lines "Running task … (TID n)" and "Finished task
+    … (TID n)" / "Exception in task … (TID n)")."""
+    log_text = (Path(f"/proc/{pid}/cwd").resolve() / "stderr").read_text(errors="replace")
+    started = set(re.findall(r"Running task .*?\(TID (\d+)\)", log_text))
+    ended = set(re.findall(r"(?:Finished|Exception in|Executor killed) task .*?\(TID (\d+)\)",
+                           log_text))
+    return started - ended
+
+
 def test_executors_killed_during_walks_and_als_change_nothing(standalone, spark, local_wh,
                                                               tmp_path):
     t0 = time.perf_counter()
@@ -225,13 +236,33 @@ def test_executors_killed_during_walks_and_als_change_nothing(standalone, spark,
 
     # the driver's own log lines mark the moments: DeepWalk's Word2Vec starts after the walks
     # are drawn, checkpointed and cached (the cached walk partitions of the killed executor
-    # must then come back from the checkpoints); ALS iterates for several seconds after its
-    # stage starts
+    # must then come back from the checkpoints); in ALS's stage the executor is killed with a
+    # task on it
     walks_start, als_start, als_done = ("word2vec (deepwalk)", "stage als: started",
                                         "stage als: done")
+    als_done_seen = threading.Event()
+
+    def kill_during_als() -> None:
+        """Kill worker 2's executor while a task runs on it: freeze it, and kill it when its
+        log shows a task started and not ended, else let it go on and look again (a fixed
+        delay after the stage's start missed ALS's tasks on a loaded CI machine)."""
+        while not als_done_seen.is_set():
+            pids = executor_pids(standalone.workers[1])
+            if len(pids) != 1:
+                problems.append(f"als: executors under worker 2: {pids}")
+                return
+            os.kill(pids[0], signal.SIGSTOP)
+            if running_tasks(pids[0]):
+                kills.append(("als", pids[0]))
+                threading.Timer(2.0, os.kill, (pids[0], signal.SIGKILL)).start()
+                return
+            os.kill(pids[0], signal.SIGCONT)
+            time.sleep(0.05)
+        problems.append("als: no task ran on worker 2's executor during the stage")
+
     triggers = {walks_start: lambda: kill_executor("walks", standalone.workers[0]),
-                als_start: lambda: threading.Timer(
-                    3.0, kill_executor, ("als", standalone.workers[1])).start()}
+                als_start: lambda: threading.Thread(target=kill_during_als, daemon=True).start(),
+                als_done: als_done_seen.set}
     lines = []
     with subprocess.Popen(submit, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env=cluster_env(), cwd=tmp_path, start_new_session=True) as proc, \
