@@ -74,11 +74,11 @@ def user_rows(pts, rng, n=40):
     return rows
 
 
-def assert_every_list_is_exact(spark, queries, items, index, assigned, k):
+def assert_every_list_is_exact(spark, queries, items, index, assigned, k, **blocks):
     """ivf with every list probed returns the exact search's rows (ids and ranks); the
-    search's counters."""
+    search's counters. ``blocks``: ivf_top_k's query_rows / item_rows."""
     full = ivf.IvfIndex(index.centroids, index.sizes, nprobe=index.n_lists)
-    got, info = ivf.ivf_top_k(spark, queries, assigned, full, k)
+    got, info = ivf.ivf_top_k(spark, queries, assigned, full, k, **blocks)
     want = exact_top_k(spark, queries, items, k, "cosine", path="broadcast")
     assert_df_equality(got.select("query_id", "item_id", "rank"),
                        want.select("query_id", "item_id", "rank"),
@@ -93,6 +93,27 @@ def test_every_list_probed_is_the_exact_search(spark, indexed):
     queries = spark.createDataFrame(user_rows(pts, np.random.default_rng(2)), QUERIES)
     info = assert_every_list_is_exact(spark, queries, df, index, assigned, 8)
     assert info["queries"] == 40
+    # one task per list and pass when every list's items and queries fit one block
+    assert info["first_tasks"] <= 15 and info["more_tasks"] == 15 == info["item_blocks"]
+
+
+def test_lists_cut_in_small_blocks_give_the_same_rows(spark, indexed):
+    """A list whose items or probing queries pass the block sizes becomes several tasks
+    (here blocks of 7 queries and 30 items, lists of ~100 items): the same exact rows, ties
+    and the k-th score of pass 1 taken over the list's item blocks included."""
+    pts, df, index, assigned = indexed
+    rows = user_rows(pts, np.random.default_rng(4))
+    queries = spark.createDataFrame(rows, QUERIES)
+    info = assert_every_list_is_exact(spark, queries, df, index, assigned, 8, query_rows=7,
+                                      item_rows=30)
+    item_blocks = -(-index.sizes // 30)
+    assert info["item_blocks"] == item_blocks.sum() > 3 * 15
+    q = np.array([v for _, v, _ in rows], np.float32)
+    nearest = ivf.nearest_lists(q / np.linalg.norm(q, axis=1, keepdims=True),
+                                index.centroids, 1)[:, 0]
+    first = np.bincount(nearest, minlength=15)  # pass 1: the queries of each nearest list
+    assert info["first_tasks"] == int((-(-first // 7) * item_blocks).sum())
+    assert info["more_tasks"] == int((-(-(40 - first) // 7) * item_blocks).sum())
 
 
 def test_the_second_pass_keeps_the_top_k_of_the_probed_lists(spark, indexed):

@@ -10,12 +10,18 @@ exact top-10 scoring 4.7% of the items.
 The index (:class:`IvfIndex`) is small: ``n_lists x dim`` centroids (spherical k-means on a
 seeded sample of at most :data:`TRAIN_SAMPLE` items, :func:`spherical_kmeans`), the list
 sizes, and ``nprobe``, tuned per query set (:func:`tune_probes`) on sampled queries against
-their exact top-``k``. The search (:func:`ivf_top_k`) never holds more than one list (and a
-block of the queries probing it) in a task:
+their exact top-``k``. The search (:func:`ivf_top_k`) holds one block of one list's items
+and one block of the queries probing that list in a task, both bounded whatever the skew:
+a list gets as many item blocks as its size needs (:func:`~recemb_spark.neighbors.blocks.
+item_block_rows` each) and as many query blocks as the queries probing it need
+(:data:`~recemb_spark.neighbors.blocks.QUERY_BLOCK_ROWS` each), so a hot list (k-means
+lists are uneven: the largest at 722k items held 17k items, 6x the mean) becomes more tasks,
+not a bigger one:
 
 1. every item gets its nearest list, every query its ``nprobe`` nearest (best first);
 2. pass 1: each query against the items of its nearest list, by a cogroup keyed by
-   (list, query block): at most ``k`` candidates per query, and the ``k``-th score found;
+   (list, query block, item block): at most ``k`` candidates per query and block, and the
+   ``k``-th best score found;
 3. pass 2: each query against its other lists, keeping only candidates scoring at least that
    ``k``-th score (they are the only ones that can enter its top ``k``): a query's candidate
    rows stay near ``k`` instead of ``k x nprobe``;
@@ -24,7 +30,6 @@ block of the queries probing it) in a task:
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -45,8 +50,6 @@ MAX_LISTS = 4096
 #: items collected to the driver to train the centroids (seeded hash sample): bounded
 TRAIN_SAMPLE = 100_000
 KMEANS_ITERATIONS = 15
-#: query-probe rows per (list, query block) task on average: sets the query blocks
-QUERY_ROWS_PER_TASK = 50_000
 #: estimated core-seconds per query-probe row (the exploded query rows' shuffle, cogroup and
 #: Arrow conversion) and per query (numbering, assignment, the k-th score's join, the merge
 #: and the write), on top of the scored pairs: fitted to the two models of the 722k-item log
@@ -248,45 +251,85 @@ def _score(k: int, keep_from_threshold: bool) -> Callable[[pa.Table, pa.Table], 
     return score
 
 
+def task_blocks(spark: SparkSession, qs: DataFrame, sizes: np.ndarray, dim: int,
+                query_rows: int, item_rows: int) -> tuple[DataFrame, dict[str, int]]:
+    """``(list, first_qb, rest_qb, ib)`` (a small frame, one row per list): how many query
+    blocks of at most ``query_rows`` rows the queries probing each list first (pass 1) and
+    later (pass 2) are cut in, and how many item blocks of at most ``item_rows`` its items
+    are; and the tasks that makes per pass. Counts the probe rows per list (``n_lists`` x 2
+    rows reach the driver)."""
+    n_lists = len(sizes)
+    rows = np.zeros((n_lists, 2), np.int64)
+    probes = qs.select(F.posexplode("lists").alias("probe", "list"))
+    for r in probes.groupBy("list", (F.col("probe") > 0).alias("later")).count().collect():
+        rows[int(r["list"]), int(r["later"])] = int(r["count"])
+    qb = [[blocks.blocks_of(int(n), query_rows) for n in col] for col in rows.T]
+    ib = [blocks.blocks_of(int(n), item_rows) for n in sizes]
+    frame = spark.createDataFrame(
+        [(li, qb[0][li], qb[1][li], ib[li]) for li in range(n_lists)],
+        "list int, first_qb int, rest_qb int, ib int")
+    tasks = {"first_tasks": sum(qb[0][li] * ib[li] for li in range(n_lists) if rows[li, 0]),
+             "more_tasks": sum(qb[1][li] * ib[li] for li in range(n_lists) if rows[li, 1]),
+             "item_blocks": sum(ib)}
+    return F.broadcast(frame), tasks
+
+
 def ivf_top_k(spark: SparkSession, queries: DataFrame, assigned: DataFrame, index: IvfIndex,
-              k: int) -> tuple[DataFrame, dict[str, Any]]:
+              k: int, query_rows: int = blocks.QUERY_BLOCK_ROWS,
+              item_rows: int | None = None) -> tuple[DataFrame, dict[str, Any]]:
     """Top-``k`` items per query among the items of its ``index.nprobe`` nearest lists:
     ``(query_id, item_id, rank, score)``, score descending, ties by natural id order (as the
     exact search), and counters.
 
     ``queries``: ``(query_id, vector, exclude array<string>)``, unit vectors (null vectors
-    skipped); ``assigned``: :func:`build_index`'s items with their list. With ``nprobe`` =
-    all lists this is the exact top-``k``."""
-    n_lists, nprobe = index.n_lists, index.nprobe
+    skipped); ``assigned``: :func:`build_index`'s items with their list. A task holds at most
+    about ``query_rows`` queries and ``item_rows`` items (default
+    :func:`~recemb_spark.neighbors.blocks.item_block_rows` of the dimension): see
+    :func:`task_blocks`. With ``nprobe`` = all lists this is the exact top-``k``."""
+    nprobe = index.nprobe
     bc = spark.sparkContext.broadcast(index.centroids)
     qs = with_lists(queries.filter(F.col("vector").isNotNull())
                     .select("query_id", "vector", "exclude"), bc, nprobe, "lists").persist()
     n_queries = qs.count()
-    n_qb = max(1, math.ceil(n_queries * nprobe / n_lists / QUERY_ROWS_PER_TASK))
-    side = assigned.select("item_idx", "item_id", F.col("vector").alias("ivec"),
-                           "list").withColumn(
-        "qb", F.explode(F.sequence(F.lit(0), F.lit(n_qb - 1))))
-    qb = F.pmod(F.xxhash64("query_id"), F.lit(n_qb)).cast("int")
+    dim = index.centroids.shape[1]
+    keys, tasks = task_blocks(spark, qs, index.sizes, dim, query_rows,
+                              item_rows or blocks.item_block_rows(dim))
+    items = assigned.select("item_idx", "item_id", F.col("vector").alias("ivec"), "list")
+
+    def side(n_qb: str) -> DataFrame:
+        """The items keyed by (list, qb, ib): each repeated once per query block."""
+        return (items.join(keys, "list")
+                .withColumn("ib", F.pmod(F.xxhash64("item_idx"), F.col("ib")).cast("int"))
+                .withColumn("qb", F.explode(F.sequence(F.lit(0), F.col(n_qb) - 1)))
+                .select("list", "qb", "ib", "item_idx", "item_id", "ivec"))
 
     def probe(df: DataFrame, first: bool) -> DataFrame:
+        """The queries' probe rows of one pass keyed by (list, qb, ib): each repeated once per
+        item block of the list."""
         rows = df.select("query_id", F.col("vector").alias("qvec"), "exclude", "kth",
                          F.posexplode("lists").alias("probe", "list"))
         rows = rows.filter(F.col("probe") == 0) if first else rows.filter(F.col("probe") > 0)
-        return rows.withColumn("qb", qb).drop("probe")
+        n_qb = F.col("first_qb" if first else "rest_qb")
+        return (rows.join(keys, "list")
+                .withColumn("qb", F.pmod(F.xxhash64("query_id"), n_qb).cast("int"))
+                .withColumn("ib", F.explode(F.sequence(F.lit(0), F.col("ib") - 1)))
+                .select("list", "qb", "ib", "query_id", "qvec", "exclude", "kth"))
 
-    def search(q_rows: DataFrame, threshold: bool) -> DataFrame:
-        return (q_rows.groupBy("list", "qb").cogroup(side.groupBy("list", "qb"))
-                .applyInArrow(_score(k, threshold), CANDIDATE_SCHEMA))
+    def search(q_rows: DataFrame, first: bool) -> DataFrame:
+        item_rows_ = side("first_qb" if first else "rest_qb")
+        return (q_rows.groupBy("list", "qb", "ib").cogroup(item_rows_.groupBy("list", "qb", "ib"))
+                .applyInArrow(_score(k, not first), CANDIDATE_SCHEMA))
 
     first = search(probe(qs.withColumn("kth", F.lit(None).cast("float")), True),
-                   False).persist()
-    kth = first.groupBy("query_id").agg(
-        F.when(F.count("*") >= k, F.min("score")).otherwise(float("-inf")).alias("kth"))
+                   True).persist()
+    # the k-th best score of the nearest list (over its item blocks); -inf when it has fewer
+    kth = first.groupBy("query_id").agg(F.try_element_at(
+        F.sort_array(F.collect_list("score"), asc=False), F.lit(k)).alias("kth"))
     rest = (search(probe(qs.join(kth, "query_id", "left").fillna(float("-inf"), ["kth"]),
-                         False), True)
+                         False), False)
             if nprobe > 1 else first.limit(0))
     rest = rest.persist()
-    counters = {"queries": n_queries, "query_blocks": n_qb, "first_candidates": first.count(),
+    counters = {"queries": n_queries, **tasks, "first_candidates": first.count(),
                 "more_candidates": rest.count()}
     w = Window.partitionBy("query_id").orderBy(F.desc("score"), F.col("item_idx"))
     out = (first.unionByName(rest).withColumn("rank", F.row_number().over(w))
