@@ -58,7 +58,9 @@ def indexed(spark):
     pts = clustered(n=1500, dim=12, clusters=30, noise=0.2, seed=5).astype(np.float32)
     df = ann.normalise(spark.createDataFrame(
         [(f"i{i}", v.tolist()) for i, v in enumerate(pts)], VEC)).persist()
-    index, assigned = ivf.build_index(spark, df, pts[::3], len(pts), seed=7, items_per_list=100)
+    cent = ivf.spherical_kmeans(pts[::3] / np.linalg.norm(pts[::3], axis=1, keepdims=True),
+                                ivf.n_lists_for(len(pts), 100), seed=7)
+    index, assigned = ivf.build_index(spark, df, cent)
     yield pts, df, index, assigned
     assigned.unpersist()
     df.unpersist()
@@ -146,6 +148,31 @@ def test_the_second_pass_keeps_the_top_k_of_the_probed_lists(spark, indexed):
     info["broadcast"].unpersist()
 
 
+def test_the_number_of_lists_is_the_cheapest_rung():
+    """choose_lists tries the configured list count and its halvings, each tuned on the
+    queries, and keeps the cheapest by ivf_core_seconds; every probe costs a query row, so
+    at this size (lists of a few items) the coarsest rung wins; without queries one rung."""
+    pts = clustered(n=1500, dim=12, clusters=30, noise=0.2, seed=5).astype(np.float32)
+    unit = pts / np.linalg.norm(pts, axis=1, keepdims=True)
+    rng = np.random.default_rng(8)
+    q = unit[rng.choice(len(pts), 200, replace=False)] + 0.05 * rng.normal(size=(200, 12))
+    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    top = np.argsort(-(q @ unit.T), axis=1, kind="stable")[:, :5]
+    truth, valid = unit[top], np.ones((200, 5), bool)
+    chosen = ivf.choose_lists(unit, 1500, q, truth, valid, 0.95, 10**6, 12, seed=3,
+                              items_per_list=10)
+    assert [r["lists"] for r in chosen.rungs] == [150, 75, 37, 18]
+    costs = [r["core_seconds"] for r in chosen.rungs]
+    assert len(chosen.centroids) == chosen.rungs[int(np.argmin(costs))]["lists"] == 18
+    for r in chosen.rungs:  # each rung tuned to the target on the queries
+        assert r["estimated_recall"] >= 0.95 and 1 <= r["nprobe"] <= r["lists"]
+    # finer lists need more probes for the same recall
+    assert chosen.rungs[0]["nprobe"] > chosen.rungs[-1]["nprobe"]
+    alone = ivf.choose_lists(unit, 1500, q[:0], truth[:0], valid[:0], 0.95, 0, 12, seed=3,
+                             items_per_list=10)
+    assert [r["lists"] for r in alone.rungs] == [150] and len(alone.centroids) == 150
+
+
 def test_auto_method_by_estimated_cost():
     """The 722k-item log's measured figures: exact 417 core-s, lsh 380 at recall 0.70 (so
     760), ivf with 10 probes scanning 4.2% at 0.970 cheapest, but not when short of the
@@ -171,7 +198,8 @@ def test_stage_choice_builds_tunes_and_searches(spark, indexed):
     excluded."""
     from recemb_spark.stages.ann import choose_method, item_neighbors, users_top_k
     pts, df, _, _ = indexed
-    cfg = ann_cfg(method="ivf", ivf_items_per_list=100, target_recall=0.95, k=5,
+    # lists of 10 items and halvings of them: the cheapest has a few lists at this size
+    cfg = ann_cfg(method="ivf", ivf_items_per_list=10, target_recall=0.95, k=5,
                   user_candidates_k=5)
     choice = choose_method(spark, df, cfg, len(pts), 12)
     try:
@@ -204,7 +232,9 @@ def test_ties_rank_in_natural_id_order_as_the_exact_search(spark):
     m, ids, items = vectors_with_ties(spark)
     queries = topk_queries(spark, m, ids)
     unit = ann.normalise(items)
-    index, assigned = ivf.build_index(spark, unit, m, len(ids), seed=1, items_per_list=12)
+    cent = ivf.spherical_kmeans(m / np.linalg.norm(m, axis=1, keepdims=True),
+                                ivf.n_lists_for(len(ids), 12), seed=1)
+    index, assigned = ivf.build_index(spark, unit, cent)
     try:
         assert_every_list_is_exact(spark, queries, unit, index, assigned, 6)
     finally:
@@ -246,7 +276,7 @@ def test_als_candidates_by_ivf_at_the_tuned_recall(spark):
                                   "user_id string, vector array<float>")
     seen = spark.createDataFrame([(u, h) for u, _, h in rows],
                                  "user_id string, items array<string>")
-    cfg = load_config().replace("ann", method="ivf", ivf_items_per_list=100,
+    cfg = load_config().replace("ann", method="ivf", ivf_items_per_list=10,
                                 target_recall=0.95, recall_sample=50)
     cfg = cfg.replace("als", candidates_k=5)
     cands, details = als_candidates(spark, cfg, users, items, seen)

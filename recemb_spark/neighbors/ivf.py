@@ -31,7 +31,7 @@ not a bigger one:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -70,6 +70,8 @@ class IvfIndex:
     nprobe: int = 1
     est_recall: float = float("nan")
     est_scanned: float = float("nan")
+    #: how the number of lists was chosen (:func:`choose_lists`)
+    rungs: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def n_lists(self) -> int:
@@ -80,7 +82,8 @@ class IvfIndex:
         return {"lists": self.n_lists, "nprobe": self.nprobe,
                 "largest_list": int(self.sizes.max()) if len(self.sizes) else 0,
                 "estimated_recall": round(self.est_recall, 4),
-                "estimated_scanned_share": round(self.est_scanned, 4)}
+                "estimated_scanned_share": round(self.est_scanned, 4),
+                "list_choice": self.rungs}
 
 
 def n_lists_for(n_items: int, items_per_list: int = ITEMS_PER_LIST) -> int:
@@ -153,7 +156,7 @@ def tune_probes(q: np.ndarray, truth: np.ndarray, valid: np.ndarray, index: IvfI
     query's first ``nprobe``; the scanned share = the mean size of those lists / items."""
     n_lists = index.n_lists
     if len(q) == 0 or not valid.any():
-        return IvfIndex(index.centroids, index.sizes, 1, float("nan"), 1 / n_lists)
+        return replace(index, nprobe=1, est_recall=float("nan"), est_scanned=1 / n_lists)
     pos = probe_positions(q, index.centroids)
     true_lists = nearest_lists(truth.reshape(-1, truth.shape[2]), index.centroids, 1)
     true_pos = np.take_along_axis(pos, true_lists.reshape(len(q), -1), 1)[valid]
@@ -162,7 +165,8 @@ def tune_probes(q: np.ndarray, truth: np.ndarray, valid: np.ndarray, index: IvfI
     nprobe = min(nprobe, n_lists)
     order = np.argsort(pos, axis=1)[:, :nprobe]
     scanned = float(index.sizes[order].sum(axis=1).mean() / max(index.sizes.sum(), 1))
-    return IvfIndex(index.centroids, index.sizes, nprobe, float(recall[nprobe - 1]), scanned)
+    return replace(index, nprobe=nprobe, est_recall=float(recall[nprobe - 1]),
+                   est_scanned=scanned)
 
 
 def ivf_core_seconds(index: IvfIndex, n_queries: int, n_items: int, dim: int) -> float:
@@ -201,14 +205,66 @@ def list_sizes(assigned: DataFrame, n_lists: int) -> np.ndarray:
     return sizes
 
 
-def build_index(spark: SparkSession, items: DataFrame, sample: np.ndarray, n_items: int,
-                seed: int, items_per_list: int = ITEMS_PER_LIST) -> tuple[IvfIndex, DataFrame]:
-    """The centroids trained on ``sample`` (unit rows, at most :data:`TRAIN_SAMPLE`), and
-    ``items (item_id, vector)`` numbered in natural id order
+#: list counts :func:`choose_lists` tries: ``n_lists_for(items, items_per_list)`` divided by
+#: 1, 2, 4, ... (this many rungs)
+LIST_LADDER = 4
+
+
+@dataclass
+class ListChoice:
+    """The centroids :func:`choose_lists` chose and what each rung was estimated to give
+    (``rungs``: lists, probes, estimated recall and scanned share, core-seconds)."""
+
+    centroids: np.ndarray
+    rungs: list[dict[str, float]]
+
+
+def choose_lists(sample: np.ndarray, n_items: int, q: np.ndarray, truth: np.ndarray,
+                 valid: np.ndarray, target: float, n_queries: int, dim: int, seed: int,
+                 items_per_list: int = ITEMS_PER_LIST) -> ListChoice:
+    """The number of lists by estimated cost: for ``n_lists_for(n_items, items_per_list)``
+    lists and :data:`LIST_LADDER` - 1 halvings of it, k-means on ``sample`` (unit rows),
+    list sizes estimated from the sample's assignment, probes tuned on the queries ``q``
+    (:func:`tune_probes`, ``target`` recall), and :func:`ivf_core_seconds` for ``n_queries``
+    queries; the cheapest wins (the first on a tie). Why: each probe repeats the query's row
+    (:data:`PROBE_ROW_SECONDS`, and its shuffle bytes) and finer lists need more probes for
+    the same recall. ALS's inner-product queries at 3M items needed 267 of 1,000 lists for
+    recall 0.97 of their top 50 (267 copies of every user's row, past 100 GB of shuffle); on
+    the 722k-item log's ALS factors 30 lists needed 14 probes (27% of the items scored) where
+    240 needed 59 (8.7%), an estimated 542 against 1,046 µs per query. Without queries the
+    first rung is used."""
+    x = unit_rows(sample)
+    first = n_lists_for(n_items, items_per_list)
+    counts = sorted({max(1, first >> j) for j in range(LIST_LADDER)}, reverse=True)
+    if len(q) == 0 or not valid.any():
+        counts = counts[:1]
+    best: tuple[float, np.ndarray] | None = None
+    rungs = []
+    for n in counts:
+        cent = spherical_kmeans(x, n, seed)
+        sizes = np.bincount(nearest_lists(x, cent, 1)[:, 0], minlength=len(cent))
+        sizes = np.round(sizes * (n_items / max(len(x), 1))).astype(np.int64)
+        tuned = tune_probes(q, truth, valid, IvfIndex(cent, sizes), target)
+        cost = ivf_core_seconds(tuned, n_queries, n_items, dim)
+        rungs.append({"lists": len(cent), "nprobe": tuned.nprobe,
+                      "estimated_recall": round(tuned.est_recall, 4),
+                      "estimated_scanned_share": round(tuned.est_scanned, 4),
+                      "core_seconds": round(cost, 1)})
+        if best is None or cost < best[0]:
+            best = (cost, cent)
+    assert best is not None
+    return ListChoice(best[1], rungs)
+
+
+def build_index(spark: SparkSession, items: DataFrame, centroids: np.ndarray,
+                rungs: list[dict[str, float]] | None = None) -> tuple[IvfIndex, DataFrame]:
+    """``items (item_id, vector)`` (unit rows) numbered in natural id order
     (:func:`~recemb_spark.neighbors.blocks.number_items`: ties rank as the exact search ranks
-    them) with their nearest ``list``: ``(item_idx, item_id, vector, list)``, persisted (the
-    caller unpersists). ``nprobe`` is still 1: see :func:`tune_probes`."""
-    cent = spherical_kmeans(unit_rows(sample), n_lists_for(n_items, items_per_list), seed)
+    them) with their nearest ``list`` of ``centroids`` (:func:`choose_lists`):
+    ``(item_idx, item_id, vector, list)``, persisted (the caller unpersists); and the index
+    with the true list sizes (and ``rungs``, how the list count was chosen). ``nprobe`` is
+    still 1: see :func:`tune_probes`."""
+    cent, rungs = centroids, rungs or []
     bc = spark.sparkContext.broadcast(cent)
     numbered = blocks.number_items(items.select("item_id", "vector"))
     assigned = (with_lists(numbered, bc, 1, "_lists")
@@ -216,7 +272,7 @@ def build_index(spark: SparkSession, items: DataFrame, sample: np.ndarray, n_ite
                 .persist())
     sizes = list_sizes(assigned, len(cent))
     bc.unpersist()
-    return IvfIndex(cent, sizes), assigned
+    return IvfIndex(cent, sizes, rungs=rungs), assigned
 
 
 def _score(k: int, keep_from_threshold: bool) -> Callable[[pa.Table, pa.Table], pa.Table]:

@@ -390,13 +390,19 @@ def lsh_user_candidates(spark: SparkSession, items: DataFrame, users: DataFrame,
     return materialise(out.withColumnRenamed("query_id", "user_id"), info)
 
 
-def ivf_index(spark: SparkSession, items: DataFrame, cfg: AnnConfig,
-              n_items: int) -> tuple[ivf.IvfIndex, DataFrame]:
-    """The IVF index of unit-length ``items`` (:func:`recemb_spark.neighbors.ivf.build_index`
-    on a seeded sample of at most :data:`~recemb_spark.neighbors.ivf.TRAIN_SAMPLE` items) and
-    the items with their list (persisted: the caller unpersists)."""
-    _, sample = hashed_sample(items, "item_id", ivf.TRAIN_SAMPLE, cfg.seed)
-    return ivf.build_index(spark, items, sample, n_items, cfg.seed, cfg.ivf_items_per_list)
+def ivf_index(spark: SparkSession, items: DataFrame, cfg: AnnConfig, n_items: int, dim: int,
+              sample: TuneSample, n_queries: int) -> tuple[ivf.IvfIndex, DataFrame]:
+    """The IVF index of unit-length ``items`` and the items with their list (persisted: the
+    caller unpersists): centroids trained on a seeded sample of at most
+    :data:`~recemb_spark.neighbors.ivf.TRAIN_SAMPLE` items, as many lists as
+    :func:`recemb_spark.neighbors.ivf.choose_lists` finds cheapest for ``n_queries`` queries
+    like the tuning ``sample``'s (:func:`tune_queries`)."""
+    _, train = hashed_sample(items, "item_id", ivf.TRAIN_SAMPLE, cfg.seed)
+    q, truth, valid = first_rows(sample, cfg.ivf_tune_sample)
+    chosen = ivf.choose_lists(train, n_items, q, truth, valid, cfg.target_recall, n_queries,
+                              dim, cfg.seed, cfg.ivf_items_per_list)
+    log.info("ivf: lists by estimated cost %s", chosen.rungs)
+    return ivf.build_index(spark, items, chosen.centroids, chosen.rungs)
 
 
 def ivf_tuned(spark: SparkSession, queries: DataFrame, items: DataFrame, index: ivf.IvfIndex,
@@ -482,8 +488,10 @@ def ivf_dot_user_candidates(spark: SparkSession, users: DataFrame, items: DataFr
     aug_items = aug_items.persist()
     n_items, dim = blocks.table_shape(aug_items)
     queries = query_as_cosine(user_queries(users, histories)).persist()
-    index, assigned = ivf_index(spark, aug_items, cfg, n_items)
-    tuned = ivf_tuned(spark, queries, aug_items, index, cfg, k, False, n_items, dim)
+    sample = tune_queries(spark, queries, aug_items, k, False, n_items, dim,
+                          cfg.ivf_tune_sample, cfg.seed)
+    index, assigned = ivf_index(spark, aug_items, cfg, n_items, dim, sample, queries.count())
+    tuned = ivf_tuned(spark, queries, aug_items, index, cfg, k, False, n_items, dim, sample)
     out, info = ivf.ivf_top_k(spark, queries, assigned, tuned, k)
     scaled = (out.join(queries.select("query_id", "qnorm"), "query_id")
               .select(F.col("query_id").alias("user_id"), "item_id", "rank",

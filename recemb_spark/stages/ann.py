@@ -76,8 +76,11 @@ def auto_method(layout: BandLayout, index: IvfIndex, n_items: int, dim: int,
 
 def ivf_choice(spark: SparkSession, items: DataFrame, cfg: AnnConfig, n_items: int, dim: int,
                sample: ann.TuneSample | None = None) -> tuple[IvfIndex, DataFrame]:
-    """The ivf index of ``items``, tuned for the item queries (on ``sample`` when given)."""
-    index, assigned = ann.ivf_index(spark, items, cfg, n_items)
+    """The ivf index of ``items``, its lists chosen and its probes tuned for the item queries
+    (on ``sample`` when given, else on a sample drawn here)."""
+    sample = sample or ann.tune_queries(spark, items, items, cfg.k, True, n_items, dim,
+                                        cfg.ivf_tune_sample, cfg.seed)
+    index, assigned = ann.ivf_index(spark, items, cfg, n_items, dim, sample, n_items)
     tuned = ann.ivf_tuned(spark, items, items, index, cfg, cfg.k, True, n_items, dim, sample)
     return tuned, assigned
 
