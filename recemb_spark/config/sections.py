@@ -666,8 +666,10 @@ class AnnConfig:
     )
     ivf_items_per_list: int = setting(
         3000,
-        "ivf: items per k-means list (lists = items / this, at most 4096); each query scores "
-        "the items of its nearest lists, as many as target_recall needs on the tune sample",
+        "ivf: items per k-means list at the finest (lists = items / this, at most 4096; "
+        "halved up to three times when the estimated cost is lower: each probe repeats the "
+        "query's row); each query scores the items of its nearest lists, as many as "
+        "target_recall needs on the tune sample",
         ge=1,
     )
     max_bucket_size: int = setting(
