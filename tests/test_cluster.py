@@ -199,11 +199,19 @@ def executor_pids(worker: subprocess.Popen) -> list[int]:
     return pids
 
 
-def running_tasks(pid: int) -> set[str]:
-    """TIDs of the tasks an executor has started and not ended, from its log (the stderr file
-    in its working directory; Spark's INFO lines "Running task … (TID n)" and "Finished task
-    … (TID n)" / "Exception in task … (TID n)")."""
-    log_text = (Path(f"/proc/{pid}/cwd").resolve() / "stderr").read_text(errors="replace")
+def executor_log(pid: int) -> Path:
+    """An executor's log: the stderr file in its working directory."""
+    return Path(f"/proc/{pid}/cwd").resolve() / "stderr"
+
+
+def running_tasks(pid: int, since: int = 0) -> set[str]:
+    """TIDs of the tasks an executor started after byte ``since`` of its log and has not
+    ended, from Spark's INFO lines "Running task … (TID n)" and "Finished task … (TID n)" /
+    "Exception in task … (TID n)" (a task failed by a fetch failure ends without a line:
+    hence only the tasks started after ``since``)."""
+    with executor_log(pid).open("rb") as f:
+        f.seek(since)
+        log_text = f.read().decode(errors="replace")
     started = set(re.findall(r"Running task .*?\(TID (\d+)\)", log_text))
     ended = set(re.findall(r"(?:Finished|Exception in|Executor killed) task .*?\(TID (\d+)\)",
                            log_text))
@@ -245,14 +253,20 @@ def test_executors_killed_during_walks_and_als_change_nothing(standalone, spark,
     def kill_during_als() -> None:
         """Kill worker 2's executor while a task runs on it: freeze it, and kill it when its
         log shows a task started and not ended, else let it go on and look again (a fixed
-        delay after the stage's start missed ALS's tasks on a loaded CI machine)."""
+        delay after the stage's start missed ALS's tasks on a loaded CI machine; a task of an
+        earlier stage that ended by a fetch failure, without a line, was taken for running)."""
+        pids = executor_pids(standalone.workers[1])
+        since = executor_log(pids[0]).stat().st_size if len(pids) == 1 else 0
         while not als_done_seen.is_set():
             pids = executor_pids(standalone.workers[1])
             if len(pids) != 1:
                 problems.append(f"als: executors under worker 2: {pids}")
                 return
             os.kill(pids[0], signal.SIGSTOP)
-            if running_tasks(pids[0]):
+            # the worker copies the executor's stderr into the file through a pipe: let it
+            # catch up with what the executor wrote before it froze
+            time.sleep(0.5)
+            if running_tasks(pids[0], since):
                 kills.append(("als", pids[0]))
                 threading.Timer(2.0, os.kill, (pids[0], signal.SIGKILL)).start()
                 return
