@@ -158,7 +158,6 @@ def main() -> None:
     path = ROOT / "bench" / "results" / f"blend{'_' + args.tag if args.tag else ''}.json"
     write_json(str(path), {"sets": args.set, "seeds": args.seeds, "summary": rows,
                            "runs": runs})
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
