@@ -259,3 +259,20 @@ def test_recent_categories_follow_the_latest_items(spark):
                                      "user_id string, group string, _g int")
     assert_df_equality(blend.recent_categories(histories, cats, 2), expected,
                        ignore_row_order=True, ignore_nullable=True)
+
+
+def test_held_out_users_split_in_two_disjoint_seeded_halves(spark):
+    """The weights are chosen on one half of the held-out users, the blend scored on the
+    other: every pair in exactly one half, a user's pairs together, the same halves for the
+    same seed."""
+    from recemb_spark.stages.blend import split_holdout
+
+    pairs = spark.createDataFrame([(f"u{i % 40}", f"i{i}") for i in range(120)],
+                                  "user_id string, item_id string")
+    val, test = split_holdout(pairs, 42)
+    v, t = {tuple(r) for r in val.collect()}, {tuple(r) for r in test.collect()}
+    assert v.isdisjoint(t) and v | t == {tuple(r) for r in pairs.collect()}
+    assert {u for u, _ in v}.isdisjoint({u for u, _ in t})
+    assert 10 <= len({u for u, _ in v}) <= 30  # about half of the 40 users
+    assert {tuple(r) for r in split_holdout(pairs, 42)[0].collect()} == v
+    assert {tuple(r) for r in split_holdout(pairs, 7)[0].collect()} != v

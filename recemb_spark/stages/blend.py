@@ -8,17 +8,20 @@ The merge is weighted reciprocal rank fusion (:func:`recemb_spark.neighbors.fusi
 
 Three sets of lists are built, each only from data its purpose may see:
 
-* *validation* (``blend.weights: auto``): a seeded sample of users, the last liked item of
-  their training history (the ratings without the evaluation's held-out pairs) as target, the
-  channels built from the history before it; the weights and ``rr_k`` that put the most
-  targets in the top ``blend.k`` are chosen by coordinate search (manifest
-  ``details.weights``). Pooled user vectors are pooled again from the shortened history;
-  learned ones (ALS) and every model's item vectors were trained with the target: the
-  validation flatters the model channels somewhat.
-* *evaluation* (when the ``holdout`` table has pairs): the held-out users, channels from the
-  training data only; the blend and every channel are scored on the held-out items (metrics
-  ``blend`` and ``blend_<channel>``, stage ``blend``; with ``weights: auto`` also
-  ``blend_equal``: every channel at weight 1 and ``blend.rr_k``, what the search bought).
+* *validation* (``blend.weights: auto``): with held-out pairs (the ``holdout`` table, which
+  no model trained on), a seeded half of their users (:func:`split_holdout`), lists built as
+  the evaluation builds them; the weights and ``rr_k`` that put the most held-out items in
+  the top ``blend.k`` are chosen by coordinate search (manifest ``details.weights``,
+  ``weights_chosen_on``). Without held-out pairs: a seeded sample of users, the last liked
+  item of their history as target, the channels built from the history before it — but every
+  trained channel saw that target (on taobao-head ALS's fold-in found 99.6% of them there and
+  none of the held-out items: the search gave it weight 4 and the blend scored 0.43x its best
+  channel).
+* *evaluation* (when the ``holdout`` table has pairs): the other half of the held-out users,
+  channels from the training data only; the blend and every channel are scored on the
+  held-out items (metrics ``blend`` and ``blend_<channel>``, stage ``blend``; with
+  ``weights: auto`` also ``blend_equal``: every channel at weight 1 and ``blend.rr_k``, what
+  the search bought).
 * *published*: every user with an event, channels from every event, history excluded,
   filled to ``blend.k`` from popularity: ``user_candidates`` model ``blend``.
 """
@@ -154,25 +157,46 @@ def _pairs(events: DataFrame, min_rating: float | None, on: bool) -> DataFrame:
     return pairs if on else pairs.limit(0)
 
 
+def split_holdout(holdout: DataFrame, seed: int) -> tuple[DataFrame, DataFrame]:
+    """The held-out pairs' users in two halves by a seeded hash: ``(validation, test)``."""
+    half = F.pmod(F.xxhash64("user_id", F.lit(seed)), F.lit(2)) == 0
+    return holdout.filter(half), holdout.filter(~half)
+
+
 def choose_weights(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str,
                    train: DataFrame, user_models: list[str], neighbors: dict[str, DataFrame],
-                   categories: DataFrame | None, res: StageResult
-                   ) -> tuple[dict[str, float], float]:
+                   categories: DataFrame | None, res: StageResult,
+                   held: DataFrame | None = None) -> tuple[dict[str, float], float]:
     """The channel weights and ``rr_k``: ``blend.fixed_weights`` (1 for a channel not named)
-    with ``weights: fixed``, else chosen on the validation split (see the module doc)."""
+    with ``weights: fixed``, else chosen by the search on ``held`` — held-out pairs the
+    models never trained on, their lists built as the evaluation builds them — or without
+    held-out pairs on a validation split of ``train`` (see the module doc)."""
     b = cfg.blend
     names = channel_names(cfg, user_models, neighbors, categories)
     if b.weights == "fixed":
         return {n: float(b.fixed_weights.get(n, 1.0)) for n in names}, b.rr_k
     min_rating = cfg.liked_min_rating
     with res.timed("validation"):
-        targets = sample_users(last_liked(train, min_rating), b.validation_users,
-                               b.seed).select("user_id", "item_id").persist()
-        events = without_holdout(train, targets)
-        users = targets.select("user_id")
-        exclude = _pairs(events.join(users, "user_id"), min_rating, cfg.evaluate.exclude_history)
-        lists = _vector_lists(spark, wh, cfg, run_date, user_models, users, exclude, b.depth,
-                              events)
+        if held is not None:
+            targets = sample_users(held, b.validation_users, b.seed).select(
+                "user_id", "item_id").persist()
+            held_cases = holdout_cases(train, targets, min_rating)
+            users = held_cases.select("user_id")
+            exclude = _pairs(held_cases.select("user_id",
+                                               F.explode("history").alias("item_id")),
+                             None, cfg.evaluate.exclude_history)
+            lists = _vector_lists(spark, wh, cfg, run_date, user_models, users, exclude,
+                                  b.depth)
+            events = train
+        else:
+            targets = sample_users(last_liked(train, min_rating), b.validation_users,
+                                   b.seed).select("user_id", "item_id").persist()
+            events = without_holdout(train, targets)
+            users = targets.select("user_id")
+            exclude = _pairs(events.join(users, "user_id"), min_rating,
+                             cfg.evaluate.exclude_history)
+            lists = _vector_lists(spark, wh, cfg, run_date, user_models, users, exclude,
+                                  b.depth, events)
         chans = channel_lists(cfg, Role(events, users, exclude, lists), neighbors, categories,
                               b.depth)
         rows = fusion.validation_rows(chans, targets, names)
@@ -278,12 +302,18 @@ def run(ctx: StageContext) -> None:
                else ratings.select("user_id", "item_id").limit(0)).persist()
     n_holdout = fingerprint(holdout).pairs
     train = without_holdout(ratings, holdout) if n_holdout else ratings
+    # with held-out pairs (models trained without them): weights chosen on half of their
+    # users, the blend evaluated on the other half. A validation split inside the training
+    # data leaks into every trained channel (on taobao-head ALS's fold-in found 99.6% of
+    # the validation targets and none of the held-out items)
+    held, test = split_holdout(holdout, b.seed) if n_holdout else (None, holdout)
     weights, rr_k = choose_weights(spark, wh, cfg, run_date, train, user_models, neighbors,
-                                   categories, res)
-    res.details.update(weights=weights, rr_k=rr_k, channels=sorted(weights))
+                                   categories, res, held)
+    res.details.update(weights=weights, rr_k=rr_k, channels=sorted(weights),
+                       weights_chosen_on="held-out half" if n_holdout else "validation split")
     if n_holdout:
         with res.timed("evaluate"):
-            evaluate(spark, wh, cfg, run_date, train, holdout, user_models, neighbors,
+            evaluate(spark, wh, cfg, run_date, train, test, user_models, neighbors,
                      categories, weights, rr_k, res)
     with res.timed("publish"):
         users = ratings.select("user_id").distinct()
