@@ -99,18 +99,13 @@ def main() -> None:
     for n_lists in args.lists:
         cent = ivf.spherical_kmeans(train, n_lists, 7)
         assign = ivf.nearest_lists(aug, cent, 1)[:, 0]
-        sizes = np.bincount(assign, minlength=len(cent))
-        pos = ivf.probe_positions(qa, cent)
-        at = np.take_along_axis(pos, assign[top], 1)
-        recall = np.cumsum(np.bincount(at.ravel(), minlength=len(cent))) / at.size
+        index = ivf.IvfIndex(cent, np.bincount(assign, minlength=len(cent)))
         for target in (0.9, 0.95, 0.97):
-            nprobe = int(np.searchsorted(recall, target - 1e-9) + 1)
-            probed = np.argsort(pos, axis=1)[:, :nprobe]
-            scanned = float(sizes[probed].sum(axis=1).mean() / len(x))
-            out["ivf"].append({"lists": len(cent), "target": target, "nprobe": nprobe,
-                               "scanned_share": round(scanned, 4)})
-            print(f"ivf {len(cent)} lists, recall {target}: {nprobe} probes, "
-                  f"{scanned:.1%} of the items scored", flush=True)
+            tuned = ivf.tune_probes(qa, aug[top], np.ones(top.shape, bool), index, target)
+            out["ivf"].append({"lists": len(cent), "target": target, "nprobe": tuned.nprobe,
+                               "scanned_share": round(tuned.est_scanned, 4)})
+            print(f"ivf {len(cent)} lists, recall {target}: {tuned.nprobe} probes, "
+                  f"{tuned.est_scanned:.1%} of the items scored", flush=True)
     print(f"norm bound: {out['norm_bound_share']} of the items must be scored "
           f"(first-block floor: {out['norm_bound_share_first_block']})")
     write_json(str(ROOT / "bench" / "results" /

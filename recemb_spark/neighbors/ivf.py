@@ -264,15 +264,14 @@ def build_index(spark: SparkSession, items: DataFrame, centroids: np.ndarray,
     ``(item_idx, item_id, vector, list)``, persisted (the caller unpersists); and the index
     with the true list sizes (and ``rungs``, how the list count was chosen). ``nprobe`` is
     still 1: see :func:`tune_probes`."""
-    cent, rungs = centroids, rungs or []
-    bc = spark.sparkContext.broadcast(cent)
+    bc = spark.sparkContext.broadcast(centroids)
     numbered = blocks.number_items(items.select("item_id", "vector"))
     assigned = (with_lists(numbered, bc, 1, "_lists")
                 .select("item_idx", "item_id", "vector", F.col("_lists")[0].alias("list"))
                 .persist())
-    sizes = list_sizes(assigned, len(cent))
+    sizes = list_sizes(assigned, len(centroids))
     bc.unpersist()
-    return IvfIndex(cent, sizes, rungs=rungs), assigned
+    return IvfIndex(centroids, sizes, rungs=rungs or []), assigned
 
 
 def _score(k: int, keep_from_threshold: bool) -> Callable[[pa.Table, pa.Table], pa.Table]:

@@ -157,6 +157,19 @@ def _pairs(events: DataFrame, min_rating: float | None, on: bool) -> DataFrame:
     return pairs if on else pairs.limit(0)
 
 
+def heldout_role(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str,
+                 train: DataFrame, cases: DataFrame, user_models: list[str],
+                 depth: int) -> Role:
+    """The lists' inputs for held-out ``cases`` (:func:`holdout_cases`): their users, their
+    training history excluded, the stored user vectors' candidates; popularity from
+    ``train``."""
+    users = cases.select("user_id")
+    exclude = _pairs(cases.select("user_id", F.explode("history").alias("item_id")), None,
+                     cfg.evaluate.exclude_history)
+    lists = _vector_lists(spark, wh, cfg, run_date, user_models, users, exclude, depth)
+    return Role(train, users, exclude, lists)
+
+
 def split_holdout(holdout: DataFrame, seed: int) -> tuple[DataFrame, DataFrame]:
     """The held-out pairs' users in two halves by a seeded hash: ``(validation, test)``."""
     half = F.pmod(F.xxhash64("user_id", F.lit(seed)), F.lit(2)) == 0
@@ -180,14 +193,9 @@ def choose_weights(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: st
         if held is not None:
             targets = sample_users(held, b.validation_users, b.seed).select(
                 "user_id", "item_id").persist()
-            held_cases = holdout_cases(train, targets, min_rating)
-            users = held_cases.select("user_id")
-            exclude = _pairs(held_cases.select("user_id",
-                                               F.explode("history").alias("item_id")),
-                             None, cfg.evaluate.exclude_history)
-            lists = _vector_lists(spark, wh, cfg, run_date, user_models, users, exclude,
-                                  b.depth)
-            events = train
+            role = heldout_role(spark, wh, cfg, run_date, train,
+                                holdout_cases(train, targets, min_rating), user_models,
+                                b.depth)
         else:
             targets = sample_users(last_liked(train, min_rating), b.validation_users,
                                    b.seed).select("user_id", "item_id").persist()
@@ -195,10 +203,9 @@ def choose_weights(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: st
             users = targets.select("user_id")
             exclude = _pairs(events.join(users, "user_id"), min_rating,
                              cfg.evaluate.exclude_history)
-            lists = _vector_lists(spark, wh, cfg, run_date, user_models, users, exclude,
-                                  b.depth, events)
-        chans = channel_lists(cfg, Role(events, users, exclude, lists), neighbors, categories,
-                              b.depth)
+            role = Role(events, users, exclude, _vector_lists(
+                spark, wh, cfg, run_date, user_models, users, exclude, b.depth, events))
+        chans = channel_lists(cfg, role, neighbors, categories, b.depth)
         rows = fusion.validation_rows(chans, targets, names)
         n_users = targets.count()
     k = b.k
@@ -252,12 +259,8 @@ def evaluate(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str, tra
     ks = cfg.evaluate.ks
     depth = max(max(ks), cfg.blend.depth)
     cases = holdout_cases(train, holdout, cfg.liked_min_rating).persist()
-    users = cases.select("user_id")
-    exclude = _pairs(cases.select("user_id", F.explode("history").alias("item_id")), None,
-                     cfg.evaluate.exclude_history)
-    lists = _vector_lists(spark, wh, cfg, run_date, user_models, users, exclude, depth)
-    chans = channel_lists(cfg, Role(train, users, exclude, lists), neighbors, categories,
-                          depth).persist()
+    role = heldout_role(spark, wh, cfg, run_date, train, cases, user_models, depth)
+    chans = channel_lists(cfg, role, neighbors, categories, depth).persist()
     fused = fusion.fuse(chans, weights, rr_k, max(ks)).persist()
     catalogue = train.select("item_id").distinct().count()
     scored = {MODEL: fused}
