@@ -71,6 +71,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--block", type=int, default=16384, help="items in the first norm block")
     ap.add_argument("--lists", type=int, nargs="*", default=[30, 60, 120, 240])
+    ap.add_argument("--bands", type=int, nargs="*", default=[8, 16, 32, 64, 128],
+                    help="norm bands (equal item counts) of the pruned exact search")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag")
     args = ap.parse_args()
@@ -89,7 +91,22 @@ def main() -> None:
                  "norm_quantiles": [round(float(v), 4) for v in
                                     np.quantile(xn, [0, 0.5, 0.9, 0.99, 1])],
                  "norm_bound_share": shares(need, len(x)),
-                 "norm_bound_share_first_block": shares(need0, len(x)), "ivf": []}
+                 "norm_bound_share_first_block": shares(need0, len(x)), "ivf": [],
+                 "bands": []}
+    for n_bands in args.bands:
+        # what neighbors/normbound.py does: bands of equal counts by norm, the k-th score of
+        # band 0 as the floor, every other band whose largest norm x |q| reaches it
+        cuts = np.linspace(0, len(x), n_bands + 1).astype(np.int64)
+        tops = xn[order[cuts[:-1]]]
+        _, floor = top_k(q, x[order[:cuts[1]]], min(args.k, int(cuts[1])))
+        needed = qn[:, None] * tops[None, 1:] >= floor[:, None]
+        scanned = (cuts[1] + (needed * np.diff(cuts)[None, 1:]).sum(axis=1)) / len(x)
+        out["bands"].append({"bands": n_bands, "scanned_share": shares(scanned * len(x),
+                                                                         len(x)),
+                             "probes_mean": round(float(1 + needed.sum(axis=1).mean()), 2)})
+        print(f"{n_bands} norm bands: {scanned.mean():.1%} of the items scored (p90 "
+              f"{np.quantile(scanned, 0.9):.1%}), {1 + needed.sum(axis=1).mean():.1f} bands "
+              f"per query", flush=True)
     m = float(xn.max()) or 1.0
     aug = np.hstack([x / m, np.sqrt(np.maximum(0, 1 - (xn / m) ** 2))[:, None]]
                     ).astype(np.float32)

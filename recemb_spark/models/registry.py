@@ -166,25 +166,28 @@ def als_stage_extras(spark: SparkSession, cfg: Config, ratings: DataFrame,
 def als_candidates(spark: SparkSession, cfg: Config, users: DataFrame, items: DataFrame,
                    seen: DataFrame) -> tuple[DataFrame, dict[str, Any]]:
     """ALS's top ``als.candidates_k`` unseen items per user by dot product, and the manifest
-    details. Exact (on the path :func:`~recemb_spark.neighbors.exact.exact_path` picks), or,
-    with ``ann.method`` ivf, or auto above ``ann.auto_exact_max_items`` items, by ivf on the
-    inner-product transform (:func:`~recemb_spark.neighbors.nearest.ivf_dot_user_candidates`;
-    at a million users and 3M items exact would score 2e12 pairs) with its recall against
-    exact measured on ``ann.recall_sample`` users."""
+    details. Exact either way: with ``ann.method`` exact, or auto up to
+    ``ann.auto_exact_max_items`` items, on the path
+    :func:`~recemb_spark.neighbors.exact.exact_path` picks; otherwise pruned by the norm
+    bound (:func:`~recemb_spark.neighbors.normbound.norm_top_k`: at a million users and 3M
+    items the plain search would score 3e12 pairs), with the share of the pairs it scored
+    and its recall against the plain search on ``ann.recall_sample`` users."""
     from ..neighbors import blocks
     from ..neighbors import nearest as ann
     from ..neighbors.exact import exact_path, user_candidates, user_queries
+    from ..neighbors.normbound import norm_top_k
 
     a, k = cfg.ann, cfg.als.candidates_k
     n_items, _ = blocks.table_shape(items)
-    if a.method == "ivf" or (a.method == "auto" and n_items > a.auto_exact_max_items):
-        cands, info = ann.ivf_dot_user_candidates(spark, users, items, seen, a, k)
+    if a.method != "exact" and (a.method != "auto" or n_items > a.auto_exact_max_items):
+        out, info = norm_top_k(spark, user_queries(users, seen), items, k)
+        cands, info = ann.materialise(out.withColumnRenamed("query_id", "user_id"), info)
         sample = users.join(ann.sample_ids(users, "user_id", a.recall_sample, a.seed),
                             "user_id")
         truth = user_candidates(spark, sample, items, seen, k, "dot")
         details = {f"candidates_{key}": value for key, value in info.items()
-                   if isinstance(value, (int, float, str))}
-        details.update(candidates_method="ivf",
+                   if isinstance(value, (int, float, str, list))}
+        details.update(candidates_method="norm_bound",
                        candidates_recall=ann.recall_at_k(cands, truth, "user_id", "item_id"))
         return cands, details
     path = exact_path(spark, user_queries(users, seen), items, a.broadcast_max_mb, k)

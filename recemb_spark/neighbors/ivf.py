@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from pyspark import Broadcast
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from . import blocks
@@ -306,27 +306,78 @@ def _score(k: int, keep_from_threshold: bool) -> Callable[[pa.Table, pa.Table], 
     return score
 
 
-def task_blocks(spark: SparkSession, qs: DataFrame, sizes: np.ndarray, dim: int,
-                query_rows: int, item_rows: int) -> tuple[DataFrame, dict[str, int]]:
-    """``(list, first_qb, rest_qb, ib)`` (a small frame, one row per list): how many query
-    blocks of at most ``query_rows`` rows the queries probing each list first (pass 1) and
-    later (pass 2) are cut in, and how many item blocks of at most ``item_rows`` its items
-    are; and the tasks that makes per pass. Counts the probe rows per list (``n_lists`` x 2
-    rows reach the driver)."""
-    n_lists = len(sizes)
-    rows = np.zeros((n_lists, 2), np.int64)
-    probes = qs.select(F.posexplode("lists").alias("probe", "list"))
-    for r in probes.groupBy("list", (F.col("probe") > 0).alias("later")).count().collect():
-        rows[int(r["list"]), int(r["later"])] = int(r["count"])
-    qb = [[blocks.blocks_of(int(n), query_rows) for n in col] for col in rows.T]
-    ib = [blocks.blocks_of(int(n), item_rows) for n in sizes]
-    frame = spark.createDataFrame(
-        [(li, qb[0][li], qb[1][li], ib[li]) for li in range(n_lists)],
-        "list int, first_qb int, rest_qb int, ib int")
-    tasks = {"first_tasks": sum(qb[0][li] * ib[li] for li in range(n_lists) if rows[li, 0]),
-             "more_tasks": sum(qb[1][li] * ib[li] for li in range(n_lists) if rows[li, 1]),
-             "item_blocks": sum(ib)}
-    return F.broadcast(frame), tasks
+def pass_keys(spark: SparkSession, lists: DataFrame, sizes: np.ndarray, query_rows: int,
+              item_rows: int) -> tuple[DataFrame, dict[str, int]]:
+    """``(list, n_qb, ib)`` (a small frame, one row per list probed in this pass): how many
+    query blocks of at most ``query_rows`` rows the probe rows ``lists (list int)`` of each
+    list are cut in, and how many item blocks of at most ``item_rows`` its ``sizes`` items
+    are; and the pass's ``tasks`` and ``scored_pairs`` (probe rows x list sizes). Counts the
+    probe rows per list (one row per list reaches the driver)."""
+    counts = np.zeros(len(sizes), np.int64)
+    for r in lists.groupBy("list").count().collect():
+        counts[int(r["list"])] = int(r["count"])
+    probed = np.flatnonzero(counts)
+    qb = {int(li): blocks.blocks_of(int(counts[li]), query_rows) for li in probed}
+    ib = {int(li): blocks.blocks_of(int(sizes[li]), item_rows) for li in probed}
+    frame = spark.createDataFrame([(li, qb[li], ib[li]) for li in qb],
+                                  "list int, n_qb int, ib int")
+    return F.broadcast(frame), {"tasks": sum(qb[li] * ib[li] for li in qb),
+                                "scored_pairs": int((counts * sizes).sum())}
+
+
+def two_pass_top_k(spark: SparkSession, qs: DataFrame, first_list: Column,
+                   more_lists: Column | None, items: DataFrame, sizes: np.ndarray, k: int,
+                   query_rows: int, item_rows: int) -> tuple[DataFrame, dict[str, Any]]:
+    """The top-``k`` items per query among the items of the lists it probes, in two passes:
+    ``(query_id, item_id, rank, score double)`` (score descending, ties by ``item_idx``) and
+    counters (both passes' tasks and candidates, the scored pairs).
+
+    ``qs``: the queries ``(query_id, vector, exclude, ...)`` (persisted by the caller);
+    ``first_list``: the list each probes first (an int column of ``qs``); ``more_lists``:
+    the lists it probes next, an ``array<int>`` column that may read ``qs``'s columns and
+    ``kth`` (the k-th best score of pass 1; -inf when the first list held fewer than ``k``
+    candidates), or None for one pass; ``items``: ``(item_idx, item_id, ivec, list)``,
+    ``sizes[list]`` items in each. A task holds one (list, query block, item block): see
+    :func:`pass_keys`. Pass 2 keeps only candidates scoring at least ``kth``."""
+
+    def search(rows: DataFrame, first: bool) -> tuple[DataFrame, dict[str, int]]:
+        """One pass over probe rows ``(query_id, qvec, exclude, kth, list)``."""
+        keys, counters = pass_keys(spark, rows.select("list"), sizes, query_rows, item_rows)
+        q_rows = (rows.join(keys, "list")
+                  .withColumn("qb", F.pmod(F.xxhash64("query_id"), F.col("n_qb")).cast("int"))
+                  .withColumn("ib", F.explode(F.sequence(F.lit(0), F.col("ib") - 1)))
+                  .select("list", "qb", "ib", "query_id", "qvec", "exclude", "kth"))
+        i_rows = (items.join(keys, "list")
+                  .withColumn("ib", F.pmod(F.xxhash64("item_idx"), F.col("ib")).cast("int"))
+                  .withColumn("qb", F.explode(F.sequence(F.lit(0), F.col("n_qb") - 1)))
+                  .select("list", "qb", "ib", "item_idx", "item_id", "ivec"))
+        out = (q_rows.groupBy("list", "qb", "ib").cogroup(i_rows.groupBy("list", "qb", "ib"))
+               .applyInArrow(_score(k, not first), CANDIDATE_SCHEMA))
+        return out, counters
+
+    head: list[Column | str] = ["query_id", F.col("vector").alias("qvec"), "exclude"]
+    first, c1 = search(qs.select(*head, F.lit(None).cast("float").alias("kth"),
+                                 first_list.alias("list")), True)
+    first = first.persist()
+    # the k-th best score of the first list (over its item blocks); -inf when it has fewer
+    kth = first.groupBy("query_id").agg(F.try_element_at(
+        F.sort_array(F.collect_list("score"), asc=False), F.lit(k)).alias("kth"))
+    c2 = {"tasks": 0, "scored_pairs": 0}
+    rest = first.limit(0)
+    if more_lists is not None:
+        with_kth = qs.join(kth, "query_id", "left").fillna(float("-inf"), ["kth"])
+        rest, c2 = search(with_kth.select(*head, "kth", F.explode(more_lists).alias("list")),
+                          False)
+    rest = rest.persist()
+    counters = {"first_tasks": c1["tasks"], "more_tasks": c2["tasks"],
+                "scored_pairs": c1["scored_pairs"] + c2["scored_pairs"],
+                "first_candidates": first.count(), "more_candidates": rest.count()}
+    w = Window.partitionBy("query_id").orderBy(F.desc("score"), F.col("item_idx"))
+    out = (first.unionByName(rest).withColumn("rank", F.row_number().over(w))
+           .filter(F.col("rank") <= k)
+           .select("query_id", "item_id", F.col("rank").cast("int"),
+                   F.col("score").cast("double").alias("score")))
+    return out, {"cached": [first, rest], **counters}
 
 
 def ivf_top_k(spark: SparkSession, queries: DataFrame, assigned: DataFrame, index: IvfIndex,
@@ -340,55 +391,18 @@ def ivf_top_k(spark: SparkSession, queries: DataFrame, assigned: DataFrame, inde
     skipped); ``assigned``: :func:`build_index`'s items with their list. A task holds at most
     about ``query_rows`` queries and ``item_rows`` items (default
     :func:`~recemb_spark.neighbors.blocks.item_block_rows` of the dimension): see
-    :func:`task_blocks`. With ``nprobe`` = all lists this is the exact top-``k``."""
+    :func:`two_pass_top_k`. With ``nprobe`` = all lists this is the exact top-``k``."""
     nprobe = index.nprobe
     bc = spark.sparkContext.broadcast(index.centroids)
     qs = with_lists(queries.filter(F.col("vector").isNotNull())
                     .select("query_id", "vector", "exclude"), bc, nprobe, "lists").persist()
     n_queries = qs.count()
     dim = index.centroids.shape[1]
-    keys, tasks = task_blocks(spark, qs, index.sizes, dim, query_rows,
-                              item_rows or blocks.item_block_rows(dim))
+    item_rows = item_rows or blocks.item_block_rows(dim)
     items = assigned.select("item_idx", "item_id", F.col("vector").alias("ivec"), "list")
-
-    def side(n_qb: str) -> DataFrame:
-        """The items keyed by (list, qb, ib): each repeated once per query block."""
-        return (items.join(keys, "list")
-                .withColumn("ib", F.pmod(F.xxhash64("item_idx"), F.col("ib")).cast("int"))
-                .withColumn("qb", F.explode(F.sequence(F.lit(0), F.col(n_qb) - 1)))
-                .select("list", "qb", "ib", "item_idx", "item_id", "ivec"))
-
-    def probe(df: DataFrame, first: bool) -> DataFrame:
-        """The queries' probe rows of one pass keyed by (list, qb, ib): each repeated once per
-        item block of the list."""
-        rows = df.select("query_id", F.col("vector").alias("qvec"), "exclude", "kth",
-                         F.posexplode("lists").alias("probe", "list"))
-        rows = rows.filter(F.col("probe") == 0) if first else rows.filter(F.col("probe") > 0)
-        n_qb = F.col("first_qb" if first else "rest_qb")
-        return (rows.join(keys, "list")
-                .withColumn("qb", F.pmod(F.xxhash64("query_id"), n_qb).cast("int"))
-                .withColumn("ib", F.explode(F.sequence(F.lit(0), F.col("ib") - 1)))
-                .select("list", "qb", "ib", "query_id", "qvec", "exclude", "kth"))
-
-    def search(q_rows: DataFrame, first: bool) -> DataFrame:
-        item_rows_ = side("first_qb" if first else "rest_qb")
-        return (q_rows.groupBy("list", "qb", "ib").cogroup(item_rows_.groupBy("list", "qb", "ib"))
-                .applyInArrow(_score(k, not first), CANDIDATE_SCHEMA))
-
-    first = search(probe(qs.withColumn("kth", F.lit(None).cast("float")), True),
-                   True).persist()
-    # the k-th best score of the nearest list (over its item blocks); -inf when it has fewer
-    kth = first.groupBy("query_id").agg(F.try_element_at(
-        F.sort_array(F.collect_list("score"), asc=False), F.lit(k)).alias("kth"))
-    rest = (search(probe(qs.join(kth, "query_id", "left").fillna(float("-inf"), ["kth"]),
-                         False), False)
-            if nprobe > 1 else first.limit(0))
-    rest = rest.persist()
-    counters = {"queries": n_queries, **tasks, "first_candidates": first.count(),
-                "more_candidates": rest.count()}
-    w = Window.partitionBy("query_id").orderBy(F.desc("score"), F.col("item_idx"))
-    out = (first.unionByName(rest).withColumn("rank", F.row_number().over(w))
-           .filter(F.col("rank") <= k)
-           .select("query_id", "item_id", F.col("rank").cast("int"),
-                   F.col("score").cast("double").alias("score")))
-    return out, {"broadcast": bc, "cached": [qs, first, rest], **counters}
+    out, info = two_pass_top_k(
+        spark, qs, F.col("lists")[0], F.slice("lists", 2, nprobe - 1) if nprobe > 1 else None,
+        items, index.sizes, k, query_rows, item_rows)
+    item_blocks = sum(blocks.blocks_of(int(n), item_rows) for n in index.sizes)
+    return out, {**info, "broadcast": bc, "cached": [qs, *info["cached"]],
+                 "queries": n_queries, "item_blocks": item_blocks}

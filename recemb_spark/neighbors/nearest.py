@@ -450,57 +450,6 @@ def ivf_user_candidates(spark: SparkSession, items: DataFrame, assigned: DataFra
     return materialise(out.withColumnRenamed("query_id", "user_id"), info)
 
 
-def dot_as_cosine(items: DataFrame) -> tuple[DataFrame, float]:
-    """Items for a maximum-inner-product search by cosine (Bachrach et al., 2014): each
-    vector ``x`` divided by the largest norm ``M`` and extended by ``sqrt(1 - |x|^2 / M^2)``:
-    unit rows whose dot product with a query ``[q, 0]`` is ``q . x / M``, so that the
-    nearest items of a query by cosine are its best by dot product. Returns the items and
-    ``M`` (one aggregate)."""
-    sq = squared_norm()
-    top = one_row(items.select(F.max(sq).alias("m")))["m"] or 0.0
-    m = math.sqrt(top) or 1.0
-    extra = F.sqrt(F.greatest(F.lit(0.0), 1.0 - sq / F.lit(m * m)))
-    return items.select("item_id", F.concat(
-        F.transform("vector", lambda x: (x / F.lit(m)).cast("float")),
-        F.array(extra.cast("float"))).alias("vector")), m
-
-
-def query_as_cosine(queries: DataFrame) -> DataFrame:
-    """Queries ``(query_id, vector, exclude)`` for :func:`dot_as_cosine` items: the vector
-    extended by 0 and scaled to unit length (the order of a query's items is unchanged), and
-    its norm ``qnorm`` to turn the cosine back into the dot product."""
-    norm = F.sqrt(squared_norm())
-    q = queries.filter(F.col("vector").isNotNull()).withColumn("qnorm", norm)
-    return q.filter(F.col("qnorm") > 0).select(
-        "query_id", "exclude", "qnorm",
-        F.concat(F.transform("vector", lambda x: (x / F.col("qnorm")).cast("float")),
-                 F.array(F.lit(0.0).cast("float"))).alias("vector"))
-
-
-def ivf_dot_user_candidates(spark: SparkSession, users: DataFrame, items: DataFrame,
-                            histories: DataFrame, cfg: AnnConfig, k: int
-                            ) -> tuple[DataFrame, dict[str, Any]]:
-    """Top-``k`` unseen items per user by dot product through ivf (:func:`dot_as_cosine`,
-    :func:`query_as_cosine`; learned factors such as ALS's): ``(user_id, item_id, rank,
-    score)`` with the dot product as score (persisted), and the index's details. The
-    probes are tuned for these user queries to ``cfg.target_recall``."""
-    aug_items, top = dot_as_cosine(items)
-    aug_items = aug_items.persist()
-    n_items, dim = blocks.table_shape(aug_items)
-    queries = query_as_cosine(user_queries(users, histories)).persist()
-    sample = tune_queries(spark, queries, aug_items, k, False, n_items, dim,
-                          cfg.ivf_tune_sample, cfg.seed)
-    index, assigned = ivf_index(spark, aug_items, cfg, n_items, dim, sample, queries.count())
-    tuned = ivf_tuned(spark, queries, aug_items, index, cfg, k, False, n_items, dim, sample)
-    out, info = ivf.ivf_top_k(spark, queries, assigned, tuned, k)
-    scaled = (out.join(queries.select("query_id", "qnorm"), "query_id")
-              .select(F.col("query_id").alias("user_id"), "item_id", "rank",
-                      (F.col("score") * F.col("qnorm") * F.lit(top)).alias("score")))
-    info.update(tuned.details())
-    info["cached"] = [*info.get("cached", []), assigned, aug_items, queries]
-    return materialise(scaled, info)
-
-
 def recall_at_k(approx: DataFrame, exact: DataFrame, key: str, other: str) -> float:
     """Mean over the queries of ``exact`` of |approx top-k ∩ exact top-k| / |exact top-k|."""
     hits = exact.join(approx.select(key, other), [key, other], "left_semi").groupBy(key).count()
