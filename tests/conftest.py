@@ -7,7 +7,10 @@ from recemb_spark.config import Config, load_config
 from recemb_spark.session import build_session
 
 # Small enough to run in seconds, large enough to carry the sample's structure.
-SMALL_SAMPLE = ["sample.n_users=300", "sample.n_items=400", "sample.n_ratings=24000"]
+#: ... and the train-once protocol: evaluate.protocol auto would train every model twice on
+#: logs this small (tests/test_holdout.py covers auto)
+SMALL_SAMPLE = ["sample.n_users=300", "sample.n_items=400", "sample.n_ratings=24000",
+                "evaluate.protocol=holdout"]
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,7 @@ RETRIES = 2
 # the cluster test's small sample, without the ann stage: every model's tables in one run
 SAMPLE = ["sample.n_users=200", "sample.n_items=150", "sample.n_ratings=8000",
           "walks.walks_per_node=3", "als.max_iter=5", "als.rank=8", "als.candidates_k=5",
-          "evaluate.user_query=false", "ann.enabled=false"]
+          "evaluate.user_query=false", "ann.enabled=false", "evaluate.protocol=holdout"]
 
 
 def airflow_venv() -> Path:

@@ -66,7 +66,8 @@ DATE = "2026-11-20"
 SAMPLE = ["sample.n_users=200", "sample.n_items=150", "sample.n_ratings=8000",
           "walks.walks_per_node=3", "walks.num_partitions=4", "als.max_iter=5", "als.rank=8",
           "ann.recall_sample=50", "ann.user_candidates_k=10", "als.candidates_k=5",
-          "evaluate.user_query=false", "ann.enabled=false", "walks.write_walks=true"]
+          "evaluate.user_query=false", "ann.enabled=false", "walks.write_walks=true",
+          "evaluate.protocol=holdout"]
 SETS = [x for item in SAMPLE for x in ("--set", item)]
 
 

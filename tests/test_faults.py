@@ -32,7 +32,7 @@ D1, D2 = "2026-11-20", "2026-11-21"
 # the pipeline, trained briefly: tables, item2vec, deepwalk, evaluate
 QUICK = ["als.enabled=false", "ann.enabled=false", "item2vec.max_iter=1",
          "deepwalk.max_iter=1", "walks.walks_per_node=2", "evaluate.user_query=false",
-         "daily.enabled=false"]
+         "daily.enabled=false", "evaluate.protocol=holdout"]
 TINY = ["sample.n_users=120", "sample.n_items=150", "sample.n_ratings=5000"]
 #: a two-stage pipeline (tables, item2vec) for the tests that run it more than once
 SHORT = [*TINY, *QUICK, "deepwalk.enabled=false", "evaluate.enabled=false"]

@@ -7,11 +7,13 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from recemb_spark.cli import main
+from recemb_spark.config import load_config
 from recemb_spark.evaluation.holdout import (
     AUTO_HOLDOUT_USERS,
     choose_holdout,
     fingerprint,
     holdout_size,
+    resolve_protocol,
 )
 from recemb_spark.evaluation.scoring import holdout_cases, leave_last_out
 from recemb_spark.io.readers import RATINGS_SCHEMA
@@ -79,7 +81,8 @@ def test_holdout_cases_match_leave_last_out_when_every_user_is_held_out(ratings)
 
 TINY = ["sample.n_users=200", "sample.n_items=300", "sample.n_ratings=12000",
         "deepwalk.enabled=false", "ann.enabled=false", "als.max_iter=3", "als.rank=8",
-        "als.candidates_k=5", "item2vec.max_iter=2", "evaluate.holdout_users=50"]
+        "als.candidates_k=5", "item2vec.max_iter=2", "evaluate.holdout_users=50",
+        "evaluate.protocol=holdout"]
 
 
 def sets(*items):
@@ -121,3 +124,44 @@ def test_evaluate_scores_the_run_tables_on_the_held_out_pairs(keep_spark, tmp_pa
                  "--set", "evaluate.protocol=retrain"]) == 0
     ev = wh.read_manifest(day, "evaluate")
     assert ev["details"]["protocol"] == "retrain" and "train_item2vec" in ev["timings"]
+
+
+def test_auto_protocol_by_the_rating_rows_and_the_blend():
+    auto = load_config()
+    assert auto.evaluate.protocol == "auto" and auto.evaluate.retrain_max_ratings == 1_000_000
+    assert resolve_protocol(auto, 1_000_000) == "retrain"
+    assert resolve_protocol(auto, 1_000_001) == "holdout"
+    # the blend chooses its weights on held-out pairs no model saw
+    assert resolve_protocol(auto.replace("blend", enabled=True), 10) == "holdout"
+    assert resolve_protocol(auto.replace("evaluate", protocol="holdout"), 10) == "holdout"
+    assert resolve_protocol(auto.replace("evaluate", protocol="retrain"), 10**9) == "retrain"
+    assert resolve_protocol(auto.replace("evaluate", enabled=False), 10) == "none"
+
+
+def test_auto_retrains_a_small_log_and_holds_out_a_large_one(keep_spark, tmp_path):
+    """evaluate.protocol auto end to end: the tables stage resolves it from the rating rows
+    and says so in its manifest; the evaluate stage (a separate command) follows it. Below
+    the threshold nothing is held out, the published ALS saw every rating and the evaluation
+    trains again; above it (threshold lowered to 100 rows) the run holds out and trains once."""
+    path = str(tmp_path / "wh")
+    auto = [s for s in TINY if not s.startswith("evaluate.protocol")] + [
+        "item2vec.enabled=false"]
+    args = ["--warehouse", path, "-q", *sets(*auto)]
+    wh = Warehouse(keep_spark, path)
+    small, large = "2026-11-11", "2026-11-12"
+    assert main(["tables", "--run-date", small, *args]) == 0
+    assert main(["als", "--run-date", small, *args]) == 0
+    assert main(["evaluate", "--run-date", small, *args]) == 0
+    tables = wh.read_manifest(small, "tables")
+    assert tables["details"]["evaluate_protocol"] == "retrain"
+    assert tables["rows"]["holdout"] == 0 == wh.read("holdout", small).count()
+    assert wh.read_manifest(small, "als")["details"]["holdout_pairs_excluded"] == 0
+    ev = wh.read_manifest(small, "evaluate")
+    assert ev["details"]["protocol"] == "retrain" and "train_als" in ev["timings"]
+    assert ev["details"]["eligible_users"] > 150  # every eligible user, a separate split
+    lowered = [*args, "--set", "evaluate.retrain_max_ratings=100"]
+    assert main(["run", "--run-date", large, *lowered]) == 0
+    assert wh.read_manifest(large, "tables")["details"]["evaluate_protocol"] == "holdout"
+    ev = wh.read_manifest(large, "evaluate")
+    assert ev["details"]["protocol"] == "holdout" and ev["details"]["eligible_users"] == 50
+    assert not any(k.startswith("train_") for k in ev["timings"])

@@ -13,7 +13,7 @@ from recemb_spark.io.warehouse import Warehouse
 # sequences then carry cluster runs instead of exhausting each user's few clusters
 PIPELINE_SAMPLE = ["sample.n_users=400", "sample.n_items=600", "sample.n_ratings=24000"]
 FAST = ["walks.walks_per_node=5", "als.max_iter=5", "als.rank=16", "ann.recall_sample=100",
-        "ann.user_candidates_k=20", "als.candidates_k=10"]
+        "ann.user_candidates_k=20", "als.candidates_k=10", "evaluate.protocol=holdout"]
 
 
 def sets(*items):

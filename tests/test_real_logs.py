@@ -50,7 +50,8 @@ def run(spark, tmp_path_factory):
             "input.event_col=behavior", "input.event_weights={pv: 1, cart: 2, buy: 3}",
             "input.category_col=category", "input.session_col=session",
             "deepwalk.enabled=false", "als.max_iter=3", "als.rank=8",
-            "ann.recall_sample=50", "ann.user_candidates=false", "als.candidates_k=0"]
+            "ann.recall_sample=50", "ann.user_candidates=false", "als.candidates_k=0",
+            "evaluate.protocol=holdout"]
     args = ["run", "--input", str(log), "--warehouse", path, "--run-date", DATE, "-q"]
     for s in sets:
         args += ["--set", s]

@@ -24,7 +24,8 @@ D1, D2 = "2026-10-31", "2026-11-01"
 # tiny and fast: only item2vec (+ popularity) is trained; ann writes its neighbours exactly
 TINY = ["sample.n_users=120", "sample.n_items=150", "sample.n_ratings=6000",
         "deepwalk.enabled=false", "als.enabled=false", "ann.method=exact",
-        "ann.user_candidates=false", "ann.recall_sample=50", "item2vec.max_iter=2"]
+        "ann.user_candidates=false", "ann.recall_sample=50", "item2vec.max_iter=2",
+        "evaluate.protocol=holdout"]
 HOSTILE = '<i>Film {}</i> & "friends" <script>alert(1)</script>'
 SECTIONS = ["metrics", "headline", "trend", "embeddings", "neighbors", "timings", "rejects"]
 

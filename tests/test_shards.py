@@ -29,6 +29,9 @@ def test_threshold_from_the_worker_memory_and_forced_by_the_key(spark):
     conf["spark.executor.pyspark.memory"] = "2g"  # Spark's per-worker Python limit wins
     assert blocks.worker_memory_bytes(conf, local=False, cores=2) == 2**29
     assert blocks.worker_memory_bytes({"spark.driver.memory": "4g"}, True, 2) == 4 * 2**30
+    assert blocks.worker_memory_bytes({"spark.driver.memory": "2g"}, True, 2) == 2 * 2**30
+    # a driver heap raised for Word2Vec does not widen the Python workers' budget
+    assert blocks.worker_memory_bytes({"spark.driver.memory": "14g"}, True, 2) == 4 * 2**30
     # 4M items x dim 64 weigh 2.3 GiB in a worker; 59k items 36 MB
     assert blocks.broadcast_bytes(4_000_000, 64) == 4_000_000 * 612
     limit = 100 * 2**20

@@ -23,6 +23,7 @@ from typing import NamedTuple
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from ..config import Config
 from ..ids import event_struct
 from ..rows import one_row
 
@@ -30,6 +31,21 @@ from ..rows import one_row
 AUTO_HOLDOUT_USERS = 10_000
 
 HOLDOUT_SCHEMA = "user_id string, item_id string"
+
+
+def resolve_protocol(cfg: Config, n_ratings: int) -> str:
+    """The evaluation protocol of a run whose rating table has ``n_ratings`` rows:
+    ``evaluate.protocol``, ``auto`` resolved to ``retrain`` up to
+    ``evaluate.retrain_max_ratings`` rows (training twice is cheap there, and the published
+    tables then use every event) unless the blend is enabled (it chooses its weights on
+    held-out pairs no model saw), ``holdout`` otherwise; ``none`` with the evaluation off."""
+    ev = cfg.evaluate
+    if not ev.enabled:
+        return "none"
+    if ev.protocol != "auto":
+        return ev.protocol
+    return "retrain" if n_ratings <= ev.retrain_max_ratings and not cfg.blend.enabled \
+        else "holdout"
 
 
 def holdout_size(holdout_users: int) -> int:

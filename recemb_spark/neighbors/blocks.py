@@ -55,6 +55,12 @@ QUERY_BLOCK_ROWS = 50_000
 CANDIDATE_SCHEMA = "query_id string, item_idx long, score float"
 #: the memory string Spark assumes when a memory setting is absent
 SPARK_DEFAULT_MEMORY = "1g"
+#: local mode: a Python worker's budget is the driver's memory up to this (the default
+#: ``spark.driver_memory``). The workers live beside the JVM, not in it: a driver heap raised
+#: for Word2Vec's vocabulary (14g for 3M items) says nothing about the room for ``cores``
+#: more copies of a broadcast, and let the 3M-item run's pooling broadcast its item matrix
+#: into every worker (872 MB RSS, against 680 MB at 722k items with the default)
+LOCAL_WORKER_CAP = "4g"
 
 PATHS = ("broadcast", "broadcast_queries", "sharded")
 
@@ -84,13 +90,15 @@ def worker_memory_bytes(conf: dict[str, str], local: bool, cores: int) -> int:
     """The memory one Python worker may use: ``spark.executor.pyspark.memory`` / executor cores
     when set (Spark's per-worker limit), else ``spark.executor.memory`` / executor cores; in
     local mode (driver and workers share a machine, and the broadcast is collected by the
-    driver) ``spark.driver.memory``. ``conf``: the session's settings; ``cores``: executor cores
-    (``spark.executor.cores``, else the default parallelism in local mode)."""
+    driver) ``spark.driver.memory``, at most :data:`LOCAL_WORKER_CAP`. ``conf``: the
+    session's settings; ``cores``: executor cores (``spark.executor.cores``, else the
+    default parallelism in local mode)."""
     cores = max(1, int(conf.get("spark.executor.cores", cores)))
     if "spark.executor.pyspark.memory" in conf:
         return memory_bytes(conf["spark.executor.pyspark.memory"]) // cores
     if local:
-        return memory_bytes(conf.get("spark.driver.memory", SPARK_DEFAULT_MEMORY))
+        return min(memory_bytes(conf.get("spark.driver.memory", SPARK_DEFAULT_MEMORY)),
+                   memory_bytes(LOCAL_WORKER_CAP))
     return memory_bytes(conf.get("spark.executor.memory", SPARK_DEFAULT_MEMORY)) // cores
 
 

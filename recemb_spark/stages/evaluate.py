@@ -1,6 +1,8 @@
 """Stage ``evaluate``: HR/NDCG/coverage for every enabled model + popularity.
 
-``evaluate.protocol: holdout`` (default, train once): score the embedding tables the model
+``evaluate.protocol: auto`` (default): retrain on logs of at most
+``evaluate.retrain_max_ratings`` rating rows (unless the blend is on), holdout above, as the
+tables stage resolved it. ``holdout`` (train once): score the embedding tables the model
 stages wrote for the run date on the ``holdout`` pairs the tables stage took out of their
 training data. ``retrain``: the leave-last-out split of every eligible user, every model
 trained again on it (twice the training; for exact comparisons).
@@ -15,7 +17,7 @@ from pyspark.sql import functions as F
 
 from ..config import Config
 from ..errors import StageError
-from ..evaluation.holdout import Fingerprint, fingerprint, without_holdout
+from ..evaluation.holdout import Fingerprint, fingerprint, resolve_protocol, without_holdout
 from ..evaluation.popularity import popularity_segments
 from ..evaluation.scoring import (
     format_metrics,
@@ -49,11 +51,26 @@ def item_categories(wh: Warehouse, run_date: str):
 
 
 def run(ctx: StageContext) -> None:
-    """Score every enabled model on the same cases, as ``evaluate.protocol`` says."""
-    if ctx.config.evaluate.protocol == "retrain":
+    """Score every enabled model on the same cases, as :func:`run_protocol` says."""
+    if run_protocol(ctx.warehouse, ctx.config, ctx.run_date) == "retrain":
         run_retrain(ctx)
     else:
         run_holdout(ctx)
+
+
+def run_protocol(wh: Warehouse, cfg: Config, run_date: str) -> str:
+    """``holdout`` or ``retrain``: ``evaluate.protocol``; ``auto`` as the tables stage of
+    the date resolved it (its manifest's ``details.evaluate_protocol``), or, without one,
+    by :func:`~recemb_spark.evaluation.holdout.resolve_protocol` of the rating table's
+    rows."""
+    if cfg.evaluate.protocol != "auto":
+        return cfg.evaluate.protocol
+    if wh.fs.exists(wh.manifest_path(run_date, "tables")):
+        chosen = wh.read_manifest(run_date, "tables").get("details", {}).get(
+            "evaluate_protocol")
+        if chosen in ("holdout", "retrain"):
+            return str(chosen)
+    return resolve_protocol(cfg, wh.read("ratings", run_date, needed_by="evaluate").count())
 
 
 def _popularity(spark: SparkSession, wh: Warehouse, cfg: Config, res: StageResult,

@@ -13,6 +13,7 @@ from ..evaluation.holdout import (
     HOLDOUT_SCHEMA,
     holdout_size,
     last_liked,
+    resolve_protocol,
     sample_users,
     without_holdout,
 )
@@ -108,9 +109,12 @@ def hold_out(spark: SparkSession, wh: Warehouse, cfg: Config, ratings: DataFrame
     ``holdout`` table of ``run_date`` (chosen from ``ratings``) and return what
     the sequences are built from without the held-out pairs: ``source`` (an implicit log's
     events) or the ratings. Records ``rows.holdout`` and, when holding out, the eligible users
-    and the held-out share of the ratings in ``res.details``."""
+    and the held-out share of the ratings in ``res.details``, and the evaluation protocol
+    (:func:`~recemb_spark.evaluation.holdout.resolve_protocol` of ``rows.ratings``: pairs are
+    held out only for ``holdout``) as ``details.evaluate_protocol``."""
     source = ratings if source is None else source
-    if not cfg.evaluate.holds_out:
+    protocol = res.details["evaluate_protocol"] = resolve_protocol(cfg, res.rows["ratings"])
+    if protocol != "holdout":
         res.rows["holdout"] = wh.write(spark.createDataFrame([], HOLDOUT_SCHEMA), "holdout",
                                        run_date)
         return source
