@@ -136,7 +136,7 @@ def test_sequences_hold_every_rated_item_and_the_holdout_stays_liked(keep_spark,
     f.write_text("".join(f"{u}\t{i}\t{r}\t{ts}\n" for u, i, r, ts in rows))
     wh = Warehouse(keep_spark, str(tmp_path / "wh"))
     args = ["--input", str(f), "--warehouse", str(tmp_path / "wh"), "-q",
-            "--set", "evaluate.holdout_users=10"]
+            "--set", "evaluate.holdout_users=10", "--set", "evaluate.protocol=holdout"]
 
     assert main(["tables", "--run-date", "2026-11-01", *args]) == 0
     seqs = {r["user_id"]: r["items"] for r in wh.read("sequences", "2026-11-01").collect()}
