@@ -262,17 +262,42 @@ def test_recent_categories_follow_the_latest_items(spark):
 
 
 def test_held_out_users_split_in_two_disjoint_seeded_halves(spark):
-    """The weights are chosen on one half of the held-out users, the blend scored on the
-    other: every pair in exactly one half, a user's pairs together, the same halves for the
-    same seed."""
-    from recemb_spark.stages.blend import split_holdout
+    """The evaluation scores each half with the weights chosen on the other: every user in
+    exactly one half, a user's pairs together, the same halves for the same seed."""
+    from recemb_spark.stages.blend import half_of
 
     pairs = spark.createDataFrame([(f"u{i % 40}", f"i{i}") for i in range(120)],
                                   "user_id string, item_id string")
-    val, test = split_holdout(pairs, 42)
-    v, t = {tuple(r) for r in val.collect()}, {tuple(r) for r in test.collect()}
-    assert v.isdisjoint(t) and v | t == {tuple(r) for r in pairs.collect()}
-    assert {u for u, _ in v}.isdisjoint({u for u, _ in t})
-    assert 10 <= len({u for u, _ in v}) <= 30  # about half of the 40 users
-    assert {tuple(r) for r in split_holdout(pairs, 42)[0].collect()} == v
-    assert {tuple(r) for r in split_holdout(pairs, 7)[0].collect()} != v
+
+    def halves(seed):
+        rows = pairs.select("user_id", half_of(seed).alias("h")).distinct().collect()
+        return {r["user_id"]: r["h"] for r in rows}
+
+    h = halves(42)
+    assert len(h) == 40 and set(h.values()) == {0, 1}  # one half per user
+    assert 10 <= sum(h.values()) <= 30  # about half of the 40 users
+    assert halves(42) == h and halves(7) != h
+
+
+def test_each_half_gets_weights_chosen_on_the_other_half_only():
+    """search(skip=h) never looks at half h: half 0's targets are ranked first by channel a
+    only, half 1's by channel b only, so the weights for half 0 come from half 1 (b over a)
+    and vice versa."""
+    import dataclasses
+
+    from recemb_spark.config import load_config
+    from recemb_spark.stages.blend import search
+
+    b = dataclasses.replace(load_config().blend, k=1)
+    # two candidates per user (rows; columns: the ranks of channels a and b): a decoy at
+    # position 0, which wins ties, and the target at position 1
+    a_finds = np.array([[2, 1], [1, 2]], np.float64)  # a ranks the target first
+    b_finds = np.array([[1, 2], [2, 1]], np.float64)  # b ranks the target first
+    cases = [(0, a_finds, 1)] * 6 + [(1, b_finds, 1)] * 5
+    names = ["a", "b"]
+    for_half_0 = search(cases, names, b, skip=0)
+    assert for_half_0.weights["b"] > for_half_0.weights["a"] and for_half_0.hits == 5
+    for_half_1 = search(cases, names, b, skip=1)
+    assert for_half_1.weights["a"] > for_half_1.weights["b"] and for_half_1.hits == 6
+    both = search(cases, names, b)
+    assert both.alone.tolist() == [6, 5] and both.hits == 6  # one channel wins on both
