@@ -12,8 +12,8 @@ model's seed (item2vec, deepwalk, walks, als, ann, blend) set to the seed (42, 4
 held-out pairs stay the same. From the warehouse this script reads the blend stage's metrics
 (HR@10 / NDCG@10 of ``blend``, of ``blend_equal`` — every channel at weight 1 — and of each
 channel alone, ``blend_<channel>``, all on the same held-out pairs) and its manifest (the
-weights and rr_k chosen on the validation split, users listed and short of ``blend.k``, the
-stage's seconds against the run's).
+weights and rr_k chosen on the held-out users, the evaluation cross-fitted by halves; users
+listed and short of ``blend.k``; the stage's seconds against the run's).
 
 Prints one row per data set (means over seeds): the blend, the best single channel (and which),
 popularity, and the two ratios the targets are stated in — blend / best channel (>= 1.1) and

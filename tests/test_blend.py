@@ -271,10 +271,11 @@ def test_held_out_users_split_in_two_disjoint_seeded_halves(spark):
 
     def halves(seed):
         rows = pairs.select("user_id", half_of(seed).alias("h")).distinct().collect()
+        assert len(rows) == 40  # one half per user: a user's pairs together
         return {r["user_id"]: r["h"] for r in rows}
 
     h = halves(42)
-    assert len(h) == 40 and set(h.values()) == {0, 1}  # one half per user
+    assert set(h.values()) == {0, 1}
     assert 10 <= sum(h.values()) <= 30  # about half of the 40 users
     assert halves(42) == h and halves(7) != h
 

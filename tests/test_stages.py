@@ -23,7 +23,7 @@ def test_every_stage_is_a_command_and_declares_valid_config():
     sections = {key.split(".")[0] for key in valid_keys()}
     for stage in STAGES:
         assert COMMANDS[stage.name] == stage.doc
-        assert set(stage.config) <= sections, stage.name
+        assert set(stage.config) <= sections | set(valid_keys()), stage.name
         assert stage.when is None or stage.when in valid_keys(), stage.name
         assert callable(stage.load())  # its module has run(ctx)
 
@@ -42,6 +42,9 @@ def test_resume_compares_only_the_declared_sections_without_run_control_keys():
     tables = compared_parameters(stage_named("tables"), params)
     assert "input.path" in tables and "evaluate.holdout_users" in tables
     assert not any(k.startswith(("item2vec.", "ann.", "report.", "catalog.")) for k in tables)
+    # a single declared key: the blend's switch decides evaluate.protocol auto, its other
+    # settings do not touch the tables
+    assert [k for k in tables if k.startswith("blend.")] == ["blend.enabled"]
     assert "spark.driver_memory" not in tables and "spark.shuffle_partitions" in tables
     evaluate = compared_parameters(stage_named("evaluate"), params)
     assert "item2vec.max_iter" in evaluate and "walks.p" in evaluate

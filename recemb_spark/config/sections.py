@@ -778,8 +778,9 @@ class BlendConfig:
     search_rounds: int = setting(
         2, "auto: passes over the coordinates (stops early when a pass changes nothing)", ge=1)
     validation_users: int = setting(
-        3000, "auto: users sampled for the validation split (seeded hash sample)", ge=1)
-    seed: int = setting(42, "seed of the validation sample")
+        3000, "auto: held-out users per half the weights are chosen on (seeded hash sample); "
+        "without held-out pairs, users of the validation split", ge=1)
+    seed: int = setting(42, "seed of the held-out halves and of the validation sample")
 
     def cross_check(self, section: str) -> None:
         _check(self.depth >= self.k, f"{section}.depth", f"must be >= {section}.k ({self.k})")

@@ -166,7 +166,7 @@ def als_stage_extras(spark: SparkSession, cfg: Config, ratings: DataFrame,
 def als_candidates(spark: SparkSession, cfg: Config, users: DataFrame, items: DataFrame,
                    seen: DataFrame) -> tuple[DataFrame, dict[str, Any]]:
     """ALS's top ``als.candidates_k`` unseen items per user by dot product, and the manifest
-    details. Exact either way: with ``ann.method`` exact, or auto up to
+    details. Exact either way: with ``ann.method`` exact, or up to
     ``ann.auto_exact_max_items`` items, on the path
     :func:`~recemb_spark.neighbors.exact.exact_path` picks; otherwise pruned by the norm
     bound (:func:`~recemb_spark.neighbors.normbound.norm_top_k`: at a million users and 3M
@@ -179,7 +179,7 @@ def als_candidates(spark: SparkSession, cfg: Config, users: DataFrame, items: Da
 
     a, k = cfg.ann, cfg.als.candidates_k
     n_items, _ = blocks.table_shape(items)
-    if a.method != "exact" and (a.method != "auto" or n_items > a.auto_exact_max_items):
+    if a.method != "exact" and n_items > a.auto_exact_max_items:
         out, info = norm_top_k(spark, user_queries(users, seen), items, k)
         cands, info = ann.materialise(out.withColumnRenamed("query_id", "user_id"), info)
         sample = users.join(ann.sample_ids(users, "user_id", a.recall_sample, a.seed),

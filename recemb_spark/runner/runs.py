@@ -91,11 +91,14 @@ def run_stage(stage: Stage, spark: SparkSession, cfg: Config, run_date: str) -> 
 
 def compared_parameters(stage: Stage, params: dict[str, Any]) -> dict[str, Any]:
     """The ``section.key -> value`` pairs of ``params`` that decide ``stage``'s outputs: the
-    keys of the sections it declares (``Stage.config``), run-control keys aside."""
+    keys of the sections it declares and the single keys it declares (``Stage.config``),
+    run-control keys aside."""
     control = run_control_keys()
     return {f"{section}.{key}": value
-            for section, values in params.items() if section in stage.config
-            for key, value in values.items() if f"{section}.{key}" not in control}
+            for section, values in params.items()
+            for key, value in values.items()
+            if (section in stage.config or f"{section}.{key}" in stage.config)
+            and f"{section}.{key}" not in control}
 
 
 def skip_reason(wh: Warehouse, stage: Stage, cfg: Config, run_date: str

@@ -75,10 +75,11 @@ class Stage:
     ``name``: the stage, its manifest and its command (``recemb NAME``); ``doc``: one line
     (command help, docs table); ``reads`` / ``writes``: the warehouse tables it reads and may
     write (the runner refuses a write to a table not declared); ``config``: the config
-    sections its outputs depend on (``recemb run --resume`` re-runs it when one of their keys
-    changed, run-control keys aside); ``module``: the module of ``recemb_spark.stages`` whose
-    ``run(ctx)`` does the work; ``when``: the config key that switches it on in ``recemb run``
-    (a true or non-zero value; None: always).
+    sections (or single ``section.key`` settings) its outputs depend on (``recemb run
+    --resume`` re-runs it when one of their keys changed, run-control keys aside);
+    ``module``: the module of ``recemb_spark.stages`` whose ``run(ctx)`` does the work;
+    ``when``: the config key that switches it on in ``recemb run`` (a true or non-zero
+    value; None: always).
     """
 
     name: str

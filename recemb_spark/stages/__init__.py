@@ -23,8 +23,8 @@ MODEL_READS = ("ratings", "sequences", "holdout", "items", "item_embeddings", "u
 STAGES: tuple[Stage, ...] = (
     Stage("tables", "input -> ratings, rejects, items, sequences (and the evaluation's holdout)",
           reads=(), writes=("rejects", "ratings", "items", "sequences", "holdout"),
-          # blend: evaluate.protocol auto holds out when the blend is on
-          config=(*UPSTREAM, "evaluate", "blend"), module="tables"),
+          # evaluate.protocol auto holds out when the blend is on
+          config=(*UPSTREAM, "evaluate", "blend.enabled"), module="tables"),
     Stage("item2vec", "sequences -> item2vec item and user embeddings (MLlib Word2Vec)",
           reads=MODEL_READS, writes=("item_embeddings", "user_embeddings"),
           config=(*UPSTREAM, "item2vec", "users", "side_info", "align"), module="embeddings",

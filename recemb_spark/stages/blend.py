@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import reduce
 from typing import Any
 
 import numpy as np
@@ -243,7 +244,8 @@ def choose_weights(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: st
             for h in (0, 1):
                 other = search(cases, names, b, skip=h)
                 folds[h] = (other.weights, other.rr_k)
-                res.details[f"weights_for_half_{h}"] = other.weights
+                res.details[f"weights_for_half_{h}"] = {**other.weights, "rr_k": other.rr_k}
+                res.details[f"validation_users_half_{h}"] = sum(1 for c in cases if c[0] == h)
     share = 1.0 / max(n_users, 1)
     res.details.update(
         validation_users=n_users, validation_hr=round(found.hits * share, 4),
@@ -314,10 +316,11 @@ def evaluate(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str, tra
     role = heldout_role(spark, wh, cfg, run_date, train, cases, user_models, depth)
     chans = channel_lists(cfg, role, neighbors, categories, depth).persist()
     halves = cases.select("user_id", half_of(cfg.blend.seed).alias("_half"))
+    assert sorted(choice.folds) == [0, 1], "a weight choice per half"
     parts = [fusion.fuse(chans.join(halves.filter(F.col("_half") == h).select("user_id"),
                                     "user_id"), weights, rr_k, max(ks))
              for h, (weights, rr_k) in sorted(choice.folds.items())]
-    fused = parts[0].unionByName(parts[1]).persist()
+    fused = reduce(DataFrame.unionByName, parts).persist()
     catalogue = train.select("item_id").distinct().count()
     scored = {MODEL: fused}
     names = channel_names(cfg, user_models, neighbors, categories)
@@ -362,6 +365,12 @@ def run(ctx: StageContext) -> None:
                else ratings.select("user_id", "item_id").limit(0)).persist()
     n_holdout = fingerprint(holdout).pairs
     train = without_holdout(ratings, holdout) if n_holdout else ratings
+    if not n_holdout and b.weights == "auto":
+        log.warning("blend: no held-out pairs for %s (the tables stage ran with "
+                    "evaluate.protocol retrain, or auto with the blend off): the weights "
+                    "come from a validation split every trained channel saw, and the blend "
+                    "is not evaluated; run the tables stage with blend.enabled=true or "
+                    "evaluate.protocol=holdout", run_date)
     # with held-out pairs (models trained without them): weights chosen on held-out users,
     # each half's blend scored with the weights of the other half. A validation split
     # inside the training data leaks into every trained channel (on taobao-head ALS's

@@ -127,8 +127,9 @@ def run_holdout(ctx: StageContext) -> None:
     n_holdout = mark.pairs
     if n_holdout == 0:
         raise StageError(f"the holdout table of {run_date} is empty: the tables stage ran with "
-                         f"evaluate.enabled=false or evaluate.protocol=retrain (or no user has "
-                         f"two liked items); re-run the tables stage, or evaluate with "
+                         f"evaluate.enabled=false or evaluate.protocol=retrain (or auto on a "
+                         f"log of at most evaluate.retrain_max_ratings rows), or no user has "
+                         f"two liked items; re-run the tables stage, or evaluate with "
                          f"--set evaluate.protocol=retrain")
     with res.timed("cases"):
         train = without_holdout(ratings, holdout)
