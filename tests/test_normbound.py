@@ -114,8 +114,9 @@ def test_equal_norms_leave_bands_empty_and_stay_exact(spark):
     """Every item of the same norm: one band holds them all, the others are empty and never
     searched; the rows are the exact search's."""
     rng = np.random.default_rng(6)
-    x = rng.normal(size=(200, 5))
-    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    x = np.zeros((200, 5), np.float32)  # two entries of +-1 each: norms exactly sqrt(2)
+    for row in x:
+        row[rng.choice(5, 2, replace=False)] = rng.choice([-1.0, 1.0], 2)
     items = spark.createDataFrame([(f"i{i}", v.tolist()) for i, v in enumerate(x)], VEC)
     queries = spark.createDataFrame(query_rows(x, 20, seed=7)[:-1], QUERIES)
     got, info = normbound.norm_top_k(spark, queries, items, 5, n_bands=4)
