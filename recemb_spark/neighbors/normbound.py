@@ -85,10 +85,14 @@ def norm_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, k: int
     frames the caller unpersists once the result is written).
 
     ``queries``: ``(query_id, vector, exclude array<string>)`` (null vectors skipped);
-    ``items``: ``(item_id, vector)``, any norms. ``n_bands`` None: :func:`n_bands_for`. A
+    ``items``: ``(item_id, vector)``, any norms. ``n_bands`` None: :func:`n_bands_for`, or
+    more when band 0 would pass one block of ``item_rows`` items (default
+    :func:`~recemb_spark.neighbors.blocks.item_block_rows`; 23 bands at 3M items, dim 64). A
     task holds at most about ``query_rows`` queries and ``item_rows`` items."""
     n_items, dim = blocks.table_shape(items)
-    n_bands = n_bands or n_bands_for(n_items)
+    item_rows = item_rows or blocks.item_block_rows(dim)
+    # band 0 in one item block: each query's pass-1 candidates are then its top k there
+    n_bands = n_bands or max(n_bands_for(n_items), blocks.blocks_of(n_items, item_rows))
     banded, sizes, tops, numbered = norm_bands(items, n_bands)
     qs = (queries.filter(F.col("vector").isNotNull())
           .select("query_id", "vector", "exclude", F.sqrt(squared_norm()).alias("qnorm")).persist())
@@ -100,7 +104,7 @@ def norm_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, k: int
                         lambda b: (F.element_at(top, b + 1) * F.col("qnorm") >= F.col("kth"))
                         & (F.element_at(F.array(*[F.lit(int(s)) for s in sizes]), b + 1) > 0))
     out, info = two_pass_top_k(spark, qs, F.lit(0), more, banded, sizes, k, query_rows,
-                               item_rows or blocks.item_block_rows(dim))
+                               item_rows)
     pairs = max(n_queries * n_items, 1)
     return out, {**info, "cached": [numbered, qs, *info["cached"]], "queries": n_queries,
                  "bands": n_bands, "band_sizes": [int(s) for s in sizes],
