@@ -47,12 +47,12 @@ def test_bands_cut_by_norm_with_a_covering_bound(spark):
         cached.unpersist()
 
 
-@pytest.mark.parametrize("k, blocks", [(10, {}), (10, {"query_rows": 7, "item_rows": 30}),
-                                       (120, {})])
+@pytest.mark.parametrize("k, blocks", [(10, {"query_rows": 7, "item_rows": 30}), (120, {})])
 def test_the_pruned_search_is_the_exact_search(spark, k, blocks):
     """Same rows (ids, ranks, ties, exclusions) as the exact dot-product search, with bands
-    cut into small blocks too, while scoring well under all the pairs; with k past band 0's
-    100 items (no floor: every band searched) too."""
+    cut into small blocks (several per band), while scoring well under all the pairs; with
+    k past band 0's 100 items (no floor: every band searched) too. (Default blocks: the ALS
+    test below.)"""
     x = factors(600, 8, seed=2)
     items = spark.createDataFrame([(f"i{i}", v.tolist()) for i, v in enumerate(x)], VEC)
     queries = spark.createDataFrame(query_rows(x, 40, seed=3), QUERIES)
