@@ -311,8 +311,9 @@ def pass_keys(spark: SparkSession, lists: DataFrame, sizes: np.ndarray, query_ro
     """``(list, n_qb, ib)`` (a small frame, one row per list probed in this pass): how many
     query blocks of at most ``query_rows`` rows the probe rows ``lists (list int)`` of each
     list are cut in, and how many item blocks of at most ``item_rows`` its ``sizes`` items
-    are; and the pass's ``tasks`` and ``scored_pairs`` (probe rows x list sizes). Counts the
-    probe rows per list (one row per list reaches the driver)."""
+    are; and the pass's ``tasks``, ``scored_pairs`` (probe rows x list sizes) and
+    ``most_item_blocks`` (of one probed list). Counts the probe rows per list (one row per
+    list reaches the driver)."""
     counts = np.zeros(len(sizes), np.int64)
     for r in lists.groupBy("list").count().collect():
         counts[int(r["list"])] = int(r["count"])
@@ -323,7 +324,7 @@ def pass_keys(spark: SparkSession, lists: DataFrame, sizes: np.ndarray, query_ro
                                   "list int, n_qb int, ib int")
     return F.broadcast(frame), {"tasks": sum(qb[li] * ib[li] for li in qb),
                                 "scored_pairs": int((counts * sizes).sum()),
-                                "item_blocks": max(ib.values(), default=1)}
+                                "most_item_blocks": max(ib.values(), default=1)}
 
 
 def two_pass_top_k(spark: SparkSession, qs: DataFrame, first_list: Column,
@@ -363,7 +364,7 @@ def two_pass_top_k(spark: SparkSession, qs: DataFrame, first_list: Column,
     # the k-th best score of the first list; -inf (null, filled below) when it has fewer.
     # One item block per list: a query's candidates are its top k there, the k-th is their
     # minimum (a plain aggregate: at a million queries the sorted lists cost minutes)
-    if c1["item_blocks"] == 1:
+    if c1["most_item_blocks"] == 1:
         kth = first.groupBy("query_id").agg(
             F.when(F.count("*") >= k, F.min("score")).alias("kth"))
     else:  # the k-th best over the candidates of the list's item blocks

@@ -97,12 +97,12 @@ def norm_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, k: int
     qs = (queries.filter(F.col("vector").isNotNull())
           .select("query_id", "vector", "exclude", F.sqrt(squared_norm()).alias("qnorm")).persist())
     n_queries = qs.count()
+    later = [b for b in range(1, n_bands) if sizes[b] > 0]  # empty bands never searched
     more = None
-    if n_bands > 1:
+    if later:
         top = F.array(*[F.lit(float(t) * (1 + SLACK)) for t in tops])
-        more = F.filter(F.sequence(F.lit(1), F.lit(n_bands - 1)),
-                        lambda b: (F.element_at(top, b + 1) * F.col("qnorm") >= F.col("kth"))
-                        & (F.element_at(F.array(*[F.lit(int(s)) for s in sizes]), b + 1) > 0))
+        more = F.filter(F.array(*[F.lit(b) for b in later]),
+                        lambda b: F.element_at(top, b + 1) * F.col("qnorm") >= F.col("kth"))
     out, info = two_pass_top_k(spark, qs, F.lit(0), more, banded, sizes, k, query_rows,
                                item_rows)
     pairs = max(n_queries * n_items, 1)
