@@ -420,7 +420,8 @@ def _sharded_totals(data: DataFrame, item_vectors: DataFrame, ks: list[int], mod
                                         numbered, F.floor(F.col("item_idx") / F.lit(rows)),
                                         n_ib)
             task = _shard_scorer(ks[0], mode, normalise, not dot, bonus, dim)
-            out = (lk.groupBy("lb", "rb").cogroup(rk.groupBy("lb", "rb"))
+            out = (blocks.cogroup_blocks(data.sparkSession, lk, rk, ["lb", "rb"],
+                                         n_cb * n_ib)
                    .applyInArrow(task, _SHARD_SCHEMA)).persist()
             ranks = (out.filter(F.col("item_idx") < 0).groupBy("_case")
                      .agg(F.sum("ahead").alias("rank")))

@@ -149,6 +149,30 @@ def number_items(items: DataFrame) -> DataFrame:
             .select(F.col("item_id_idx").cast("long").alias("item_idx"), "item_id", "vector"))
 
 
+#: block searches shuffle into at least this many partitions per core: a cogroup's groups
+#: (one per block pair) are uneven, and with 2 x cores partitions the last one left a core
+#: idle for a quarter of the 3M-item log's first ivf pass
+PARTITIONS_PER_CORE = 8
+
+
+def group_partitions(spark: SparkSession, groups: int) -> int:
+    """Shuffle partitions for a cogroup of ``groups`` block pairs: Spark's
+    ``spark.sql.shuffle.partitions``, raised to :data:`PARTITIONS_PER_CORE` x the default
+    parallelism, never more than ``groups`` (at least 1)."""
+    shuffle = int(spark.conf.get("spark.sql.shuffle.partitions") or 1)
+    cores = spark.sparkContext.defaultParallelism
+    return max(1, min(groups, max(shuffle, PARTITIONS_PER_CORE * cores)))
+
+
+def cogroup_blocks(spark: SparkSession, left: DataFrame, right: DataFrame, keys: list[str],
+                   groups: int) -> Any:
+    """``left`` and ``right`` grouped by ``keys`` for a cogroup, both hash-partitioned by
+    ``keys`` into :func:`group_partitions` partitions (the cogroup adds no shuffle)."""
+    n = group_partitions(spark, groups)
+    return (left.repartition(n, *keys).groupBy(*keys)
+            .cogroup(right.repartition(n, *keys).groupBy(*keys)))
+
+
 def blocks_of(n: int, rows: int) -> int:
     """Blocks of at most ``rows`` needed for ``n`` rows (at least 1)."""
     return max(1, math.ceil(n / max(rows, 1)))
@@ -238,7 +262,7 @@ def sharded_top_k(queries: DataFrame, numbered: DataFrame, n_items: int, dim: in
             "item_idx": items.column("item_idx").combine_chunks().take(pa.array(idx[ok])),
             "score": pa.array(vals[ok].astype(np.float32))})
 
-    candidates = (lk.groupBy("lb", "rb").cogroup(rk.groupBy("lb", "rb"))
+    candidates = (cogroup_blocks(queries.sparkSession, lk, rk, ["lb", "rb"], n_qb * n_ib)
                   .applyInArrow(score, CANDIDATE_SCHEMA))
     return merge_candidates(candidates, numbered, k)
 
