@@ -355,9 +355,10 @@ CAP = "640m"
 CAPPED_ITEMS, CAPPED_DIM = 100_000, 32
 
 def capped_stage(cluster: Cluster, zip_path: Path, warehouse: Path, stage: str,
-                 sets: list[str], log_file: Path) -> list[str]:
+                 sets: list[str], log_file: Path, attempts: int = 4) -> list[str]:
     """spark-submit of ``jobs/stage.py <stage>`` on the cluster, every Python worker capped at
-    :data:`CAP` (one core per executor, so the whole cap is one worker's)."""
+    :data:`CAP` (one core per executor, so the whole cap is one worker's); a task is tried
+    ``attempts`` times (``spark.task.maxFailures``; Spark's default 4)."""
     return [str(SPARK_HOME / "bin" / "spark-submit"), "--master", cluster.url,
             "--py-files", str(zip_path), "--driver-memory", "1g",
             "--executor-memory", "512m", "--total-executor-cores", "2",
@@ -365,7 +366,7 @@ def capped_stage(cluster: Cluster, zip_path: Path, warehouse: Path, stage: str,
             "--conf", f"spark.executor.pyspark.memory={CAP}",
             "--conf", f"spark.pyspark.python={sys.executable}",
             "--conf", "spark.default.parallelism=1", "--conf", "spark.sql.shuffle.partitions=4",
-            "--conf", "spark.ui.enabled=false",
+            "--conf", "spark.ui.enabled=false", "--conf", f"spark.task.maxFailures={attempts}",
             str(ROOT / "jobs" / "stage.py"), stage, "--warehouse", str(warehouse),
             "--run-date", DATE, "--log-file", str(log_file),
             *[x for s in sets for x in ("--set", s)]]
@@ -427,13 +428,16 @@ def test_ann_and_evaluate_under_a_python_memory_cap(standalone, spark, capped_wh
     ann_sets = ["ann.method=lsh", "ann.models=[item2vec]", "ann.recall_sample=100",
                 "ann.user_candidates_k=10"]
 
-    def submit(stage: str, sets: list[str], name: str, timeout: float) -> tuple[int, str, str]:
+    def submit(stage: str, sets: list[str], name: str, timeout: float,
+               attempts: int = 4) -> tuple[int, str, str]:
         log_file = tmp_path / f"{name}.log"
         rc, out = run_submit(capped_stage(standalone, zip_path, capped_wh, stage, sets,
-                                          log_file), tmp_path, timeout)
+                                          log_file, attempts), tmp_path, timeout)
         return rc, out, log_file.read_text() if log_file.exists() else ""
 
-    rc, out, log = submit("ann", [*ann_sets, "ann.broadcast_max_mb=100000"], "forced", 420)
+    # one attempt per task: the out-of-memory line is the same after Spark's four, which
+    # only repeat the failing broadcast
+    rc, out, log = submit("ann", [*ann_sets, "ann.broadcast_max_mb=100000"], "forced", 420, 1)
     forced_t = time.perf_counter() - t0
     failed = [line for line in out.splitlines() if line.startswith("recemb: ann failed")]
     assert rc == 6 and len(failed) == 1, out[-4000:]

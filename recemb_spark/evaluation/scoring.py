@@ -284,7 +284,8 @@ def score_model(spark: SparkSession, cases: DataFrame, item_vectors: DataFrame, 
                 segments: DataFrame | None = None,
                 item_categories: DataFrame | None = None,
                 path: str | None = None,
-                broadcast_max_mb: float | None = None) -> list[dict[str, Any]]:
+                broadcast_max_mb: float | None = None,
+                numbered: DataFrame | None = None) -> list[dict[str, Any]]:
     """Metrics rows ``{model, metric, k, value}`` for one model and query mode.
 
     ``path="broadcast"``: the item matrix (O(catalogue x dim)) is collected and broadcast
@@ -300,7 +301,9 @@ def score_model(spark: SparkSession, cases: DataFrame, item_vectors: DataFrame, 
     ``segments (item_id, segments array<string>)`` (see
     :func:`.popularity.popularity_segments`) adds the rows ``hr_<segment>``,
     ``ndcg_<segment>``, ``users_<segment>`` and ``heldout_missing_<segment>`` over the
-    cases whose held-out item is in each segment.
+    cases whose held-out item is in each segment. ``numbered``: the sharded path's
+    :func:`~recemb_spark.neighbors.blocks.number_items` of ``item_vectors``, when the caller
+    scores several query modes on the same items (numbered once, persisted by the caller).
     """
     dot = mode == "user" and similarity == "dot"
     normalise = mode not in ("constant", "category") and not dot
@@ -317,7 +320,7 @@ def score_model(spark: SparkSession, cases: DataFrame, item_vectors: DataFrame, 
                                   item_categories)
     elif path == "sharded":
         total = _sharded_totals(data, item_vectors, ks_sorted, mode, normalise, dot,
-                                item_categories, segments is not None)
+                                item_categories, segments is not None, numbered)
     else:
         raise ValueError(f"unknown scoring path {path!r} (broadcast or sharded)")
     prefix = "user_" if mode == "user" else ""
@@ -366,7 +369,7 @@ _ALL = "__all__"
 
 def _sharded_totals(data: DataFrame, item_vectors: DataFrame, ks: list[int], mode: str,
                     normalise: bool, dot: bool, item_categories: DataFrame | None,
-                    with_segments: bool) -> _Totals:
+                    with_segments: bool, numbered: DataFrame | None = None) -> _Totals:
     """:func:`score_model`'s sums without a broadcast, the same as :func:`_score_rows` gives.
 
     Items are numbered in natural id order (the broadcast matrix's row order) and cut into
@@ -377,7 +380,7 @@ def _sharded_totals(data: DataFrame, item_vectors: DataFrame, ks: list[int], mod
     block's top ``ks[0]`` for coverage. A case's rank is the sum of its counts; its held-out
     score is computed from the held-out vector joined to the case, the same float64-summed
     way as every exact score (:func:`recemb_spark.evaluation.ranks.rank_block`)."""
-    numbered = blocks.number_items(item_vectors)
+    numbered = numbered if numbered is not None else blocks.number_items(item_vectors)
     n_items, dim = blocks.table_shape(item_vectors)
     rows, case_rows = blocks.item_block_rows(dim), blocks.QUERY_BLOCK_ROWS
     bonus = None

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -33,7 +35,8 @@ from ..evaluation.scoring import (
 from ..interactions import build_sequences
 from ..io.warehouse import Warehouse
 from ..metrics import metrics_frame
-from ..models.registry import enabled_models, user_vectors
+from ..models.registry import TrainedModel, enabled_models, user_vectors
+from ..neighbors import blocks
 from ..runner.stage import StageContext, StageResult
 from .embeddings import read_side
 
@@ -97,6 +100,43 @@ def _popularity(spark: SparkSession, wh: Warehouse, cfg: Config, res: StageResul
     return segments
 
 
+def _score_queries(spark: SparkSession, cfg: Config, res: StageResult, cases: DataFrame,
+                   items: DataFrame, name: str, catalogue: int, segments: DataFrame,
+                   users_for: Callable[[str], DataFrame], similarity: str) -> None:
+    """Add model ``name``'s metric rows to ``res``: the item query, and with
+    ``evaluate.user_query`` the user query (``users_for(path)`` gives the user vectors, for
+    the scoring path chosen), on the same path (recorded as ``<name>_scoring_path``). On the
+    sharded path the items are numbered once for both."""
+    ks = cfg.evaluate.ks
+    path = scoring_path(spark, items, cfg.ann.broadcast_max_mb)
+    res.details[f"{name}_scoring_path"] = path
+    numbered = blocks.number_items(items).persist() if path == "sharded" else None
+    try:
+        res.metrics += score_model(spark, cases, items, ks, name, catalogue,
+                                   segments=segments, path=path, numbered=numbered)
+        if cfg.evaluate.user_query:
+            res.metrics += score_model(spark, cases, items, ks, name, catalogue, mode="user",
+                                       user_vectors=users_for(path), similarity=similarity,
+                                       segments=segments, path=path, numbered=numbered)
+    finally:
+        if numbered is not None:
+            numbered.unpersist()
+
+
+def _stored_users(wh: Warehouse, run_date: str, name: str, needed: str,
+                  _path: str) -> DataFrame:
+    """The run's stored user vectors of model ``name`` (any scoring path)."""
+    return wh.read("user_embeddings", run_date, model=name, needed_by=needed)
+
+
+def _trained_users(trained: TrainedModel, histories: DataFrame, items: DataFrame, cfg: Config,
+                   path: str) -> DataFrame:
+    """User vectors of a model trained on the split, made the way the scoring ``path``
+    suits (pooled by a broadcast, or by a join on the sharded path)."""
+    return user_vectors(trained, histories, items, cfg,
+                        "broadcast" if path == "broadcast" else "join")
+
+
 def _finish(spark: SparkSession, wh: Warehouse, cfg: Config, res: StageResult,
             run_date: str) -> None:
     res.rows["metrics"] = wh.write(metrics_frame(spark, res.metrics), "metrics", run_date,
@@ -117,7 +157,6 @@ def run_holdout(ctx: StageContext) -> None:
     ``holdout_fingerprint``) is refused with a StageError: its figures would be flattered.
     """
     spark, cfg, run_date, wh, res = ctx.spark, ctx.config, ctx.run_date, ctx.warehouse, ctx.result
-    ks = cfg.evaluate.ks
     res.inputs.update(ratings=wh.partition_path("ratings", run_date),
                       holdout=wh.partition_path("holdout", run_date))
     needed = "evaluate (evaluate.protocol: holdout)"
@@ -145,16 +184,9 @@ def run_holdout(ctx: StageContext) -> None:
         items = wh.read("item_embeddings", run_date, model=name, needed_by=needed).persist()
         _check_trained_without(wh, run_date, spec.stage, mark)
         with res.timed(f"score_{name}"):
-            path = scoring_path(spark, items, cfg.ann.broadcast_max_mb)
-            res.details[f"{name}_scoring_path"] = path
-            res.metrics += score_model(spark, cases, items, ks, name, catalogue,
-                                       segments=segments, path=path)
-            if cfg.evaluate.user_query:
-                users = wh.read("user_embeddings", run_date, model=name, needed_by=needed)
-                res.metrics += score_model(spark, cases, items, ks, name, catalogue,
-                                           mode="user", user_vectors=users,
-                                           similarity=spec.user_similarity,
-                                           segments=segments, path=path)
+            _score_queries(spark, cfg, res, cases, items, name, catalogue, segments,
+                           partial(_stored_users, wh, run_date, name, needed),
+                           spec.user_similarity)
         res.details[f"{name}_vectors"] = items.count()
         items.unpersist()
     _finish(spark, wh, cfg, res, run_date)
@@ -184,7 +216,6 @@ def _check_trained_without(wh: Warehouse, run_date: str, stage: str,
 def run_retrain(ctx: StageContext) -> None:
     """Split once, train every enabled model on the split, score all on the same cases."""
     spark, cfg, run_date, wh, res = ctx.spark, ctx.config, ctx.run_date, ctx.warehouse, ctx.result
-    ks = cfg.evaluate.ks
     res.inputs["ratings"] = wh.partition_path("ratings", run_date)
     ratings = wh.read("ratings", run_date, needed_by="evaluate")
     with res.timed("split"):
@@ -208,17 +239,9 @@ def run_retrain(ctx: StageContext) -> None:
         n_vectors = items.count()
         res.timings[f"train_{name}"] = round(time.perf_counter() - t0, 3)
         with res.timed(f"score_{name}"):
-            path = scoring_path(spark, items, cfg.ann.broadcast_max_mb)
-            res.details[f"{name}_scoring_path"] = path
-            res.metrics += score_model(spark, cases, items, ks, name, catalogue,
-                                       segments=segments, path=path)
-            if cfg.evaluate.user_query:
-                users = user_vectors(trained, histories, items, cfg,
-                                     "broadcast" if path == "broadcast" else "join")
-                res.metrics += score_model(spark, cases, items, ks, name, catalogue,
-                                           mode="user", user_vectors=users,
-                                           similarity=trained.user_similarity,
-                                           segments=segments, path=path)
+            _score_queries(spark, cfg, res, cases, items, name, catalogue, segments,
+                           partial(_trained_users, trained, histories, items, cfg),
+                           trained.user_similarity)
         res.details[f"{name}_vectors"] = n_vectors
         items.unpersist()
     _finish(spark, wh, cfg, res, run_date)
