@@ -416,7 +416,8 @@ def test_ann_and_evaluate_under_a_python_memory_cap(standalone, spark, capped_wh
     """Every Python worker capped at CAP: ``ann`` (banded LSH, the threshold auto = 1/8 of the
     cap) takes the sharded keyed join (the item neighbours and the user candidates: one
     decision from the item matrix) and passes; forced onto the broadcast path
-    (``ann.broadcast_max_mb`` huge), the same command fails with exit 6 and one line naming
+    (``ann.broadcast_max_mb`` huge; one attempt per task), the same command fails with exit 6
+    and one line naming
     spark.executor.pyspark.memory: the cap is below what the broadcast path needs.
     ``evaluate`` passes under the same cap on the sharded path (``ann.broadcast_max_mb=0``:
     item blocks x case blocks, scored a 1024 x 1024 tile at a time; it used to hold 20M

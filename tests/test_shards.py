@@ -1,6 +1,7 @@
 """Sharded paths (item blocks x query blocks, pooling by a join) give what the broadcast
 paths give, on the same inputs; and the threshold that chooses between them."""
 import numpy as np
+import pyarrow as pa
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 
@@ -199,3 +200,30 @@ def test_broadcast_queries_memory_is_what_the_path_choice_counts():
         tracemalloc.stop()
     assert sum(b.num_rows for b in out) == n_q * k
     assert 12 * n_q * k < peak <= blocks.TOPK_SLOT_BYTES * n_q * k
+
+
+def test_cogroup_blocks_spread_the_groups_in_one_shuffle_per_side(spark):
+    """Partitions: at least 8 x the default parallelism (the shuffle setting when larger),
+    never more than the groups; the cogroup reuses the two repartitions (no third shuffle)
+    and sees every group whole."""
+    parallelism = spark.sparkContext.defaultParallelism
+    shuffle = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    many = blocks.PARALLELISM_MULTIPLE * parallelism + shuffle + 5
+    assert blocks.group_partitions(spark, many) == max(shuffle, many - shuffle - 5)
+    assert blocks.group_partitions(spark, 3) == 3 and blocks.group_partitions(spark, 0) == 1
+    left = spark.range(60).selectExpr("id % 5 as a", "id % 3 as b", "id as x")
+    right = spark.range(30).selectExpr("id % 5 as a", "id % 3 as b", "id as y")
+
+    def sizes(lt: pa.Table, rt: pa.Table) -> pa.Table:
+        key = (lt if lt.num_rows else rt).slice(0, 1)
+        return pa.table({"a": key.column("a"), "b": key.column("b"),
+                         "nl": pa.array([lt.num_rows], pa.int64()),
+                         "nr": pa.array([rt.num_rows], pa.int64())})
+
+    out = blocks.cogroup_blocks(spark, left, right, ["a", "b"], 15).applyInArrow(
+        sizes, "a long, b long, nl long, nr long")
+    plan = out._jdf.queryExecution().executedPlan().toString()
+    assert plan.count("Exchange hashpartitioning") == 2, plan
+    assert out.rdd.getNumPartitions() == 15
+    got = sorted((r["a"], r["b"], r["nl"], r["nr"]) for r in out.collect())
+    assert got == [(a, b, 4, 2) for a in range(5) for b in range(3)]

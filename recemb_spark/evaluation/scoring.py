@@ -379,7 +379,9 @@ def _sharded_totals(data: DataFrame, item_vectors: DataFrame, ks: list[int], mod
     (higher score, or equal with a smaller number; excluded items score -inf) and keeps the
     block's top ``ks[0]`` for coverage. A case's rank is the sum of its counts; its held-out
     score is computed from the held-out vector joined to the case, the same float64-summed
-    way as every exact score (:func:`recemb_spark.evaluation.ranks.rank_block`)."""
+    way as every exact score (:func:`recemb_spark.evaluation.ranks.rank_block`).
+    ``numbered``: the items already numbered (:func:`~recemb_spark.neighbors.blocks.
+    number_items` of ``item_vectors``), or None to number them here."""
     numbered = numbered if numbered is not None else blocks.number_items(item_vectors)
     n_items, dim = blocks.table_shape(item_vectors)
     rows, case_rows = blocks.item_block_rows(dim), blocks.QUERY_BLOCK_ROWS

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.group_ops import PandasCogroupedOps
 
 from ..ids import dense_index
 from .topk import exclusions, merge_top_k, query_matrix, stream_top_k, unit_rows
@@ -149,23 +150,24 @@ def number_items(items: DataFrame) -> DataFrame:
             .select(F.col("item_id_idx").cast("long").alias("item_idx"), "item_id", "vector"))
 
 
-#: block searches shuffle into at least this many partitions per core: a cogroup's groups
-#: (one per block pair) are uneven, and with 2 x cores partitions the last one left a core
-#: idle for a quarter of the 3M-item log's first ivf pass
-PARTITIONS_PER_CORE = 8
+#: block searches shuffle into at least this many partitions per unit of Spark's default
+#: parallelism (2 x cores in local mode): a cogroup's groups (one per block pair) are uneven,
+#: and with 2 x cores partitions the last one left a core idle for a quarter of the 3M-item
+#: log's first ivf pass
+PARALLELISM_MULTIPLE = 8
 
 
 def group_partitions(spark: SparkSession, groups: int) -> int:
     """Shuffle partitions for a cogroup of ``groups`` block pairs: Spark's
-    ``spark.sql.shuffle.partitions``, raised to :data:`PARTITIONS_PER_CORE` x the default
+    ``spark.sql.shuffle.partitions``, raised to :data:`PARALLELISM_MULTIPLE` x the default
     parallelism, never more than ``groups`` (at least 1)."""
     shuffle = int(spark.conf.get("spark.sql.shuffle.partitions") or 1)
-    cores = spark.sparkContext.defaultParallelism
-    return max(1, min(groups, max(shuffle, PARTITIONS_PER_CORE * cores)))
+    parallelism = spark.sparkContext.defaultParallelism
+    return max(1, min(groups, max(shuffle, PARALLELISM_MULTIPLE * parallelism)))
 
 
 def cogroup_blocks(spark: SparkSession, left: DataFrame, right: DataFrame, keys: list[str],
-                   groups: int) -> Any:
+                   groups: int) -> PandasCogroupedOps:
     """``left`` and ``right`` grouped by ``keys`` for a cogroup, both hash-partitioned by
     ``keys`` into :func:`group_partitions` partitions (the cogroup adds no shuffle)."""
     n = group_partitions(spark, groups)
