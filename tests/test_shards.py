@@ -220,7 +220,7 @@ def test_cogroup_blocks_spread_the_groups_in_one_shuffle_per_side(spark):
                          "nl": pa.array([lt.num_rows], pa.int64()),
                          "nr": pa.array([rt.num_rows], pa.int64())})
 
-    out = blocks.cogroup_blocks(spark, left, right, ["a", "b"], 15).applyInArrow(
+    out = blocks.cogroup_blocks(left, right, ["a", "b"], 15).applyInArrow(
         sizes, "a long, b long, nl long, nr long")
     plan = out._jdf.queryExecution().executedPlan().toString()
     assert plan.count("Exchange hashpartitioning") == 2, plan

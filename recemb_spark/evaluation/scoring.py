@@ -421,13 +421,11 @@ def _sharded_totals(data: DataFrame, item_vectors: DataFrame, ks: list[int], mod
         if n_cases:
             n_cb = blocks.blocks_of(n_cases, case_rows)
             n_ib = blocks.blocks_of(n_items, rows)
-            lk, rk = blocks.pair_blocks(scored, blocks.hash_block("_case", n_cb), n_cb,
-                                        numbered, F.floor(F.col("item_idx") / F.lit(rows)),
-                                        n_ib)
+            pairs = blocks.pair_blocks(scored, blocks.hash_block("_case", n_cb), n_cb,
+                                       numbered, F.floor(F.col("item_idx") / F.lit(rows)),
+                                       n_ib)
             task = _shard_scorer(ks[0], mode, normalise, not dot, bonus, dim)
-            out = (blocks.cogroup_blocks(data.sparkSession, lk, rk, ["lb", "rb"],
-                                         n_cb * n_ib)
-                   .applyInArrow(task, _SHARD_SCHEMA)).persist()
+            out = pairs.applyInArrow(task, _SHARD_SCHEMA).persist()
             ranks = (out.filter(F.col("item_idx") < 0).groupBy("_case")
                      .agg(F.sum("ahead").alias("rank")))
             w = Window.partitionBy("_case").orderBy(F.desc("score"), F.col("item_idx"))

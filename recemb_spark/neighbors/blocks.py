@@ -166,11 +166,12 @@ def group_partitions(spark: SparkSession, groups: int) -> int:
     return max(1, min(groups, max(shuffle, PARALLELISM_MULTIPLE * parallelism)))
 
 
-def cogroup_blocks(spark: SparkSession, left: DataFrame, right: DataFrame, keys: list[str],
+def cogroup_blocks(left: DataFrame, right: DataFrame, keys: list[str],
                    groups: int) -> PandasCogroupedOps:
-    """``left`` and ``right`` grouped by ``keys`` for a cogroup, both hash-partitioned by
-    ``keys`` into :func:`group_partitions` partitions (the cogroup adds no shuffle)."""
-    n = group_partitions(spark, groups)
+    """``left`` and ``right`` grouped by ``keys`` (``groups`` distinct keys at most) for a
+    cogroup, both hash-partitioned by ``keys`` into :func:`group_partitions` partitions (the
+    cogroup adds no shuffle)."""
+    n = group_partitions(left.sparkSession, groups)
     return (left.repartition(n, *keys).groupBy(*keys)
             .cogroup(right.repartition(n, *keys).groupBy(*keys)))
 
@@ -181,15 +182,15 @@ def blocks_of(n: int, rows: int) -> int:
 
 
 def pair_blocks(left: DataFrame, left_block: Any, n_left: int, right: DataFrame,
-                right_block: Any, n_right: int) -> tuple[DataFrame, DataFrame]:
-    """``left`` and ``right`` keyed by ``(lb, rb)`` for a cogroup of every (left block, right
-    block) pair: each left row repeated once per right block and vice versa (blocks are
-    numbered ``0..n_left-1`` / ``0..n_right-1`` by the two block columns)."""
+                right_block: Any, n_right: int) -> PandasCogroupedOps:
+    """``left`` and ``right`` cogrouped by ``(lb, rb)``, every (left block, right block) pair
+    (:func:`cogroup_blocks`): each left row repeated once per right block and vice versa
+    (blocks are numbered ``0..n_left-1`` / ``0..n_right-1`` by the two block columns)."""
     lk = (left.withColumn("lb", left_block.cast("int"))
           .withColumn("rb", F.explode(F.sequence(F.lit(0), F.lit(n_right - 1)))))
     rk = (right.withColumn("rb", right_block.cast("int"))
           .withColumn("lb", F.explode(F.sequence(F.lit(0), F.lit(n_left - 1)))))
-    return lk, rk
+    return cogroup_blocks(lk, rk, ["lb", "rb"], n_left * n_right)
 
 
 def hash_block(col: str, n_blocks: int) -> Any:
@@ -241,8 +242,8 @@ def sharded_top_k(queries: DataFrame, numbered: DataFrame, n_items: int, dim: in
                            F.col("item_id").alias("item_id"), F.col("vector").alias("ivec"))
     n_queries = qs.count()
     n_qb = blocks_of(n_queries, query_rows)
-    lk, rk = pair_blocks(qs, hash_block("query_id", n_qb), n_qb, side,
-                         F.floor(F.col("item_idx") / F.lit(rows)), n_ib)
+    pairs = pair_blocks(qs, hash_block("query_id", n_qb), n_qb, side,
+                        F.floor(F.col("item_idx") / F.lit(rows)), n_ib)
 
     def score(q_table: pa.Table, i_table: pa.Table) -> pa.Table:
         if q_table.num_rows == 0 or i_table.num_rows == 0:
@@ -264,8 +265,7 @@ def sharded_top_k(queries: DataFrame, numbered: DataFrame, n_items: int, dim: in
             "item_idx": items.column("item_idx").combine_chunks().take(pa.array(idx[ok])),
             "score": pa.array(vals[ok].astype(np.float32))})
 
-    candidates = (cogroup_blocks(queries.sparkSession, lk, rk, ["lb", "rb"], n_qb * n_ib)
-                  .applyInArrow(score, CANDIDATE_SCHEMA))
+    candidates = pairs.applyInArrow(score, CANDIDATE_SCHEMA)
     return merge_candidates(candidates, numbered, k)
 
 

@@ -353,8 +353,7 @@ def two_pass_top_k(spark: SparkSession, qs: DataFrame, first_list: Column,
                   .withColumn("ib", F.pmod(F.xxhash64("item_idx"), F.col("ib")).cast("int"))
                   .withColumn("qb", F.explode(F.sequence(F.lit(0), F.col("n_qb") - 1)))
                   .select("list", "qb", "ib", "item_idx", "item_id", "ivec"))
-        out = (blocks.cogroup_blocks(spark, q_rows, i_rows, ["list", "qb", "ib"],
-                                     counters["tasks"])
+        out = (blocks.cogroup_blocks(q_rows, i_rows, ["list", "qb", "ib"], counters["tasks"])
                .applyInArrow(_score(k, not first), CANDIDATE_SCHEMA))
         return out, counters
 
