@@ -181,9 +181,14 @@ def test_user_candidates_exclude_history(spark, points):
 def test_recall_at_k_arithmetic(spark):
     truth = spark.createDataFrame([("a", "x"), ("a", "y"), ("b", "x"), ("b", "z")],
                                   "item_id string, neighbor_id string")
-    approx = spark.createDataFrame([("a", "x"), ("a", "q"), ("b", "x"), ("b", "z")],
+    approx = spark.createDataFrame([("a", "x"), ("a", "q"), ("b", "x"), ("b", "z"),
+                                    ("c", "x"), ("c", "y")],
                                    "item_id string, neighbor_id string")
+    # "c" is not in the sampled truth: its rows are left out, not counted
     assert ann.recall_at_k(approx, truth, "item_id", "neighbor_id") == pytest.approx(0.75)
+    # a sampled query with no approximate list counts 0
+    more = truth.union(spark.createDataFrame([("d", "x")], truth.schema))
+    assert ann.recall_at_k(approx, more, "item_id", "neighbor_id") == pytest.approx(0.5)
 
 
 def reference_top_k(scores, k):

@@ -4,7 +4,12 @@ import pyarrow as pa
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from recemb_spark.models.side_info import interleave_side_tokens, rebuild_sentences
+from recemb_spark.models.side_info import (
+    interleave_side_tokens,
+    interleaved_token_counts,
+    rebuild_sentences,
+)
+from recemb_spark.models.word2vec import token_counts
 
 
 def grouped_interleave(sentences, side, input_col="items"):
@@ -36,6 +41,17 @@ def test_same_sentences_as_the_grouped_interleave(spark):
     assert_df_equality(got, grouped_interleave(sentences, side), ignore_row_order=True,
                        ignore_nullable=True)
     assert got.count() == sentences.count()
+
+
+def test_token_counts_without_building_the_sentences(spark):
+    """The subsampling's counts: every token of the interleaved corpus (items, side tokens
+    repeated within an item, items without side tokens), counted before interleaving."""
+    sentences, side = random_corpus(spark, 11)
+    walks = sentences.withColumnRenamed("items", "tokens")
+    want = token_counts(interleave_side_tokens(walks, side, 0.0, 1, input_col="tokens"),
+                        "tokens")
+    assert_df_equality(interleaved_token_counts(walks, side, "tokens"), want,
+                       ignore_row_order=True, ignore_nullable=True)
 
 
 def test_other_column_name_and_subsampling_still_apply(spark):

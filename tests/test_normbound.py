@@ -91,10 +91,14 @@ def test_als_candidates_above_the_exact_threshold_are_exact_and_pruned(spark):
     rows = query_rows(x, 30, seed=5)[:-2]
     users = spark.createDataFrame([(u, v) for u, v, _ in rows],
                                   "user_id string, vector array<float>")
+    # each user has seen its two best items: a truth that did not exclude them would
+    # disagree with the candidates (recall < 1)
+    rows = [(u, v, h + [f"i{int(i)}" for i in np.argsort(-(x @ np.asarray(v)))[:2]])
+            for u, v, h in rows]
     seen = spark.createDataFrame([(u, h) for u, _, h in rows],
                                  "user_id string, items array<string>")
     cfg = load_config().replace("ann", method="auto", auto_exact_max_items=500,
-                                recall_sample=30).replace("als", candidates_k=5)
+                                recall_sample=12).replace("als", candidates_k=5)
     cands, details = als_candidates(spark, cfg, users, items, seen)
     assert details["candidates_method"] == "norm_bound"
     assert details["candidates_recall"] == 1.0

@@ -436,7 +436,8 @@ class AlsConfig:
         0,
         "ALS iterations; 0 = auto: implicit mode one per auto_iter_confidence of the mean "
         "observed pair's added confidence (alpha x mean signal), within [auto_min_iter, "
-        "auto_max_iter] (sample, ml-100k, 1.5M log: 5; 25M: 5; yoochoose: 11); explicit mode 10",
+        "auto_max_iter] (sample, ml-100k, 1.5M log: 5; 25M: 5; yoochoose, 722k- and 3M-item "
+        "Taobao-shaped logs: 10); explicit mode 10",
         ge=0,
     )
     auto_iter_confidence: float = setting(
@@ -447,7 +448,12 @@ class AlsConfig:
         gt=0,
     )
     auto_min_iter: int = setting(5, "auto iterations: at least", ge=1)
-    auto_max_iter: int = setting(15, "auto iterations: at most")
+    auto_max_iter: int = setting(
+        10,
+        "auto iterations: at most (rank 64, HR@10 item / user query: 722k-item Taobao-shaped "
+        "log, confidence ~700, 0.148 / 0.211 at 5 iterations, 0.127 / 0.202 at 8, 0.120 / "
+        "0.198 at 15, each iteration ~30 s on 2 cores; yoochoose, confidence 88, 0.399 at 10 "
+        "against 0.408 at 15)")
     reg_param: float = setting(0.1, "L2 regularisation", ge=0)
     alpha: float = setting(
         0.0,

@@ -352,7 +352,11 @@ def _broadcast_totals(spark: SparkSession, data: DataFrame, item_vectors: DataFr
         yield _score_rows(part, ids_, matrix_, ks, mode, normalise_query=not dot,
                           categories=categories_)
 
-    partials = data.rdd.mapPartitions(run).collect()
+    # the cases are few bytes (AQE may coalesce them into one partition) but each costs a
+    # pass over the catalogue: spread over Spark's default parallelism so that every core
+    # scores (the totals do not depend on how the cases are cut)
+    spread = data.repartition(spark.sparkContext.defaultParallelism)
+    partials = spread.rdd.mapPartitions(run).collect()
     bc.unpersist()
     total = _Partial(_Counts.zero(), {}, np.zeros(len(item_ids), bool))  # no partition: 0
     for p in partials:

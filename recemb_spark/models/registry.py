@@ -182,9 +182,10 @@ def als_candidates(spark: SparkSession, cfg: Config, users: DataFrame, items: Da
     if a.method != "exact" and n_items > a.auto_exact_max_items:
         out, info = norm_top_k(spark, user_queries(users, seen), items, k)
         cands, info = ann.materialise(out.withColumnRenamed("query_id", "user_id"), info)
-        sample = users.join(ann.sample_ids(users, "user_id", a.recall_sample, a.seed),
-                            "user_id")
-        truth = user_candidates(spark, sample, items, seen, k, "dot")
+        asked = ann.sample_ids(users, "user_id", a.recall_sample, a.seed)
+        # the sample's histories only: the semi-join goes below the grouping of the ratings
+        truth = user_candidates(spark, users.join(asked, "user_id"), items,
+                                seen.join(asked, "user_id", "left_semi"), k, "dot")
         details = {f"candidates_{key}": value for key, value in info.items()
                    if isinstance(value, (int, float, str, list))}
         details.update(candidates_method="norm_bound",

@@ -60,11 +60,27 @@ def interleave_side_tokens(sentences: DataFrame, side: DataFrame, sample: float,
                               f"{input_col} array<string>")
     if sample <= 0:
         return grouped
-    counts = token_counts(grouped, input_col)
+    counts = interleaved_token_counts(sentences, side, input_col).persist()
     total = one_row(counts.agg(F.sum("count")))[0] or 0
     keep = {t: p for t, p in keep_probabilities(counts, sample, total).items()
             if t.startswith(SIDE_PREFIX)}
+    counts.unpersist()
     return subsample_sentences(grouped, keep, seed, input_col)
+
+
+def interleaved_token_counts(sentences: DataFrame, side: DataFrame,
+                             input_col: str = "items") -> DataFrame:
+    """``(item_id, count)``: what :func:`~.word2vec.token_counts` gives on
+    :func:`interleave_side_tokens`' sentences (no subsampling), without building them — the
+    item tokens counted in ``sentences``, joined to ``side`` (a row per item and side row,
+    as the interleave joins), each side token counted as often as its item. The interleave
+    sorts every token by sentence; counting first lets it run once, for the training."""
+    items = token_counts(sentences, input_col)
+    joined = items.join(side.select("item_id", "side"), "item_id", "left")
+    per_item = joined.select("item_id", "count")
+    per_side = joined.select(F.explode("side").alias("item_id"), "count")
+    return (per_item.unionByName(per_side).groupBy("item_id")
+            .agg(F.sum("count").alias("count")))
 
 
 def rebuild_sentences(batches: Iterator[pa.RecordBatch],

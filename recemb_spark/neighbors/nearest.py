@@ -451,11 +451,22 @@ def ivf_user_candidates(spark: SparkSession, items: DataFrame, assigned: DataFra
 
 
 def recall_at_k(approx: DataFrame, exact: DataFrame, key: str, other: str) -> float:
-    """Mean over the queries of ``exact`` of |approx top-k ∩ exact top-k| / |exact top-k|."""
-    hits = exact.join(approx.select(key, other), [key, other], "left_semi").groupBy(key).count()
-    totals = exact.groupBy(key).count().withColumnRenamed("count", "n")
-    row = one_row(totals.join(hits, key, "left").fillna({"count": 0}).agg(
-        F.mean(F.col("count") / F.col("n")).alias("recall")))
+    """Mean over the queries of ``exact`` of |approx top-k ∩ exact top-k| / |exact top-k|.
+
+    Assumes ``exact`` is the small ground truth of a sample (``ann.recall_sample`` queries x
+    k rows): it is cached for the call and its query ids broadcast, so only ``approx``'s rows
+    of those queries are compared — ``approx`` (every query's list, millions of rows at
+    catalogue scale) is filtered where it lies, never shuffled whole."""
+    exact = exact.select(key, other).persist()
+    try:
+        asked = F.broadcast(exact.select(key).distinct())
+        mine = approx.select(key, other).join(asked, key, "left_semi")
+        hits = exact.join(mine, [key, other], "left_semi").groupBy(key).count()
+        totals = exact.groupBy(key).count().withColumnRenamed("count", "n")
+        row = one_row(totals.join(hits, key, "left").fillna({"count": 0}).agg(
+            F.mean(F.col("count") / F.col("n")).alias("recall")))
+    finally:
+        exact.unpersist()
     return float(row["recall"]) if row["recall"] is not None else float("nan")
 
 
