@@ -36,10 +36,11 @@ PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 CONSTRAINTS = ROOT / "examples" / "airflow" / f"constraints-{PY}.txt"
 DAG_ID = "recemb_daily"
 RETRIES = 2
-# the cluster test's small sample, without the ann stage: every model's tables in one run
+# the cluster test's small sample with one model (item2vec; the others' stages run the same
+# way and are the cluster test's), without the ann stage
 SAMPLE = ["sample.n_users=200", "sample.n_items=150", "sample.n_ratings=8000",
-          "walks.walks_per_node=3", "als.max_iter=5", "als.rank=8", "als.candidates_k=5",
-          "evaluate.user_query=false", "ann.enabled=false", "evaluate.protocol=holdout"]
+          "deepwalk.enabled=false", "als.enabled=false", "evaluate.user_query=false",
+          "ann.enabled=false", "evaluate.protocol=holdout"]
 
 
 def airflow_venv() -> Path:
@@ -158,10 +159,9 @@ def test_locked_date_is_retried_and_the_retry_runs_the_pipeline(airflow, spark, 
     assert run["status"] == "ok", run
     assert not Path(lock_path(Warehouse(spark, str(wh)), run_date)).exists()  # released
     w = Warehouse(spark, str(wh))
-    for table in ("ratings", "sequences", "item_graph"):
+    for table in ("ratings", "sequences"):
         assert w.read(table, run_date).count() > 0, table
-    for model in ("item2vec", "deepwalk", "als"):
-        assert w.read("item_embeddings", run_date, model).count() > 0, model
+    assert w.read("item_embeddings", run_date, "item2vec").count() > 0
     assert w.read("metrics", run_date, stage="evaluate").count() > 0
     print(f"airflow dags test: lock held, retried, pipeline run: {seconds:.0f} s")
 

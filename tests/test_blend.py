@@ -49,6 +49,18 @@ def test_neighbor_channel_weighs_the_latest_items_most(spark):
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
+def test_graph_neighbors_keep_each_items_most_probable_successors(spark):
+    graph = spark.createDataFrame(
+        [("a", "b", 3.0, 0.6), ("a", "c", 1.0, 0.2), ("a", "d", 1.0, 0.2), ("b", "a", 1.0, 1.0)],
+        "src string, dst string, weight double, prob double")
+    # depth 2: a keeps b and, of the tied c / d, c (ties by dst)
+    expected = spark.createDataFrame(
+        [("a", "b", 0.6), ("a", "c", 0.2), ("b", "a", 1.0)],
+        "item_id string, neighbor_id string, similarity double")
+    assert_df_equality(blend.graph_neighbors(graph, 2), expected, ignore_row_order=True,
+                       ignore_nullable=True)
+
+
 def test_popularity_channels_skip_seen_items_even_past_the_depth(spark):
     liked = spark.createDataFrame(
         [(u, i) for i, n in [("p1", 4), ("p2", 3), ("p3", 2), ("p4", 1)] for u in
@@ -113,15 +125,21 @@ def test_fill_completes_each_list_from_the_fallback(spark):
 
 
 def test_list_metrics_count_hits_within_k_and_missing_lists(spark):
-    top = spark.createDataFrame([("u", "a", 1), ("u", "b", 2), ("v", "c", 3)],
-                                "user_id string, item_id string, rank int")
+    top = spark.createDataFrame(
+        [("A", "u", "a", 1), ("A", "u", "b", 2), ("A", "v", "c", 3), ("A", "v", "a", 1),
+         ("B", "u", "b", 1), ("X", "u", "b", 1)],
+        "list string, user_id string, item_id string, rank int")
     cases = spark.createDataFrame([("u", "b"), ("v", "c"), ("w", "a")],
                                   "user_id string, heldout string")
-    got = blend.list_metrics(top, cases, [2, 3])
+    got = blend.list_metrics(top, cases, [2, 3], ["A", "B", "C"])
+    g2, g3 = 1 / math.log2(3), 1 / math.log2(4)
+    schema = "list string, k int, users long, hits long, hr double, ndcg double, items long"
     expected = spark.createDataFrame(
-        [(2, 3, 1, 1 / 3, (1 / math.log2(3)) / 3),
-         (3, 3, 2, 2 / 3, (1 / math.log2(3) + 1 / math.log2(4)) / 3)],
-        "k int, users long, hits long, hr double, ndcg double")
+        # A: u's b at 2, v's c at 3, w without a list; items a, b within 2, and c within 3
+        [("A", 2, 3, 1, 1 / 3, g2 / 3, 2), ("A", 3, 3, 2, 2 / 3, (g2 + g3) / 3, 3),
+         ("B", 2, 3, 1, 1 / 3, 1 / 3, 1), ("B", 3, 3, 1, 1 / 3, 1 / 3, 1),
+         # C lists nothing: every case a miss; X is not asked for
+         ("C", 2, 3, 0, 0.0, 0.0, 0), ("C", 3, 3, 0, 0.0, 0.0, 0)], schema)
     assert_approx_df_equality(got, expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
 
 

@@ -716,7 +716,7 @@ class AnnConfig:
 
 
 #: the channel kinds of the blend stage (``blend.channels``)
-BLEND_CHANNELS = ("user", "item", "popular", "recent", "category")
+BLEND_CHANNELS = ("user", "item", "graph", "popular", "recent", "category")
 
 
 @dataclass(frozen=True)
@@ -737,15 +737,16 @@ class BlendConfig:
     )
     depth: int = setting(50, "items per channel and user merged", ge=1)
     channels: list[str] = setting(
-        ["user", "item", "popular", "recent", "category"],
+        ["user", "item", "graph", "popular", "recent", "category"],
         "user: each model's user-vector candidates; item: neighbours of the last liked items; "
-        "popular / recent / category popularity (popular always fills)",
+        "graph: the items that followed the last liked items in sessions (deepwalk's "
+        "item_graph); popular / recent / category popularity (popular always fills)",
         min_len=1,
     )
     last_items: int = setting(
         3,
-        "item channel: the user's latest liked items whose neighbours are merged (the latest "
-        "weighs 1, the one before 1/2, ...)",
+        "item and graph channels: the user's latest liked items whose neighbours are merged "
+        "(the latest weighs 1, the one before 1/2, ...)",
         ge=1,
     )
     recent_days: int = setting(

@@ -3,7 +3,8 @@
 A *channel list* is a frame ``(user_id, channel string, item_id, rank int)``: for each user,
 a channel's best items, rank 1 first, the user's excluded items (history) never listed.
 Channels: a model's user-vector candidates (:func:`candidate_channel`), the neighbours of the
-user's last liked items (:func:`neighbor_channel`), and popularity — global, recent, within
+user's last liked items (:func:`neighbor_channel`; a model's ``item_neighbors`` or the item
+graph's transitions, :func:`graph_neighbors`), and popularity — global, recent, within
 the user's categories (:func:`popularity_ranks` + :func:`unseen_ranked`).
 
 The merge (:func:`fuse`) is weighted reciprocal rank fusion: an item's score is the sum over
@@ -73,6 +74,17 @@ def neighbor_channel(histories: DataFrame, neighbors: DataFrame, last_items: int
               .agg(F.sum(F.col("similarity") / (F.col("_p") + 1)).alias("score"))
               .join(exclude.select("user_id", "item_id"), ["user_id", "item_id"], "left_anti"))
     return rank_per_user(scored, depth, channel)
+
+
+def graph_neighbors(graph: DataFrame, depth: int) -> DataFrame:
+    """The item graph as a neighbour table for :func:`neighbor_channel`: each item's ``depth``
+    most probable next items, ``(item_id, neighbor_id, similarity)`` with ``similarity`` =
+    ``P(dst | src)``. ``graph``: the ``item_graph`` table ``(src, dst, weight, prob)``;
+    ties by ``dst``."""
+    order = Window.partitionBy("src").orderBy(F.desc("prob"), F.col("dst"))
+    return (graph.withColumn("_r", F.row_number().over(order)).filter(F.col("_r") <= depth)
+            .select(F.col("src").alias("item_id"), F.col("dst").alias("neighbor_id"),
+                    F.col("prob").alias("similarity")))
 
 
 def popularity_ranks(liked: DataFrame, limit: int,
@@ -167,28 +179,42 @@ def fill(blended: DataFrame, fallback: DataFrame, k: int) -> DataFrame:
             .select("user_id", "item_id", F.col("_r").alias("rank"), "score"))
 
 
-def list_metrics(top: DataFrame, cases: DataFrame, ks: Sequence[int]) -> DataFrame:
-    """HR@k and NDCG@k of ranked lists ``top (user_id, item_id, rank)`` on ``cases (user_id,
-    heldout)``: ``(k int, users long, hits long, hr double, ndcg double)``, one row per k.
-    A hit: the held-out item in the user's first k; NDCG with one relevant item =
-    ``1 / log2(rank + 1)`` (rank 1-based). A case without a list counts as a miss."""
-    found = (cases.select("user_id", F.col("heldout").alias("item_id"))
-             .join(top.select("user_id", "item_id", "rank"), ["user_id", "item_id"], "left"))
+def list_metrics(top: DataFrame, cases: DataFrame, ks: Sequence[int],
+                 names: Sequence[str]) -> DataFrame:
+    """HR@k, NDCG@k and coverage of many ranked lists at once: ``top (list string, user_id,
+    item_id, rank)`` holds the lists ``names`` (rows of other lists are ignored), ``cases
+    (user_id, heldout)`` the held-out items. Returns ``(list string, k int, users long,
+    hits long, hr double, ndcg double, items long)``, one row per list and k (``items``: the
+    distinct items the list holds within its first k, over every user it lists). A hit: the
+    held-out item in the user's first k; NDCG with one relevant item = ``1 / log2(rank + 1)``
+    (rank 1-based). A case without a list counts as a miss."""
+    spark = top.sparkSession
+    lists = spark.createDataFrame([(n,) for n in names], "list string")
+    top = top.filter(F.col("list").isin(list(names))).select("list", "user_id", "item_id",
+                                                             "rank")
+    found = (cases.select("user_id", F.col("heldout").alias("item_id")).crossJoin(lists)
+             .join(top, ["list", "user_id", "item_id"], "left"))
     aggs = [F.count("*").alias("users")]
     for k in ks:
         inside = F.col("rank") <= k
         aggs += [F.sum(F.when(inside, 1).otherwise(0)).alias(f"h{k}"),
                  F.sum(F.when(inside, 1.0 / F.log2(F.col("rank") + 1)).otherwise(0.0))
                  .alias(f"g{k}")]
-    row = found.agg(*aggs)
+    rows = found.groupBy("list").agg(*aggs)
+    items = top.select("list", "item_id", "rank").groupBy("list", "item_id").agg(
+        F.min("rank").alias("_best")).groupBy("list").agg(
+        *[F.count(F.when(F.col("_best") <= k, 1)).alias(f"c{k}") for k in ks])
     per_k = F.explode(F.array(*[F.struct(F.lit(k).alias("k"), F.col(f"h{k}").alias("hits"),
-                                         F.col(f"g{k}").alias("g")) for k in ks]))
+                                         F.col(f"g{k}").alias("g"),
+                                         F.coalesce(F.col(f"c{k}"), F.lit(0)).alias("c"))
+                                for k in ks]))
     users = F.col("users")
-    return (row.select("users", per_k.alias("_m"))
-            .select(F.col("_m.k").alias("k"), users,
+    return (rows.join(items, "list", "left").select("list", "users", per_k.alias("_m"))
+            .select("list", F.col("_m.k").alias("k"), users,
                     F.col("_m.hits").cast("long").alias("hits"),
                     (F.col("_m.hits") / F.greatest(users, F.lit(1))).alias("hr"),
-                    (F.col("_m.g") / F.greatest(users, F.lit(1))).alias("ndcg")))
+                    (F.col("_m.g") / F.greatest(users, F.lit(1))).alias("ndcg"),
+                    F.col("_m.c").cast("long").alias("items")))
 
 
 # --------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ STAGES: tuple[Stage, ...] = (
           config=(*UPSTREAM, *MODELS, "evaluate", "ann"), module="ann", when="ann.enabled"),
     Stage("blend", "one candidate list per user merged from every model and popularity channel",
           reads=("ratings", "holdout", "items", "item_embeddings", "user_embeddings",
-                 "user_candidates", "item_neighbors"),
+                 "user_candidates", "item_neighbors", "item_graph"),
           writes=("user_candidates", "metrics"), config=(*UPSTREAM, *MODELS, "evaluate", "ann",
                                                          "blend"),
           module="blend", when="blend.enabled"),

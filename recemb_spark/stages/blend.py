@@ -1,7 +1,9 @@
 """Stage ``blend``: one candidate list per user, merged from every channel (after ``ann``).
 
 Channels (``blend.channels``): ``user`` — each model's user-vector candidates; ``item`` — the
-neighbours of the user's last liked items in each model's ``item_neighbors``; ``popular``,
+neighbours of the user's last liked items in each model's ``item_neighbors``; ``graph`` — the
+items that followed them in the sessions (the ``item_graph`` table of ``deepwalk``, built from
+the training sequences: channel ``graph_item``); ``popular``,
 ``recent`` (the last ``blend.recent_days`` of the log) and ``category`` (within the
 categories of the user's latest liked items, when the items table has genres) popularity.
 The merge is weighted reciprocal rank fusion (:func:`recemb_spark.neighbors.fusion.fuse`).
@@ -56,6 +58,8 @@ from .evaluate import item_categories
 log = logging.getLogger(__name__)
 
 MODEL = "blend"
+#: the item graph's key among the neighbour tables (channel ``graph_item``)
+GRAPH = "graph"
 
 
 @dataclass
@@ -322,21 +326,28 @@ def evaluate(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str, tra
              for h, (weights, rr_k) in sorted(choice.folds.items())]
     fused = reduce(DataFrame.unionByName, parts).persist()
     catalogue = train.select("item_id").distinct().count()
-    scored = {MODEL: fused}
     names = channel_names(cfg, user_models, neighbors, categories)
+    lists = [fused.select(F.lit(MODEL).alias("list"), "user_id", "item_id", "rank"),
+             chans.select(F.concat(F.lit(f"{MODEL}_"), "channel").alias("list"), "user_id",
+                          "item_id", "rank")]
     if cfg.blend.weights == "auto":  # what the search bought: every channel at weight 1
-        scored[f"{MODEL}_equal"] = fusion.fuse(chans, dict.fromkeys(names, 1.0),
-                                              cfg.blend.rr_k, max(ks))
-    for name in names:
-        scored[f"{MODEL}_{name}"] = chans.filter(F.col("channel") == name)
-    for model, top in scored.items():
-        rows = fusion.list_metrics(top, cases, ks).collect()
-        res.metrics.append(metric_row(model, "users", 0, rows[0]["users"]))
-        for r in rows:
+        lists.append(fusion.fuse(chans, dict.fromkeys(names, 1.0), cfg.blend.rr_k, max(ks))
+                     .select(F.lit(f"{MODEL}_equal").alias("list"), "user_id", "item_id",
+                             "rank"))
+    order = [MODEL, *([f"{MODEL}_equal"] if cfg.blend.weights == "auto" else []),
+             *[f"{MODEL}_{n}" for n in names]]
+    rows: dict[str, list[Any]] = {}
+    for r in fusion.list_metrics(reduce(DataFrame.unionByName, lists), cases, ks,
+                                 order).collect():
+        rows.setdefault(r["list"], []).append(r)
+    for model in order:
+        by_k = sorted(rows[model], key=lambda r: r["k"])
+        res.metrics.append(metric_row(model, "users", 0, by_k[0]["users"]))
+        for r in by_k:
             res.metrics += [metric_row(model, "hr", r["k"], r["hr"]),
                             metric_row(model, "ndcg", r["k"], r["ndcg"])]
-        covered = top.filter(F.col("rank") <= ks[0]).select("item_id").distinct().count()
-        res.metrics.append(metric_row(model, "coverage", ks[0], covered / max(catalogue, 1)))
+        res.metrics.append(metric_row(model, "coverage", ks[0],
+                                      by_k[0]["items"] / max(catalogue, 1)))
     for df in (fused, chans, cases):
         df.unpersist()
 
@@ -356,10 +367,15 @@ def run(ctx: StageContext) -> None:
     if "item" in b.channels:
         neighbors = {m: wh.read("item_neighbors", run_date, model=m).persist()
                      for m in wh.models("item_neighbors", run_date)}
+    if "graph" in b.channels and wh.has("item_graph", run_date):
+        neighbors[GRAPH] = fusion.graph_neighbors(wh.read("item_graph", run_date),
+                                                  b.depth).persist()
     categories = item_categories(wh, run_date) if "category" in b.channels else None
     if categories is not None:
         categories = categories.persist()
-    res.inputs.update(user_candidates=user_models, item_neighbors=sorted(neighbors),
+    res.inputs.update(user_candidates=user_models,
+                      item_neighbors=sorted(m for m in neighbors if m != GRAPH),
+                      item_graph=GRAPH in neighbors,
                       categories=categories is not None)
     holdout = (wh.read("holdout", run_date) if wh.has("holdout", run_date)
                else ratings.select("user_id", "item_id").limit(0)).persist()
