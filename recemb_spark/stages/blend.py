@@ -12,7 +12,8 @@ Three sets of lists are built, each only from data its purpose may see:
 
 * *validation* (``blend.weights: auto``): with held-out pairs (the ``holdout`` table, which
   no model trained on), up to ``blend.validation_users`` of their users in each of two
-  seeded halves (:func:`half_of`), lists built as the evaluation builds them; the weights
+  seeded halves (:func:`half_of`), their lists those the evaluation scores (built once for
+  every held-out user, :func:`heldout_lists`); the weights
   and ``rr_k`` that put the most held-out items in the top ``blend.k`` are chosen by
   coordinate search (:func:`search`) three times: on each half alone (for the evaluation of
   the other half, manifest ``weights_for_half_<h>``) and on both (the published lists,
@@ -198,13 +199,15 @@ class Choice:
 def choose_weights(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str,
                    train: DataFrame, user_models: list[str], neighbors: dict[str, DataFrame],
                    categories: DataFrame | None, res: StageResult,
-                   held: DataFrame | None = None) -> Choice:
+                   held: DataFrame | None = None,
+                   held_lists: DataFrame | None = None) -> Choice:
     """The channel weights and ``rr_k``: ``blend.fixed_weights`` (1 for a channel not named)
     with ``weights: fixed``, else chosen by the search — on ``held``, held-out pairs the
     models never trained on (their lists built as the evaluation builds them; up to
     ``blend.validation_users`` per half, each half searched alone for the other half's
-    evaluation and both together for the published lists), or without held-out pairs on a
-    validation split of ``train`` (see the module doc)."""
+    evaluation and both together for the published lists; ``held_lists``: every held-out
+    user's channel lists, :func:`heldout_lists`, of which the sampled users' are taken), or
+    without held-out pairs on a validation split of ``train`` (see the module doc)."""
     b = cfg.blend
     names = channel_names(cfg, user_models, neighbors, categories)
     if b.weights == "fixed":
@@ -219,9 +222,9 @@ def choose_weights(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: st
                                        halves.filter(F.col("_half") == 1),
                                        b.validation_users, b.seed))
             targets = targets.select("user_id", "item_id", "_half").persist()
-            role = heldout_role(spark, wh, cfg, run_date, train,
-                                holdout_cases(train, targets.drop("_half"), min_rating),
-                                user_models, b.depth)
+            assert held_lists is not None, "held-out pairs come with their channel lists"
+            chans = held_lists.filter(F.col("rank") <= b.depth).join(
+                targets.select("user_id"), "user_id")
         else:
             targets = sample_users(last_liked(train, min_rating), b.validation_users,
                                    b.seed).select("user_id", "item_id",
@@ -232,7 +235,7 @@ def choose_weights(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: st
                              cfg.evaluate.exclude_history)
             role = Role(events, users, exclude, _vector_lists(
                 spark, wh, cfg, run_date, user_models, users, exclude, b.depth, events))
-        chans = channel_lists(cfg, role, neighbors, categories, b.depth)
+            chans = channel_lists(cfg, role, neighbors, categories, b.depth)
         rows = fusion.validation_rows(chans, targets.drop("_half"), names).join(
             targets.select("user_id", "_half"), "user_id")
         # at most 2 x validation_users x channels x depth ranks: collected once, searched on
@@ -308,17 +311,24 @@ def channel_names(cfg: Config, user_models: list[str], neighbors: dict[str, Data
     return names
 
 
-def evaluate(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str, train: DataFrame,
-             holdout: DataFrame, user_models: list[str], neighbors: dict[str, DataFrame],
-             categories: DataFrame | None, choice: Choice, res: StageResult) -> None:
-    """Score the blend and each channel on every held-out pair, from the training data only:
-    the users of each half get the blend with the weights chosen on the other half
-    (``choice.folds``)."""
-    ks = cfg.evaluate.ks
-    depth = max(max(ks), cfg.blend.depth)
-    cases = holdout_cases(train, holdout, cfg.liked_min_rating).persist()
+def heldout_lists(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str,
+                  train: DataFrame, cases: DataFrame, user_models: list[str],
+                  neighbors: dict[str, DataFrame], categories: DataFrame | None) -> DataFrame:
+    """Every channel's lists for the held-out ``cases`` (:func:`holdout_cases`), from the
+    training data only, ``max(evaluate.ks, blend.depth)`` deep: what the evaluation scores
+    and, cut to ``blend.depth``, what the weight search reads for its sampled users (a
+    user's lists do not depend on the other users asked)."""
+    depth = max(max(cfg.evaluate.ks), cfg.blend.depth)
     role = heldout_role(spark, wh, cfg, run_date, train, cases, user_models, depth)
-    chans = channel_lists(cfg, role, neighbors, categories, depth).persist()
+    return channel_lists(cfg, role, neighbors, categories, depth)
+
+
+def evaluate(train: DataFrame, cases: DataFrame, chans: DataFrame, cfg: Config,
+             names: list[str], choice: Choice, res: StageResult) -> None:
+    """Score the blend and each channel on every held-out pair (``cases``, their channel
+    lists ``chans`` from :func:`heldout_lists`, channels ``names``): the users of each half
+    get the blend with the weights chosen on the other half (``choice.folds``)."""
+    ks = cfg.evaluate.ks
     halves = cases.select("user_id", half_of(cfg.blend.seed).alias("_half"))
     assert sorted(choice.folds) == [0, 1], "a weight choice per half"
     parts = [fusion.fuse(chans.join(halves.filter(F.col("_half") == h).select("user_id"),
@@ -326,7 +336,6 @@ def evaluate(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str, tra
              for h, (weights, rr_k) in sorted(choice.folds.items())]
     fused = reduce(DataFrame.unionByName, parts).persist()
     catalogue = train.select("item_id").distinct().count()
-    names = channel_names(cfg, user_models, neighbors, categories)
     lists = [fused.select(F.lit(MODEL).alias("list"), "user_id", "item_id", "rank"),
              chans.select(F.concat(F.lit(f"{MODEL}_"), "channel").alias("list"), "user_id",
                           "item_id", "rank")]
@@ -348,8 +357,7 @@ def evaluate(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str, tra
                             metric_row(model, "ndcg", r["k"], r["ndcg"])]
         res.metrics.append(metric_row(model, "coverage", ks[0],
                                       by_k[0]["items"] / max(catalogue, 1)))
-    for df in (fused, chans, cases):
-        df.unpersist()
+    fused.unpersist()
 
 
 def run(ctx: StageContext) -> None:
@@ -391,16 +399,25 @@ def run(ctx: StageContext) -> None:
     # each half's blend scored with the weights of the other half. A validation split
     # inside the training data leaks into every trained channel (on taobao-head ALS's
     # fold-in found 99.6% of the validation targets and none of the held-out items)
+    cases = held_lists = None
+    if n_holdout:  # every held-out user's lists, built once: the search and the evaluation
+        with res.timed("heldout_lists"):
+            cases = holdout_cases(train, holdout, cfg.liked_min_rating).persist()
+            held_lists = heldout_lists(spark, wh, cfg, run_date, train, cases, user_models,
+                                       neighbors, categories).persist()
+            res.details["heldout_list_rows"] = held_lists.count()
     choice = choose_weights(spark, wh, cfg, run_date, train, user_models, neighbors,
-                            categories, res, holdout if n_holdout else None)
+                            categories, res, holdout if n_holdout else None, held_lists)
     weights, rr_k = choice.published
     res.details.update(weights=weights, rr_k=rr_k, channels=sorted(weights),
                        weights_chosen_on="held-out users (evaluated cross-fitted by halves)"
                        if n_holdout else "validation split")
-    if n_holdout:
+    if cases is not None and held_lists is not None:
         with res.timed("evaluate"):
-            evaluate(spark, wh, cfg, run_date, train, holdout, user_models, neighbors,
-                     categories, choice, res)
+            evaluate(train, cases, held_lists, cfg,
+                     channel_names(cfg, user_models, neighbors, categories), choice, res)
+        held_lists.unpersist()
+        cases.unpersist()
     with res.timed("publish"):
         users = ratings.select("user_id").distinct()
         lists = {m: wh.read("user_candidates", run_date, model=m).select(
