@@ -1,6 +1,6 @@
 """Catalog tables, queried through the real spark-sql command line of the installed Spark.
 
-The pipeline runs in subprocesses: Hive support needs a SparkContext of its own (the test
+The pipeline runs in a subprocess: Hive support needs a SparkContext of its own (the test
 session has none), and the embedded Derby metastore admits one process at a time.
 """
 import json
@@ -28,13 +28,48 @@ def env():
                 SPARK_LOCAL_IP="127.0.0.1")
 
 
-def recemb_run(wh: Path, run_date: str, *extra: str) -> dict:
-    args = [x for item in (*TINY, *extra) for x in ("--set", item)]
-    proc = subprocess.run([sys.executable, "-m", "recemb_spark.cli", "run", "-q",
-                           "--warehouse", str(wh), "--run-date", run_date, *args],
-                          capture_output=True, text=True, env=env(), cwd=wh.parent, timeout=600)
+#: runs ``recemb run`` once per (run date, extra settings) in one process: the CLI's own
+#: ``main``, each run building "its" session through ``build_session`` — the first one built
+#: (Hive support, the warehouse's metastore) serves them all, stopped after the last; a
+#: process and a metastore start per run cost ~60 s of the suite
+RUNS_SCRIPT = """
+import json, sys
+import recemb_spark.session as session_module
+from recemb_spark.cli import main
+built = []
+def build_once(*a, **k):
+    if not built:
+        spark = session_module.build_session_first(*a, **k)
+        built.append((spark, spark.stop))
+        spark.stop = lambda: None
+    return built[0][0]
+session_module.build_session_first = session_module.build_session
+session_module.build_session = build_once
+out = []
+for args in json.loads(sys.argv[1]):
+    code = main(args)
+    wh, run_date = args[args.index("--warehouse") + 1], args[args.index("--run-date") + 1]
+    with open(f"{wh}/_manifests/dt={run_date}/run.json") as f:
+        out.append({"code": code, "manifest": json.load(f)})
+if built:
+    built[0][1]()
+print(json.dumps(out))
+"""
+
+
+def recemb_runs(wh: Path, runs: list[tuple[str, list[str]]]) -> list[dict]:
+    """``recemb run`` of each ``(run_date, extra settings)`` in turn (one process, see
+    :data:`RUNS_SCRIPT`); every run must exit 0. Returns each run's manifest as it was
+    when that run ended."""
+    argv = [["run", "-q", "--warehouse", str(wh), "--run-date", run_date,
+             *[x for item in (*TINY, *extra) for x in ("--set", item)]]
+            for run_date, extra in runs]
+    proc = subprocess.run([sys.executable, "-c", RUNS_SCRIPT, json.dumps(argv)],
+                          capture_output=True, text=True, env=env(), cwd=wh.parent, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads((wh / "_manifests" / f"dt={run_date}" / "run.json").read_text())
+    done = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [d["code"] for d in done] == [0] * len(runs), proc.stderr[-3000:]
+    return [d["manifest"] for d in done]
 
 
 def spark_sql(wh: Path, query: str) -> list[list[str]]:
@@ -51,10 +86,10 @@ def spark_sql(wh: Path, query: str) -> list[list[str]]:
 
 def test_tables_in_the_catalog_after_runs_and_a_rerun(tmp_path):
     wh = tmp_path / "wh"
-    first = recemb_run(wh, "2026-11-01")
-    second = recemb_run(wh, "2026-11-02", "sample.seed=7")
-    # re-run the first date on a smaller sample: its partitions are replaced, the other kept
-    rerun = recemb_run(wh, "2026-11-01", "sample.n_users=40")
+    # the second date on another sample, then a re-run of the first on a smaller one: its
+    # partitions are replaced, the other date's kept
+    first, second, rerun = recemb_runs(wh, [("2026-11-01", []), ("2026-11-02", ["sample.seed=7"]),
+                                            ("2026-11-01", ["sample.n_users=40"])])
     rows = {s["stage"]: s["rows"] for s in rerun["stages"]}
     before = {s["stage"]: s["rows"] for s in first["stages"]}
     assert rows["item2vec"]["item_embeddings"] != 0 and rows["tables"] != before["tables"]
