@@ -13,7 +13,8 @@ held-out pairs stay the same. From the warehouse this script reads the blend sta
 (HR@10 / NDCG@10 of ``blend``, of ``blend_equal`` — every channel at weight 1 — and of each
 channel alone, ``blend_<channel>``, all on the same held-out pairs) and its manifest (the
 weights and rr_k chosen on the held-out users, the evaluation cross-fitted by halves; users
-listed and short of ``blend.k``; the stage's seconds against the run's).
+listed and short of ``blend.k``; the stage's seconds against the run's) and the run's memory
+peaks (driver JVM heap and RSS, largest Python worker).
 
 Prints one row per data set (means over seeds): the blend, the best single channel (and which),
 popularity, and the two ratios the targets are stated in — blend / best channel (>= 1.1) and
@@ -91,7 +92,8 @@ def run_one(name: str, seed: int, args: argparse.Namespace, env: dict[str, str])
             "weights": d.get("weights"), "rr_k": d.get("rr_k"),
             "validation_hr": d.get("validation_hr"), "users": d.get("users"),
             "users_listed": d.get("users_listed"), "users_short": d.get("users_short"),
-            "blend_seconds": blend.get("seconds"), "run_seconds": total}
+            "blend_seconds": blend.get("seconds"), "run_seconds": total,
+            "memory": run["memory"]}
 
 
 def dataset(name: str, args: argparse.Namespace) -> tuple[str | None, list[str]]:
