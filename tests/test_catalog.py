@@ -36,14 +36,13 @@ RUNS_SCRIPT = """
 import json, sys
 import recemb_spark.session as session_module
 from recemb_spark.cli import main
-built = []
+build, built = session_module.build_session, []
 def build_once(*a, **k):
     if not built:
-        spark = session_module.build_session_first(*a, **k)
+        spark = build(*a, **k)
         built.append((spark, spark.stop))
         spark.stop = lambda: None
     return built[0][0]
-session_module.build_session_first = session_module.build_session
 session_module.build_session = build_once
 out = []
 for args in json.loads(sys.argv[1]):
