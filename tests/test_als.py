@@ -2,6 +2,7 @@ import datetime as dt
 import logging
 import os
 
+import numpy as np
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
@@ -31,6 +32,23 @@ def test_dense_index_round_trip_with_string_ids(spark):
     expected = spark.createDataFrame([("9", 0), ("10", 1), ("user-a", 2), ("user-b", 3)],
                                      "user_id string, user_id_idx int")
     assert_df_equality(index, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_dense_index_in_buckets_numbers_in_the_sorted_order(spark, monkeypatch):
+    """Buckets of 7 ids (boundaries from a sample): the numbers are each id's position in
+    the natural order Spark sorts by, 0..n-1 without gaps, on ids that parse in one
+    language and not the other (underscores, signs, spaces, past the long range)."""
+    from recemb_spark import ids as ids_module
+
+    monkeypatch.setattr(ids_module, "BUCKET_IDS", 7)
+    rng = np.random.default_rng(5)
+    odd = ["1_000", "+5", " 12", "007", "7", "-3", "99999999999999999999", "", "ä", "Z"]
+    values = odd + [str(v) for v in rng.integers(0, 500, 80)] + [f"u{v}" for v in range(30)]
+    df = spark.createDataFrame([(v,) for v in values], "item_id string")
+    got = {r["item_id"]: r["item_id_idx"]
+           for r in ids_module.dense_index(df, "item_id").collect()}
+    order = [r["item_id"] for r in df.distinct().orderBy(*ids_module.item_order()).collect()]
+    assert got == {v: i for i, v in enumerate(order)}
 
 
 @pytest.fixture(scope="module")
