@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recemb_spark.evaluation.ranks import CategoryBonus, heldout_targets, rank_block
+from recemb_spark.evaluation.ranks import CategoryBonus, OrderRanks, heldout_targets, rank_block
 from recemb_spark.evaluation.scoring import heldout_ranks
 from recemb_spark.neighbors.topk import block_scores, top_k_rows
 
@@ -73,3 +73,38 @@ def test_rank_block_counts_by_item_number_not_column():
     ahead, _, _ = rank_block(q, mt, numbers, target, np.array([7]), 2,
                              np.zeros(0, np.int64), np.zeros(0, np.int64))
     assert ahead.tolist() == [1]  # only item 3
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_counted_popularity_ranks_equal_full_row_scoring(seed):
+    """Popularity ranked by counting (:class:`OrderRanks`) gives full-row scoring's ranks
+    and top lists: many tied counts, categories (some items and cases without one), the
+    held-out item sometimes excluded, catalogues smaller than k."""
+    rng = np.random.default_rng(seed)
+    n, n_q = int(rng.integers(1, 300)), int(rng.integers(1, 60))
+    m = rng.integers(0, 6 if seed % 2 else 400, (n, 1)).astype(np.float32)
+    assert OrderRanks.applies(m)
+    cats, qcats = rng.integers(-1, 4, n), rng.integers(-1, 4, n_q)
+    bonus = CategoryBonus(np.float32(m.max() + 1), cats, qcats) if seed % 3 else None
+    heldout = rng.integers(0, n, n_q)
+    pairs = np.unique(np.stack([rng.integers(0, n_q, 3 * n_q), rng.integers(0, n, 3 * n_q)],
+                               1), axis=0)
+    ex_rows, ex_cols = pairs[:, 0], pairs[:, 1]
+    k = int(rng.integers(1, 15))
+    q = np.ones((n_q, 1), np.float32)
+    want_ranks, (want_idx, _) = full_rows(q, m, heldout, k, ex_rows, ex_cols, bonus)
+    counted = OrderRanks(m[:, 0], cats if bonus is not None else None)
+    for r in range(n_q):
+        ex = ex_cols[ex_rows == r]
+        qc = int(qcats[r]) if bonus is not None else -1
+        assert counted.rank(int(heldout[r]), ex, qc) == want_ranks[r]
+        assert counted.top(k, ex, qc) == [i for i in want_idx[r].tolist() if i >= 0]
+
+
+def test_counting_applies_only_to_exact_whole_counts():
+    """Counting is used only where adding the category bonus stays exact in float32."""
+    assert not OrderRanks.applies(np.array([[1.5], [2.0]], np.float32))
+    assert not OrderRanks.applies(np.array([[1.0, 2.0]], np.float32))
+    assert not OrderRanks.applies(np.array([[-1.0]], np.float32))
+    assert not OrderRanks.applies(np.array([[2.0 ** 24]], np.float32))
+    assert OrderRanks.applies(np.zeros((0, 1), np.float32))

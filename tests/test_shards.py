@@ -227,3 +227,47 @@ def test_cogroup_blocks_spread_the_groups_in_one_shuffle_per_side(spark):
     assert out.rdd.getNumPartitions() == 15
     got = sorted((r["a"], r["b"], r["nl"], r["nr"]) for r in out.collect())
     assert got == [(a, b, 4, 2) for a in range(5) for b in range(3)]
+
+
+def test_popularity_counted_in_spark_equals_the_counted_order(spark, monkeypatch):
+    """The sharded path's popularity ranks and coverage, counted by joins and small windows
+    (tie blocks of 3 items here: ties span blocks), equal :class:`OrderRanks`'s (itself
+    checked against full-row scoring in test_ranks): both modes, many ties, items and
+    queries without a category, held-out items in the history, duplicated history items."""
+    from recemb_spark.evaluation import counted
+    from recemb_spark.evaluation.ranks import OrderRanks
+
+    monkeypatch.setattr(counted, "TIE_BLOCK", 3)
+    rng = np.random.default_rng(3)
+    n, n_q, k = 40, 60, 12  # k above a category's size: lists run over into the rest
+    s = rng.integers(0, 5, n).astype(np.float32)
+    cat = rng.integers(-1, 3, n)
+    ids = [f"i{j:02d}" for j in range(n)]
+    items = spark.createDataFrame(
+        [(ids[j], j, float(s[j]), int(cat[j])) for j in range(n)],
+        "item_id string, item_idx long, s float, cat int")
+    rows, want = [], {}
+    for c in range(n_q):
+        h = int(rng.integers(0, n))
+        hist = [int(x) for x in rng.integers(0, n, int(rng.integers(0, 8)))]
+        if c % 5 == 0:
+            hist.append(h)
+        qc = int(rng.integers(-1, 3))
+        rows.append((c, h, h in hist, qc, [ids[j] for j in hist]))
+        want[c] = (h, np.unique(np.array(hist, np.int64)), qc)
+    cases = spark.createDataFrame(
+        rows, "_case long, h_idx long, h_excl boolean, q_cat int, history array<string>")
+    assert counted.counting_applies(items)
+    for category in (False, True):
+        order = OrderRanks(s, cat if category else None)
+        got = {r["_case"]: r["rank"]
+               for r in counted.counted_ranks(cases, items, category).collect()}
+        qcs = {c: (qc if category else -1) for c, (_, _, qc) in want.items()}
+        assert got == {c: order.rank(h, ex, qcs[c]) for c, (h, ex, _) in want.items()}
+        tops: dict[int, list[tuple[int, str]]] = {}
+        for r in counted.counted_top(cases, items, k, category).collect():
+            tops.setdefault(r["_case"], []).append((r["_r"], r["item_id"]))
+        assert {c: [i for _, i in sorted(t)] for c, t in tops.items()} == {
+            c: [ids[j] for j in order.top(k, ex, qcs[c])] for c, (_, ex, _) in want.items()}
+        covered = set().union(*(order.top(k, ex, qcs[c]) for c, (_, ex, _) in want.items()))
+        assert counted.counted_coverage(cases, items, k, category) == len(covered)

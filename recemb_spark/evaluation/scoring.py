@@ -34,8 +34,9 @@ from ..ids import event_struct
 from ..metrics import metric_row
 from ..neighbors import blocks
 from ..neighbors.topk import QUERY_BLOCK, collect_matrix, exclusions, unit_rows
+from . import counted
 from .holdout import last_liked, without_holdout
-from .ranks import CategoryBonus, heldout_targets, rank_block
+from .ranks import CategoryBonus, OrderRanks, heldout_targets, rank_block
 
 
 @dataclass
@@ -198,6 +199,9 @@ def _score_rows(rows: Iterable[Any], ids: dict[str, int], matrix: np.ndarray, ks
     batch: list[tuple[np.ndarray, int, list[int], list[str], int]] = []
     bonus = category_bonus(matrix) if mode == "category" else None
     mt, numbers = matrix.T, np.arange(n)
+    counted = None  # popularity: ranks by counting (the same figures, no pass per case)
+    if mode in ("constant", "category") and OrderRanks.applies(matrix):
+        counted = OrderRanks(matrix[:, 0], categories if mode == "category" else None)
 
     def counts_of(row_segments: list[str]) -> list[_Counts]:
         return [part.total] + [part.segments.setdefault(s, _Counts.zero())
@@ -205,6 +209,15 @@ def _score_rows(rows: Iterable[Any], ids: dict[str, int], matrix: np.ndarray, ks
 
     def flush() -> None:
         if not batch:
+            return
+        if counted is not None:
+            for _, h, excluded, row_segments, qcat in batch:
+                ex = np.unique(np.asarray(excluded, np.int64))
+                rank = counted.rank(h, ex, qcat)
+                for counts in counts_of(row_segments):
+                    counts.add_rank(rank, top)
+                part.covered[counted.top(ks[0], ex, qcat)] = True
+            batch.clear()
             return
         queries = np.stack([b[0] for b in batch])
         heldout = np.array([b[1] for b in batch])
@@ -418,11 +431,20 @@ def _sharded_totals(data: DataFrame, item_vectors: DataFrame, ks: list[int], mod
         .alias("status"),
         F.concat(F.array(F.lit(_ALL)), F.coalesce(segs, F.array().cast("array<string>")))
         .alias("segs")).persist()
+    cached: list[DataFrame] = []
     try:
         scored = cases.filter(F.col("status") == "scored").drop("segs", "status")
         n_cases = scored.count()
         ranks = coverage = None
-        if n_cases:
+        if n_cases and mode in ("constant", "category") and dim == 1:
+            pop = numbered.select("item_id", "item_idx", F.col("vector")[0].alias("s"),
+                                  "cat").persist()
+            cached.append(pop)
+            if counted.counting_applies(pop):
+                ranks = counted.counted_ranks(scored, pop, mode == "category").persist()
+                cached.append(ranks)
+                coverage = counted.counted_coverage(scored, pop, ks[0], mode == "category")
+        if n_cases and ranks is None:
             n_cb = blocks.blocks_of(n_cases, case_rows)
             n_ib = blocks.blocks_of(n_items, rows)
             pairs = blocks.pair_blocks(scored, blocks.hash_block("_case", n_cb), n_cb,
@@ -430,6 +452,7 @@ def _sharded_totals(data: DataFrame, item_vectors: DataFrame, ks: list[int], mod
                                        n_ib)
             task = _shard_scorer(ks[0], mode, normalise, not dot, bonus, dim)
             out = pairs.applyInArrow(task, _SHARD_SCHEMA).persist()
+            cached.append(out)
             ranks = (out.filter(F.col("item_idx") < 0).groupBy("_case")
                      .agg(F.sum("ahead").alias("rank")))
             w = Window.partitionBy("_case").orderBy(F.desc("score"), F.col("item_idx"))
@@ -447,10 +470,9 @@ def _sharded_totals(data: DataFrame, item_vectors: DataFrame, ks: list[int], mod
                                    F.when(F.col("rank") < top, F.col("rank"))
                                    .otherwise(F.lit(-1)).alias("rank"))
                     .groupBy("seg", "status", "rank").count().collect())
-        if ranks is not None:
-            out.unpersist()
     finally:
-        cases.unpersist()
+        for frame in [cases, *cached]:
+            frame.unpersist()
     by: dict[str, _Counts] = {}
     for r in rows_out:
         c = by.setdefault(r["seg"], _Counts.zero())
