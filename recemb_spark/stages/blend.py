@@ -196,18 +196,33 @@ class Choice:
     folds: dict[int, tuple[dict[str, float], float]] = field(default_factory=dict)
 
 
+@dataclass
+class Heldout:
+    """The held-out users as the stage uses them: ``pairs (user_id, item_id)`` (the holdout
+    table, which no model trained on), their evaluation ``cases`` (:func:`holdout_cases`) and
+    every channel's ``lists`` for them (:func:`heldout_lists`), built once for the weight
+    search and the evaluation. Cached by the caller."""
+
+    pairs: DataFrame
+    cases: DataFrame
+    lists: DataFrame
+
+    def unpersist(self) -> None:
+        """Release the cached cases and lists (the pairs belong to the caller)."""
+        self.lists.unpersist()
+        self.cases.unpersist()
+
+
 def choose_weights(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str,
                    train: DataFrame, user_models: list[str], neighbors: dict[str, DataFrame],
                    categories: DataFrame | None, res: StageResult,
-                   held: DataFrame | None = None,
-                   held_lists: DataFrame | None = None) -> Choice:
+                   held: Heldout | None = None) -> Choice:
     """The channel weights and ``rr_k``: ``blend.fixed_weights`` (1 for a channel not named)
-    with ``weights: fixed``, else chosen by the search — on ``held``, held-out pairs the
-    models never trained on (their lists built as the evaluation builds them; up to
-    ``blend.validation_users`` per half, each half searched alone for the other half's
-    evaluation and both together for the published lists; ``held_lists``: every held-out
-    user's channel lists, :func:`heldout_lists`, of which the sampled users' are taken), or
-    without held-out pairs on a validation split of ``train`` (see the module doc)."""
+    with ``weights: fixed``, else chosen by the search — on ``held``, held-out users the
+    models never trained on (up to ``blend.validation_users`` per half, their lists those
+    the evaluation scores; each half searched alone for the other half's evaluation and
+    both together for the published lists), or without held-out pairs on a validation
+    split of ``train`` (see the module doc)."""
     b = cfg.blend
     names = channel_names(cfg, user_models, neighbors, categories)
     if b.weights == "fixed":
@@ -216,14 +231,13 @@ def choose_weights(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: st
     min_rating = cfg.liked_min_rating
     with res.timed("validation"):
         if held is not None:
-            halves = held.withColumn("_half", half_of(b.seed))
+            halves = held.pairs.withColumn("_half", half_of(b.seed))
             targets = sample_users(halves.filter(F.col("_half") == 0), b.validation_users,
                                    b.seed).unionByName(sample_users(
                                        halves.filter(F.col("_half") == 1),
                                        b.validation_users, b.seed))
             targets = targets.select("user_id", "item_id", "_half").persist()
-            assert held_lists is not None, "held-out pairs come with their channel lists"
-            chans = held_lists.filter(F.col("rank") <= b.depth).join(
+            chans = held.lists.filter(F.col("rank") <= b.depth).join(
                 targets.select("user_id"), "user_id")
         else:
             targets = sample_users(last_liked(train, min_rating), b.validation_users,
@@ -323,12 +337,12 @@ def heldout_lists(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str
     return channel_lists(cfg, role, neighbors, categories, depth)
 
 
-def evaluate(train: DataFrame, cases: DataFrame, chans: DataFrame, cfg: Config,
-             names: list[str], choice: Choice, res: StageResult) -> None:
-    """Score the blend and each channel on every held-out pair (``cases``, their channel
-    lists ``chans`` from :func:`heldout_lists`, channels ``names``): the users of each half
-    get the blend with the weights chosen on the other half (``choice.folds``)."""
-    ks = cfg.evaluate.ks
+def evaluate(train: DataFrame, held: Heldout, cfg: Config, names: list[str], choice: Choice,
+             res: StageResult) -> None:
+    """Score the blend and each channel (``names``) on every held-out pair of ``held``: the
+    users of each half get the blend with the weights chosen on the other half
+    (``choice.folds``)."""
+    ks, cases, chans = cfg.evaluate.ks, held.cases, held.lists
     halves = cases.select("user_id", half_of(cfg.blend.seed).alias("_half"))
     assert sorted(choice.folds) == [0, 1], "a weight choice per half"
     parts = [fusion.fuse(chans.join(halves.filter(F.col("_half") == h).select("user_id"),
@@ -399,25 +413,25 @@ def run(ctx: StageContext) -> None:
     # each half's blend scored with the weights of the other half. A validation split
     # inside the training data leaks into every trained channel (on taobao-head ALS's
     # fold-in found 99.6% of the validation targets and none of the held-out items)
-    cases = held_lists = None
+    held = None
     if n_holdout:  # every held-out user's lists, built once: the search and the evaluation
         with res.timed("heldout_lists"):
             cases = holdout_cases(train, holdout, cfg.liked_min_rating).persist()
-            held_lists = heldout_lists(spark, wh, cfg, run_date, train, cases, user_models,
-                                       neighbors, categories).persist()
-            res.details["heldout_list_rows"] = held_lists.count()
+            held = Heldout(holdout, cases, heldout_lists(
+                spark, wh, cfg, run_date, train, cases, user_models, neighbors,
+                categories).persist())
+            res.details["heldout_list_rows"] = held.lists.count()
     choice = choose_weights(spark, wh, cfg, run_date, train, user_models, neighbors,
-                            categories, res, holdout if n_holdout else None, held_lists)
+                            categories, res, held)
     weights, rr_k = choice.published
     res.details.update(weights=weights, rr_k=rr_k, channels=sorted(weights),
                        weights_chosen_on="held-out users (evaluated cross-fitted by halves)"
-                       if n_holdout else "validation split")
-    if cases is not None and held_lists is not None:
+                       if held is not None else "validation split")
+    if held is not None:
         with res.timed("evaluate"):
-            evaluate(train, cases, held_lists, cfg,
-                     channel_names(cfg, user_models, neighbors, categories), choice, res)
-        held_lists.unpersist()
-        cases.unpersist()
+            evaluate(train, held, cfg, channel_names(cfg, user_models, neighbors, categories),
+                     choice, res)
+        held.unpersist()
     with res.timed("publish"):
         users = ratings.select("user_id").distinct()
         lists = {m: wh.read("user_candidates", run_date, model=m).select(
