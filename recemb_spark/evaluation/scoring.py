@@ -314,7 +314,11 @@ def score_model(spark: SparkSession, cases: DataFrame, item_vectors: DataFrame, 
     ``segments (item_id, segments array<string>)`` (see
     :func:`.popularity.popularity_segments`) adds the rows ``hr_<segment>``,
     ``ndcg_<segment>``, ``users_<segment>`` and ``heldout_missing_<segment>`` over the
-    cases whose held-out item is in each segment. ``numbered``: the sharded path's
+    cases whose held-out item is in each segment. Popularity (``constant`` / ``category``
+    over whole counts) is ranked by counting positions in one order, not by scoring: on
+    the broadcast path always (:class:`.ranks.OrderRanks`), on the sharded path from
+    :data:`.counted.COUNT_MIN_PAIRS` case x item pairs (:mod:`.counted`); the same figures.
+    ``numbered``: the sharded path's
     :func:`~recemb_spark.neighbors.blocks.number_items` of ``item_vectors``, when the caller
     scores several query modes on the same items (numbered once, persisted by the caller).
     """
@@ -436,7 +440,8 @@ def _sharded_totals(data: DataFrame, item_vectors: DataFrame, ks: list[int], mod
         scored = cases.filter(F.col("status") == "scored").drop("segs", "status")
         n_cases = scored.count()
         ranks = coverage = None
-        if n_cases and mode in ("constant", "category") and dim == 1:
+        if (mode in ("constant", "category") and dim == 1
+                and n_cases * n_items >= counted.COUNT_MIN_PAIRS):
             pop = numbered.select("item_id", "item_idx", F.col("vector")[0].alias("s"),
                                   "cat").persist()
             cached.append(pop)
