@@ -39,16 +39,19 @@ def dense_index(ids: DataFrame, col: str) -> DataFrame:
         if n - 1 > _INT_MAX:
             raise InputError(f"{n} distinct values of {col}: more than int ids allow")
         bucket: Column = F.lit(0)
-        for bound in _bucket_bounds(distinct, col, n):
+        bounds = _bucket_bounds(distinct, col, n)
+        for bound in bounds:
             bucket = bucket + natural_at_least(col, bound).cast("int")
         tagged = distinct.withColumn("_b", bucket)
-        sizes: dict[int, int] = dict(tagged.groupBy("_b").count().collect())  # one row per bucket
-        before, offset = 0, {}
-        for b in sorted(sizes):
-            offset[b] = before
-            before += sizes[b]
-        start = F.element_at(F.array(*[F.lit(offset.get(b, 0)) for b in range(
-            max(sizes, default=0) + 1)]), F.col("_b") + 1) if sizes else F.lit(0)
+        start: Column = F.lit(0)
+        if bounds:  # one row per bucket
+            sizes: dict[int, int] = dict(tagged.groupBy("_b").count().collect())
+            before, offset = 0, {}
+            for b in sorted(sizes):
+                offset[b] = before
+                before += sizes[b]
+            start = F.element_at(F.array(*[F.lit(offset.get(b, 0)) for b in range(
+                max(sizes) + 1)]), F.col("_b") + 1)
         number = F.row_number().over(Window.partitionBy("_b").orderBy(*item_order(col)))
         out = tagged.select(col, (start + number - 1).cast("int").alias(f"{col}_idx")).persist()
         out.count()
