@@ -120,7 +120,6 @@ def counted_ranks(cases: DataFrame, items: DataFrame, category: bool) -> DataFra
     asked = c.select(F.col("_case").alias("_q"), F.lit(ALL).alias("grp"),
                      F.col("h_s").alias("s"), F.col("h_idx").alias("idx"))
     ahead = ahead_counts(groups, asked).withColumnRenamed("ahead", "g_ahead")
-    cols = [F.col("g_ahead")]
     if category:  # the same counts within the query's category (cases with one)
         cat_items = it.filter(F.col("cat") >= 0).withColumnRenamed("cat", "grp")
         in_cat = ahead_counts(cat_items, c.filter(F.col("qc") >= 0).select(
@@ -128,7 +127,6 @@ def counted_ranks(cases: DataFrame, items: DataFrame, category: bool) -> DataFra
             F.col("h_idx").alias("idx"))).withColumnRenamed("ahead", "c_ahead")
         sizes = cat_items.groupBy(F.col("grp").alias("qc")).agg(F.count("*").alias("n_cat"))
         ahead = ahead.join(in_cat, "_q", "left")
-        cols += [F.col("c_ahead")]
         c = c.join(sizes, "qc", "left")
     else:
         c = c.withColumn("n_cat", F.lit(0).cast("long"))

@@ -199,9 +199,9 @@ def _score_rows(rows: Iterable[Any], ids: dict[str, int], matrix: np.ndarray, ks
     batch: list[tuple[np.ndarray, int, list[int], list[str], int]] = []
     bonus = category_bonus(matrix) if mode == "category" else None
     mt, numbers = matrix.T, np.arange(n)
-    counted = None  # popularity: ranks by counting (the same figures, no pass per case)
+    order_ranks = None  # popularity: ranks by counting (the same figures, no pass per case)
     if mode in ("constant", "category") and OrderRanks.applies(matrix):
-        counted = OrderRanks(matrix[:, 0], categories if mode == "category" else None)
+        order_ranks = OrderRanks(matrix[:, 0], categories if mode == "category" else None)
 
     def counts_of(row_segments: list[str]) -> list[_Counts]:
         return [part.total] + [part.segments.setdefault(s, _Counts.zero())
@@ -210,13 +210,13 @@ def _score_rows(rows: Iterable[Any], ids: dict[str, int], matrix: np.ndarray, ks
     def flush() -> None:
         if not batch:
             return
-        if counted is not None:
+        if order_ranks is not None:
             for _, h, excluded, row_segments, qcat in batch:
                 ex = np.unique(np.asarray(excluded, np.int64))
-                rank = counted.rank(h, ex, qcat)
+                rank = order_ranks.rank(h, ex, qcat)
                 for counts in counts_of(row_segments):
                     counts.add_rank(rank, top)
-                part.covered[counted.top(ks[0], ex, qcat)] = True
+                part.covered[order_ranks.top(ks[0], ex, qcat)] = True
             batch.clear()
             return
         queries = np.stack([b[0] for b in batch])
