@@ -1,10 +1,12 @@
 """Production runs: resume after a failure, the run summary, and one run per date (the lock)."""
 import datetime as dt
+import gc
 import json
 import logging
 import os
 import socket
 import subprocess
+import weakref
 from pathlib import Path
 
 import pytest
@@ -194,6 +196,38 @@ class _CachingStage(Stage):
             if self.name == "failing":
                 raise ValueError("injected")
         return run
+
+
+#: weak references to what :class:`_HoldingStage` held in the JVM, filled by its run
+_HELD: list[weakref.ref] = []
+
+
+class _HoldingStage(Stage):
+    """A stage whose run builds a local Dataset and calls a method on it through py4j (the
+    ``JavaObject`` then caches a ``JavaMember`` pointing back at it: a reference cycle)."""
+
+    def load(self):
+        def run(ctx):
+            df = ctx.spark.createDataFrame([(i, [float(i)] * 4) for i in range(100)],
+                                           "id int, v array<float>")
+            assert df._jdf.count() == 100
+            _HELD.append(weakref.ref(df._jdf))
+        return run
+
+
+def test_a_stage_lets_go_of_the_java_objects_its_frames_held(spark, tmp_path):
+    """What a stage's frames pointed to in the JVM (plans, a LocalRelation's rows) is released
+    when the stage ends, not when CPython's cyclic collector next reaches the old generation
+    (disabled here, as it can be for the rest of a long run)."""
+    cfg = load_config(overrides=[f"warehouse.path={tmp_path / 'wh'}"])
+    stage = _HoldingStage("holding", "test", (), (), (), "tables")
+    _HELD.clear()
+    gc.disable()
+    try:
+        run_stage(stage, spark, cfg, DATE)
+        assert len(_HELD) == 1 and _HELD[0]() is None
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize("name", ["caching", "failing"])

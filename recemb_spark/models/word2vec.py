@@ -15,6 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ..config import Word2VecConfig
+from ..jvm import drop_python_references
 from ..rows import one_row
 from .blas import warn_if_native_for_word2vec
 from .subsample import keep_probabilities, subsample_sentences
@@ -242,6 +243,7 @@ def train_word2vec(sentences: DataFrame, cfg: Word2VecConfig, sample: float = 0.
     with leaf_parallelism(sentences.sparkSession, vector_slices(vocab, resolved.vector_size)):
         vectors = fit_word2vec(trained_on, resolved, input_col).persist()
         vectors.count()  # shipped (and cached) here, in slices of VECTOR_SLICE_BYTES
+    drop_python_references()  # the MLlib model (vocabulary x vector_size, twice) can go
     details.update(fit_details(size, time.perf_counter() - t0, resolved.max_iter))
     details.update(vocabulary_report(sentences, vectors, resolved.min_count, input_col,
                                      counts))

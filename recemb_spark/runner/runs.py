@@ -24,7 +24,7 @@ from .. import __version__
 from ..config import Config, run_control_keys
 from ..errors import RecembError
 from ..io.warehouse import Warehouse, join_path, record_writes
-from ..jvm import persistent_rdd_ids, release_caches
+from ..jvm import drop_python_references, persistent_rdd_ids, release_caches
 from .lock import RunLock
 from .progress import progress
 from .stage import Stage, StageContext, StageResult
@@ -38,7 +38,9 @@ def run_stage(stage: Stage, spark: SparkSession, cfg: Config, run_date: str) -> 
     The manifest goes to ``<warehouse>/_manifests/dt=<run_date>/<name>.json``; its
     ``outputs`` lists the partitions the stage wrote (relative to the warehouse root). A write
     to a table the stage does not declare is a programming error (RuntimeError). What the
-    stage left cached is released when it ends (:func:`~recemb_spark.jvm.release_caches`).
+    stage left cached is released when it ends (:func:`~recemb_spark.jvm.release_caches`), and
+    so are the JVM objects its Python frames held
+    (:func:`~recemb_spark.jvm.drop_python_references`).
     """
     name = stage.name
     wh = Warehouse(spark, cfg.warehouse.path)
@@ -74,7 +76,8 @@ def run_stage(stage: Stage, spark: SparkSession, cfg: Config, run_date: str) -> 
     finally:
         try:
             dropped = release_caches(spark, cached_before)
-            log.debug("stage %s: %d cached RDD(s) released", name, dropped)
+            log.debug("stage %s: %d cached RDD(s) released, %d Python objects collected", name,
+                      dropped, drop_python_references())
         except Exception:  # a stopped context (a lost driver) has nothing left to release
             log.debug("could not release the stage's caches", exc_info=True)
     result = ctx.result
