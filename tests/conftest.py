@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from recemb_spark.config import Config, load_config
+from recemb_spark.jvm import drop_python_references
 from recemb_spark.session import build_session
 
 # Small enough to run in seconds, large enough to carry the sample's structure.
@@ -20,6 +21,15 @@ def spark():
     session = build_session(cfg.spark, "recemb-tests")
     yield session
     session.stop()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _let_go_of_java_objects():
+    """After each test file, the JVM objects only Python reference cycles still held (py4j
+    objects are in cycles; see :func:`~recemb_spark.jvm.drop_python_references`) are released:
+    the files share one session, whose driver heap they would otherwise fill."""
+    yield
+    drop_python_references()
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 import logging
 import time
 
-from recemb_spark.runner.progress import progress, set_step
+from recemb_spark.runner.progress import gc_share, progress, set_step
 
 
 def slow(rows):
@@ -40,3 +40,32 @@ def test_nothing_for_a_short_block(spark, caplog):
     with progress(spark, "quick", every=30) as reporter:
         spark.range(10).count()
     assert reporter.lines == 0
+
+
+def test_gc_share_of_an_interval():
+    assert gc_share(450.0, 0.9) == 0.5
+    assert gc_share(3000.0, 1.0) == 1.0  # parallel collectors: capped
+    assert gc_share(10.0, 0.0) == 0.0 and gc_share(-5.0, 1.0) == 0.0
+
+
+def test_warns_when_the_driver_jvm_mostly_collects_garbage(spark, caplog, monkeypatch):
+    """Full collections back to back (System.gc(), as a driver whose heap is full runs them)
+    -> a warning naming the driver memory settings; an idle block -> none."""
+    monkeypatch.setattr(logging.getLogger("recemb_spark"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="recemb_spark.runner.progress")
+    system = spark.sparkContext._jvm.java.lang.System
+    with progress(spark, "stage gc", every=0.6) as reporter:
+        end = time.perf_counter() + 2.5
+        while time.perf_counter() < end:
+            system.gc()
+    warned = [r.getMessage() for r in {id(r): r for r in caplog.records}.values()
+              if r.levelno == logging.WARNING and r.name == "recemb_spark.runner.progress"]
+    assert reporter.lines >= 1 and warned, warned  # (collections stop the thread too)
+    assert warned[0].startswith("stage gc: the driver JVM spent ")
+    assert "collecting garbage (heap " in warned[0] and "spark.driver_memory" in warned[0]
+    assert "--driver-memory" in warned[0]
+    caplog.clear()
+    with progress(spark, "stage idle", every=0.3) as reporter:
+        time.sleep(1.2)
+    assert reporter.lines >= 2
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -7,6 +7,12 @@ Spark jobs finished since the block began, and for each active Spark stage its t
 running / total (from ``SparkContext.statusTracker()``; MLlib Word2Vec runs one job per
 epoch, ALS one per iteration, so the job count is the epoch or iteration count). Leaving the
 block stops the thread. Nothing is logged for blocks shorter than ``every``.
+
+Each line also samples the driver JVM's garbage collection (JMX): when it spent at least
+:data:`GC_WARN_SHARE` of the interval collecting, a warning says the driver is short of
+memory and names the setting. A driver heap that fills does not fail at once: it collects
+almost without pause and the run stalls (the 5M-event log's run g: 434 full collections,
+469 s of GC in 12 minutes, no error).
 """
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: seconds between two progress lines
 EVERY_SECONDS = 45.0
+#: warn when the driver JVM spent at least this share of an interval in garbage collection
+GC_WARN_SHARE = 0.5
 
 _step: str | None = None
 
@@ -49,10 +57,12 @@ class ProgressReporter:
                                         daemon=True)
         self._t0 = time.perf_counter()
         self._jobs_before: set[int] = set()
+        self._gc_before = (self._t0, _driver_gc_ms(self.sc))
 
     def start(self) -> ProgressReporter:
         self._t0 = time.perf_counter()
         self._jobs_before = self._known_jobs()
+        self._gc_before = (self._t0, _driver_gc_ms(self.sc))
         self._thread.start()
         return self
 
@@ -88,10 +98,55 @@ class ProgressReporter:
             return f"{head}; {done} Spark jobs done, none running (driver-side work)"
         return f"{head}; {done} Spark jobs done, running job {active}: " + "; ".join(parts)
 
+    def gc_warning(self) -> str | None:
+        """A warning when the driver JVM spent at least :data:`GC_WARN_SHARE` of the time
+        since the last call collecting garbage, else None."""
+        now, gc_ms = time.perf_counter(), _driver_gc_ms(self.sc)
+        (then, before), self._gc_before = self._gc_before, (now, gc_ms)
+        if gc_ms is None or before is None:
+            return None
+        share = gc_share(gc_ms - before, now - then)
+        if share < GC_WARN_SHARE:
+            return None
+        return (f"the driver JVM spent {share:.0%} of the last {_fmt(now - then)} collecting "
+                f"garbage{_heap_text(self.sc)}: it is short of memory and the run may stall; "
+                "give it more (--set spark.driver_memory=..., or spark-submit --driver-memory)")
+
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
             self.log.info("progress %s", self.line())
+            warning = self.gc_warning()
+            if warning:
+                self.log.warning("%s: %s", self.label, warning)
             self.lines += 1
+
+
+def gc_share(gc_ms: float, seconds: float) -> float:
+    """The share (0..1) of ``seconds`` of wall time that ``gc_ms`` milliseconds of garbage
+    collection took (collectors that run in parallel can sum past the wall time: capped)."""
+    if seconds <= 0:
+        return 0.0
+    return min(1.0, max(0.0, gc_ms / 1000.0 / seconds))
+
+
+def _driver_gc_ms(sc) -> float | None:
+    """Milliseconds the driver JVM's collectors have spent so far (JMX), None when the
+    gateway cannot tell (a stopping context)."""
+    try:
+        beans = sc._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+        return float(sum(max(0, b.getCollectionTime()) for b in beans))
+    except Exception:
+        return None
+
+
+def _heap_text(sc) -> str:
+    """`` (heap 3.9 of 4.0 GiB used)``, or nothing when the gateway cannot tell."""
+    try:
+        heap = sc._jvm.java.lang.management.ManagementFactory.getMemoryMXBean() \
+            .getHeapMemoryUsage()
+        return f" (heap {heap.getUsed() / 2**30:.1f} of {heap.getMax() / 2**30:.1f} GiB used)"
+    except Exception:
+        return ""
 
 
 def _fmt(seconds: float) -> str:
