@@ -9,11 +9,13 @@ What is equal, and why (measured, see the README): ratings, sequences, items and
 come from seeded, order-independent transformations and are equal row for row. ALS item and
 user factors are bit-equal too: ALS partitions users and items into the configured number of
 blocks, initialises each block from the seed and sorts the ratings inside its blocks by id, so
-every float sum runs in the same order on any cluster. MLlib Word2Vec (item2vec, DeepWalk) is
+every float sum runs in the same order on any cluster. MLlib Word2Vec (DeepWalk here) is
 not: it gathers its corpus into one partition and trains by SGD in the order the rows arrive,
 and on a cluster the shuffle blocks come from two executors in a fetch order that varies
 (measured: vectors differ by up to 0.4 (item2vec) / 1.6 (deepwalk) per coordinate). For
-those we check the same rows (ids, dimensions) and HR@10 / NDCG@10 within noise.
+those we check the same rows (ids, dimensions) and HR@10 / NDCG@10 within noise. item2vec is
+off in these runs: it trains through the same stage code and Word2Vec wrapper as DeepWalk
+(``stages/embeddings.py``, ``models/word2vec.py``), and cost the suite ~50 s more.
 
 The cluster run (one, to keep the suite short: it used to be an undisturbed run and a second
 one losing executors) uses the join walk strategy (walkers move between partitions, the
@@ -68,7 +70,7 @@ SAMPLE = ["sample.n_users=200", "sample.n_items=150", "sample.n_ratings=8000",
           "walks.walks_per_node=3", "walks.num_partitions=4", "als.max_iter=5", "als.rank=8",
           "ann.recall_sample=50", "ann.user_candidates_k=10", "als.candidates_k=5",
           "evaluate.user_query=false", "ann.enabled=false", "walks.write_walks=true",
-          "evaluate.protocol=holdout"]
+          "evaluate.protocol=holdout", "item2vec.enabled=false"]
 SETS = [x for item in SAMPLE for x in ("--set", item)]
 
 
@@ -282,13 +284,13 @@ def test_pipeline_on_a_cluster_losing_two_executors_equals_local_mode(standalone
     assert run_status(wh)["status"] == "ok"
     killed, lo = Warehouse(spark, str(wh)), Warehouse(spark, str(local_wh))
     assert_deterministic_tables_equal(killed, lo)
-    for model in ("item2vec", "deepwalk"):  # Word2Vec: same rows, other floats
+    for model in ("deepwalk",):  # Word2Vec: same rows, other floats
         for table, key in (("item_embeddings", "item_id"), ("user_embeddings", "user_id")):
             c = killed.read(table, DATE, model).select(key, F.size("vector").alias("dim"))
             lc = lo.read(table, DATE, model).select(key, F.size("vector").alias("dim"))
             assert_df_equality(c, lc, ignore_row_order=True)
     qc, ql = quality(killed), quality(lo)
-    assert qc.keys() == ql.keys() and ("item2vec", "hr") in qc
+    assert qc.keys() == ql.keys() and ("deepwalk", "hr") in qc
     assert qc[("popularity", "hr")] == ql[("popularity", "hr")]  # no training: exact
     for key in qc:  # 200 users: one binomial standard error of HR@10 is ~0.035
         assert abs(qc[key] - ql[key]) <= 0.1, (key, qc[key], ql[key])
