@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the runner's declarations import this module before Spark is needed
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,8 @@ class ProgressReporter:
                                         daemon=True)
         self._t0 = time.perf_counter()
         self._jobs_before: set[int] = set()
-        self._gc_before = (self._t0, _driver_gc_ms(self.sc))
+        #: (when, the driver's GC milliseconds then) at the last sample; set by start
+        self._gc_before: tuple[float, float | None] = (self._t0, None)
 
     def start(self) -> ProgressReporter:
         self._t0 = time.perf_counter()
@@ -129,21 +131,26 @@ def gc_share(gc_ms: float, seconds: float) -> float:
     return min(1.0, max(0.0, gc_ms / 1000.0 / seconds))
 
 
-def _driver_gc_ms(sc) -> float | None:
+def _driver_gc_ms(sc: SparkContext) -> float | None:
     """Milliseconds the driver JVM's collectors have spent so far (JMX), None when the
     gateway cannot tell (a stopping context)."""
+    jvm = sc._jvm
+    if jvm is None:
+        return None
     try:
-        beans = sc._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+        beans = jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
         return float(sum(max(0, b.getCollectionTime()) for b in beans))
     except Exception:
         return None
 
 
-def _heap_text(sc) -> str:
+def _heap_text(sc: SparkContext) -> str:
     """`` (heap 3.9 of 4.0 GiB used)``, or nothing when the gateway cannot tell."""
+    jvm = sc._jvm
+    if jvm is None:
+        return ""
     try:
-        heap = sc._jvm.java.lang.management.ManagementFactory.getMemoryMXBean() \
-            .getHeapMemoryUsage()
+        heap = jvm.java.lang.management.ManagementFactory.getMemoryMXBean().getHeapMemoryUsage()
         return f" (heap {heap.getUsed() / 2**30:.1f} of {heap.getMax() / 2**30:.1f} GiB used)"
     except Exception:
         return ""

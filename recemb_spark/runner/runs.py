@@ -76,8 +76,9 @@ def run_stage(stage: Stage, spark: SparkSession, cfg: Config, run_date: str) -> 
     finally:
         try:
             dropped = release_caches(spark, cached_before)
+            collected = drop_python_references()
             log.debug("stage %s: %d cached RDD(s) released, %d Python objects collected", name,
-                      dropped, drop_python_references())
+                      dropped, collected)
         except Exception:  # a stopped context (a lost driver) has nothing left to release
             log.debug("could not release the stage's caches", exc_info=True)
     result = ctx.result
