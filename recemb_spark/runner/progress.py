@@ -21,10 +21,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the runner's declarations import this module before Spark is needed
-    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ class ProgressReporter:
 
     def __init__(self, spark: SparkSession, label: str, every: float = EVERY_SECONDS,
                  logger: logging.Logger = log):
-        self.sc = spark.sparkContext
+        self.spark, self.sc = spark, spark.sparkContext
         self.label, self.every, self.log = label, every, logger
         self.lines = 0
         self._stop = threading.Event()
@@ -64,7 +63,7 @@ class ProgressReporter:
     def start(self) -> ProgressReporter:
         self._t0 = time.perf_counter()
         self._jobs_before = self._known_jobs()
-        self._gc_before = (self._t0, _driver_gc_ms(self.sc))
+        self._gc_before = (self._t0, _driver_gc_ms(self.spark))
         self._thread.start()
         return self
 
@@ -103,7 +102,7 @@ class ProgressReporter:
     def gc_warning(self) -> str | None:
         """A warning when the driver JVM spent at least :data:`GC_WARN_SHARE` of the time
         since the last call collecting garbage, else None."""
-        now, gc_ms = time.perf_counter(), _driver_gc_ms(self.sc)
+        now, gc_ms = time.perf_counter(), _driver_gc_ms(self.spark)
         (then, before), self._gc_before = self._gc_before, (now, gc_ms)
         if gc_ms is None or before is None:
             return None
@@ -111,7 +110,7 @@ class ProgressReporter:
         if share < GC_WARN_SHARE:
             return None
         return (f"the driver JVM spent {share:.0%} of the last {_fmt(now - then)} collecting "
-                f"garbage{_heap_text(self.sc)}: it is short of memory and the run may stall; "
+                f"garbage{_heap_text(self.spark)}: it is short of memory and the run may stall; "
                 "give it more (--set spark.driver_memory=..., or spark-submit --driver-memory)")
 
     def _loop(self) -> None:
@@ -131,26 +130,28 @@ def gc_share(gc_ms: float, seconds: float) -> float:
     return min(1.0, max(0.0, gc_ms / 1000.0 / seconds))
 
 
-def _driver_gc_ms(sc: SparkContext) -> float | None:
+def _management(spark: SparkSession) -> Any:
+    """The driver JVM's ``java.lang.management.ManagementFactory`` (JMX); raises when the
+    gateway is gone (imported here: this module loads before Spark is needed)."""
+    from ..jvm import driver_jvm
+
+    return driver_jvm(spark).java.lang.management.ManagementFactory
+
+
+def _driver_gc_ms(spark: SparkSession) -> float | None:
     """Milliseconds the driver JVM's collectors have spent so far (JMX), None when the
     gateway cannot tell (a stopping context)."""
-    jvm = sc._jvm
-    if jvm is None:
-        return None
     try:
-        beans = jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+        beans = _management(spark).getGarbageCollectorMXBeans()
         return float(sum(max(0, b.getCollectionTime()) for b in beans))
     except Exception:
         return None
 
 
-def _heap_text(sc: SparkContext) -> str:
+def _heap_text(spark: SparkSession) -> str:
     """`` (heap 3.9 of 4.0 GiB used)``, or nothing when the gateway cannot tell."""
-    jvm = sc._jvm
-    if jvm is None:
-        return ""
     try:
-        heap = jvm.java.lang.management.ManagementFactory.getMemoryMXBean().getHeapMemoryUsage()
+        heap = _management(spark).getMemoryMXBean().getHeapMemoryUsage()
         return f" (heap {heap.getUsed() / 2**30:.1f} of {heap.getMax() / 2**30:.1f} GiB used)"
     except Exception:
         return ""
