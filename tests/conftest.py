@@ -1,11 +1,20 @@
 """One local SparkSession for the whole test run (start-up costs ~10 s), and small configs."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from recemb_spark.config import Config, load_config
 from recemb_spark.jvm import drop_python_references
 from recemb_spark.session import build_session
+
+from .jvm_options import TEST_JVM_OPTIONS
+
+# every driver JVM spark-submit launches (this session's, the subprocesses', spark-sql's) and
+# the standalone cluster's daemons inherit these; the cluster tests give them to executors
+os.environ.setdefault("SPARK_SUBMIT_OPTS", TEST_JVM_OPTIONS)
+os.environ.setdefault("SPARK_DAEMON_JAVA_OPTS", TEST_JVM_OPTIONS)
 
 # Small enough to run in seconds, large enough to carry the sample's structure.
 #: ... and the train-once protocol: evaluate.protocol auto would train every model twice on

@@ -53,6 +53,7 @@ from recemb_spark.models.deepwalk import walks_table
 from recemb_spark.models.walks import generate_walks, index_graph, walk_token_rows
 from recemb_spark.neighbors import blocks
 
+from .jvm_options import TEST_JVM_OPTIONS
 from .standalone import (
     ROOT,
     SPARK_HOME,
@@ -88,6 +89,7 @@ def submit_command(cluster: Cluster, zip_path: Path, warehouse: Path, parallelis
             "--py-files", str(zip_path), "--driver-memory", "1g",
             "--executor-memory", "768m", "--total-executor-cores", "2",
             "--conf", f"spark.pyspark.python={sys.executable}",
+            "--conf", f"spark.executor.extraJavaOptions={TEST_JVM_OPTIONS}",
             "--conf", f"spark.default.parallelism={parallelism}",
             "--conf", f"spark.sql.shuffle.partitions={shuffle}",
             "--conf", "spark.ui.enabled=false",
@@ -337,6 +339,7 @@ def capped_stage(cluster: Cluster, zip_path: Path, warehouse: Path, stage: str,
             "--conf", "spark.executor.cores=1",
             "--conf", f"spark.executor.pyspark.memory={CAP}",
             "--conf", f"spark.pyspark.python={sys.executable}",
+            "--conf", f"spark.executor.extraJavaOptions={TEST_JVM_OPTIONS}",
             "--conf", "spark.default.parallelism=1", "--conf", "spark.sql.shuffle.partitions=4",
             "--conf", "spark.ui.enabled=false", "--conf", f"spark.task.maxFailures={attempts}",
             str(ROOT / "jobs" / "stage.py"), stage, "--warehouse", str(warehouse),
