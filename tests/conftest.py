@@ -11,10 +11,12 @@ from recemb_spark.session import build_session
 
 from .jvm_options import TEST_JVM_OPTIONS
 
-# every driver JVM spark-submit launches (this session's, the subprocesses', spark-sql's) and
-# the standalone cluster's daemons inherit these; the cluster tests give them to executors
-os.environ.setdefault("SPARK_SUBMIT_OPTS", TEST_JVM_OPTIONS)
-os.environ.setdefault("SPARK_DAEMON_JAVA_OPTS", TEST_JVM_OPTIONS)
+#: the driver JVMs spark-submit launches for the tests' subprocesses (``recemb`` runs,
+#: spark-sql, the cluster jobs) and the standalone cluster's daemons inherit these (the cluster
+#: tests give them to executors); not the session below. Only where the environment has none
+ADDED_ENV = {name: TEST_JVM_OPTIONS for name in ("SPARK_SUBMIT_OPTS", "SPARK_DAEMON_JAVA_OPTS")
+             if name not in os.environ}
+os.environ.update(ADDED_ENV)
 
 # Small enough to run in seconds, large enough to carry the sample's structure.
 #: ... and the train-once protocol: evaluate.protocol auto would train every model twice on
@@ -27,7 +29,14 @@ SMALL_SAMPLE = ["sample.n_users=300", "sample.n_items=400", "sample.n_ratings=24
 def spark():
     cfg = load_config(overrides=["spark.shuffle_partitions=4", "spark.driver_memory=2g",
                                  "spark.master=local[2]"])
-    session = build_session(cfg.spark, "recemb-tests")
+    # this session's JVM lives the whole run and trains hundreds of tests' models: there the
+    # optimising compiler pays back (tests/jvm_options.py), so it starts without the options
+    ours = os.environ.pop("SPARK_SUBMIT_OPTS") if "SPARK_SUBMIT_OPTS" in ADDED_ENV else None
+    try:
+        session = build_session(cfg.spark, "recemb-tests")
+    finally:
+        if ours is not None:
+            os.environ["SPARK_SUBMIT_OPTS"] = ours
     yield session
     session.stop()
 
