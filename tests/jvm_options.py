@@ -17,8 +17,8 @@ CPU seconds: MLlib's training loops run slower); inside the suite the two choice
 equal (2,754 and 2,730 CPU seconds).
 
 C1's compiled frames are larger than C2's: deserialising ALS's long lineage (a task of a
-later iteration) overflowed the default 1 MiB thread stack (StackOverflowError, and the
-session's JVM went down), hence the larger stacks."""
+later iteration) overflowed the default 1 MiB thread stack (StackOverflowError; found while
+the session's JVM had these options too, which it went down with), hence the larger stacks."""
 
 #: ``-XX:TieredStopAtLevel=1``: C1 only; ``-Xss4m``: 4 MiB thread stacks (see the module doc)
 TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -Xss4m"

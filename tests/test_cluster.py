@@ -82,17 +82,24 @@ def standalone(tmp_path_factory):
         yield cluster
 
 
+def submit_head(cluster: Cluster, zip_path: Path, executor_memory: str) -> list[str]:
+    """What every spark-submit of these tests starts with: the cluster, the packaged library,
+    a 1 GiB driver, two executor cores of ``executor_memory``, this interpreter for the Python
+    workers, the tests' JVM options for the executors, no UI."""
+    return [str(SPARK_HOME / "bin" / "spark-submit"), "--master", cluster.url,
+            "--py-files", str(zip_path), "--driver-memory", "1g",
+            "--executor-memory", executor_memory, "--total-executor-cores", "2",
+            "--conf", f"spark.pyspark.python={sys.executable}",
+            "--conf", f"spark.executor.extraJavaOptions={TEST_JVM_OPTIONS}",
+            "--conf", "spark.ui.enabled=false"]
+
+
 def submit_command(cluster: Cluster, zip_path: Path, warehouse: Path, parallelism: int,
                    shuffle: str) -> list[str]:
     """spark-submit of jobs/pipeline.py on the cluster with the local run's partition counts."""
-    return [str(SPARK_HOME / "bin" / "spark-submit"), "--master", cluster.url,
-            "--py-files", str(zip_path), "--driver-memory", "1g",
-            "--executor-memory", "768m", "--total-executor-cores", "2",
-            "--conf", f"spark.pyspark.python={sys.executable}",
-            "--conf", f"spark.executor.extraJavaOptions={TEST_JVM_OPTIONS}",
+    return [*submit_head(cluster, zip_path, "768m"),
             "--conf", f"spark.default.parallelism={parallelism}",
             "--conf", f"spark.sql.shuffle.partitions={shuffle}",
-            "--conf", "spark.ui.enabled=false",
             str(ROOT / "jobs" / "pipeline.py"),
             "--warehouse", str(warehouse), "--run-date", DATE, *SETS]
 
@@ -333,15 +340,11 @@ def capped_stage(cluster: Cluster, zip_path: Path, warehouse: Path, stage: str,
     """spark-submit of ``jobs/stage.py <stage>`` on the cluster, every Python worker capped at
     :data:`CAP` (one core per executor, so the whole cap is one worker's); a task is tried
     ``attempts`` times (``spark.task.maxFailures``; Spark's default 4)."""
-    return [str(SPARK_HOME / "bin" / "spark-submit"), "--master", cluster.url,
-            "--py-files", str(zip_path), "--driver-memory", "1g",
-            "--executor-memory", "512m", "--total-executor-cores", "2",
+    return [*submit_head(cluster, zip_path, "512m"),
             "--conf", "spark.executor.cores=1",
             "--conf", f"spark.executor.pyspark.memory={CAP}",
-            "--conf", f"spark.pyspark.python={sys.executable}",
-            "--conf", f"spark.executor.extraJavaOptions={TEST_JVM_OPTIONS}",
             "--conf", "spark.default.parallelism=1", "--conf", "spark.sql.shuffle.partitions=4",
-            "--conf", "spark.ui.enabled=false", "--conf", f"spark.task.maxFailures={attempts}",
+            "--conf", f"spark.task.maxFailures={attempts}",
             str(ROOT / "jobs" / "stage.py"), stage, "--warehouse", str(warehouse),
             "--run-date", DATE, "--log-file", str(log_file),
             *[x for s in sets for x in ("--set", s)]]
