@@ -25,6 +25,14 @@ SMALL_SAMPLE = ["sample.n_users=300", "sample.n_items=400", "sample.n_ratings=24
                 "evaluate.protocol=holdout"]
 
 
+#: the session's Spark settings beyond the config's: its tests check the library on inputs of
+#: kilobytes, where adaptive query execution only adds work (it plans each shuffle as a job of
+#: its own and re-optimises between them: the pipeline fixture's run in a warm session, 57 s
+#: with it, 49 s without, the same tables). The tests' `recemb` subprocesses, the cluster's
+#: jobs and spark-sql keep the product's settings, adaptive execution on
+SESSION_OPTIONS = {"spark.sql.adaptive.enabled": "false"}
+
+
 @pytest.fixture(scope="session")
 def spark():
     cfg = load_config(overrides=["spark.shuffle_partitions=4", "spark.driver_memory=2g",
@@ -33,7 +41,7 @@ def spark():
     # optimising compiler pays back (tests/jvm_options.py), so it starts without the options
     ours = os.environ.pop("SPARK_SUBMIT_OPTS") if "SPARK_SUBMIT_OPTS" in ADDED_ENV else None
     try:
-        session = build_session(cfg.spark, "recemb-tests")
+        session = build_session(cfg.spark, "recemb-tests", options=SESSION_OPTIONS)
     finally:
         if ours is not None:
             os.environ["SPARK_SUBMIT_OPTS"] = ours

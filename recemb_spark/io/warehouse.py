@@ -29,7 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import functions as F
 
 from ..errors import StageError
 from ..jvm import driver_jvm
@@ -168,8 +169,9 @@ class Warehouse:
         """Replace one partition of ``table`` with ``df``; return the rows written.
 
         ``df`` must not contain the partition columns this write uses (``dt``, and ``model`` or
-        ``stage`` when given): they come from the path. The row count is read back from the
-        Parquet footers (no second pass).
+        ``stage`` when given): they come from the path. The row count is observed while the
+        rows are written (an :class:`~pyspark.sql.Observation`: no second job; reading it back
+        from the footers cost a job and ~0.3 s a write, 20 writes a run).
         """
         used = ["dt"] + (["model"] if model is not None else []) + \
             (["stage"] if stage is not None else [])
@@ -180,8 +182,10 @@ class Warehouse:
         relative = path[len(self.root.rstrip("/")) + 1:].replace("/", ".")
         staging = join_path(self.staging_path(run_date), f"{relative}.{uuid.uuid4().hex}")
         try:
-            df.write.mode("overwrite").parquet(staging)
-            rows = self.spark.read.parquet(staging).count()
+            observed = Observation(f"rows-{uuid.uuid4().hex}")
+            df.observe(observed, F.count(F.lit(1)).alias("rows")).write.mode(
+                "overwrite").parquet(staging)
+            rows = int(observed.get["rows"])
             self._publish(staging, path)
         except BaseException:
             try:
