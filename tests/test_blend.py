@@ -111,17 +111,32 @@ def test_fuse_sums_weighted_reciprocal_ranks(spark):
         blend.fuse(channels, {"A": 0.0}, 0.0, 2)
 
 
-def test_fill_completes_each_list_from_the_fallback(spark):
-    fused = spark.createDataFrame([("u", "x", 1, 0.5)],
-                                  "user_id string, item_id string, rank int, score double")
-    fallback = spark.createDataFrame([("u", "x", 1), ("u", "p", 2), ("u", "q", 3),
-                                      ("v", "p", 1), ("v", "q", 2), ("v", "r", 3)],
-                                     "user_id string, item_id string, rank int")
+def test_fuse_filled_completes_each_fused_list_from_the_fallback(spark):
+    channels = spark.createDataFrame(
+        [("u", "A", "x", 1), ("u", "A", "y", 2), ("u", "B", "w", 1),
+         ("u", "popular", "x", 1), ("u", "popular", "p", 2), ("u", "popular", "q", 3),
+         ("v", "B", "w", 1), ("v", "popular", "p", 1), ("v", "popular", "q", 2),
+         ("v", "popular", "r", 3), ("v", "popular", "s", 4)], CH)
+    out = "user_id string, item_id string, rank int, score double"
+    # popularity only fills: u's fused x (1/1), y (1/2), then p (x is listed already); v,
+    # listed by a zero-weight channel only, gets popularity's first three
+    got = blend.fuse_filled(channels, {"A": 1.0, "B": 0.0, "popular": 0.0}, 0.0, 3)
     expected = spark.createDataFrame(
-        [("u", "x", 1, 0.5), ("u", "p", 2, 0.0), ("v", "p", 1, 0.0), ("v", "q", 2, 0.0)],
-        "user_id string, item_id string, rank int, score double")
-    assert_df_equality(blend.fill(fused, fallback, 2), expected, ignore_row_order=True,
-                       ignore_nullable=True)
+        [("u", "x", 1, 1.0), ("u", "y", 2, 0.5), ("u", "p", 3, 0.0),
+         ("v", "p", 1, 0.0), ("v", "q", 2, 0.0), ("v", "r", 3, 0.0)], out)
+    assert_approx_df_equality(got, expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
+    # what fuse lists comes first, in fuse's order
+    fused = blend.fuse(channels, {"A": 1.0, "B": 0.0}, 0.0, 3).collect()
+    assert [(r["item_id"], r["rank"]) for r in fused] == [("x", 1), ("y", 2)]
+    # popularity weighted too: fused like a channel (x 1 + 1, y 1/2 = p 1/2: tie by id, q
+    # 1/3), and still the fill (v)
+    got = blend.fuse_filled(channels, {"A": 1.0, "popular": 1.0}, 0.0, 3)
+    expected = spark.createDataFrame(
+        [("u", "x", 1, 2.0), ("u", "p", 2, 0.5), ("u", "y", 3, 0.5),
+         ("v", "p", 1, 1.0), ("v", "q", 2, 0.5), ("v", "r", 3, 1 / 3)], out)
+    assert_approx_df_equality(got, expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
+    with pytest.raises(ValueError, match="positive weight"):
+        blend.fuse_filled(channels, {"popular": 0.0}, 0.0, 3)
 
 
 def test_list_metrics_count_hits_within_k_and_missing_lists(spark):

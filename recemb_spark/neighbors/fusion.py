@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from ..ids import event_struct
@@ -149,14 +149,20 @@ def recent_events(liked: DataFrame, days: int) -> DataFrame:
             .drop("_latest"))
 
 
+def _positive_weights(weights: dict[str, float]) -> tuple[dict[str, float], Column]:
+    """The channels with a positive weight, and a map column channel -> weight of them;
+    ValueError when none has one."""
+    used = {c: float(w) for c, w in weights.items() if w > 0}
+    if not used:
+        raise ValueError("fuse: no channel has a positive weight")
+    return used, F.create_map(*[x for c, w in used.items() for x in (F.lit(c), F.lit(w))])
+
+
 def fuse(channels: DataFrame, weights: dict[str, float], rr_k: float, k: int) -> DataFrame:
     """Weighted reciprocal rank fusion of channel lists: ``(user_id, item_id, rank, score)``,
     the ``k`` best items per user by ``sum_c weights[c] / (rr_k + rank_c)``; channels without
     a positive weight are left out (a user only they list gets no row)."""
-    used = {c: float(w) for c, w in weights.items() if w > 0}
-    if not used:
-        raise ValueError("fuse: no channel has a positive weight")
-    wmap = F.create_map(*[x for c, w in used.items() for x in (F.lit(c), F.lit(w))])
+    used, wmap = _positive_weights(weights)
     scored = (channels.filter(F.col("channel").isin(list(used)))
               .groupBy("user_id", "item_id")
               .agg(F.sum(wmap[F.col("channel")] / (F.lit(float(rr_k)) + F.col("rank")))
@@ -164,19 +170,29 @@ def fuse(channels: DataFrame, weights: dict[str, float], rr_k: float, k: int) ->
     return rank_per_user(scored, k)
 
 
-def fill(blended: DataFrame, fallback: DataFrame, k: int) -> DataFrame:
-    """``blended (user_id, item_id, rank, score)`` completed to ``k`` rows per user from
-    ``fallback (user_id, item_id, rank)`` (e.g. the popularity channel), its items not yet
-    listed, in its order, scored 0: ``(user_id, item_id, rank, score)``. Users only
-    ``fallback`` lists get its first ``k`` items."""
-    rows = (blended.select("user_id", "item_id", "rank", "score", F.lit(0).alias("_p"))
-            .unionByName(fallback.select("user_id", "item_id", "rank",
-                                         F.lit(0.0).alias("score"), F.lit(1).alias("_p"))))
-    first = Window.partitionBy("user_id", "item_id").orderBy("_p", "rank")
-    order = Window.partitionBy("user_id").orderBy("_p", "rank")
-    return (rows.withColumn("_d", F.row_number().over(first)).filter(F.col("_d") == 1)
-            .withColumn("_r", F.row_number().over(order)).filter(F.col("_r") <= k)
-            .select("user_id", "item_id", F.col("_r").alias("rank"), "score"))
+def fuse_filled(channels: DataFrame, weights: dict[str, float], rr_k: float, k: int,
+                fallback: str = "popular") -> DataFrame:
+    """:func:`fuse`'s lists completed to ``k`` rows per user from channel ``fallback``'s list
+    (e.g. popularity): its items not yet listed, in its order, scored 0. Returns ``(user_id,
+    item_id, rank, score)``; users only zero-weight channels list get the fallback's first
+    ``k`` items, and a fallback with a positive weight is fused like any other channel. One
+    aggregation and one window over the channel rows (fusing, then filling from a union, took
+    two windows more)."""
+    used, wmap = _positive_weights(weights)
+    fused = F.col("channel").isin(list(used))
+    scored = (channels.filter(fused | (F.col("channel") == fallback))
+              .groupBy("user_id", "item_id")
+              .agg(F.sum(F.when(fused, wmap[F.col("channel")]
+                                / (F.lit(float(rr_k)) + F.col("rank"))).otherwise(0.0))
+                   .alias("score"),
+                   F.min(F.when(F.col("channel") == fallback, F.col("rank"))).alias("_f")))
+    # a fused item scores > 0 (every term w / (rr_k + rank) is): fused items first by score,
+    # ties by item id, then the fallback's by its rank
+    order = Window.partitionBy("user_id").orderBy(
+        F.desc("score"), F.when(F.col("score") > 0, F.lit(0)).otherwise(F.col("_f")),
+        F.col("item_id"))
+    return (scored.withColumn("rank", F.row_number().over(order)).filter(F.col("rank") <= k)
+            .select("user_id", "item_id", "rank", F.col("score").cast("double")))
 
 
 def list_metrics(top: DataFrame, cases: DataFrame, ks: Sequence[int],

@@ -35,6 +35,7 @@ Three sets of lists are built, each only from data its purpose may see:
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any
@@ -53,6 +54,7 @@ from ..models.registry import model_specs
 from ..models.users import pool_user_vectors
 from ..neighbors import fusion
 from ..neighbors.exact import user_candidates
+from ..rows import one_row
 from ..runner.stage import StageContext, StageResult
 from .evaluate import item_categories
 
@@ -77,36 +79,39 @@ class Role:
 
 
 def channel_lists(cfg: Config, role: Role, neighbors: dict[str, DataFrame],
-                  categories: DataFrame | None, depth: int) -> DataFrame:
+                  categories: DataFrame | None, depth: int,
+                  wanted: Collection[str] | None = None,
+                  popular_depth: int | None = None) -> DataFrame:
     """Every enabled channel's lists for ``role``'s users (``depth`` items each), as one
-    channel-list frame; the ``popular`` channel is always built (it fills the gaps)."""
+    channel-list frame; with ``wanted``, only the channels it names. The ``popular`` channel
+    is always built (it fills the gaps), ``popular_depth`` items deep when given."""
     b, min_rating = cfg.blend, cfg.liked_min_rating
+
+    def on(name: str) -> bool:
+        return wanted is None or name in wanted
+
     liked = role.events.filter(F.col("rating") >= F.lit(min_rating))
     mine = liked.join(role.users, "user_id")
     most = role.exclude.groupBy("user_id").count().agg(F.max("count").alias("m")).first()
     limit = depth + int((most and most["m"]) or 0)
     parts = [fusion.candidate_channel(lst, role.exclude, depth, f"{m}_user")
-             for m, lst in role.user_lists.items()]
+             for m, lst in role.user_lists.items() if on(f"{m}_user")]
     hist = fusion.liked_histories(mine, min_rating)
-    if neighbors:
-        parts += [fusion.neighbor_channel(hist, nb, b.last_items, role.exclude, depth,
-                                         f"{m}_item") for m, nb in neighbors.items()]
+    parts += [fusion.neighbor_channel(hist, nb, b.last_items, role.exclude, depth, f"{m}_item")
+              for m, nb in neighbors.items() if on(f"{m}_item")]
     everyone = role.users.select("user_id", F.lit("").alias("group"), F.lit(1).alias("_g"))
     parts.append(fusion.unseen_ranked(everyone, fusion.popularity_ranks(liked, limit),
-                                     role.exclude, depth, "popular"))
-    if "recent" in b.channels:
+                                     role.exclude, popular_depth or depth, "popular"))
+    if "recent" in b.channels and on("recent"):
         recent = fusion.recent_events(liked, b.recent_days)
         parts.append(fusion.unseen_ranked(everyone, fusion.popularity_ranks(recent, limit),
                                          role.exclude, depth, "recent"))
-    if "category" in b.channels and categories is not None:
+    if "category" in b.channels and categories is not None and on("category"):
         groups = fusion.recent_categories(hist, categories, b.categories)
         parts.append(fusion.unseen_ranked(groups, fusion.popularity_ranks(liked, limit,
                                                                         categories),
                                          role.exclude, depth, "category"))
-    out = parts[0]
-    for p in parts[1:]:
-        out = out.unionByName(p)
-    return out
+    return reduce(DataFrame.unionByName, parts)
 
 
 def _similarity(cfg: Config) -> dict[str, str]:
@@ -434,20 +439,24 @@ def run(ctx: StageContext) -> None:
         held.unpersist()
     with res.timed("publish"):
         users = ratings.select("user_id").distinct()
+        wanted = {c for c, w in weights.items() if w > 0}
         lists = {m: wh.read("user_candidates", run_date, model=m).select(
-            "user_id", "item_id", "rank") for m in user_models}
+            "user_id", "item_id", "rank") for m in user_models if f"{m}_user" in wanted}
+        # only the channels with a weight; popularity, when it only fills, as deep as a fill
+        # can reach (k items past the at most k fused)
         chans = channel_lists(cfg, Role(ratings, users, ratings.select("user_id", "item_id"),
-                                        lists), neighbors, categories, b.depth).persist()
-        fused = fusion.fuse(chans, weights, rr_k, b.k)
-        top = fusion.fill(fused, chans.filter(F.col("channel") == "popular"), b.k)
+                                        lists), neighbors, categories, b.depth, wanted,
+                              None if "popular" in wanted else min(b.depth, 2 * b.k))
+        top = fusion.fuse_filled(chans, weights, rr_k, b.k, "popular")
         res.rows["user_candidates_blend"] = wh.write(top.withColumn("method", F.lit(MODEL)),
                                                      "user_candidates", run_date, model=MODEL)
         written = wh.read("user_candidates", run_date, model=MODEL)
-        per_user = written.groupBy("user_id").count()
-        n_users = users.count()
-        res.details.update(users=n_users, users_listed=per_user.count(),
-                           users_short=per_user.filter(F.col("count") < b.k).count())
-        chans.unpersist()
+        listed = one_row(written.groupBy("user_id").count().agg(
+            F.count(F.lit(1)).alias("listed"),
+            F.count(F.when(F.col("count") < b.k, 1)).alias("short")))
+        res.details.update(users=users.count(), users_listed=int(listed["listed"]),
+                           users_short=int(listed["short"]),
+                           channels_published=sorted(wanted | {"popular"}))
     if res.metrics:
         res.rows["metrics"] = wh.write(metrics_frame(spark, res.metrics), "metrics", run_date,
                                        stage="blend")
