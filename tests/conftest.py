@@ -74,17 +74,18 @@ def keep_spark(spark, monkeypatch):
     return spark
 
 
-#: the slowest files (a cluster, Airflow — whose virtualenv a fresh machine builds first —, a
-#: metastore, whole pipeline runs), longest first by a measured suite (seconds summed over a
-#: file's tests, 2026-12-06: 517, -, 280, 170, 149, 119, 97, 92, 91, 82, 76 ... 36), so that
-#: with ``pytest -n auto --dist loadfile`` they run side by side early and the last files
-#: are short ones: a long file last on one worker leaves the other idle
-SLOW_FIRST = ["test_cluster.py", "test_airflow.py", "test_pipeline.py", "test_catalog.py",
-              "test_faults.py", "test_daily.py", "test_als.py", "test_shards.py",
-              "test_holdout.py", "test_walks.py", "test_export.py", "test_report.py",
-              "test_blend.py", "test_ivf.py", "test_ann.py", "test_fuzz_readers.py",
-              "test_real_logs.py", "test_lsh_join.py", "test_runs.py", "test_normbound.py",
-              "test_cli.py"]
+#: the slowest files (a cluster, Airflow — whose virtualenv a fresh machine builds first —,
+#: whole pipeline runs, a metastore), longest first by measured suites (seconds summed over a
+#: file's tests, 2026-12-07: 554, 138 (+ the build), 455, 242, 184, 161, 157, 104, 101, 101,
+#: 98, 91 ... 44), so that with ``pytest -n auto --dist loadfile --no-loadscope-reorder``
+#: (pyproject) they run side by side early and the last files are short ones: a long file
+#: last on one worker leaves the other idle
+SLOW_FIRST = ["test_cluster.py", "test_airflow.py", "test_pipeline.py", "test_daily.py",
+              "test_holdout.py", "test_faults.py", "test_shards.py", "test_export.py",
+              "test_catalog.py", "test_runs.py", "test_als.py", "test_real_logs.py",
+              "test_walks.py", "test_fuzz_readers.py", "test_report.py", "test_ivf.py",
+              "test_normbound.py", "test_blend.py", "test_ann.py", "test_cli.py",
+              "test_lsh_join.py"]
 
 
 def pytest_collection_modifyitems(config, items):
