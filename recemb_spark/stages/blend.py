@@ -29,8 +29,9 @@ Three sets of lists are built, each only from data its purpose may see:
   error was ~0.02 at HR 0.2). The blend and every channel are scored on the held-out items
   (metrics ``blend`` and ``blend_<channel>``, stage ``blend``; with ``weights: auto`` also
   ``blend_equal``: every channel at weight 1 and ``blend.rr_k``, what the search bought).
-* *published*: every user with an event, channels from every event, history excluded,
-  filled to ``blend.k`` from popularity: ``user_candidates`` model ``blend``.
+* *published*: every user with an event, the channels with a positive weight built from
+  every event, history excluded, filled to ``blend.k`` from popularity:
+  ``user_candidates`` model ``blend``.
 """
 from __future__ import annotations
 
