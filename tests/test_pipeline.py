@@ -1,7 +1,5 @@
 """`recemb run` end to end on the small built-in sample: every table, every metric, re-runs."""
 import contextlib
-import subprocess
-import sys
 
 import pytest
 from pyspark.sql import functions as F
@@ -187,14 +185,9 @@ def test_blend_stage_lists_k_unseen_items_for_every_user_and_beats_popularity(wa
     """`recemb blend` on the run's tables: one list of blend.k unseen items for every user
     with an event, and on the held-out pairs the blend scores above the popularity channel."""
     wh, args = warehouse
-    # its own process (a fresh JVM, as `recemb blend` runs): the test session's heap carries
-    # what hundreds of earlier tests' plans still hold, and the blend's plans build many
-    # broadcast joins at once
-    proc = subprocess.run([sys.executable, "-m", "recemb_spark.cli", "blend", "--run-date",
-                           "2026-11-05", *args, *sets("blend.validation_users=200",
-                                                      "blend.search_rounds=1")],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    with shared_session(spark):
+        assert main(["blend", "--run-date", "2026-11-05", *args,
+                     *sets("blend.validation_users=200", "blend.search_rounds=1")]) == 0
     ratings = wh.read("ratings", "2026-11-05")
     lists = wh.read("user_candidates", "2026-11-05", "blend")
     per_user = lists.groupBy("user_id").agg(F.count("*").alias("n"),
