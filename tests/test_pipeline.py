@@ -93,11 +93,7 @@ def test_rerun_replaces_the_date_and_keeps_others(warehouse, spark):
 
 def test_similar_command(warehouse, capsys, spark):
     wh, args = warehouse
-    import recemb_spark.session as session_module
-    original_build, original_stop = session_module.build_session, spark.stop
-    session_module.build_session = lambda *a, **k: spark
-    spark.stop = lambda: None
-    try:
+    with shared_session(spark):
         item = wh.read("item_neighbors", "2026-11-05", "item2vec").first()["item_id"]
         rc = main(["similar", "--warehouse", args[1], "--model", "item2vec", "--item", item,
                    "-k", "5", "-q"])
@@ -105,8 +101,6 @@ def test_similar_command(warehouse, capsys, spark):
         assert rc == 0 and "dt=2026-11-05" in out and "Sample Movie" in out
         assert len([line for line in out.splitlines() if line.startswith("   ")]) == 5
         assert main(["similar", "--warehouse", args[1], "--item", "no-such-item", "-q"]) == 4
-    finally:
-        session_module.build_session, spark.stop = original_build, original_stop
 
 
 @pytest.mark.parametrize("method", ["lsh", "ivf"])
@@ -117,16 +111,10 @@ def test_ann_stage_with_an_approximate_method(warehouse, spark, method):
     for table, model in (("item_embeddings", "item2vec"), ("user_embeddings", "item2vec"),
                          ("ratings", None)):
         wh.write(wh.read(table, "2026-11-05", model), table, "2026-11-07", model)
-    import recemb_spark.session as session_module
-    original_build, original_stop = session_module.build_session, spark.stop
-    session_module.build_session = lambda *a, **k: spark
-    spark.stop = lambda: None
-    try:
+    with shared_session(spark):
         assert main(["ann", "--run-date", "2026-11-07", *args, "--set", f"ann.method={method}",
                      "--set", "ann.ivf_items_per_list=10",
                      "--set", "ann.models=[item2vec]"]) == 0
-    finally:
-        session_module.build_session, spark.stop = original_build, original_stop
     nb = wh.read("item_neighbors", "2026-11-07", "item2vec")
     assert {r["method"] for r in nb.select("method").distinct().collect()} == {method}
     assert nb.filter(F.col("item_id") == F.col("neighbor_id")).count() == 0
