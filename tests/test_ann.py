@@ -234,6 +234,32 @@ def test_stream_top_k_scans_in_float32_but_ranks_by_exact_scores(scale):
         assert np.array_equal(vals, np.take_along_axis(exact, idx, 1))
 
 
+
+@pytest.mark.parametrize("k", [3, 40])
+def test_stream_top_k_with_a_floor_keeps_every_entry_at_or_above_it(k):
+    """A floor (the k-th best of an earlier pass, as the ivf's second pass gives it): the
+    entries scoring at least the floor are exactly those of the search without one (ties
+    included), a -inf floor changes nothing, and a row with fewer than k such entries
+    returns only those."""
+    rng = np.random.default_rng(k)
+    x = rng.integers(-3, 4, size=(2500, 12)).astype(np.float32)  # integer scores: many ties
+    q, mt = x[:600], np.ascontiguousarray(x[600:].T)
+    ex_r, ex_c = rng.integers(0, 600, 900), rng.integers(0, 1900, 900)
+    plain_i, plain_v = topk.stream_top_k(q, mt, k, (ex_r, ex_c), tile=256, block=128)
+    scores = q @ mt
+    scores[ex_r, ex_c] = -np.inf
+    at = (-k - rng.integers(0, 2 * k, 600))[:, None]  # at or below each row's k-th best
+    floor = np.take_along_axis(np.sort(scores, axis=1), at, 1)[:, 0].astype(np.float32)
+    floor[::7] = -np.inf  # rows without a floor: the first tile's partial sort as before
+    idx, vals = topk.stream_top_k(q, mt, k, (ex_r, ex_c), tile=256, block=128, floor=floor)
+    kept = vals >= floor[:, None]
+    assert np.array_equal(np.where(kept, idx, -1),
+                          np.where(plain_v >= floor[:, None], plain_i, -1))
+    assert kept[::7].sum() == (plain_i[::7] >= 0).sum()
+    none_i, none_v = topk.stream_top_k(q, mt, k, (ex_r, ex_c), tile=256, block=128,
+                                       floor=np.full(600, -np.inf, np.float32))
+    assert np.array_equal(none_i, plain_i) and np.array_equal(none_v, plain_v)
+
 def test_kth_per_row_over_signed_scores_and_short_rows():
     rng = np.random.default_rng(3)
     rows = rng.integers(0, 39, 3000)

@@ -278,7 +278,7 @@ def _score(k: int, keep_from_threshold: bool) -> Callable[[pa.Table, pa.Table], 
     """The cogroup function of one (list, query block): the queries ``(query_id, qvec,
     exclude, kth)`` against the list's items ``(item_id, ivec)``; at most ``k`` candidates
     per query, and with ``keep_from_threshold`` only those scoring at least the query's
-    ``kth``."""
+    ``kth`` (the kernel's floor: no partial sort for those queries)."""
 
     def score(q_table: pa.Table, i_table: pa.Table) -> pa.Table:
         if q_table.num_rows == 0 or i_table.num_rows == 0:
@@ -291,10 +291,12 @@ def _score(k: int, keep_from_threshold: bool) -> Callable[[pa.Table, pa.Table], 
         m, q = blocks.block_matrix(items, "ivec"), blocks.block_matrix(qt, "qvec")
         ids = items.column("item_id").combine_chunks()
         excl = exclusions(qt.column("exclude").combine_chunks(), ids)
-        idx, vals = stream_top_k(q, np.ascontiguousarray(m.T), min(k, len(m)), excl)
+        kth = (qt.column("kth").to_numpy(zero_copy_only=False).astype(np.float32)
+               if keep_from_threshold else None)
+        idx, vals = stream_top_k(q, np.ascontiguousarray(m.T), min(k, len(m)), excl,
+                                 floor=kth)
         ok = idx >= 0
-        if keep_from_threshold:
-            kth = qt.column("kth").to_numpy(zero_copy_only=False).astype(np.float32)
+        if kth is not None:
             ok &= vals >= kth[:, None]
         rows, _ = np.nonzero(ok)
         taken = pa.array(idx[ok])

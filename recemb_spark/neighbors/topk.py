@@ -231,19 +231,30 @@ class RunningTopK:
     and :meth:`add`-ed. :meth:`result` is a superset of each row's top-k (cut by
     :func:`best_per_row`)."""
 
-    def __init__(self, n_q: int, k: int, slack: np.ndarray):
+    def __init__(self, n_q: int, k: int, slack: np.ndarray, floor: np.ndarray | None = None):
         self.n_q, self.k, self.slack = n_q, k, slack
         self.thr = np.full(n_q, -np.inf, np.float32)
+        if floor is not None:
+            self.thr = self._below(np.asarray(floor, np.float32), slack)
         self.found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.since = 0
 
+    @staticmethod
+    def _below(score: np.ndarray, slack: np.ndarray) -> np.ndarray:
+        """A threshold just under ``score`` less the float32 error ``slack``."""
+        return np.nextafter((score - slack).astype(np.float32), np.float32(-np.inf))
+
     def first_tile(self, s: np.ndarray) -> None:
-        """Start the thresholds from the first tile's own k-th best (less the error)."""
+        """Start the thresholds of the rows without a floor from the first tile's own k-th
+        best (less the error). A row with a floor skips this partial sort (the costliest
+        step when few tiles follow: a floor from an earlier pass is usually tighter)."""
         w = s.shape[1]
-        if w > self.k:
-            kth = np.partition(s, w - self.k, axis=1)[:, w - self.k]
-            self.thr = np.nextafter((kth - self.slack).astype(np.float32),
-                                    np.float32(-np.inf))
+        open_ = ~np.isfinite(self.thr)
+        if w <= self.k or not open_.any():
+            return
+        sub = s if open_.all() else s[open_]
+        kth = np.partition(sub, w - self.k, axis=1)[:, w - self.k]
+        self.thr[open_] = self._below(kth, self.slack[open_])
 
     def passing(self, s: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(row, column)`` of the tile ``s`` (float32 scores) that may beat the threshold
@@ -272,7 +283,8 @@ class RunningTopK:
 
 
 def _scan(q: np.ndarray, mt: np.ndarray, k: int, ex_rows: np.ndarray, ex_cols: np.ndarray,
-          tile: int, m_norm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+          tile: int, m_norm: float, floor: np.ndarray | None = None
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidates ``(row, col, score)`` of one query block that can still be in its top-k:
     everything above the running per-row threshold, tile by tile. ``ex_cols`` sorted.
 
@@ -283,7 +295,7 @@ def _scan(q: np.ndarray, mt: np.ndarray, k: int, ex_rows: np.ndarray, ex_cols: n
     are those of exact scoring, whichever block or tile computes them."""
     n_q, n = len(q), mt.shape[1]
     q32 = np.ascontiguousarray(q, np.float32)
-    top = RunningTopK(n_q, k, f32_error_bound(q32, m_norm))
+    top = RunningTopK(n_q, k, f32_error_bound(q32, m_norm), floor)
     buf = np.empty((n_q, min(tile, n)), np.float32)
     mask = np.empty(buf.shape, bool)
     for lo in range(0, n, tile):
@@ -319,13 +331,17 @@ def max_column_norm(mt: np.ndarray) -> float:
 
 def stream_top_k(q: np.ndarray, mt: np.ndarray, k: int,
                  exclude: tuple[np.ndarray, np.ndarray] | None = None,
-                 tile: int = ITEM_TILE, block: int = QUERY_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+                 tile: int = ITEM_TILE, block: int = QUERY_BLOCK,
+                 floor: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` columns of ``q @ mt`` per query row: ``(idx, score)`` arrays of shape
     ``(len(q), k)``, best first, ties by column, padded with -1 / -inf.
 
     ``mt`` is the item matrix transposed (dim x items, C-contiguous). ``exclude``: ``(rows,
     cols)`` pairs that must not be returned (a user's history, the item itself). Never holds
-    more than one ``block x tile`` score tile per step.
+    more than one ``block x tile`` score tile per step. ``floor``: per query row, a score
+    below which nothing is wanted (e.g. the k-th best of an earlier pass; -inf: none):
+    entries scoring under it may be missing from the result, and the rows with a floor skip
+    the first tile's partial sort (the dominant cost when a block has few tiles).
     """
     n_q = len(q)
     out_i = np.full((n_q, k), -1, np.int64)
@@ -335,7 +351,8 @@ def stream_top_k(q: np.ndarray, mt: np.ndarray, k: int,
     ex_r, ex_c = exclude if exclude is not None else (np.zeros(0, np.int64),) * 2
     m_norm = max_column_norm(mt)
     for r0, r1, rows, cols in query_blocks(n_q, ex_r, ex_c, block):
-        rr, cc, vv = _scan(q[r0:r1], mt, k, rows, cols, tile, m_norm)
+        rr, cc, vv = _scan(q[r0:r1], mt, k, rows, cols, tile, m_norm,
+                           None if floor is None else floor[r0:r1])
         out_i[r0:r1], out_v[r0:r1] = best_per_row(rr, cc, vv, r1 - r0, k)
     return out_i, out_v
 
