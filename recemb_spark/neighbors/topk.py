@@ -112,21 +112,18 @@ def first_of(sorted_keys: np.ndarray) -> np.ndarray:
 
 def best_per_row(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
                  k: int) -> tuple[np.ndarray, np.ndarray]:
-    """From scattered candidates ``(row, col, score)``: per row the ``k`` best distinct columns
-    by score (ties by column) as ``(n_rows, k)`` arrays, padded with -1 / -inf. ``-inf``
-    candidates are never returned; a column repeated in a row counts once (its best score)."""
+    """From scattered candidates ``(row, col, score)``, no ``(row, col)`` twice (as
+    :class:`RunningTopK` gives them): per row the ``k`` best columns by score (ties by column)
+    as ``(n_rows, k)`` arrays, padded with -1 / -inf. ``-inf`` candidates are never returned.
+    One sort of ``(row, score)`` packed in a uint64 (:func:`row_score_keys`) with the column
+    as the tie-break: 4x faster than sorting the three keys apart (at 125 candidates a row)."""
     out_i = np.full((n_rows, k), -1, np.int64)
     out_v = np.full((n_rows, k), -np.inf, np.float32)
     ok = np.isfinite(vals) & (cols >= 0)
     rows, cols, vals = rows[ok], cols[ok], vals[ok]
     if k == 0 or len(rows) == 0:
         return out_i, out_v
-    order = np.lexsort((-vals, cols, rows))  # per (row, col): best score first
-    rows, cols, vals = rows[order], cols[order], vals[order]
-    first = np.ones(len(rows), bool)
-    first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
-    rows, cols, vals = rows[first], cols[first], vals[first]
-    order = np.lexsort((cols, -vals, rows))
+    order = np.lexsort((cols, row_score_keys(rows, vals)))
     rows, cols, vals = rows[order], cols[order], vals[order]
     starts = np.searchsorted(rows, np.arange(n_rows))
     rank = np.arange(len(rows)) - starts[rows]
@@ -134,6 +131,15 @@ def best_per_row(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: i
     out_i[rows[keep], rank[keep]] = cols[keep]
     out_v[rows[keep], rank[keep]] = vals[keep]
     return out_i, out_v
+
+
+def row_score_keys(rows: np.ndarray, vals: np.ndarray) -> np.ndarray:
+    """uint64 keys that sort rows ascending and, within a row, float32 scores descending: the
+    row in the high half, the score's order-preserving bit pattern inverted in the low half
+    (-0.0 counted as 0.0, as comparisons do)."""
+    bits = (np.asarray(vals, np.float32) + np.float32(0.0)).view(np.uint32)
+    ascending = np.where(bits >> 31, ~bits, bits | np.uint32(0x80000000))
+    return (rows.astype(np.uint64) << np.uint64(32)) | (~ascending).astype(np.uint64)
 
 
 def merge_top_k(idx_a: np.ndarray, val_a: np.ndarray, idx_b: np.ndarray, val_b: np.ndarray,
@@ -199,9 +205,7 @@ def kth_per_row(rows: np.ndarray, vals: np.ndarray, n_rows: int, k: int) -> np.n
     One sort of uint64 keys (row in the high half, the score's order-preserving bit pattern
     inverted in the low half: rows ascending, scores descending) instead of a two-key lexsort:
     7x faster, and this runs every few tiles of every query block."""
-    bits = np.ascontiguousarray(vals, np.float32).view(np.uint32)
-    ascending = np.where(bits >> 31, ~bits, bits | np.uint32(0x80000000))
-    key = (rows.astype(np.uint64) << np.uint64(32)) | (~ascending).astype(np.uint64)
+    key = row_score_keys(rows, vals)
     key.sort()
     counts = np.bincount(rows, minlength=n_rows)
     starts = np.cumsum(counts) - counts
@@ -219,9 +223,9 @@ def pair_scores(q: np.ndarray, mt: np.ndarray, rows: np.ndarray, cols: np.ndarra
     float64; the float64 sums differ by ~1e-16 between orders)."""
     if len(rows) == 0:
         return np.zeros(0, np.float32)
-    a = np.asarray(q[rows], np.float64)
-    b = np.asarray(mt[:, cols].T, np.float64)
-    return np.einsum("ij,ij->i", a, b).astype(np.float32)
+    a = q[rows].astype(np.float64)
+    b = mt[:, cols].astype(np.float64)  # (dim, pairs): gathered along the rows of mt
+    return np.einsum("ij,ji->i", a, b).astype(np.float32)
 
 
 class RunningTopK:
