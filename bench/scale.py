@@ -189,8 +189,15 @@ def make_log(size: int, args: argparse.Namespace, env: dict[str, str]) -> Path:
 
 
 def read_manifests(warehouse: Path) -> dict[str, dict[str, Any]]:
+    """The run date's stage manifests (and ``run``), only the stages the last ``recemb run``
+    ran when its summary is there: a manifest left by an earlier single-stage command (e.g.
+    ``recemb blend`` on the same warehouse) is not this run's."""
     folder = warehouse / "_manifests" / f"dt={RUN_DATE}"
-    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    found = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    ran = {s.get("stage") for s in found.get("run", {}).get("stages", [])}
+    if not ran:
+        return found
+    return {name: m for name, m in found.items() if name == "run" or name in ran}
 
 
 def summarise(manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -260,6 +260,30 @@ def test_stream_top_k_with_a_floor_keeps_every_entry_at_or_above_it(k):
                                        floor=np.full(600, -np.inf, np.float32))
     assert np.array_equal(none_i, plain_i) and np.array_equal(none_v, plain_v)
 
+def test_stream_top_k_with_items_sharing_one_vector_stays_exact_and_bounded():
+    """Cold items with one side-information vector tie in float32 within the margin: the
+    float32 scan cuts the crowded rows to their exact top-k (ties by column) instead of
+    holding every tied entry."""
+    rng = np.random.default_rng(9)
+    shared = rng.standard_normal(16).astype(np.float32)
+    items = rng.standard_normal((3000, 16)).astype(np.float32)
+    items[rng.choice(3000, 1500, replace=False)] = shared
+    q = (shared + rng.standard_normal((200, 16)) * 0.2).astype(np.float32)
+    mt = np.ascontiguousarray(items.T)
+    exact = topk.block_scores(q, mt)
+    idx, vals = topk.stream_top_k(q, mt, 20, tile=256, block=64)
+    assert np.array_equal(idx, reference_top_k(exact, 20))
+    held = []
+    top = topk.RunningTopK(64, 20, np.full(64, 1e-6, np.float32),
+                           rescore=lambda r, c: np.zeros(len(r), np.float32))
+    for lo in range(0, 3000, 256):  # every entry ties: the tightening must cut them
+        r, c = np.divmod(np.arange(64 * 256), 256)
+        top.add(r, c + lo, np.zeros(len(r), np.float32))
+        held.append(len(top.result()[0]))
+    assert max(held) <= (topk.CROWDED + 1) * 64 * 20 + 64 * 256
+    assert top.final()[0].size == 64 * 20
+
+
 def test_kth_per_row_over_signed_scores_and_short_rows():
     rng = np.random.default_rng(3)
     rows = rng.integers(0, 39, 3000)

@@ -228,22 +228,30 @@ def pair_scores(q: np.ndarray, mt: np.ndarray, rows: np.ndarray, cols: np.ndarra
     return np.einsum("ij,ji->i", a, b).astype(np.float32)
 
 
+#: :class:`RunningTopK` (float32 mode) cuts a row holding more than this many times ``k``
+#: entries to its exact top ``k``
+CROWDED = 4
+
+
 class RunningTopK:
     """The top-``k`` candidates of a block of ``n_q`` query rows scanned tile by tile: a
     per-row threshold (the k-th best so far, less ``slack``, float32's error bound per row)
     that tightens as candidates arrive; entries above it are :meth:`add`-ed. :meth:`result`
     is a superset of each row's top-k (cut by :func:`best_per_row`).
 
-    Two modes. Exact (``approx`` false): the caller rescores the passing entries exactly
-    before adding them. ``approx``: the caller adds the float32 tile scores and rescores only
-    what :meth:`final` keeps: every threshold then keeps a margin of twice the error (an entry
-    of the exact top-k scores at least the float32 k-th best less ``2 x slack`` in float32),
-    so a row rescores about ``k`` entries instead of every one that passed a tile (~2.5 x
-    ``k`` at three tiles a block)."""
+    Two modes. Exact (no ``rescore``): the caller rescores the passing entries exactly
+    before adding them. Float32 (``rescore(rows, cols)`` gives exact scores): the caller adds
+    the float32 tile scores, and only what :meth:`final` keeps is rescored. Every threshold
+    then keeps a margin of twice the error (an entry of the exact top-k scores at least the
+    float32 k-th best less ``2 x slack`` in float32), so a row rescores about ``k`` entries
+    instead of every one that passed a tile (~2.5 x ``k`` at three tiles a block); rows
+    crowded by float32 ties are cut early (:meth:`_uncrowd`)."""
 
     def __init__(self, n_q: int, k: int, slack: np.ndarray, floor: np.ndarray | None = None,
-                 approx: bool = False):
-        self.n_q, self.k, self.slack, self.approx = n_q, k, slack, approx
+                 rescore: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None):
+        self.n_q, self.k, self.slack = n_q, k, slack
+        self.rescore, self.approx = rescore, rescore is not None
+        approx = self.approx
         # subtracted from a float32 tile's k-th best / a stored score's k-th best / a
         # threshold before comparing a tile's float32 scores with it
         self.tile_margin = 2 * slack if approx else slack
@@ -289,7 +297,27 @@ class RunningTopK:
             kth = kth_per_row(rr, vv, self.n_q, self.k) - self.kept_margin
             self.thr = np.maximum(self.thr, kth.astype(np.float32))
             keep = vv >= self.thr[rr]
-            self.found, self.since = [(rr[keep], cc[keep], vv[keep])], 0
+            self.found, self.since = [self._uncrowd(rr[keep], cc[keep], vv[keep])], 0
+
+    def _uncrowd(self, rr: np.ndarray, cc: np.ndarray, vv: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``approx``: the rows holding more than :data:`CROWDED` x ``k`` entries (float32
+        ties within the margin: items sharing one vector, as side-information vectors of
+        cold items do) cut to their exact top-``k`` (rescored; ties by column, and the
+        columns still to come are larger). An exact score is within the error of the
+        float32 one, so the thresholds stay valid."""
+        if not self.approx or len(rr) <= CROWDED * self.k:
+            return rr, cc, vv
+        crowded = np.bincount(rr, minlength=self.n_q) > CROWDED * self.k
+        if not crowded.any():
+            return rr, cc, vv
+        assert self.rescore is not None
+        sel = crowded[rr]
+        best_i, best_v = best_per_row(rr[sel], cc[sel], self.rescore(rr[sel], cc[sel]),
+                                      self.n_q, self.k)
+        rows, slot = np.nonzero(best_i >= 0)
+        return (np.concatenate([rr[~sel], rows]), np.concatenate([cc[~sel], best_i[rows, slot]]),
+                np.concatenate([vv[~sel], best_v[rows, slot]]))
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The kept candidates ``(row, column, score as added)``."""
@@ -299,17 +327,16 @@ class RunningTopK:
         rr, cc, vv = (np.concatenate(x) for x in zip(*self.found, strict=True))
         return rr, cc, vv
 
-    def final(self, rescore: Callable[[np.ndarray, np.ndarray], np.ndarray]
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def final(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`result` with exact scores: ``approx``, the entries within the margin of
-        their row's float32 k-th best, rescored by ``rescore(rows, cols)``."""
+        their row's float32 k-th best, rescored."""
         rr, cc, vv = self.result()
-        if not self.approx or len(rr) == 0:
+        if self.rescore is None or len(rr) == 0:
             return rr, cc, vv
         kth = kth_per_row(rr, vv, self.n_q, self.k) - self.kept_margin
         keep = vv >= kth[rr]
         rr, cc = rr[keep], cc[keep]
-        return rr, cc, rescore(rr, cc)
+        return rr, cc, self.rescore(rr, cc)
 
 
 def _scan(q: np.ndarray, mt: np.ndarray, k: int, ex_rows: np.ndarray, ex_cols: np.ndarray,
@@ -326,7 +353,8 @@ def _scan(q: np.ndarray, mt: np.ndarray, k: int, ex_rows: np.ndarray, ex_cols: n
     scoring, whichever block or tile computes them."""
     n_q, n = len(q), mt.shape[1]
     q32 = np.ascontiguousarray(q, np.float32)
-    top = RunningTopK(n_q, k, f32_error_bound(q32, m_norm), floor, approx=True)
+    top = RunningTopK(n_q, k, f32_error_bound(q32, m_norm), floor,
+                      rescore=lambda r, c: pair_scores(q, mt, r, c))
     buf = np.empty((n_q, min(tile, n)), np.float32)
     mask = np.empty(buf.shape, bool)
     for lo in range(0, n, tile):
@@ -340,7 +368,7 @@ def _scan(q: np.ndarray, mt: np.ndarray, k: int, ex_rows: np.ndarray, ex_cols: n
         r, c = top.passing(s, m)
         if len(r):
             top.add(r, c + lo, s[r, c])
-    return top.final(lambda r, c: pair_scores(q, mt, r, c))
+    return top.final()
 
 
 def f32_error_bound(q: np.ndarray, m_norm: float) -> np.ndarray:
