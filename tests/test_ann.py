@@ -234,13 +234,12 @@ def test_stream_top_k_scans_in_float32_but_ranks_by_exact_scores(scale):
         assert np.array_equal(vals, np.take_along_axis(exact, idx, 1))
 
 
-
 @pytest.mark.parametrize("k", [3, 40])
 def test_stream_top_k_with_a_floor_keeps_every_entry_at_or_above_it(k):
     """A floor (the k-th best of an earlier pass, as the ivf's second pass gives it): the
     entries scoring at least the floor are exactly those of the search without one (ties
-    included), a -inf floor changes nothing, and a row with fewer than k such entries
-    returns only those."""
+    included), rows without one (-inf) keep every entry the plain search returns, and an
+    all -inf floor changes nothing."""
     rng = np.random.default_rng(k)
     x = rng.integers(-3, 4, size=(2500, 12)).astype(np.float32)  # integer scores: many ties
     q, mt = x[:600], np.ascontiguousarray(x[600:].T)
@@ -259,6 +258,7 @@ def test_stream_top_k_with_a_floor_keeps_every_entry_at_or_above_it(k):
     none_i, none_v = topk.stream_top_k(q, mt, k, (ex_r, ex_c), tile=256, block=128,
                                        floor=np.full(600, -np.inf, np.float32))
     assert np.array_equal(none_i, plain_i) and np.array_equal(none_v, plain_v)
+
 
 def test_stream_top_k_with_items_sharing_one_vector_stays_exact_and_bounded():
     """Cold items with one side-information vector tie in float32 within the margin: the

@@ -249,9 +249,8 @@ class RunningTopK:
 
     def __init__(self, n_q: int, k: int, slack: np.ndarray, floor: np.ndarray | None = None,
                  rescore: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None):
-        self.n_q, self.k, self.slack = n_q, k, slack
-        self.rescore, self.approx = rescore, rescore is not None
-        approx = self.approx
+        self.n_q, self.k, self.slack, self.rescore = n_q, k, slack, rescore
+        approx = rescore is not None
         # subtracted from a float32 tile's k-th best / a stored score's k-th best / a
         # threshold before comparing a tile's float32 scores with it
         self.tile_margin = 2 * slack if approx else slack
@@ -287,9 +286,9 @@ class RunningTopK:
         return np.divmod(np.flatnonzero(mask), s.shape[1])
 
     def add(self, r: np.ndarray, c: np.ndarray, scores: np.ndarray) -> None:
-        """Keep the entries (exact or, ``approx``, float32 scores) above the threshold;
+        """Keep the entries (exact or, in float32 mode, float32 scores) above the threshold;
         tighten it now and then."""
-        ok = scores >= self.thr[r] if self.approx else scores > self.thr[r]
+        ok = scores > self.thr[r] if self.rescore is None else scores >= self.thr[r]
         self.found.append((r[ok], c[ok], scores[ok]))
         self.since += int(ok.sum())
         if self.since > self.n_q * self.k:  # tighten: the k-th best found so far, per row
@@ -301,19 +300,19 @@ class RunningTopK:
 
     def _uncrowd(self, rr: np.ndarray, cc: np.ndarray, vv: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``approx``: the rows holding more than :data:`CROWDED` x ``k`` entries (float32
+        """Float32 mode: the rows holding more than :data:`CROWDED` x ``k`` entries (float32
         ties within the margin: items sharing one vector, as side-information vectors of
         cold items do) cut to their exact top-``k`` (rescored; ties by column, and the
         columns still to come are larger). An exact score is within the error of the
         float32 one, so the thresholds stay valid."""
-        if not self.approx or len(rr) <= CROWDED * self.k:
+        rescore = self.rescore
+        if rescore is None or len(rr) <= CROWDED * self.k:
             return rr, cc, vv
         crowded = np.bincount(rr, minlength=self.n_q) > CROWDED * self.k
         if not crowded.any():
             return rr, cc, vv
-        assert self.rescore is not None
         sel = crowded[rr]
-        best_i, best_v = best_per_row(rr[sel], cc[sel], self.rescore(rr[sel], cc[sel]),
+        best_i, best_v = best_per_row(rr[sel], cc[sel], rescore(rr[sel], cc[sel]),
                                       self.n_q, self.k)
         rows, slot = np.nonzero(best_i >= 0)
         return (np.concatenate([rr[~sel], rows]), np.concatenate([cc[~sel], best_i[rows, slot]]),
@@ -328,8 +327,8 @@ class RunningTopK:
         return rr, cc, vv
 
     def final(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`result` with exact scores: ``approx``, the entries within the margin of
-        their row's float32 k-th best, rescored."""
+        """:meth:`result` with exact scores: in float32 mode, the entries within the margin
+        of their row's float32 k-th best, rescored."""
         rr, cc, vv = self.result()
         if self.rescore is None or len(rr) == 0:
             return rr, cc, vv
@@ -346,7 +345,7 @@ def _scan(q: np.ndarray, mt: np.ndarray, k: int, ex_rows: np.ndarray, ex_cols: n
     everything above the running per-row threshold, tile by tile. ``ex_cols`` sorted.
 
     Tiles are scored by a float32 BLAS product (half the time of float64); an entry passes
-    when its float32 score is above the threshold (:class:`RunningTopK` in ``approx`` mode,
+    when its float32 score is above the threshold (:class:`RunningTopK` in float32 mode,
     margins from :func:`f32_error_bound`; ``m_norm``: the largest item norm), and the
     entries within the margin of the k-th best at the end are scored again exactly
     (:func:`pair_scores`): the candidates, their scores and so the top-k are those of exact
