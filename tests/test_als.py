@@ -234,6 +234,15 @@ def test_auto_iterations_grow_with_the_mean_confidence_within_bounds():
     assert als.auto_iterations(0.0, 8.0, 5, 15) == 5        # an all-zero signal
 
 
+def test_auto_iterations_are_bounded_by_the_pair_budget_above_the_floor():
+    assert als.auto_iterations(1e6, 8.0, 5, 10, pairs=4_000_000, pair_budget=20_000_000) == 5
+    assert als.auto_iterations(1e6, 8.0, 5, 10, pairs=2_500_000, pair_budget=20_000_000) == 8
+    assert als.auto_iterations(1e6, 8.0, 5, 10, pairs=1_000_000, pair_budget=20_000_000) == 10
+    assert als.auto_iterations(1e6, 8.0, 5, 10, pairs=25_000_000, pair_budget=20_000_000) == 5
+    assert als.auto_iterations(52.0, 8.0, 1, 15, pairs=10, pair_budget=60) == 6   # 7 -> 6
+    assert als.auto_iterations(1e6, 8.0, 5, 10, pairs=4_000_000, pair_budget=0) == 10  # off
+
+
 def test_fit_resolves_auto_iterations_and_trains_with_them(spark, small_ratings, tmp_path):
     # checkpoints off (als_cfg): keep the lineage short, at most 12 iterations
     cfg = als_cfg("als.max_iter=0", "als.auto_iter_confidence=0.3", "als.auto_min_iter=2",
@@ -258,6 +267,11 @@ def test_fit_resolves_auto_iterations_and_trains_with_them(spark, small_ratings,
     fixed = als.fit(spark, small_ratings, als_cfg("als.alpha=1", *cfg_keys(cfg)), str(tmp_path))
     assert fixed.alpha == 1 and fixed.iterations != auto.iterations
     assert fixed.iterations == als.auto_iterations(als.four_digits(total / rows), 0.3, 2, 12)
+    # the pair budget: at most budget // pairs iterations, never below the floor
+    budget = als.fit(spark, small_ratings,
+                     als_cfg(*cfg_keys(cfg), f"als.auto_max_pair_iterations={3 * rows}"),
+                     str(tmp_path))
+    assert budget.iterations == 3 < auto.iterations
 
 
 def cfg_keys(cfg):

@@ -436,8 +436,9 @@ class AlsConfig:
         0,
         "ALS iterations; 0 = auto: implicit mode one per auto_iter_confidence of the mean "
         "observed pair's added confidence (alpha x mean signal), within [auto_min_iter, "
-        "auto_max_iter] (sample, ml-100k, 1.5M log: 5; 25M: 5; yoochoose, 722k- and 3M-item "
-        "Taobao-shaped logs: 10); explicit mode 10",
+        "auto_max_iter] and at most auto_max_pair_iterations / pairs (sample, ml-100k, 1.5M "
+        "log, 25M: 5; yoochoose: 10; 722k- and 3M-item Taobao-shaped logs: 5, by the pair "
+        "bound); explicit mode 10",
         ge=0,
     )
     auto_iter_confidence: float = setting(
@@ -454,6 +455,14 @@ class AlsConfig:
         "log, confidence ~700, 0.148 / 0.211 at 5 iterations, 0.127 / 0.202 at 8, 0.120 / "
         "0.198 at 15, each iteration ~30 s on 2 cores; yoochoose, confidence 88, 0.399 at 10 "
         "against 0.408 at 15)")
+    auto_max_pair_iterations: int = setting(
+        20_000_000,
+        "auto iterations: at most this many divided by the observed (user, item) pairs, never "
+        "below auto_min_iter; 0 = no such bound (each iteration costs in proportion to the "
+        "pairs: ~33 s at the 722k-item log's 4.0M pairs on 2 cores, where it gives 5 "
+        "iterations, the best measured there; below 2M pairs it never binds)",
+        ge=0,
+    )
     reg_param: float = setting(0.1, "L2 regularisation", ge=0)
     alpha: float = setting(
         0.0,

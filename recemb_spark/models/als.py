@@ -61,18 +61,25 @@ def four_digits(value: float) -> float:
     return float(f"{value:.4g}")
 
 
-def auto_iterations(confidence: float, per_iteration: float, lowest: int, highest: int) -> int:
+def auto_iterations(confidence: float, per_iteration: float, lowest: int, highest: int,
+                    pairs: int = 0, pair_budget: int = 0) -> int:
     """ALS iterations for a table whose mean observed pair has added confidence
     ``confidence`` (``alpha x mean signal``): one iteration per ``per_iteration`` of it,
-    rounded half up and kept within ``[lowest, highest]``.
+    rounded half up and kept within ``[lowest, highest]``; with ``pairs`` and ``pair_budget``
+    both > 0, also at most ``pair_budget // pairs`` (never below ``lowest``).
 
     Implicit ALS converges more slowly the more the observed pairs' confidence outweighs the
     unobserved cells' (rank 64, item-query HR@10 at 5 / 10 iterations): the built-in sample
     (confidence 4.7) 0.406 / 0.404, ML-100K (4.8) 0.119 / 0.117, a 1.5M-rating generated log
     (15.4) 0.352 / 0.347, but yoochoose (88) 0.350 / 0.399, and 0.408 at 15
     (``bench/als_confidence.py``). Iterations cost time in proportion, so dense tables get
-    few. Assumes ``per_iteration`` > 0 and ``lowest`` <= ``highest``.
+    few. Large tables too: an iteration costs in proportion to the observed pairs (~33 s at
+    4.0M pairs on 2 cores), and on the 722k-item Taobao-shaped log (confidence ~570) 5
+    iterations scored better than 8, 10 or 15 (``AlsConfig.auto_max_iter``'s doc). Assumes
+    ``per_iteration`` > 0 and ``lowest`` <= ``highest``.
     """
+    if pairs > 0 and pair_budget > 0:
+        highest = max(lowest, min(highest, pair_budget // pairs))
     steps = confidence / per_iteration + 0.5
     return lowest if math.isnan(steps) else max(lowest, int(min(steps, highest)))
 
@@ -128,7 +135,8 @@ def fit(spark: SparkSession, ratings: DataFrame, cfg: AlsConfig,
         if not iterations:
             confidence = four_digits(alpha * signal_sum / max(rows, 1))
             iterations = auto_iterations(confidence, cfg.auto_iter_confidence,
-                                         cfg.auto_min_iter, cfg.auto_max_iter)
+                                         cfg.auto_min_iter, cfg.auto_max_iter,
+                                         rows, cfg.auto_max_pair_iterations)
     elif not iterations:  # explicit mode: no confidence to go by
         iterations = EXPLICIT_AUTO_ITERATIONS
     data = training_frame(to_indexed(ratings, users, items), cfg)
