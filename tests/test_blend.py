@@ -36,6 +36,51 @@ def test_candidate_channel_drops_excluded_and_ranks_again(spark):
     assert got.filter("user_id = 'v'").count() == 1
 
 
+def test_ranked_channel_reads_a_table_without_excluded_pairs_as_candidate_channel_does(spark):
+    cands = spark.createDataFrame([("u", "a", 1), ("u", "b", 2), ("u", "c", 3), ("v", "d", 1)],
+                                  "user_id string, item_id string, rank int")
+    none = spark.createDataFrame([], PAIRS)
+    expected = spark.createDataFrame([("u", "m_user", "a", 1), ("u", "m_user", "b", 2),
+                                      ("v", "m_user", "d", 1)], CH)
+    for got in (blend.ranked_channel(cands, 2, "m_user"),
+                blend.candidate_channel(cands, none, 2, "m_user")):
+        assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_excluded_already_trusts_candidates_written_after_the_ratings(spark, tmp_path):
+    from recemb_spark.io.warehouse import Warehouse
+    from recemb_spark.stages.blend import excluded_already
+
+    wh, day = Warehouse(spark, str(tmp_path)), "2026-01-01"
+
+    def manifest(stage, status, started, finished, models=()):
+        wh.write_manifest(day, stage, {
+            "stage": stage, "status": status, "started_at": started, "finished_at": finished,
+            "outputs": [f"user_candidates/dt={day}/model={m}" for m in models]})
+
+    assert excluded_already(wh, day, ["a"]) == set()  # no manifests
+    manifest("tables", "ok", "2026-12-07T08:00:00+00:00", "2026-12-07T08:01:00+00:00")
+    manifest("ann", "ok", "2026-12-07T08:05:00+00:00", "2026-12-07T08:06:00+00:00", ["a", "b"])
+    manifest("als", "ok", "2026-12-07T07:50:00+00:00", "2026-12-07T07:55:00+00:00", ["als"])
+    # als ran before the ratings were written again: its lists may list newly rated items
+    assert excluded_already(wh, day, ["a", "als", "c"]) == {"a"}
+    manifest("ann", "failed", "2026-12-07T08:05:00+00:00", "2026-12-07T08:06:00+00:00", ["a"])
+    assert excluded_already(wh, day, ["a", "als"]) == set()
+    manifest("ann", "ok", "2026-12-07T08:05:00+00:00", "2026-12-07T08:06:00+00:00", ["a"])
+    manifest("tables", "failed", "2026-12-07T08:00:00+00:00", "2026-12-07T08:01:00+00:00")
+    assert excluded_already(wh, day, ["a"]) == set()
+
+
+def test_sums_equal_but_for_their_last_bits_tie_and_the_item_id_decides(spark):
+    # (0.1 + 0.2) + 0.3 and 0.1 + (0.2 + 0.3): equal sums whose floats differ in the last bit
+    high, low = (0.1 + 0.2) + 0.3, 0.1 + (0.2 + 0.3)
+    assert high > low
+    scored = spark.createDataFrame([("u", "b", high), ("u", "a", low), ("u", "c", 0.5)],
+                                   "user_id string, item_id string, score double")
+    got = blend.rank_per_user(scored, 3).orderBy("rank").collect()
+    assert [(r["item_id"], r["rank"]) for r in got] == [("a", 1), ("b", 2), ("c", 3)]
+
+
 def test_neighbor_channel_weighs_the_latest_items_most(spark):
     histories = spark.createDataFrame([("u", ["old", "a", "b"])],
                                       "user_id string, items array<string>")
@@ -135,6 +180,11 @@ def test_fuse_filled_completes_each_fused_list_from_the_fallback(spark):
         [("u", "x", 1, 2.0), ("u", "p", 2, 0.5), ("u", "y", 3, 0.5),
          ("v", "p", 1, 1.0), ("v", "q", 2, 0.5), ("v", "r", 3, 1 / 3)], out)
     assert_approx_df_equality(got, expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
+    # spread over more partitions by user first: the same lists
+    spread = blend.fuse_filled(channels, {"A": 1.0, "popular": 1.0}, 0.0, 3, partitions=5)
+    assert spread.rdd.getNumPartitions() == 5
+    assert_approx_df_equality(spread, expected, 1e-9, ignore_row_order=True,
+                              ignore_nullable=True)
     with pytest.raises(ValueError, match="positive weight"):
         blend.fuse_filled(channels, {"popular": 0.0}, 0.0, 3)
 

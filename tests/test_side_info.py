@@ -107,9 +107,11 @@ def test_train_word2vec_records_corpus_and_resolved_settings(spark):
     assert details["used_min_count"] == 1 and details["items_with_vector"] == vectors.count()
     assert details["tokens_after_subsampling"] <= 8
     assert details["used_num_partitions"] == 1  # 8 tokens: far below the parallel threshold
+    assert details["word2vec_repeatable"] is True  # one partition in local mode
     two, d2 = train_word2vec(s, w2v_cfg(vector_size=4, max_iter=2, min_count=1,
                                         num_partitions=2))
     assert d2["used_num_partitions"] == 2 and two.count() == 4
+    assert d2["word2vec_repeatable"] is False  # two partitions share one array
 
 
 def test_trained_vectors_are_shipped_in_small_slices(spark, monkeypatch):

@@ -288,7 +288,9 @@ class Word2VecConfig:
         "Word2Vec partitions (one core each; vectors averaged every epoch); 0 = auto: 2 from 5M"
         " token updates (tokens x epochs) up, else 1 (HR@10 with 2 / 1: 1.5M-rating log "
         "item2vec 0.394 / 0.393 in 69 / ~110 s, DeepWalk 0.398 / 0.398 in 68 / 129 s; 25M "
-        "DeepWalk 0.399 / 0.400 in 72 / 138 s)",
+        "DeepWalk 0.399 / 0.400 in 72 / 138 s); only 1 gives the same vectors on a re-run "
+        "(on 2 the partitions train one shared array in local mode: the manifest's "
+        "word2vec_repeatable)",
         ge=0,
     )
     step_size: float = setting(

@@ -205,6 +205,16 @@ def resolve_settings(cfg: Word2VecConfig, corpus: Corpus) -> Word2VecConfig:
     return dataclasses.replace(cfg, **changes)
 
 
+def repeatable(master: str, num_partitions: int) -> bool:
+    """Whether MLlib Word2Vec gives the same floats again for the same corpus and seed: only
+    on one partition in local mode. On two or more, local mode's tasks update one shared
+    array (MLlib broadcasts the vectors, and a local broadcast hands every task the driver's
+    own array): measured, two fits of one corpus in one session differed by up to 0.5-0.7 a
+    coordinate (numPartitions 1: identical). On a cluster the corpus's rows reach MLlib's
+    repartition in the order shuffle blocks arrive from the executors."""
+    return num_partitions <= 1 and master.startswith("local")
+
+
 def train_word2vec(sentences: DataFrame, cfg: Word2VecConfig, sample: float = 0.0,
                    input_col: str = "items", section: str = "item2vec"
                    ) -> tuple[DataFrame, dict[str, Any]]:
@@ -250,7 +260,9 @@ def train_word2vec(sentences: DataFrame, cfg: Word2VecConfig, sample: float = 0.
     details.update({f"used_{k}": getattr(resolved, k) for k in
                     ("step_size", "max_iter", "min_count", "window_size", "vector_size",
                      "num_partitions")},
-                   sample=sample)
+                   sample=sample,
+                   word2vec_repeatable=repeatable(sentences.sparkSession.sparkContext.master or "",
+                                                  resolved.num_partitions))
     counts.unpersist()
     if trained_on is not sentences:
         trained_on.unpersist()
