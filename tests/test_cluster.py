@@ -30,6 +30,7 @@ per (seed, partition, step), over the walkers sorted by id, so a recomputed part
 the same steps whatever order the shuffle delivers its walkers in.
 """
 import json
+import math
 import os
 import re
 import signal
@@ -301,8 +302,18 @@ def test_pipeline_on_a_cluster_losing_two_executors_equals_local_mode(standalone
     qc, ql = quality(killed), quality(lo)
     assert qc.keys() == ql.keys() and ("deepwalk", "hr") in qc
     assert qc[("popularity", "hr")] == ql[("popularity", "hr")]  # no training: exact
-    for key in qc:  # 200 users: one binomial standard error of HR@10 is ~0.035
-        assert abs(qc[key] - ql[key]) <= 0.1, (key, qc[key], ql[key])
+    # two independent estimates on n users (Word2Vec's floats differ on a cluster): their
+    # difference has a binomial standard error of sqrt((p1 q1 + p2 q2) / n), ~0.05 at n =
+    # 200 and HR ~0.4, so a fixed 0.1 (two of them) fails about one run in twenty by chance
+    # (it did: DeepWalk 0.337 against 0.437). Four standard errors; a broken model (HR near
+    # 0) still fails
+    # (NDCG@10 lies in [0, 1] with mean p: its variance is at most p q too)
+    n = killed.read_manifest(DATE, "evaluate")["details"]["eligible_users"]
+    assert n == lo.read_manifest(DATE, "evaluate")["details"]["eligible_users"] >= 100
+    for key in qc:
+        p1, p2 = qc[key], ql[key]
+        se = math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / n)
+        assert abs(p1 - p2) <= max(4 * se, 0.02), (key, p1, p2, n)
     # the join strategy's walks (reliable checkpoints on the cluster, a lost executor's
     # walkers recomputed) equal the same walks drawn undisturbed in local mode
     cfg = load_config(overrides=[*SAMPLE, "walks.strategy=join"])

@@ -205,10 +205,10 @@ def fuse_filled(channels: DataFrame, weights: dict[str, float], rr_k: float, k: 
     partitions by user (the aggregation's memory per task)."""
     used, wmap = _positive_weights(weights)
     fused = F.col("channel").isin(list(used))
+    channels = channels.filter(fused | (F.col("channel") == fallback))
     if partitions > 0:
         channels = channels.repartition(partitions, "user_id")
-    scored = (channels.filter(fused | (F.col("channel") == fallback))
-              .groupBy("user_id", "item_id")
+    scored = (channels.groupBy("user_id", "item_id")
               .agg(F.sum(F.when(fused, wmap[F.col("channel")]
                                 / (F.lit(float(rr_k)) + F.col("rank"))).otherwise(0.0))
                    .alias("score"),
