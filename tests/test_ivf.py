@@ -8,6 +8,7 @@ from pyspark.sql import functions as F
 from recemb_spark.neighbors import banded, ivf
 from recemb_spark.neighbors import nearest as ann
 from recemb_spark.neighbors.exact import exact_top_k
+from recemb_spark.neighbors.topk import exact_core_seconds
 
 from .test_ann import VEC, ann_cfg, clustered
 
@@ -148,6 +149,53 @@ def test_the_second_pass_keeps_the_top_k_of_the_probed_lists(spark, indexed):
     info["broadcast"].unpersist()
 
 
+@pytest.mark.parametrize("nprobe", [1, 3, 15])
+def test_the_broadcast_search_returns_the_sharded_rows(spark, indexed, nprobe):
+    """The items broadcast (ivf_local): the same rows, ranks and scores as the sharded
+    two-pass search, histories excluded, for one probe (no second round), three, and every
+    list (= the exact search)."""
+    pts, df, index, assigned = indexed
+    rows = user_rows(pts, np.random.default_rng(11), n=70)
+    rows.append(("dup", rows[0][1], []))  # one vector twice: ties broken alike
+    queries = spark.createDataFrame(rows, QUERIES)
+    probed = ivf.IvfIndex(index.centroids, index.sizes, nprobe=nprobe)
+    k = 7
+    want, winfo = ivf.ivf_top_k(spark, queries, assigned, probed, k)
+    got, info = ivf.ivf_top_k(spark, queries, assigned, probed, k, path="broadcast")
+    assert info["path"] == "broadcast" and winfo["path"] == "sharded"
+    got = got.persist()
+    assert_df_equality(got, want, ignore_row_order=True, ignore_nullable=True)
+    assert got.count() == len(rows) * k
+    hist = {q: set(h) for q, _, h in rows}
+    assert not [r for r in got.collect() if r["item_id"] in hist[r["query_id"]]]
+    got.unpersist()
+    for bc in (info["broadcast"], winfo["broadcast"]):
+        bc.unpersist()
+
+
+def test_probe_top_k_with_lists_smaller_than_k_and_empty_lists():
+    """The kernel alone: lists of 1 and 0 items, k above every list's size; the top-k of
+    the probed lists' items in score order (ties by number), excluded pairs left out."""
+    from recemb_spark.neighbors import ivf_local
+    vectors = np.array([[1, 0], [0.6, 0.8], [0, 1], [0.8, 0.6], [1, 0]], np.float32)
+    lists = np.array([0, 2, 2, 0, 3])  # list 1 is empty
+    cent = np.array([[1, 0], [0.7, 0.7], [0, 1], [1, 0]], np.float32)
+    items = ivf_local.listed_items([f"i{i}" for i in range(5)], np.array([4, 3, 2, 1, 0]),
+                                   vectors[::-1], lists[::-1], cent)
+    # row j is number 4 - j with vectors[4 - j]: number n has vectors[n] and lists[n]
+    q = np.array([[1, 0], [0, 1], [1, 0]], np.float32)
+    probes = np.array([[1, 3], [2, 1], [3, 0]])
+    excl = (np.array([0, 2]), np.array([4, 4]))  # queries 0 and 2 never get number 4
+    idx, vals = ivf_local.probe_top_k(items, q, probes, 3, excl)
+    # query 0 probes lists 1 (empty) and 3 (number 4 only, excluded): nothing
+    assert idx[0].tolist() == [-1, -1, -1]
+    # query 1 probes list 2 first: numbers 2 (0, 1) and 1 (0.6, 0.8); then the empty list
+    assert idx[1].tolist() == [2, 1, -1]
+    # query 2 probes list 3 (excluded) and then list 0: numbers 0 (1, 0), 3 (0.8, 0.6)
+    assert idx[2].tolist() == [0, 3, -1]
+    assert vals[1, :2].tolist() == vals[2, :2].tolist() == pytest.approx([1.0, 0.8])
+
+
 def test_the_number_of_lists_is_the_cheapest_rung():
     """choose_lists tries the configured list count and its halvings, each tuned on the
     queries, and keeps the cheapest by ivf_core_seconds; every probe costs a query row, so
@@ -168,6 +216,11 @@ def test_the_number_of_lists_is_the_cheapest_rung():
         assert r["estimated_recall"] >= 0.95 and 1 <= r["nprobe"] <= r["lists"]
     # finer lists need more probes for the same recall
     assert chosen.rungs[0]["nprobe"] > chosen.rungs[-1]["nprobe"]
+    # with the items broadcast a probe costs no row: the rung that scores least wins
+    local = ivf.choose_lists(unit, 1500, q, truth, valid, 0.95, 10**6, 12, seed=3,
+                             items_per_list=10, broadcast=True)
+    shares = [r["estimated_scanned_share"] for r in local.rungs]
+    assert len(local.centroids) == local.rungs[int(np.argmin(shares))]["lists"] != 18
     alone = ivf.choose_lists(unit, 1500, q[:0], truth[:0], valid[:0], 0.95, 0, 12, seed=3,
                              items_per_list=10)
     assert [r["lists"] for r in alone.rungs] == [150] and len(alone.centroids) == 150
@@ -190,6 +243,13 @@ def test_auto_method_by_estimated_cost():
     assert auto_method(layout, index, 2_000, 32, 0.97)[0] == "exact"
     full = ivf.IvfIndex(index.centroids, index.sizes, 240, 1.0, 1.0)
     assert auto_method(layout, full, 722_000, 32, 0.97)[0] == "exact"
+    # broadcast: no cost per probe row, so cheaper than sharded, and all scoring when every
+    # list is probed (exact, plus the per-query cost)
+    local = auto_method(layout, index, 722_000, 32, 0.97, broadcast=True)
+    assert local[0] == "ivf"
+    assert local[1]["ivf_core_seconds_est"] < est["ivf_core_seconds_est"] / 2
+    assert ivf.ivf_core_seconds(full, 1000, 722_000, 32, broadcast=True) == pytest.approx(
+        exact_core_seconds(1000, 722_000, 32) + 1000 * ivf.BROADCAST_QUERY_SECONDS)
 
 
 def test_stage_choice_builds_tunes_and_searches(spark, indexed):

@@ -130,6 +130,8 @@ def test_ann_stage_with_an_approximate_method(warehouse, spark, method):
     else:
         assert 1 < details["lists"] and 1 <= details["nprobe"] <= details["lists"]
         assert details["user_nprobe"] >= 1 and m[("user_recall", 20)] > 0.9
+        # the item matrix is far below the broadcast threshold: searched where the queries are
+        assert details["path"] == details["user_path"] == "broadcast"
     cands = wh.read("user_candidates", "2026-11-07", "item2vec")
     seen = (wh.read("ratings", "2026-11-07").select("user_id", "item_id").distinct())
     assert cands.join(seen, ["user_id", "item_id"]).count() == 0  # history excluded

@@ -22,6 +22,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from ..rows import one_row
+from ..vectors import unit_vectors
 from .subsample import keep_probabilities, subsample_sentences
 from .word2vec import token_counts
 
@@ -140,10 +141,7 @@ def cold_item_vectors(side: DataFrame, side_vectors: DataFrame,
               .groupBy("item_id")
               .agg(Summarizer.mean(array_to_vector(F.col("_v"))).alias("_m"))
               .select("item_id", vector_to_array(F.col("_m"), "float32").alias("vector")))
-    norm = F.sqrt(F.aggregate("vector", F.lit(0.0), lambda acc, y: acc + y * y))
-    return (pooled.withColumn("_n", norm).filter(F.col("_n") > 0)
-            .select("item_id", F.transform("vector", lambda x: (x / F.col("_n")).cast("float"))
-                    .alias("vector")))
+    return unit_vectors(pooled)
 
 
 def with_cold_items(items: DataFrame, side_vectors: DataFrame,

@@ -40,7 +40,7 @@ from pyspark import Broadcast
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from . import blocks
+from . import blocks, ivf_local
 from .topk import exact_core_seconds, exclusions, query_matrix, stream_top_k, unit_rows
 
 #: items per list the index aims at (``n_lists`` = items / this, within 1..MAX_LISTS): small
@@ -56,6 +56,9 @@ KMEANS_ITERATIONS = 15
 #: (item2vec: 10 probes, 95 s on 2 cores; DeepWalk: 4 probes, 56 s)
 PROBE_ROW_SECONDS = 16e-6
 QUERY_SECONDS = 80e-6
+#: the broadcast path (:mod:`~recemb_spark.neighbors.ivf_local`: no probe rows) per query, on
+#: top of the scored pairs: fitted to the same two models' item queries (28 and 44 µs)
+BROADCAST_QUERY_SECONDS = 40e-6
 CANDIDATE_SCHEMA = "query_id string, item_id string, item_idx long, score float"
 
 
@@ -169,12 +172,16 @@ def tune_probes(q: np.ndarray, truth: np.ndarray, valid: np.ndarray, index: IvfI
                    est_scanned=scanned)
 
 
-def ivf_core_seconds(index: IvfIndex, n_queries: int, n_items: int, dim: int) -> float:
+def ivf_core_seconds(index: IvfIndex, n_queries: int, n_items: int, dim: int,
+                     broadcast: bool = False) -> float:
     """Estimated core-seconds of :func:`ivf_top_k`: the scored pairs at the exact kernel's
-    cost plus :data:`PROBE_ROW_SECONDS` per query-probe row and :data:`QUERY_SECONDS` per
-    query."""
-    return (exact_core_seconds(n_queries, int(index.est_scanned * n_items), dim)
-            + n_queries * (index.nprobe * PROBE_ROW_SECONDS + QUERY_SECONDS))
+    cost plus, sharded, :data:`PROBE_ROW_SECONDS` per query-probe row and
+    :data:`QUERY_SECONDS` per query; with the items ``broadcast``,
+    :data:`BROADCAST_QUERY_SECONDS` per query."""
+    scoring = exact_core_seconds(n_queries, int(index.est_scanned * n_items), dim)
+    if broadcast:
+        return scoring + n_queries * BROADCAST_QUERY_SECONDS
+    return scoring + n_queries * (index.nprobe * PROBE_ROW_SECONDS + QUERY_SECONDS)
 
 
 def with_lists(df: DataFrame, bc: Broadcast, n: int, col: str) -> DataFrame:
@@ -221,18 +228,18 @@ class ListChoice:
 
 def choose_lists(sample: np.ndarray, n_items: int, q: np.ndarray, truth: np.ndarray,
                  valid: np.ndarray, target: float, n_queries: int, dim: int, seed: int,
-                 items_per_list: int = ITEMS_PER_LIST) -> ListChoice:
-    """The number of lists by estimated cost: for ``n_lists_for(n_items, items_per_list)``
-    lists and :data:`LIST_LADDER` - 1 halvings of it, k-means on ``sample`` (unit rows),
-    list sizes estimated from the sample's assignment, probes tuned on the queries ``q``
+                 items_per_list: int = ITEMS_PER_LIST, broadcast: bool = False) -> ListChoice:
+    """The number of lists by estimated cost: for ``n_lists_for(n_items, items_per_list)`` lists
+    and :data:`LIST_LADDER` - 1 halvings of it, k-means on ``sample`` (unit rows), list sizes
+    estimated from the sample's assignment, probes tuned on the queries ``q``
     (:func:`tune_probes`, ``target`` recall), and :func:`ivf_core_seconds` for ``n_queries``
-    queries; the cheapest wins (the first on a tie). Why: each probe repeats the query's row
-    (:data:`PROBE_ROW_SECONDS`, and its shuffle bytes) and finer lists need more probes for
-    the same recall. ALS's inner-product queries at 3M items needed 267 of 1,000 lists for
-    recall 0.97 of their top 50 (267 copies of every user's row, past 100 GB of shuffle); on
-    the 722k-item log's ALS factors 30 lists needed 14 probes (27% of the items scored) where
-    240 needed 59 (8.7%), an estimated 542 against 1,046 µs per query. Without queries the
-    first rung is used."""
+    queries on the path ``broadcast`` says; the cheapest wins (the first on a tie). Why:
+    sharded, each probe repeats the query's row (:data:`PROBE_ROW_SECONDS`, and its shuffle
+    bytes) and finer lists need more probes for the same recall. ALS's inner-product queries at
+    3M items needed 267 of 1,000 lists for recall 0.97 of their top 50 (267 copies of every
+    user's row, past 100 GB of shuffle); on the 722k-item log's ALS factors 30 lists needed 14
+    probes (27% of the items scored) where 240 needed 59 (8.7%), an estimated 542 against 1,046
+    µs per query. Without queries the first rung is used."""
     x = unit_rows(sample)
     first = n_lists_for(n_items, items_per_list)
     counts = sorted({max(1, first >> j) for j in range(LIST_LADDER)}, reverse=True)
@@ -245,7 +252,7 @@ def choose_lists(sample: np.ndarray, n_items: int, q: np.ndarray, truth: np.ndar
         sizes = np.bincount(nearest_lists(x, cent, 1)[:, 0], minlength=len(cent))
         sizes = np.round(sizes * (n_items / max(len(x), 1))).astype(np.int64)
         tuned = tune_probes(q, truth, valid, IvfIndex(cent, sizes), target)
-        cost = ivf_core_seconds(tuned, n_queries, n_items, dim)
+        cost = ivf_core_seconds(tuned, n_queries, n_items, dim, broadcast)
         rungs.append({"lists": len(cent), "nprobe": tuned.nprobe,
                       "estimated_recall": round(tuned.est_recall, 4),
                       "estimated_scanned_share": round(tuned.est_scanned, 4),
@@ -392,7 +399,8 @@ def two_pass_top_k(spark: SparkSession, qs: DataFrame, first_list: Column,
 
 def ivf_top_k(spark: SparkSession, queries: DataFrame, assigned: DataFrame, index: IvfIndex,
               k: int, query_rows: int = blocks.QUERY_BLOCK_ROWS,
-              item_rows: int | None = None) -> tuple[DataFrame, dict[str, Any]]:
+              item_rows: int | None = None,
+              path: str = "sharded") -> tuple[DataFrame, dict[str, Any]]:
     """Top-``k`` items per query among the items of its ``index.nprobe`` nearest lists:
     ``(query_id, item_id, rank, score)``, score descending, ties by natural id order (as the
     exact search), and counters.
@@ -401,8 +409,15 @@ def ivf_top_k(spark: SparkSession, queries: DataFrame, assigned: DataFrame, inde
     skipped); ``assigned``: :func:`build_index`'s items with their list. A task holds at most
     about ``query_rows`` queries and ``item_rows`` items (default
     :func:`~recemb_spark.neighbors.blocks.item_block_rows` of the dimension): see
-    :func:`two_pass_top_k`. With ``nprobe`` = all lists this is the exact top-``k``."""
+    :func:`two_pass_top_k`. With ``nprobe`` = all lists this is the exact top-``k``.
+    ``path``: ``sharded`` as above, or ``broadcast``: the items broadcast and the queries
+    searched where they are (:mod:`recemb_spark.neighbors.ivf_local`; the caller checked the
+    threshold), the same rows."""
     nprobe = index.nprobe
+    if path == "broadcast":
+        out, info = ivf_local.broadcast_ivf_top_k(spark, queries, assigned, index.centroids,
+                                                  nprobe, k)
+        return out, {**info, "path": path}
     bc = spark.sparkContext.broadcast(index.centroids)
     qs = with_lists(queries.filter(F.col("vector").isNotNull())
                     .select("query_id", "vector", "exclude"), bc, nprobe, "lists").persist()
@@ -414,5 +429,5 @@ def ivf_top_k(spark: SparkSession, queries: DataFrame, assigned: DataFrame, inde
         spark, qs, F.col("lists")[0], F.slice("lists", 2, nprobe - 1) if nprobe > 1 else None,
         items, index.sizes, k, query_rows, item_rows)
     item_blocks = sum(blocks.blocks_of(int(n), item_rows) for n in index.sizes)
-    return out, {**info, "broadcast": bc, "cached": [qs, *info["cached"]],
+    return out, {**info, "broadcast": bc, "cached": [qs, *info["cached"]], "path": path,
                  "queries": n_queries, "item_blocks": item_blocks}

@@ -44,6 +44,7 @@ from pyspark.sql import functions as F
 
 from ..config import AnnConfig
 from ..rows import one_row
+from ..vectors import unit_vectors
 from . import blocks, ivf, lsh_join
 from .banded import (
     MAX_HASHES,
@@ -77,10 +78,9 @@ def squared_norm(col: str = "vector") -> Column:
 
 
 def normalise(vectors: DataFrame, id_col: str = "item_id") -> DataFrame:
-    """``(id_col, vector)`` with every vector scaled to unit length (zero vectors dropped)."""
-    return (vectors.withColumn("_n", F.sqrt(squared_norm())).filter(F.col("_n") > 0)
-            .select(id_col, F.transform("vector", lambda x: (x / F.col("_n")).cast("float"))
-                    .alias("vector")))
+    """``(id_col, vector)`` with every vector scaled to unit length (zero vectors dropped):
+    :func:`recemb_spark.vectors.unit_vectors`."""
+    return unit_vectors(vectors, id_col)
 
 
 def auto_bucket_length(cfg: AnnConfig, dim: int) -> float:
@@ -391,16 +391,18 @@ def lsh_user_candidates(spark: SparkSession, items: DataFrame, users: DataFrame,
 
 
 def ivf_index(spark: SparkSession, items: DataFrame, cfg: AnnConfig, n_items: int, dim: int,
-              sample: TuneSample, n_queries: int) -> tuple[ivf.IvfIndex, DataFrame]:
+              sample: TuneSample, n_queries: int,
+              broadcast: bool = False) -> tuple[ivf.IvfIndex, DataFrame]:
     """The IVF index of unit-length ``items`` and the items with their list (persisted: the
     caller unpersists): centroids trained on a seeded sample of at most
     :data:`~recemb_spark.neighbors.ivf.TRAIN_SAMPLE` items, as many lists as
     :func:`recemb_spark.neighbors.ivf.choose_lists` finds cheapest for ``n_queries`` queries
-    like the tuning ``sample``'s (:func:`tune_queries`)."""
+    like the tuning ``sample``'s (:func:`tune_queries`), searched on the path ``broadcast``
+    says."""
     _, train = hashed_sample(items, "item_id", ivf.TRAIN_SAMPLE, cfg.seed)
     q, truth, valid = first_rows(sample, cfg.ivf_tune_sample)
     chosen = ivf.choose_lists(train, n_items, q, truth, valid, cfg.target_recall, n_queries,
-                              dim, cfg.seed, cfg.ivf_items_per_list)
+                              dim, cfg.seed, cfg.ivf_items_per_list, broadcast)
     log.info("ivf: lists by estimated cost %s", chosen.rungs)
     return ivf.build_index(spark, items, chosen.centroids, chosen.rungs)
 
@@ -427,10 +429,12 @@ def item_queries(vectors: DataFrame) -> DataFrame:
 
 
 def ivf_item_neighbors(spark: SparkSession, vectors: DataFrame, assigned: DataFrame,
-                       index: ivf.IvfIndex, k: int) -> tuple[DataFrame, dict[str, Any]]:
+                       index: ivf.IvfIndex, k: int,
+                       path: str = "sharded") -> tuple[DataFrame, dict[str, Any]]:
     """IVF top-``k`` neighbours per item ``(item_id, neighbor_id, rank, similarity)``
-    (persisted) and the counters; ``index`` tuned for the item queries (:func:`ivf_tuned`)."""
-    out, info = ivf.ivf_top_k(spark, item_queries(vectors), assigned, index, k)
+    (persisted) and the counters; ``index`` tuned for the item queries (:func:`ivf_tuned`);
+    ``path`` as in :func:`~recemb_spark.neighbors.ivf.ivf_top_k`."""
+    out, info = ivf.ivf_top_k(spark, item_queries(vectors), assigned, index, k, path=path)
     info.update(index.details())
     return materialise(out.select(F.col("query_id").alias("item_id"),
                                   F.col("item_id").alias("neighbor_id"), "rank",
@@ -439,13 +443,14 @@ def ivf_item_neighbors(spark: SparkSession, vectors: DataFrame, assigned: DataFr
 
 def ivf_user_candidates(spark: SparkSession, items: DataFrame, assigned: DataFrame,
                         index: ivf.IvfIndex, users: DataFrame, histories: DataFrame,
-                        cfg: AnnConfig, k: int, n_items: int,
-                        dim: int) -> tuple[DataFrame, dict[str, Any]]:
+                        cfg: AnnConfig, k: int, n_items: int, dim: int,
+                        path: str = "sharded") -> tuple[DataFrame, dict[str, Any]]:
     """IVF top-``k`` unseen items per user ``(user_id, item_id, rank, score)`` (persisted),
-    ``nprobe`` tuned for the user queries. Vectors must be unit-length."""
+    ``nprobe`` tuned for the user queries; ``path`` as in
+    :func:`~recemb_spark.neighbors.ivf.ivf_top_k`. Vectors must be unit-length."""
     queries = user_queries(users, histories)
     tuned = ivf_tuned(spark, queries, items, index, cfg, k, False, n_items, dim)
-    out, info = ivf.ivf_top_k(spark, queries, assigned, tuned, k)
+    out, info = ivf.ivf_top_k(spark, queries, assigned, tuned, k, path=path)
     info.update(tuned.details())
     return materialise(out.withColumnRenamed("query_id", "user_id"), info)
 

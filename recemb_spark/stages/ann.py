@@ -52,10 +52,11 @@ class Choice:
 
 
 def auto_method(layout: BandLayout, index: IvfIndex, n_items: int, dim: int,
-                target: float) -> tuple[str, dict[str, Any]]:
+                target: float, broadcast: bool = False) -> tuple[str, dict[str, Any]]:
     """The method of lowest estimated core-seconds for the item self-join, and the
     estimates: exact (:func:`~recemb_spark.neighbors.topk.exact_core_seconds`), the tuned
-    ivf ``index`` (:func:`~recemb_spark.neighbors.ivf.ivf_core_seconds`) and the tuned lsh
+    ivf ``index`` (:func:`~recemb_spark.neighbors.ivf.ivf_core_seconds`, on the path
+    ``broadcast`` says) and the tuned lsh
     ``layout`` (:func:`~recemb_spark.neighbors.banded.lsh_core_seconds`); a method estimated
     short of ``target`` recall counts :data:`SHORT_RECALL_FACTOR` times its cost; ties go
     by :data:`AUTO_ORDER`."""
@@ -63,7 +64,7 @@ def auto_method(layout: BandLayout, index: IvfIndex, n_items: int, dim: int,
         return 1.0 if recall >= target else SHORT_RECALL_FACTOR
 
     costs = {"exact": exact_core_seconds(n_items, n_items, dim),
-             "ivf": ivf_core_seconds(index, n_items, n_items, dim),
+             "ivf": ivf_core_seconds(index, n_items, n_items, dim, broadcast),
              "lsh": lsh_core_seconds(layout, n_items)}
     weighted = {"exact": costs["exact"], "ivf": costs["ivf"] * factor(index.est_recall),
                 "lsh": costs["lsh"] * factor(layout.est_recall)}
@@ -75,24 +76,29 @@ def auto_method(layout: BandLayout, index: IvfIndex, n_items: int, dim: int,
 
 
 def ivf_choice(spark: SparkSession, items: DataFrame, cfg: AnnConfig, n_items: int, dim: int,
-               sample: ann.TuneSample | None = None) -> tuple[IvfIndex, DataFrame]:
-    """The ivf index of ``items``, its lists chosen and its probes tuned for the item queries
-    (on ``sample`` when given, else on a sample drawn here)."""
+               sample: ann.TuneSample | None = None,
+               broadcast: bool = False) -> tuple[IvfIndex, DataFrame]:
+    """The ivf index of ``items``, its lists chosen for the path ``broadcast`` says and its
+    probes tuned for the item queries (on ``sample`` when given, else on a sample drawn
+    here)."""
     sample = sample or ann.tune_queries(spark, items, items, cfg.k, True, n_items, dim,
                                         cfg.ivf_tune_sample, cfg.seed)
-    index, assigned = ann.ivf_index(spark, items, cfg, n_items, dim, sample, n_items)
+    index, assigned = ann.ivf_index(spark, items, cfg, n_items, dim, sample, n_items,
+                                    broadcast)
     tuned = ann.ivf_tuned(spark, items, items, index, cfg, cfg.k, True, n_items, dim, sample)
     return tuned, assigned
 
 
 def choose_method(spark: SparkSession, items: DataFrame, cfg: AnnConfig, n_items: int,
-                  dim: int) -> Choice:
+                  dim: int, broadcast: bool = False) -> Choice:
     """``ann.method`` (ivf: its index built and tuned), or for ``auto``: exact up to
     ``auto_exact_max_items`` items; above, the lsh layout and the ivf index are tuned on one
     sample and the cheapest method by estimate is chosen (:func:`auto_method`; lsh when
-    ``ann.tune`` is off)."""
+    ``ann.tune`` is off). ``broadcast``: whether the ivf search may broadcast the items
+    (:func:`ivf_path`)."""
     if cfg.method == "ivf" and n_items:
-        return Choice("ivf", index=ivf_choice(spark, items, cfg, n_items, dim))
+        return Choice("ivf", index=ivf_choice(spark, items, cfg, n_items, dim,
+                                              broadcast=broadcast))
     if cfg.method == "ivf":  # no items: nothing to cluster, the exact search of nothing
         return Choice("exact")
     if cfg.method != "auto":
@@ -104,14 +110,22 @@ def choose_method(spark: SparkSession, items: DataFrame, cfg: AnnConfig, n_items
     sample = ann.tune_queries(spark, items, items, cfg.k, True, n_items, dim,
                               max(cfg.tune_sample, cfg.ivf_tune_sample), cfg.seed)
     layout = ann.item_layout(spark, items, cfg, cfg.k, n_items, dim, sample)
-    index = ivf_choice(spark, items, cfg, n_items, dim, sample)
-    method, estimates = auto_method(layout[0], index[0], n_items, dim, cfg.target_recall)
+    index = ivf_choice(spark, items, cfg, n_items, dim, sample, broadcast)
+    method, estimates = auto_method(layout[0], index[0], n_items, dim, cfg.target_recall,
+                                    broadcast)
     log.info("ann auto: %s (%s)", method, estimates)
     choice = Choice(method, layout if method == "lsh" else None,
                     index if method == "ivf" else None, estimates)
     if method != "ivf":
         index[1].unpersist()
     return choice
+
+
+def ivf_path(exact: str | None) -> str:
+    """The ivf search's path for the exact method's ``exact`` path: ``broadcast`` when the
+    item matrix may be broadcast (the one threshold, :func:`~recemb_spark.neighbors.blocks.
+    choose_path`), else ``sharded``."""
+    return "broadcast" if exact == "broadcast" else "sharded"
 
 
 def item_neighbors(spark: SparkSession, items: DataFrame, cfg: AnnConfig, choice: Choice,
@@ -124,7 +138,8 @@ def item_neighbors(spark: SparkSession, items: DataFrame, cfg: AnnConfig, choice
                                          broadcast_max_mb=cfg.broadcast_max_mb), {})
     if choice.method == "ivf":
         assert choice.index is not None  # choose_method builds it
-        return ann.ivf_item_neighbors(spark, items, choice.index[1], choice.index[0], cfg.k)
+        return ann.ivf_item_neighbors(spark, items, choice.index[1], choice.index[0], cfg.k,
+                                      ivf_path(exact))
     if choice.method == "lsh":
         return ann.lsh_item_neighbors(spark, items, cfg, cfg.k, choice.layout)
     return ann.spark_lsh_item_neighbors(spark, items, cfg, cfg.k)
@@ -143,7 +158,7 @@ def users_top_k(spark: SparkSession, items: DataFrame, users: DataFrame, seen: D
     if choice.method == "ivf":
         assert choice.index is not None
         return ann.ivf_user_candidates(spark, items, choice.index[1], choice.index[0], users,
-                                       seen, cfg, k, n_items, dim)
+                                       seen, cfg, k, n_items, dim, ivf_path(exact))
     if choice.method == "lsh":
         return ann.lsh_user_candidates(spark, items, users, seen, cfg, k)
     return ann.spark_lsh_user_candidates(spark, items, users, seen, cfg, k)
@@ -164,10 +179,10 @@ def run(ctx: StageContext) -> None:
         items = ann.normalise(wh.read("item_embeddings", run_date, model)).persist()
         n_items, dim = blocks.table_shape(items)
         t0 = time.perf_counter()
-        choice = choose_method(spark, items, a, n_items, dim)
-        method = choice.method
         limit = blocks.broadcast_limit(spark, a.broadcast_max_mb)  # decided once per model
         exact = blocks.choose_path(n_items, dim, n_items, limit, k=a.k)
+        choice = choose_method(spark, items, a, n_items, dim, ivf_path(exact) == "broadcast")
+        method = choice.method
         neighbors, stats = item_neighbors(spark, items, a, choice, exact)
         neighbors = neighbors.withColumn("method", F.lit(method)).persist()
         res.rows[f"item_neighbors_{model}"] = wh.write(neighbors, "item_neighbors", run_date,

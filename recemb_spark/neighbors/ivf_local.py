@@ -1,0 +1,183 @@
+"""The IVF search with the item matrix broadcast: the fast path below the broadcast threshold.
+
+Why: the sharded search (:func:`recemb_spark.neighbors.ivf.two_pass_top_k`) copies every
+query's row once per probed list through a shuffle and a cogroup. On the 722k-item log that
+overhead, not the scoring, was most of the time: item2vec's item queries probed 10 lists,
+7.2M probe rows, 80 s on 2 cores for 4% of the pairs scored. When the item matrix fits a
+Python worker (:func:`recemb_spark.neighbors.blocks.choose_path`, the threshold of every
+item-matrix broadcast) each task takes a slice of the queries where they are, finds their
+lists, and scores them against the items of those lists in numpy: nothing per probe is a
+Spark row.
+
+The broadcast :class:`ListedItems` holds the matrix ordered by (list, natural id number), so a
+list's items are one column range. :func:`probe_top_k` searches a block of queries in two
+rounds, as the sharded search's two passes: every query against its nearest list, then
+against the others keeping only what beats its ``k``-th best of the first round. Scores are
+the exact kernel's (:func:`~recemb_spark.neighbors.topk.stream_top_k`) and ties go by natural
+id number, so both paths return the same rows.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from .topk import TOPK_SCHEMA, best_per_row, exclusions, query_matrix, stream_top_k, topk_batch
+
+
+@dataclass
+class ListedItems:
+    """The items of an IVF index, as one worker holds them: ``ids`` (Arrow strings, indexed
+    by the natural id number ``item_idx``), ``mt`` (dim x items, C-contiguous, columns in
+    (list, ``item_idx``) order), ``number`` (the ``item_idx`` of each column), ``starts``
+    (list ``l``'s columns are ``starts[l]:starts[l + 1]``) and ``centroids``."""
+
+    ids: pa.Array
+    mt: np.ndarray
+    number: np.ndarray
+    starts: np.ndarray
+    centroids: np.ndarray
+
+    @property
+    def list_of(self) -> np.ndarray:
+        """The list of every ``item_idx``."""
+        out = np.empty(len(self.number), np.int64)
+        sizes = np.diff(self.starts)
+        out[self.number] = np.repeat(np.arange(len(sizes)), sizes)
+        return out
+
+    @property
+    def column_of(self) -> np.ndarray:
+        """The column of ``mt`` of every ``item_idx``."""
+        out = np.empty(len(self.number), np.int64)
+        out[self.number] = np.arange(len(self.number))
+        return out
+
+
+def listed_items(ids: list[str], item_idx: np.ndarray, vectors: np.ndarray,
+                 lists: np.ndarray, centroids: np.ndarray) -> ListedItems:
+    """:class:`ListedItems` of items numbered ``item_idx`` (0..n-1, any order), with their
+    unit ``vectors`` (one row each) and ``lists``."""
+    n = len(ids)
+    by_number = np.empty(n, np.int64)
+    by_number[item_idx] = np.arange(n)
+    id_array = pa.array([ids[i] for i in by_number], pa.string())
+    order = np.lexsort((item_idx, lists))
+    sizes = np.bincount(lists, minlength=len(centroids))
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    mt = np.ascontiguousarray(np.asarray(vectors, np.float32)[order].T)
+    return ListedItems(id_array, mt, np.asarray(item_idx, np.int64)[order], starts,
+                       np.asarray(centroids, np.float32))
+
+
+def collect_listed(assigned: DataFrame, centroids: np.ndarray) -> ListedItems:
+    """:func:`listed_items` of :func:`~recemb_spark.neighbors.ivf.build_index`'s items
+    ``(item_idx, item_id, vector, list)``, collected to the driver through Arrow (the caller
+    checked the broadcast threshold)."""
+    table = assigned.select("item_idx", "item_id", "vector", "list").toArrow()
+    n = table.num_rows
+    vectors = table.column("vector").combine_chunks()
+    dim = centroids.shape[1]
+    flat = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    return listed_items(table.column("item_id").to_pylist(),
+                        table.column("item_idx").to_numpy().astype(np.int64),
+                        flat.reshape(n, dim) if n else np.zeros((0, dim), np.float32),
+                        table.column("list").to_numpy().astype(np.int64), centroids)
+
+
+def _search(items: ListedItems, q: np.ndarray, rows: np.ndarray, lists: np.ndarray, k: int,
+            ex: tuple[np.ndarray, np.ndarray], floor: np.ndarray | None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidates ``(row, item_idx, score)`` of query ``rows`` each against the items of its
+    entry of ``lists``: per (row, list) at most ``k``, exact scores. ``ex``: excluded ``(row,
+    list column)`` pairs, sorted by row; ``floor``: per query row, the score below which
+    nothing is wanted (or None)."""
+    out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    order = np.argsort(lists, kind="stable")
+    rows, lists = rows[order], lists[order]
+    cuts = np.flatnonzero(np.diff(lists)) + 1
+    ex_r, ex_c = ex
+    for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(rows)]]),
+                    strict=True):
+        if a == b:
+            continue
+        li = int(lists[a])
+        c0, c1 = int(items.starts[li]), int(items.starts[li + 1])
+        if c0 == c1:
+            continue
+        qr = rows[a:b]  # ascending (stable sort of ascending rows)
+        lo, hi = np.searchsorted(ex_r, [qr[0], qr[-1] + 1])
+        er, ec = ex_r[lo:hi], ex_c[lo:hi]
+        here = (ec >= c0) & (ec < c1)
+        er, ec = er[here], ec[here] - c0
+        local = np.searchsorted(qr, er)
+        hit = (local < len(qr)) & (qr[np.minimum(local, len(qr) - 1)] == er)
+        idx, vals = stream_top_k(q[qr], items.mt[:, c0:c1], min(k, c1 - c0),
+                                 (local[hit], ec[hit]),
+                                 floor=None if floor is None else floor[qr])
+        r, s = np.nonzero(idx >= 0)
+        out.append((qr[r], items.number[c0 + idx[r, s]], vals[r, s]))
+    if not out:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0, np.float32)
+    rr, cc, vv = (np.concatenate(x) for x in zip(*out, strict=True))
+    return rr, cc, vv
+
+
+def probe_top_k(items: ListedItems, q: np.ndarray, probes: np.ndarray, k: int,
+                exclude: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` items per query row of ``q`` (unit rows) among the items of its lists
+    ``probes`` (``(n_q, nprobe)``, nearest first): ``(item_idx, score)`` arrays ``(n_q, k)``,
+    best first, ties by ``item_idx``, padded with -1 / -inf. ``exclude``: ``(row, item_idx)``
+    pairs never returned. Two rounds: the nearest list, then the others with each query's
+    ``k``-th best of the first as its floor."""
+    n_q = len(q)
+    if n_q == 0 or probes.shape[1] == 0:
+        return np.full((n_q, k), -1, np.int64), np.full((n_q, k), -np.inf, np.float32)
+    ex_r, ex_n = exclude
+    ex_c = items.column_of[ex_n] if len(ex_n) else np.zeros(0, np.int64)
+    order = np.argsort(ex_r, kind="stable")
+    ex = (np.asarray(ex_r, np.int64)[order], ex_c[order])
+    all_rows = np.arange(n_q, dtype=np.int64)
+    r1, c1, v1 = _search(items, q, all_rows, probes[:, 0].astype(np.int64), k, ex, None)
+    best_i, best_v = best_per_row(r1, c1, v1, n_q, k)
+    if probes.shape[1] == 1:
+        return best_i, best_v
+    more = probes[:, 1:]
+    r2, c2, v2 = _search(items, q, np.repeat(all_rows, more.shape[1]),
+                         more.ravel().astype(np.int64), k, ex, best_v[:, k - 1])
+    ok = best_i >= 0
+    rows, slots = np.nonzero(ok)
+    return best_per_row(np.concatenate([rows, r2]), np.concatenate([best_i[ok], c2]),
+                        np.concatenate([best_v[ok], v2]), n_q, k)
+
+
+def broadcast_ivf_top_k(spark: SparkSession, queries: DataFrame, assigned: DataFrame,
+                        centroids: np.ndarray, nprobe: int, k: int
+                        ) -> tuple[DataFrame, dict[str, Any]]:
+    """:func:`~recemb_spark.neighbors.ivf.ivf_top_k` with the items broadcast:
+    ``(query_id, item_id, rank, score)`` (the same rows as the sharded search) and
+    ``{"broadcast": ...}`` (the caller unpersists it). ``queries``: ``(query_id, vector,
+    exclude)``, unit vectors, null vectors skipped; ``assigned``: the indexed items."""
+    bc = spark.sparkContext.broadcast(collect_listed(assigned, centroids))
+    from .ivf import nearest_lists  # ivf imports this module
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        items: ListedItems = bc.value
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            q = query_matrix(batch, 1)
+            probes = nearest_lists(q, items.centroids, nprobe)
+            idx, vals = probe_top_k(items, q, probes, min(k, len(items.number)),
+                                    exclusions(batch.column(2), items.ids))
+            yield topk_batch(batch.column(0), idx, vals, items.ids)
+
+    out = (queries.filter(F.col("vector").isNotNull())
+           .select("query_id", "vector", "exclude").mapInArrow(run, TOPK_SCHEMA))
+    return out, {"broadcast": bc}
