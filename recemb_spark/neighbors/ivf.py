@@ -41,7 +41,15 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from . import blocks, ivf_local
-from .topk import exact_core_seconds, exclusions, query_matrix, stream_top_k, unit_rows
+from .topk import (
+    TOPK_SCHEMA,
+    exact_core_seconds,
+    exclusions,
+    query_matrix,
+    stream_top_k,
+    topk_batch,
+    unit_rows,
+)
 
 #: items per list the index aims at (``n_lists`` = items / this, within 1..MAX_LISTS): small
 #: lists scan less per probe, many lists need more probes and more query rows
@@ -415,7 +423,7 @@ def ivf_top_k(spark: SparkSession, queries: DataFrame, assigned: DataFrame, inde
     threshold), the same rows."""
     nprobe = index.nprobe
     if path == "broadcast":
-        out, info = ivf_local.broadcast_ivf_top_k(spark, queries, assigned, index.centroids,
+        out, info = broadcast_ivf_top_k(spark, queries, assigned, index.centroids,
                                                   nprobe, k)
         return out, {**info, "path": path}
     bc = spark.sparkContext.broadcast(index.centroids)
@@ -431,3 +439,28 @@ def ivf_top_k(spark: SparkSession, queries: DataFrame, assigned: DataFrame, inde
     item_blocks = sum(blocks.blocks_of(int(n), item_rows) for n in index.sizes)
     return out, {**info, "broadcast": bc, "cached": [qs, *info["cached"]], "path": path,
                  "queries": n_queries, "item_blocks": item_blocks}
+
+
+def broadcast_ivf_top_k(spark: SparkSession, queries: DataFrame, assigned: DataFrame,
+                        centroids: np.ndarray, nprobe: int, k: int
+                        ) -> tuple[DataFrame, dict[str, Any]]:
+    """:func:`ivf_top_k` with the items broadcast (:mod:`~recemb_spark.neighbors.ivf_local`):
+    ``(query_id, item_id, rank, score)`` (the same rows as the sharded search) and
+    ``{"broadcast": ...}`` (the caller unpersists it). ``queries``: ``(query_id, vector,
+    exclude)``, unit vectors, null vectors skipped; ``assigned``: the indexed items."""
+    bc = spark.sparkContext.broadcast(ivf_local.collect_listed(assigned, centroids))
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        items: ivf_local.ListedItems = bc.value
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            q = query_matrix(batch, 1)
+            probes = nearest_lists(q, items.centroids, nprobe)
+            idx, vals = ivf_local.probe_top_k(items, q, probes, min(k, len(items.number)),
+                                              exclusions(batch.column(2), items.ids))
+            yield topk_batch(batch.column(0), idx, vals, items.ids)
+
+    out = (queries.filter(F.col("vector").isNotNull())
+           .select("query_id", "vector", "exclude").mapInArrow(run, TOPK_SCHEMA))
+    return out, {"broadcast": bc}

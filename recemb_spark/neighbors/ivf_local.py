@@ -9,7 +9,8 @@ item-matrix broadcast) each task takes a slice of the queries where they are, fi
 lists, and scores them against the items of those lists in numpy: nothing per probe is a
 Spark row.
 
-The broadcast :class:`ListedItems` holds the matrix ordered by (list, natural id number), so a
+:func:`~recemb_spark.neighbors.ivf.broadcast_ivf_top_k` runs it on Spark. The broadcast
+:class:`ListedItems` holds the matrix ordered by (list, natural id number), so a
 list's items are one column range. :func:`probe_top_k` searches a block of queries in two
 rounds, as the sharded search's two passes: every query against its nearest list, then
 against the others keeping only what beats its ``k``-th best of the first round. Scores are
@@ -18,16 +19,13 @@ id number, so both paths return the same rows.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame
 
-from .topk import TOPK_SCHEMA, best_per_row, exclusions, query_matrix, stream_top_k, topk_batch
+from .topk import best_per_row, stream_top_k
 
 
 @dataclass
@@ -155,29 +153,3 @@ def probe_top_k(items: ListedItems, q: np.ndarray, probes: np.ndarray, k: int,
     rows, slots = np.nonzero(ok)
     return best_per_row(np.concatenate([rows, r2]), np.concatenate([best_i[ok], c2]),
                         np.concatenate([best_v[ok], v2]), n_q, k)
-
-
-def broadcast_ivf_top_k(spark: SparkSession, queries: DataFrame, assigned: DataFrame,
-                        centroids: np.ndarray, nprobe: int, k: int
-                        ) -> tuple[DataFrame, dict[str, Any]]:
-    """:func:`~recemb_spark.neighbors.ivf.ivf_top_k` with the items broadcast:
-    ``(query_id, item_id, rank, score)`` (the same rows as the sharded search) and
-    ``{"broadcast": ...}`` (the caller unpersists it). ``queries``: ``(query_id, vector,
-    exclude)``, unit vectors, null vectors skipped; ``assigned``: the indexed items."""
-    bc = spark.sparkContext.broadcast(collect_listed(assigned, centroids))
-    from .ivf import nearest_lists  # ivf imports this module
-
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        items: ListedItems = bc.value
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            q = query_matrix(batch, 1)
-            probes = nearest_lists(q, items.centroids, nprobe)
-            idx, vals = probe_top_k(items, q, probes, min(k, len(items.number)),
-                                    exclusions(batch.column(2), items.ids))
-            yield topk_batch(batch.column(0), idx, vals, items.ids)
-
-    out = (queries.filter(F.col("vector").isNotNull())
-           .select("query_id", "vector", "exclude").mapInArrow(run, TOPK_SCHEMA))
-    return out, {"broadcast": bc}
