@@ -47,16 +47,21 @@ def test_bands_cut_by_norm_with_a_covering_bound(spark):
         cached.unpersist()
 
 
-@pytest.mark.parametrize("k, blocks", [(10, {"query_rows": 7, "item_rows": 30}), (120, {})])
+@pytest.mark.parametrize("k, blocks", [(10, {"query_rows": 7, "item_rows": 30}), (120, {}),
+                                       (10, {"broadcast": True}), (120, {"broadcast": True})])
 def test_the_pruned_search_is_the_exact_search(spark, k, blocks):
     """Same rows (ids, ranks, ties, exclusions) as the exact dot-product search, with bands
     cut into small blocks (several per band), while scoring well under all the pairs; with
-    k past band 0's 100 items (no floor: every band searched) too. (Default blocks: the ALS
-    test below.)"""
+    k past band 0's 100 items (no floor: every band searched) too; on either path (the
+    items broadcast: the pairs scored counted by the tasks). (Default blocks: the ALS test
+    below.)"""
+    from recemb_spark.neighbors.nearest import materialise
     x = factors(600, 8, seed=2)
     items = spark.createDataFrame([(f"i{i}", v.tolist()) for i, v in enumerate(x)], VEC)
     queries = spark.createDataFrame(query_rows(x, 40, seed=3), QUERIES)
-    got, info = normbound.norm_top_k(spark, queries, items, k, n_bands=6, **blocks)
+    got, info = materialise(*normbound.norm_top_k(spark, queries, items, k, n_bands=6,
+                                                  **blocks))
+    assert info["path"] == ("broadcast" if blocks.get("broadcast") else "sharded")
     want = exact_top_k(spark, queries, items, k, "dot", path="broadcast")
     assert_df_equality(got.select("query_id", "item_id", "rank"),
                        want.select("query_id", "item_id", "rank"),
@@ -70,8 +75,7 @@ def test_the_pruned_search_is_the_exact_search(spark, k, blocks):
         assert 0.1 < info["scanned_share"] < 0.75  # the bound pruned: not every pair scored
     else:
         assert info["scanned_share"] == 1.0  # no floor: all pairs
-    for df in info["cached"]:
-        df.unpersist()
+    got.unpersist()
 
 
 def test_number_of_bands_by_catalogue():
@@ -80,10 +84,12 @@ def test_number_of_bands_by_catalogue():
     assert normbound.n_bands_for(3) == 3 and normbound.n_bands_for(0) == 1
 
 
-def test_als_candidates_above_the_exact_threshold_are_exact_and_pruned(spark):
+@pytest.mark.parametrize("broadcast_max_mb, path", [(None, "broadcast"), (0, "sharded")])
+def test_als_candidates_above_the_exact_threshold_are_exact_and_pruned(spark, broadcast_max_mb,
+                                                                       path):
     """auto above ann.auto_exact_max_items: ALS's top unseen items by dot product through
-    the norm bound; recall 1 against the plain search, scores the dot products, histories
-    excluded, the scanned share recorded."""
+    the norm bound, on the path the broadcast threshold gives; recall 1 against the plain
+    search, scores the dot products, histories excluded, the scanned share recorded."""
     from recemb_spark.config import load_config
     from recemb_spark.models.registry import als_candidates
     x = factors(900, 8, seed=4)
@@ -98,9 +104,11 @@ def test_als_candidates_above_the_exact_threshold_are_exact_and_pruned(spark):
     seen = spark.createDataFrame([(u, h) for u, _, h in rows],
                                  "user_id string, items array<string>")
     cfg = load_config().replace("ann", method="auto", auto_exact_max_items=500,
-                                recall_sample=12).replace("als", candidates_k=5)
+                                recall_sample=12, broadcast_max_mb=broadcast_max_mb
+                                ).replace("als", candidates_k=5)
     cands, details = als_candidates(spark, cfg, users, items, seen)
     assert details["candidates_method"] == "norm_bound"
+    assert details["candidates_path"] == path
     assert details["candidates_recall"] == 1.0
     assert 0 < details["candidates_scanned_share"] < 1
     got = cands.collect()
@@ -123,11 +131,13 @@ def test_equal_norms_leave_bands_empty_and_stay_exact(spark):
         row[rng.choice(5, 2, replace=False)] = rng.choice([-1.0, 1.0], 2)
     items = spark.createDataFrame([(f"i{i}", v.tolist()) for i, v in enumerate(x)], VEC)
     queries = spark.createDataFrame(query_rows(x, 20, seed=7)[:-1], QUERIES)
-    got, info = normbound.norm_top_k(spark, queries, items, 5, n_bands=4)
     want = exact_top_k(spark, queries, items, 5, "dot", path="broadcast")
-    assert_df_equality(got.select("query_id", "item_id", "rank"),
-                       want.select("query_id", "item_id", "rank"),
-                       ignore_row_order=True, ignore_nullable=True)
-    assert sorted(info["band_sizes"]).count(0) >= 1 and sum(info["band_sizes"]) == 200
-    for df in info["cached"]:
-        df.unpersist()
+    for broadcast in (False, True):
+        got, info = normbound.norm_top_k(spark, queries, items, 5, n_bands=4,
+                                         broadcast=broadcast)
+        assert_df_equality(got.select("query_id", "item_id", "rank"),
+                           want.select("query_id", "item_id", "rank"),
+                           ignore_row_order=True, ignore_nullable=True)
+        assert sorted(info["band_sizes"]).count(0) >= 1 and sum(info["band_sizes"]) == 200
+        for df in info["cached"]:
+            df.unpersist()

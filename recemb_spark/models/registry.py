@@ -170,17 +170,20 @@ def als_candidates(spark: SparkSession, cfg: Config, users: DataFrame, items: Da
     ``ann.auto_exact_max_items`` items, on the path
     :func:`~recemb_spark.neighbors.exact.exact_path` picks; otherwise pruned by the norm
     bound (:func:`~recemb_spark.neighbors.normbound.norm_top_k`: at a million users and 3M
-    items the plain search would score 3e12 pairs), with the share of the pairs it scored
-    and its recall against the plain search on ``ann.recall_sample`` users."""
+    items the plain search would score 3e12 pairs; with the items broadcast below the
+    broadcast threshold), with the share of the pairs it scored and its recall against the
+    plain search on ``ann.recall_sample`` users."""
     from ..neighbors import blocks
     from ..neighbors import nearest as ann
     from ..neighbors.exact import exact_path, user_candidates, user_queries
     from ..neighbors.normbound import norm_top_k
 
     a, k = cfg.ann, cfg.als.candidates_k
-    n_items, _ = blocks.table_shape(items)
+    n_items, dim = blocks.table_shape(items)
     if a.method != "exact" and n_items > a.auto_exact_max_items:
-        out, info = norm_top_k(spark, user_queries(users, seen), items, k)
+        limit = blocks.broadcast_limit(spark, a.broadcast_max_mb)
+        broadcast = blocks.choose_path(n_items, dim, None, limit, k=k) == "broadcast"
+        out, info = norm_top_k(spark, user_queries(users, seen), items, k, broadcast=broadcast)
         cands, info = ann.materialise(out.withColumnRenamed("query_id", "user_id"), info)
         asked = ann.sample_ids(users, "user_id", a.recall_sample, a.seed)
         # the sample's histories only: the semi-join goes below the grouping of the ratings

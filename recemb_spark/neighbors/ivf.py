@@ -446,9 +446,29 @@ def broadcast_ivf_top_k(spark: SparkSession, queries: DataFrame, assigned: DataF
                         ) -> tuple[DataFrame, dict[str, Any]]:
     """:func:`ivf_top_k` with the items broadcast (:mod:`~recemb_spark.neighbors.ivf_local`):
     ``(query_id, item_id, rank, score)`` (the same rows as the sharded search) and
-    ``{"broadcast": ...}`` (the caller unpersists it). ``queries``: ``(query_id, vector,
-    exclude)``, unit vectors, null vectors skipped; ``assigned``: the indexed items."""
-    bc = spark.sparkContext.broadcast(ivf_local.collect_listed(assigned, centroids))
+    :func:`broadcast_probe_top_k`'s counters. ``queries``: ``(query_id, vector, exclude)``,
+    unit vectors, null vectors skipped; ``assigned``: the indexed items."""
+    return broadcast_probe_top_k(
+        spark, queries, ivf_local.collect_listed(assigned, centroids), k,
+        lambda q, items: nearest_lists(q, items.centroids, nprobe))
+
+
+def broadcast_probe_top_k(spark: SparkSession, queries: DataFrame,
+                          listed: ivf_local.ListedItems, k: int,
+                          probes: Callable[[np.ndarray, ivf_local.ListedItems], np.ndarray],
+                          prune_for: Callable[[np.ndarray], ivf_local.Prune] | None = None
+                          ) -> tuple[DataFrame, dict[str, Any]]:
+    """Top-``k`` items per query by dot product among the items of the lists ``probes(q,
+    items)`` gives each row of a query block ``q`` (first searched first; then the others,
+    pruned by ``prune_for(q)`` if given: :func:`~recemb_spark.neighbors.ivf_local.
+    probe_top_k`), with ``listed`` broadcast and the queries searched where they are:
+    ``(query_id, item_id, rank, score)`` (ties by natural id order) and ``{"broadcast":
+    ..., "scored": ...}`` (the caller unpersists the one and reads the pairs scored from
+    the other, an accumulator, after the action). ``queries``: ``(query_id, vector,
+    exclude)``, null vectors skipped."""
+    bc = spark.sparkContext.broadcast(listed)
+    scored = spark.sparkContext.accumulator(0)
+    k = min(k, len(listed.number))
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         items: ivf_local.ListedItems = bc.value
@@ -456,11 +476,12 @@ def broadcast_ivf_top_k(spark: SparkSession, queries: DataFrame, assigned: DataF
             if batch.num_rows == 0:
                 continue
             q = query_matrix(batch, 1)
-            probes = nearest_lists(q, items.centroids, nprobe)
-            idx, vals = ivf_local.probe_top_k(items, q, probes, min(k, len(items.number)),
-                                              exclusions(batch.column(2), items.ids))
+            idx, vals, pairs = ivf_local.probe_top_k(
+                items, q, probes(q, items), k, exclusions(batch.column(2), items.ids),
+                prune_for(q) if prune_for is not None else None)
+            scored.add(pairs)
             yield topk_batch(batch.column(0), idx, vals, items.ids)
 
     out = (queries.filter(F.col("vector").isNotNull())
            .select("query_id", "vector", "exclude").mapInArrow(run, TOPK_SCHEMA))
-    return out, {"broadcast": bc}
+    return out, {"broadcast": bc, "scored": scored}

@@ -19,6 +19,7 @@ id number, so both paths return the same rows.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,21 +34,14 @@ class ListedItems:
     """The items of an IVF index, as one worker holds them: ``ids`` (Arrow strings, indexed
     by the natural id number ``item_idx``), ``mt`` (dim x items, C-contiguous, columns in
     (list, ``item_idx``) order), ``number`` (the ``item_idx`` of each column), ``starts``
-    (list ``l``'s columns are ``starts[l]:starts[l + 1]``) and ``centroids``."""
+    (list ``l``'s columns are ``starts[l]:starts[l + 1]``) and ``centroids`` (``n_lists x
+    dim``: the ivf lists'; zeros for the norm bands, whose probes do not depend on them)."""
 
     ids: pa.Array
     mt: np.ndarray
     number: np.ndarray
     starts: np.ndarray
     centroids: np.ndarray
-
-    @property
-    def list_of(self) -> np.ndarray:
-        """The list of every ``item_idx``."""
-        out = np.empty(len(self.number), np.int64)
-        sizes = np.diff(self.starts)
-        out[self.number] = np.repeat(np.arange(len(sizes)), sizes)
-        return out
 
     @property
     def column_of(self) -> np.ndarray:
@@ -60,7 +54,7 @@ class ListedItems:
 def listed_items(ids: list[str], item_idx: np.ndarray, vectors: np.ndarray,
                  lists: np.ndarray, centroids: np.ndarray) -> ListedItems:
     """:class:`ListedItems` of items numbered ``item_idx`` (0..n-1, any order), with their
-    unit ``vectors`` (one row each) and ``lists``."""
+    ``vectors`` (one row each) and ``lists`` (``0..len(centroids) - 1``)."""
     n = len(ids)
     by_number = np.empty(n, np.int64)
     by_number[item_idx] = np.arange(n)
@@ -73,13 +67,15 @@ def listed_items(ids: list[str], item_idx: np.ndarray, vectors: np.ndarray,
                        np.asarray(centroids, np.float32))
 
 
-def collect_listed(assigned: DataFrame, centroids: np.ndarray) -> ListedItems:
-    """:func:`listed_items` of :func:`~recemb_spark.neighbors.ivf.build_index`'s items
-    ``(item_idx, item_id, vector, list)``, collected to the driver through Arrow (the caller
-    checked the broadcast threshold)."""
-    table = assigned.select("item_idx", "item_id", "vector", "list").toArrow()
+def collect_listed(assigned: DataFrame, centroids: np.ndarray,
+                   vector_col: str = "vector") -> ListedItems:
+    """:func:`listed_items` of items ``(item_idx, item_id, <vector_col>, list)`` (as
+    :func:`~recemb_spark.neighbors.ivf.build_index` or
+    :func:`~recemb_spark.neighbors.normbound.norm_bands` give them), collected to the driver
+    through Arrow (the caller checked the broadcast threshold)."""
+    table = assigned.select("item_idx", "item_id", vector_col, "list").toArrow()
     n = table.num_rows
-    vectors = table.column("vector").combine_chunks()
+    vectors = table.column(vector_col).combine_chunks()
     dim = centroids.shape[1]
     flat = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
     return listed_items(table.column("item_id").to_pylist(),
@@ -88,14 +84,20 @@ def collect_listed(assigned: DataFrame, centroids: np.ndarray) -> ListedItems:
                         table.column("list").to_numpy().astype(np.int64), centroids)
 
 
+#: a round-2 filter: ``(rows, lists, floors of those rows)`` -> which (row, list) pairs to search
+Prune = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+Candidates = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
 def _search(items: ListedItems, q: np.ndarray, rows: np.ndarray, lists: np.ndarray, k: int,
             ex: tuple[np.ndarray, np.ndarray], floor: np.ndarray | None
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            ) -> tuple[Candidates, int]:
     """Candidates ``(row, item_idx, score)`` of query ``rows`` each against the items of its
-    entry of ``lists``: per (row, list) at most ``k``, exact scores. ``ex``: excluded ``(row,
-    list column)`` pairs, sorted by row; ``floor``: per query row, the score below which
-    nothing is wanted (or None)."""
+    entry of ``lists``: per (row, list) at most ``k``, exact scores; and the pairs scored.
+    ``ex``: excluded ``(row, list column)`` pairs, sorted by row; ``floor``: per query row,
+    the score below which nothing is wanted (or None)."""
     out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    scored = 0
     order = np.argsort(lists, kind="stable")
     rows, lists = rows[order], lists[order]
     cuts = np.flatnonzero(np.diff(lists)) + 1
@@ -109,6 +111,7 @@ def _search(items: ListedItems, q: np.ndarray, rows: np.ndarray, lists: np.ndarr
         if c0 == c1:
             continue
         qr = rows[a:b]  # ascending (stable sort of ascending rows)
+        scored += len(qr) * (c1 - c0)
         lo, hi = np.searchsorted(ex_r, [qr[0], qr[-1] + 1])
         er, ec = ex_r[lo:hi], ex_c[lo:hi]
         here = (ec >= c0) & (ec < c1)
@@ -122,34 +125,42 @@ def _search(items: ListedItems, q: np.ndarray, rows: np.ndarray, lists: np.ndarr
         out.append((qr[r], items.number[c0 + idx[r, s]], vals[r, s]))
     if not out:
         empty = np.zeros(0, np.int64)
-        return empty, empty, np.zeros(0, np.float32)
+        return (empty, empty, np.zeros(0, np.float32)), scored
     rr, cc, vv = (np.concatenate(x) for x in zip(*out, strict=True))
-    return rr, cc, vv
+    return (rr, cc, vv), scored
 
 
 def probe_top_k(items: ListedItems, q: np.ndarray, probes: np.ndarray, k: int,
-                exclude: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` items per query row of ``q`` (unit rows) among the items of its lists
-    ``probes`` (``(n_q, nprobe)``, nearest first): ``(item_idx, score)`` arrays ``(n_q, k)``,
-    best first, ties by ``item_idx``, padded with -1 / -inf. ``exclude``: ``(row, item_idx)``
-    pairs never returned. Two rounds: the nearest list, then the others with each query's
-    ``k``-th best of the first as its floor."""
+                exclude: tuple[np.ndarray, np.ndarray], prune: Prune | None = None
+                ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Top-``k`` items per query row of ``q`` by dot product among the items of its lists
+    ``probes`` (``(n_q, nprobe)``, the first searched first): ``(item_idx, score)`` arrays
+    ``(n_q, k)``, best first, ties by ``item_idx``, padded with -1 / -inf, and the pairs
+    scored. ``exclude``: ``(row, item_idx)`` pairs never returned. Two rounds: the first list,
+    then the others with each query's ``k``-th best of the first as its floor (-inf when it
+    had fewer), only the (row, list) pairs ``prune`` keeps (None: all)."""
     n_q = len(q)
     if n_q == 0 or probes.shape[1] == 0:
-        return np.full((n_q, k), -1, np.int64), np.full((n_q, k), -np.inf, np.float32)
+        return np.full((n_q, k), -1, np.int64), np.full((n_q, k), -np.inf, np.float32), 0
     ex_r, ex_n = exclude
     ex_c = items.column_of[ex_n] if len(ex_n) else np.zeros(0, np.int64)
     order = np.argsort(ex_r, kind="stable")
     ex = (np.asarray(ex_r, np.int64)[order], ex_c[order])
     all_rows = np.arange(n_q, dtype=np.int64)
-    r1, c1, v1 = _search(items, q, all_rows, probes[:, 0].astype(np.int64), k, ex, None)
+    (r1, c1, v1), scored = _search(items, q, all_rows, probes[:, 0].astype(np.int64), k, ex,
+                                   None)
     best_i, best_v = best_per_row(r1, c1, v1, n_q, k)
     if probes.shape[1] == 1:
-        return best_i, best_v
-    more = probes[:, 1:]
-    r2, c2, v2 = _search(items, q, np.repeat(all_rows, more.shape[1]),
-                         more.ravel().astype(np.int64), k, ex, best_v[:, k - 1])
+        return best_i, best_v, scored
+    floor = best_v[:, k - 1]
+    rows = np.repeat(all_rows, probes.shape[1] - 1)
+    lists = probes[:, 1:].ravel().astype(np.int64)
+    if prune is not None:
+        keep = prune(rows, lists, floor[rows])
+        rows, lists = rows[keep], lists[keep]
+    (r2, c2, v2), more = _search(items, q, rows, lists, k, ex, floor)
     ok = best_i >= 0
-    rows, slots = np.nonzero(ok)
-    return best_per_row(np.concatenate([rows, r2]), np.concatenate([best_i[ok], c2]),
-                        np.concatenate([best_v[ok], v2]), n_q, k)
+    r, _ = np.nonzero(ok)
+    best_i, best_v = best_per_row(np.concatenate([r, r2]), np.concatenate([best_i[ok], c2]),
+                                  np.concatenate([best_v[ok], v2]), n_q, k)
+    return best_i, best_v, scored + more

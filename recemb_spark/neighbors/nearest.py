@@ -243,6 +243,10 @@ def materialise(df: DataFrame, info: dict[str, Any]) -> tuple[DataFrame, dict[st
                     bands=layout.bands, estimated_recall=layout.est_recall)
     if "broadcast" in info:
         info.pop("broadcast").unpersist()
+    if "scored" in info:  # an accumulator of the pairs scored (the broadcast probe searches)
+        info["scored_pairs"] = int(info.pop("scored").value)
+        if info.get("all_pairs"):
+            info["scanned_share"] = round(info["scored_pairs"] / info["all_pairs"], 4)
     for cached in info.pop("cached", []):
         cached.unpersist()
     return df, info

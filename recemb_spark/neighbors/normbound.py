@@ -30,8 +30,8 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from . import blocks
-from .ivf import two_pass_top_k
+from . import blocks, ivf_local
+from .ivf import broadcast_probe_top_k, two_pass_top_k
 from .nearest import squared_norm
 
 #: bands below / from :data:`LARGE_CATALOGUE` items: finer bands prune closer to the bound
@@ -78,7 +78,8 @@ def norm_bands(items: DataFrame, n_bands: int
 
 def norm_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, k: int,
                n_bands: int | None = None, query_rows: int = blocks.QUERY_BLOCK_ROWS,
-               item_rows: int | None = None) -> tuple[DataFrame, dict[str, Any]]:
+               item_rows: int | None = None,
+               broadcast: bool = False) -> tuple[DataFrame, dict[str, Any]]:
     """The exact top-``k`` items per query by dot product: ``(query_id, item_id, rank,
     score)`` (ties by natural id order) and counters (``bands``, ``scanned_share``: the
     share of the query-item pairs scored, the two passes' tasks and candidates; ``cached``:
@@ -88,12 +89,19 @@ def norm_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, k: int
     ``items``: ``(item_id, vector)``, any norms. ``n_bands`` None: :func:`n_bands_for`, or
     more when band 0 would pass one block of ``item_rows`` items (default
     :func:`~recemb_spark.neighbors.blocks.item_block_rows`; 23 bands at 3M items, dim 64). A
-    task holds at most about ``query_rows`` queries and ``item_rows`` items."""
+    task holds at most about ``query_rows`` queries and ``item_rows`` items. ``broadcast``
+    (the caller checked the broadcast threshold): the banded items are broadcast and each
+    task searches its queries where they are, in the same two rounds
+    (:func:`~recemb_spark.neighbors.ivf.broadcast_probe_top_k`): the same rows, nothing per
+    band a Spark row; the pairs scored come from an accumulator
+    (:func:`~recemb_spark.neighbors.nearest.materialise` reads it)."""
     n_items, dim = blocks.table_shape(items)
     item_rows = item_rows or blocks.item_block_rows(dim)
     # band 0 in one item block: each query's pass-1 candidates are then its top k there
     n_bands = n_bands or max(n_bands_for(n_items), blocks.blocks_of(n_items, item_rows))
     banded, sizes, tops, numbered = norm_bands(items, n_bands)
+    if broadcast:
+        return _broadcast_norm_top_k(spark, queries, banded, sizes, tops, numbered, k, dim)
     qs = (queries.filter(F.col("vector").isNotNull())
           .select("query_id", "vector", "exclude", F.sqrt(squared_norm()).alias("qnorm")).persist())
     n_queries = qs.count()
@@ -107,5 +115,29 @@ def norm_top_k(spark: SparkSession, queries: DataFrame, items: DataFrame, k: int
                                item_rows)
     pairs = max(n_queries * n_items, 1)
     return out, {**info, "cached": [numbered, qs, *info["cached"]], "queries": n_queries,
-                 "bands": n_bands, "band_sizes": [int(s) for s in sizes],
+                 "bands": n_bands, "band_sizes": [int(s) for s in sizes], "path": "sharded",
                  "scanned_share": round(info["scored_pairs"] / pairs, 4)}
+
+
+def _broadcast_norm_top_k(spark: SparkSession, queries: DataFrame, banded: DataFrame,
+                          sizes: np.ndarray, tops: np.ndarray, numbered: DataFrame, k: int,
+                          dim: int) -> tuple[DataFrame, dict[str, Any]]:
+    """:func:`norm_top_k` on the broadcast path: every query against band 0, then against
+    each later non-empty band whose bound reaches its floor."""
+    order = np.array([0, *[b for b in range(1, len(sizes)) if sizes[b] > 0]], np.int64)
+    bound = (tops * (1 + SLACK)).astype(np.float64)
+
+    def probes(q: np.ndarray, _: ivf_local.ListedItems) -> np.ndarray:
+        return np.broadcast_to(order, (len(q), len(order)))
+
+    def prune_for(q: np.ndarray) -> ivf_local.Prune:
+        q64 = q.astype(np.float64)
+        qnorm = np.sqrt(np.einsum("ij,ij->i", q64, q64))
+        return lambda rows, lists, floor: bound[lists] * qnorm[rows] >= floor
+
+    listed = ivf_local.collect_listed(banded, np.zeros((len(sizes), dim), np.float32), "ivec")
+    n_queries = queries.filter(F.col("vector").isNotNull()).count()
+    out, info = broadcast_probe_top_k(spark, queries, listed, k, probes, prune_for)
+    return out, {**info, "cached": [numbered], "queries": n_queries, "bands": len(sizes),
+                 "band_sizes": [int(s) for s in sizes], "path": "broadcast",
+                 "all_pairs": max(n_queries * int(sizes.sum()), 1)}
