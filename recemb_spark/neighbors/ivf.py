@@ -423,8 +423,7 @@ def ivf_top_k(spark: SparkSession, queries: DataFrame, assigned: DataFrame, inde
     threshold), the same rows."""
     nprobe = index.nprobe
     if path == "broadcast":
-        out, info = broadcast_ivf_top_k(spark, queries, assigned, index.centroids,
-                                                  nprobe, k)
+        out, info = broadcast_ivf_top_k(spark, queries, assigned, index.centroids, nprobe, k)
         return out, {**info, "path": path}
     bc = spark.sparkContext.broadcast(index.centroids)
     qs = with_lists(queries.filter(F.col("vector").isNotNull())

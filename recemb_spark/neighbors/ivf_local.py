@@ -1,4 +1,6 @@
-"""The IVF search with the item matrix broadcast: the fast path below the broadcast threshold.
+"""Searches over item lists with the item matrix broadcast: the fast path below the broadcast
+threshold, for the ivf's k-means lists and the norm bound's bands
+(:mod:`recemb_spark.neighbors.normbound`).
 
 Why: the sharded search (:func:`recemb_spark.neighbors.ivf.two_pass_top_k`) copies every
 query's row once per probed list through a shuffle and a cogroup. On the 722k-item log that
@@ -9,7 +11,7 @@ item-matrix broadcast) each task takes a slice of the queries where they are, fi
 lists, and scores them against the items of those lists in numpy: nothing per probe is a
 Spark row.
 
-:func:`~recemb_spark.neighbors.ivf.broadcast_ivf_top_k` runs it on Spark. The broadcast
+:func:`~recemb_spark.neighbors.ivf.broadcast_probe_top_k` runs it on Spark. The broadcast
 :class:`ListedItems` holds the matrix ordered by (list, natural id number), so a
 list's items are one column range. :func:`probe_top_k` searches a block of queries in two
 rounds, as the sharded search's two passes: every query against its nearest list, then
@@ -31,11 +33,12 @@ from .topk import best_per_row, stream_top_k
 
 @dataclass
 class ListedItems:
-    """The items of an IVF index, as one worker holds them: ``ids`` (Arrow strings, indexed
-    by the natural id number ``item_idx``), ``mt`` (dim x items, C-contiguous, columns in
-    (list, ``item_idx``) order), ``number`` (the ``item_idx`` of each column), ``starts``
-    (list ``l``'s columns are ``starts[l]:starts[l + 1]``) and ``centroids`` (``n_lists x
-    dim``: the ivf lists'; zeros for the norm bands, whose probes do not depend on them)."""
+    """The items of an IVF index (or of norm bands), as one worker holds them: ``ids`` (Arrow
+    strings, indexed by the natural id number ``item_idx``), ``mt`` (dim x items, C-contiguous,
+    columns in (list, ``item_idx``) order), ``number`` (the ``item_idx`` of each column),
+    ``starts`` (list ``l``'s columns are ``starts[l]:starts[l + 1]``) and ``centroids``
+    (``n_lists x dim``: the ivf lists'; zeros for the norm bands, whose probes do not depend on
+    them)."""
 
     ids: pa.Array
     mt: np.ndarray
