@@ -718,9 +718,9 @@ class AnnConfig:
         None,
         "exact top-k, ivf, ALS's norm bound, banded lsh, evaluation scoring and user pooling "
         "broadcast the item matrix when it weighs at most this (MiB per Python worker: items x "
-        "(8 x dim + 100) B, plus 8 B per lsh band), else shard it (ivf: broadcast groups of "
-        "lists under it, one at a time); null = auto (1/8 of spark.executor.pyspark.memory / "
-        "cores, else of spark.executor.memory / cores; local: of spark.driver.memory, at most 4g); "
+        "(8 x dim + 100) B, plus 8 B per lsh band), else shard it; null = auto (1/8 of "
+        "spark.executor.pyspark.memory / cores, else of spark.executor.memory / cores; local: of "
+        "spark.driver.memory, at most 4g); "
         "0 = never broadcast",
         ge=0,
     )

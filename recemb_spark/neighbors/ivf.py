@@ -407,8 +407,8 @@ def two_pass_top_k(spark: SparkSession, qs: DataFrame, first_list: Column,
 
 def ivf_top_k(spark: SparkSession, queries: DataFrame, assigned: DataFrame, index: IvfIndex,
               k: int, query_rows: int = blocks.QUERY_BLOCK_ROWS,
-              item_rows: int | None = None, path: str = "sharded",
-              limit: int | None = None) -> tuple[DataFrame, dict[str, Any]]:
+              item_rows: int | None = None,
+              path: str = "sharded") -> tuple[DataFrame, dict[str, Any]]:
     """Top-``k`` items per query among the items of its ``index.nprobe`` nearest lists:
     ``(query_id, item_id, rank, score)``, score descending, ties by natural id order (as the
     exact search), and counters.
@@ -418,13 +418,12 @@ def ivf_top_k(spark: SparkSession, queries: DataFrame, assigned: DataFrame, inde
     about ``query_rows`` queries and ``item_rows`` items (default
     :func:`~recemb_spark.neighbors.blocks.item_block_rows` of the dimension): see
     :func:`two_pass_top_k`. With ``nprobe`` = all lists this is the exact top-``k``.
-    ``path``: ``sharded`` as above; ``broadcast``: the items broadcast and the queries
+    ``path``: ``sharded`` as above, or ``broadcast``: the items broadcast and the queries
     searched where they are (:mod:`recemb_spark.neighbors.ivf_local`; the caller checked the
-    threshold); ``grouped``: the same one group of lists at a time, each group weighing at
-    most ``limit`` bytes (:func:`broadcast_ivf_top_k`). Every path gives the same rows."""
+    threshold), the same rows."""
     nprobe = index.nprobe
-    if path in ("broadcast", "grouped"):
-        out, info = broadcast_ivf_top_k(spark, queries, assigned, index, k, limit)
+    if path == "broadcast":
+        out, info = broadcast_ivf_top_k(spark, queries, assigned, index.centroids, nprobe, k)
         return out, {**info, "path": path}
     bc = spark.sparkContext.broadcast(index.centroids)
     qs = with_lists(queries.filter(F.col("vector").isNotNull())
@@ -441,121 +440,47 @@ def ivf_top_k(spark: SparkSession, queries: DataFrame, assigned: DataFrame, inde
                  "queries": n_queries, "item_blocks": item_blocks}
 
 
-def list_groups(sizes: np.ndarray, dim: int, limit: int) -> list[np.ndarray]:
-    """The lists cut into consecutive groups whose items each weigh at most ``limit`` bytes
-    in a worker (:func:`~recemb_spark.neighbors.blocks.broadcast_bytes`; a list heavier than
-    that alone is a group of its own): one group when everything fits."""
-    groups: list[np.ndarray] = []
-    lo, held = 0, 0
-    for li, n in enumerate(sizes.tolist()):
-        if li > lo and blocks.broadcast_bytes(held + n, dim) > limit:
-            groups.append(np.arange(lo, li))
-            lo, held = li, 0
-        held += n
-    groups.append(np.arange(lo, len(sizes)))
-    return groups
-
-
 def broadcast_ivf_top_k(spark: SparkSession, queries: DataFrame, assigned: DataFrame,
-                        index: IvfIndex, k: int, limit: int | None = None
+                        centroids: np.ndarray, nprobe: int, k: int
                         ) -> tuple[DataFrame, dict[str, Any]]:
     """:func:`ivf_top_k` with the items broadcast (:mod:`~recemb_spark.neighbors.ivf_local`):
     ``(query_id, item_id, rank, score)`` (the same rows as the sharded search) and
-    :func:`broadcast_probe_top_k`'s counters (``groups``: the broadcasts). ``queries``:
-    ``(query_id, vector, exclude)``, unit vectors, null vectors skipped; ``assigned``: the
-    indexed items. ``limit`` (bytes; None: no limit): when the items weigh more, the lists
-    are cut into groups that do not (:func:`list_groups`) and searched one group at a time,
-    each query against its probed lists in the group (a broadcast, materialised and released
-    before the next), the top ``k`` merged per query from at most ``k`` candidates a group."""
-    dim = index.centroids.shape[1]
-    nprobe = index.nprobe
-    groups = (list_groups(index.sizes, dim, limit) if limit is not None
-              else [np.arange(index.n_lists)])
-
-    def probes_in(group: np.ndarray) -> Callable[[np.ndarray, ivf_local.ListedItems],
-                                                  np.ndarray]:
-        inside = np.zeros(index.n_lists, bool)
-        inside[group] = True
-
-        def probes(q: np.ndarray, items: ivf_local.ListedItems) -> np.ndarray:
-            lists = nearest_lists(q, items.centroids, nprobe)
-            if inside.all():
-                return lists
-            kept = inside[lists]  # the group's lists first, in probe order, then -1
-            order = np.argsort(~kept, axis=1, kind="stable")
-            return np.where(np.take_along_axis(kept, order, 1),
-                            np.take_along_axis(lists, order, 1), -1)
-        return probes
-
-    if len(groups) == 1:
-        out, info = broadcast_probe_top_k(spark, queries, ivf_local.collect_listed(
-            assigned, index.centroids), k, probes_in(groups[0]))
-        return out, {**info, "groups": 1}
-    queries = (queries.filter(F.col("vector").isNotNull())
-               .select("query_id", "vector", "exclude").persist())  # read once a group
-    parts: list[DataFrame] = []
-    scored = 0
-    for group in groups:
-        items = assigned.filter(F.col("list").isin([int(li) for li in group]))
-        part, info = broadcast_probe_top_k(
-            spark, queries, ivf_local.collect_listed(items, index.centroids), k,
-            probes_in(group), candidates=True)
-        part = part.persist()
-        part.count()
-        info["broadcast"].unpersist()
-        scored += int(info["scored"].value)
-        parts.append(part)
-    w = Window.partitionBy("query_id").orderBy(F.desc("score"), F.col("item_idx"))
-    union = parts[0]
-    for part in parts[1:]:
-        union = union.unionByName(part)
-    out = (union.withColumn("rank", F.row_number().over(w)).filter(F.col("rank") <= k)
-           .select("query_id", "item_id", F.col("rank").cast("int"),
-                   F.col("score").cast("double").alias("score")))
-    return out, {"cached": [queries, *parts], "groups": len(groups), "scored_pairs": scored}
+    :func:`broadcast_probe_top_k`'s counters. ``queries``: ``(query_id, vector, exclude)``,
+    unit vectors, null vectors skipped; ``assigned``: the indexed items."""
+    return broadcast_probe_top_k(
+        spark, queries, ivf_local.collect_listed(assigned, centroids), k,
+        lambda q, items: nearest_lists(q, items.centroids, nprobe))
 
 
 def broadcast_probe_top_k(spark: SparkSession, queries: DataFrame,
                           listed: ivf_local.ListedItems, k: int,
                           probes: Callable[[np.ndarray, ivf_local.ListedItems], np.ndarray],
-                          prune_for: Callable[[np.ndarray], ivf_local.Prune] | None = None,
-                          candidates: bool = False) -> tuple[DataFrame, dict[str, Any]]:
+                          prune_for: Callable[[np.ndarray], ivf_local.Prune] | None = None
+                          ) -> tuple[DataFrame, dict[str, Any]]:
     """Top-``k`` items per query by dot product among the items of the lists ``probes(q,
-    items)`` gives each row of a query block ``q`` (first searched first, -1 for none; then
-    the others, pruned by ``prune_for(q)`` if given: :func:`~recemb_spark.neighbors.
-    ivf_local.probe_top_k`), with ``listed`` broadcast and the queries searched where they
-    are: ``(query_id, item_id, rank, score)`` (ties by natural id order), or with
-    ``candidates`` the unranked rows of :data:`CANDIDATE_SCHEMA`; and ``{"broadcast": ...,
-    "scored": ...}`` (the caller unpersists the one and reads the pairs scored from the
-    other, an accumulator, after the action). ``queries``: ``(query_id, vector, exclude)``,
-    null vectors skipped."""
+    items)`` gives each row of a query block ``q`` (first searched first; then the others,
+    pruned by ``prune_for(q)`` if given: :func:`~recemb_spark.neighbors.ivf_local.
+    probe_top_k`), with ``listed`` broadcast and the queries searched where they are:
+    ``(query_id, item_id, rank, score)`` (ties by natural id order) and ``{"broadcast":
+    ..., "scored": ...}`` (the caller unpersists the one and reads the pairs scored from
+    the other, an accumulator, after the action). ``queries``: ``(query_id, vector,
+    exclude)``, null vectors skipped."""
     bc = spark.sparkContext.broadcast(listed)
     scored = spark.sparkContext.accumulator(0)
-    k = min(k, max(len(listed.number), 1))
+    k = min(k, len(listed.number))
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         items: ivf_local.ListedItems = bc.value
         for batch in batches:
-            if batch.num_rows == 0 or len(items.number) == 0:
+            if batch.num_rows == 0:
                 continue
             q = query_matrix(batch, 1)
             idx, vals, pairs = ivf_local.probe_top_k(
                 items, q, probes(q, items), k, exclusions(batch.column(2), items.ids),
                 prune_for(q) if prune_for is not None else None)
             scored.add(pairs)
-            ok = idx >= 0
-            cols = np.full(idx.shape, -1, np.int64)
-            cols[ok] = items.columns(idx[ok])
-            if not candidates:
-                yield topk_batch(batch.column(0), cols, vals, items.ids)
-                continue
-            rows, _ = np.nonzero(ok)
-            yield pa.RecordBatch.from_arrays(
-                [batch.column(0).take(pa.array(rows)), items.ids.take(pa.array(cols[ok])),
-                 pa.array(idx[ok]), pa.array(vals[ok].astype(np.float32))],
-                names=["query_id", "item_id", "item_idx", "score"])
+            yield topk_batch(batch.column(0), idx, vals, items.ids)
 
     out = (queries.filter(F.col("vector").isNotNull())
-           .select("query_id", "vector", "exclude")
-           .mapInArrow(run, CANDIDATE_SCHEMA if candidates else TOPK_SCHEMA))
+           .select("query_id", "vector", "exclude").mapInArrow(run, TOPK_SCHEMA))
     return out, {"broadcast": bc, "scored": scored}

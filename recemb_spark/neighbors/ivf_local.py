@@ -33,37 +33,41 @@ from .topk import best_per_row, stream_top_k
 
 @dataclass
 class ListedItems:
-    """Items in lists (an IVF index's, or norm bands), as one worker holds them: ``mt`` (dim x
-    items, C-contiguous, columns in (list, natural id number) order), ``ids`` (Arrow strings)
-    and ``number`` (the natural id number ``item_idx``) of each column, ``starts`` (list
-    ``l``'s columns are ``starts[l]:starts[l + 1]``; a list held elsewhere is empty here),
-    ``centroids`` (``n_lists x dim``: the ivf lists'; zeros for the norm bands, whose probes
-    do not depend on them), and ``by_number`` (the columns in number order)."""
+    """The items of an IVF index (or of norm bands), as one worker holds them: ``ids`` (Arrow
+    strings, indexed by the natural id number ``item_idx``), ``mt`` (dim x items, C-contiguous,
+    columns in (list, ``item_idx``) order), ``number`` (the ``item_idx`` of each column),
+    ``starts`` (list ``l``'s columns are ``starts[l]:starts[l + 1]``) and ``centroids``
+    (``n_lists x dim``: the ivf lists'; zeros for the norm bands, whose probes do not depend on
+    them)."""
 
     ids: pa.Array
     mt: np.ndarray
     number: np.ndarray
     starts: np.ndarray
     centroids: np.ndarray
-    by_number: np.ndarray
 
-    def columns(self, numbers: np.ndarray) -> np.ndarray:
-        """The column of each of ``numbers`` (all held here)."""
-        return self.by_number[np.searchsorted(self.number[self.by_number], numbers)]
+    @property
+    def column_of(self) -> np.ndarray:
+        """The column of ``mt`` of every ``item_idx``."""
+        out = np.empty(len(self.number), np.int64)
+        out[self.number] = np.arange(len(self.number))
+        return out
 
 
 def listed_items(ids: list[str], item_idx: np.ndarray, vectors: np.ndarray,
                  lists: np.ndarray, centroids: np.ndarray) -> ListedItems:
-    """:class:`ListedItems` of items numbered ``item_idx`` (distinct natural id numbers, any
-    order: all items or some lists'), with their ``vectors`` (one row each) and ``lists``
-    (``0..len(centroids) - 1``)."""
+    """:class:`ListedItems` of items numbered ``item_idx`` (0..n-1, any order), with their
+    ``vectors`` (one row each) and ``lists`` (``0..len(centroids) - 1``)."""
+    n = len(ids)
+    by_number = np.empty(n, np.int64)
+    by_number[item_idx] = np.arange(n)
+    id_array = pa.array([ids[i] for i in by_number], pa.string())
     order = np.lexsort((item_idx, lists))
     sizes = np.bincount(lists, minlength=len(centroids))
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     mt = np.ascontiguousarray(np.asarray(vectors, np.float32)[order].T)
-    number = np.asarray(item_idx, np.int64)[order]
-    return ListedItems(pa.array([ids[i] for i in order], pa.string()), mt, number, starts,
-                       np.asarray(centroids, np.float32), np.argsort(number, kind="stable"))
+    return ListedItems(id_array, mt, np.asarray(item_idx, np.int64)[order], starts,
+                       np.asarray(centroids, np.float32))
 
 
 def collect_listed(assigned: DataFrame, centroids: np.ndarray,
@@ -106,8 +110,6 @@ def _search(items: ListedItems, q: np.ndarray, rows: np.ndarray, lists: np.ndarr
         if a == b:
             continue
         li = int(lists[a])
-        if li < 0:  # padding: no list
-            continue
         c0, c1 = int(items.starts[li]), int(items.starts[li + 1])
         if c0 == c1:
             continue
@@ -135,18 +137,18 @@ def probe_top_k(items: ListedItems, q: np.ndarray, probes: np.ndarray, k: int,
                 exclude: tuple[np.ndarray, np.ndarray], prune: Prune | None = None
                 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Top-``k`` items per query row of ``q`` by dot product among the items of its lists
-    ``probes`` (``(n_q, nprobe)``, the first searched first; -1: none, only after a row's
-    lists): ``(item_idx, score)`` arrays ``(n_q, k)``, best first, ties by ``item_idx``,
-    padded with -1 / -inf, and the pairs scored. ``exclude``: ``(row, column)`` pairs never
-    returned. Two rounds: the first list, then the others with each query's ``k``-th best of
-    the first as its floor (-inf when it had fewer), only the (row, list) pairs ``prune``
-    keeps (None: all)."""
+    ``probes`` (``(n_q, nprobe)``, the first searched first): ``(item_idx, score)`` arrays
+    ``(n_q, k)``, best first, ties by ``item_idx``, padded with -1 / -inf, and the pairs
+    scored. ``exclude``: ``(row, item_idx)`` pairs never returned. Two rounds: the first list,
+    then the others with each query's ``k``-th best of the first as its floor (-inf when it
+    had fewer), only the (row, list) pairs ``prune`` keeps (None: all)."""
     n_q = len(q)
     if n_q == 0 or probes.shape[1] == 0:
         return np.full((n_q, k), -1, np.int64), np.full((n_q, k), -np.inf, np.float32), 0
-    ex_r, ex_c = exclude
+    ex_r, ex_n = exclude
+    ex_c = items.column_of[ex_n] if len(ex_n) else np.zeros(0, np.int64)
     order = np.argsort(ex_r, kind="stable")
-    ex = (np.asarray(ex_r, np.int64)[order], np.asarray(ex_c, np.int64)[order])
+    ex = (np.asarray(ex_r, np.int64)[order], ex_c[order])
     all_rows = np.arange(n_q, dtype=np.int64)
     (r1, c1, v1), scored = _search(items, q, all_rows, probes[:, 0].astype(np.int64), k, ex,
                                    None)
@@ -156,8 +158,6 @@ def probe_top_k(items: ListedItems, q: np.ndarray, probes: np.ndarray, k: int,
     floor = best_v[:, k - 1]
     rows = np.repeat(all_rows, probes.shape[1] - 1)
     lists = probes[:, 1:].ravel().astype(np.int64)
-    keep = lists >= 0
-    rows, lists = rows[keep], lists[keep]
     if prune is not None:
         keep = prune(rows, lists, floor[rows])
         rows, lists = rows[keep], lists[keep]

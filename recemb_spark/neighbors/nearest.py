@@ -433,13 +433,12 @@ def item_queries(vectors: DataFrame) -> DataFrame:
 
 
 def ivf_item_neighbors(spark: SparkSession, vectors: DataFrame, assigned: DataFrame,
-                       index: ivf.IvfIndex, k: int, path: str = "sharded",
-                       limit: int | None = None) -> tuple[DataFrame, dict[str, Any]]:
+                       index: ivf.IvfIndex, k: int,
+                       path: str = "sharded") -> tuple[DataFrame, dict[str, Any]]:
     """IVF top-``k`` neighbours per item ``(item_id, neighbor_id, rank, similarity)``
     (persisted) and the counters; ``index`` tuned for the item queries (:func:`ivf_tuned`);
-    ``path`` and ``limit`` as in :func:`~recemb_spark.neighbors.ivf.ivf_top_k`."""
-    out, info = ivf.ivf_top_k(spark, item_queries(vectors), assigned, index, k, path=path,
-                              limit=limit)
+    ``path`` as in :func:`~recemb_spark.neighbors.ivf.ivf_top_k`."""
+    out, info = ivf.ivf_top_k(spark, item_queries(vectors), assigned, index, k, path=path)
     info.update(index.details())
     return materialise(out.select(F.col("query_id").alias("item_id"),
                                   F.col("item_id").alias("neighbor_id"), "rank",
@@ -449,14 +448,13 @@ def ivf_item_neighbors(spark: SparkSession, vectors: DataFrame, assigned: DataFr
 def ivf_user_candidates(spark: SparkSession, items: DataFrame, assigned: DataFrame,
                         index: ivf.IvfIndex, users: DataFrame, histories: DataFrame,
                         cfg: AnnConfig, k: int, n_items: int, dim: int,
-                        path: str = "sharded",
-                        limit: int | None = None) -> tuple[DataFrame, dict[str, Any]]:
+                        path: str = "sharded") -> tuple[DataFrame, dict[str, Any]]:
     """IVF top-``k`` unseen items per user ``(user_id, item_id, rank, score)`` (persisted),
-    ``nprobe`` tuned for the user queries; ``path`` and ``limit`` as in
+    ``nprobe`` tuned for the user queries; ``path`` as in
     :func:`~recemb_spark.neighbors.ivf.ivf_top_k`. Vectors must be unit-length."""
     queries = user_queries(users, histories)
     tuned = ivf_tuned(spark, queries, items, index, cfg, k, False, n_items, dim)
-    out, info = ivf.ivf_top_k(spark, queries, assigned, tuned, k, path=path, limit=limit)
+    out, info = ivf.ivf_top_k(spark, queries, assigned, tuned, k, path=path)
     info.update(tuned.details())
     return materialise(out.withColumnRenamed("query_id", "user_id"), info)
 

@@ -121,15 +121,11 @@ def choose_method(spark: SparkSession, items: DataFrame, cfg: AnnConfig, n_items
     return choice
 
 
-def ivf_path(exact: str | None, limit: int) -> str:
-    """The ivf search's path for the exact method's ``exact`` path and the broadcast
-    ``limit`` (bytes): ``broadcast`` when the item matrix may be broadcast (the one
-    threshold, :func:`~recemb_spark.neighbors.blocks.choose_path`); ``sharded`` when nothing
-    may (``ann.broadcast_max_mb`` 0, or no exact path decided); else ``grouped`` (one group
-    of lists under the limit at a time)."""
-    if exact == "broadcast":
-        return "broadcast"
-    return "sharded" if exact is None or limit <= 0 else "grouped"
+def ivf_path(exact: str | None) -> str:
+    """The ivf search's path for the exact method's ``exact`` path: ``broadcast`` when the
+    item matrix may be broadcast (the one threshold, :func:`~recemb_spark.neighbors.blocks.
+    choose_path`), else ``sharded``."""
+    return "broadcast" if exact == "broadcast" else "sharded"
 
 
 def item_neighbors(spark: SparkSession, items: DataFrame, cfg: AnnConfig, choice: Choice,
@@ -142,9 +138,8 @@ def item_neighbors(spark: SparkSession, items: DataFrame, cfg: AnnConfig, choice
                                          broadcast_max_mb=cfg.broadcast_max_mb), {})
     if choice.method == "ivf":
         assert choice.index is not None  # choose_method builds it
-        limit = blocks.broadcast_limit(spark, cfg.broadcast_max_mb)
         return ann.ivf_item_neighbors(spark, items, choice.index[1], choice.index[0], cfg.k,
-                                      ivf_path(exact, limit), limit)
+                                      ivf_path(exact))
     if choice.method == "lsh":
         return ann.lsh_item_neighbors(spark, items, cfg, cfg.k, choice.layout)
     return ann.spark_lsh_item_neighbors(spark, items, cfg, cfg.k)
@@ -162,10 +157,8 @@ def users_top_k(spark: SparkSession, items: DataFrame, users: DataFrame, seen: D
                                cfg.broadcast_max_mb), {}
     if choice.method == "ivf":
         assert choice.index is not None
-        limit = blocks.broadcast_limit(spark, cfg.broadcast_max_mb)
         return ann.ivf_user_candidates(spark, items, choice.index[1], choice.index[0], users,
-                                       seen, cfg, k, n_items, dim, ivf_path(exact, limit),
-                                       limit)
+                                       seen, cfg, k, n_items, dim, ivf_path(exact))
     if choice.method == "lsh":
         return ann.lsh_user_candidates(spark, items, users, seen, cfg, k)
     return ann.spark_lsh_user_candidates(spark, items, users, seen, cfg, k)
@@ -188,8 +181,7 @@ def run(ctx: StageContext) -> None:
         t0 = time.perf_counter()
         limit = blocks.broadcast_limit(spark, a.broadcast_max_mb)  # decided once per model
         exact = blocks.choose_path(n_items, dim, n_items, limit, k=a.k)
-        choice = choose_method(spark, items, a, n_items, dim,
-                               ivf_path(exact, limit) != "sharded")
+        choice = choose_method(spark, items, a, n_items, dim, ivf_path(exact) == "broadcast")
         method = choice.method
         neighbors, stats = item_neighbors(spark, items, a, choice, exact)
         neighbors = neighbors.withColumn("method", F.lit(method)).persist()
