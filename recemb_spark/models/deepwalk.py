@@ -9,6 +9,7 @@ from pyspark.sql import functions as F
 
 from ..config import Config
 from ..io.warehouse import checkpoint_dir
+from ..neighbors.blocks import broadcast_limit
 from .graph import edge_weights, transition_probabilities
 from .side_info import interleave_side_tokens, split_vectors, with_cold_items
 from .tune import tune_word2vec
@@ -78,8 +79,9 @@ def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataF
     sentences = tokens
     if side is not None:  # side tokens keyed by walk node
         by_node = side.join(node_ids, "item_id").select(F.col("node").alias("item_id"), "side")
-        sentences = interleave_side_tokens(tokens, by_node, cfg.side_info.sample,
-                                           cfg.walks.seed).persist()
+        sentences = interleave_side_tokens(
+            tokens, by_node, cfg.side_info.sample, cfg.walks.seed,
+            broadcast_limit=broadcast_limit(spark, cfg.ann.broadcast_max_mb)).persist()
     node_vectors, vocab = train_word2vec(sentences, w2v, sample, section="deepwalk")
     vocab.update(tuned)
     node_vectors, side_vectors = split_vectors(node_vectors)

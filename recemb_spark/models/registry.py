@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from ..config import Config, Word2VecConfig
 from ..interactions import rated_items
 from ..io.warehouse import checkpoint_dir
+from ..neighbors.blocks import broadcast_limit
 from ..stages import stage_named
 from .side_info import interleave_side_tokens, split_vectors, with_cold_items
 from .tune import tune_word2vec
@@ -94,8 +95,9 @@ def train_item2vec(spark: SparkSession, cfg: Config, ratings: DataFrame,
     if side is None:
         vectors, details = train_word2vec(sequences, w2v, sample, section="item2vec")
         return TrainedModel(vectors, details={**details, **tuned})
-    sentences = interleave_side_tokens(sequences.select("items"), side, cfg.side_info.sample,
-                                       w2v.seed).persist()
+    sentences = interleave_side_tokens(
+        sequences.select("items"), side, cfg.side_info.sample, w2v.seed,
+        broadcast_limit=broadcast_limit(spark, cfg.ann.broadcast_max_mb)).persist()
     vectors, details = train_word2vec(sentences, w2v, sample, section="item2vec")
     items, side_vectors = split_vectors(vectors)
     marked, counts = with_cold_items(items, side_vectors, side)
