@@ -21,6 +21,7 @@ from pyspark.ml.stat import Summarizer
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from ..neighbors.topk import list_positions
 from ..rows import one_row
 from ..vectors import unit_vectors
 from .subsample import keep_probabilities, subsample_sentences
@@ -119,11 +120,9 @@ def interleave_batch(batch: pa.RecordBatch, ids: pa.Array, lists: pa.Array,
     left out (as the keyed interleave, which explodes them into no rows, leaves them)."""
     col = batch.column(0)
     col = col.filter(pc.greater(pc.list_value_length(col).fill_null(0), 0))
-    lengths = col.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    lengths, _, pos = list_positions(col, ids)
     flat = pc.list_flatten(col)
     n = len(flat)
-    pos = pc.index_in(flat, value_set=ids).fill_null(-1).to_numpy(
-        zero_copy_only=False).astype(np.int64)
     side_off = lists.offsets.to_numpy().astype(np.int64) - int(lists.offsets[0].as_py())
     found = pos >= 0
     s = np.zeros(n, np.int64)
