@@ -7,6 +7,10 @@ the training sequences: channel ``graph_item``); ``popular``,
 ``recent`` (the last ``blend.recent_days`` of the log) and ``category`` (within the
 categories of the user's latest liked items, when the items table has genres) popularity.
 The merge is weighted reciprocal rank fusion (:func:`recemb_spark.neighbors.fusion.fuse`).
+When the item ids and the neighbour tables fit the broadcast threshold (``ann.broadcast_max_mb``,
+:func:`shared_catalogue`), every set of lists below is built in place, each task its users'
+lists in numpy (:mod:`recemb_spark.neighbors.fusion_local`, :func:`lists_in_place`); above
+it by keyed joins (:func:`channel_lists`). The rows are the same.
 
 Three sets of lists are built, each only from data its purpose may see:
 
@@ -50,12 +54,14 @@ from pyspark.sql import functions as F
 from ..config import BlendConfig, Config
 from ..evaluation.holdout import fingerprint, last_liked, sample_users, without_holdout
 from ..evaluation.scoring import holdout_cases
+from ..ids import event_struct
 from ..io.warehouse import Warehouse
 from ..metrics import metric_row, metrics_frame
 from ..models.als import training_frame
 from ..models.registry import model_specs
 from ..models.users import pool_user_vectors
-from ..neighbors import fusion
+from ..neighbors import fusion, fusion_local
+from ..neighbors.blocks import broadcast_limit
 from ..neighbors.exact import user_candidates
 from ..rows import one_row
 from ..runner.stage import StageContext, StageResult
@@ -81,6 +87,10 @@ class Role:
     user_lists: dict[str, DataFrame]
     #: the models of ``user_lists`` whose lists leave out ``exclude`` already, ranked 1, 2, ...
     ranked: Collection[str] = ()
+    #: ``(user_id, history, exclude)`` per user of ``users``: the liked items of ``events``
+    #: oldest first and the ``exclude`` items, as the in-place lists read them
+    #: (:func:`lists_in_place`); None: that path is not taken
+    rows: DataFrame | None = None
 
 
 def channel_lists(cfg: Config, role: Role, neighbors: dict[str, DataFrame],
@@ -118,6 +128,91 @@ def channel_lists(cfg: Config, role: Role, neighbors: dict[str, DataFrame],
                                                                         categories),
                                          role.exclude, depth, "category"))
     return reduce(DataFrame.unionByName, parts)
+
+
+@dataclass
+class InPlace:
+    """Lists built in place (:mod:`~recemb_spark.neighbors.fusion_local`): the ``lists``
+    frame and the broadcast catalogue (the caller unpersists it when the lists are written or
+    cached)."""
+
+    lists: DataFrame
+    broadcast: Any
+
+
+def shared_catalogue(spark: SparkSession, cfg: Config, events: DataFrame,
+                     neighbors: dict[str, DataFrame]
+                     ) -> tuple[fusion_local.Catalogue | None, dict[str, Any]]:
+    """The part of the in-place lists' catalogue every set of lists shares: the item ids of
+    ``events`` (every rating: a superset of the training rows) and the neighbour tables,
+    collected when they fit the broadcast threshold (``ann.broadcast_max_mb``), else None
+    (the keyed path); and what was weighed, for the manifest."""
+    limit = broadcast_limit(spark, cfg.ann.broadcast_max_mb)
+    tables = {f"{m}_item": nb for m, nb in neighbors.items()}
+    items = reduce(DataFrame.unionByName, [
+        events.select("item_id"),
+        *[nb.select(F.col(c).alias("item_id")) for nb in tables.values()
+          for c in ("item_id", "neighbor_id")]]).distinct()
+    n_items = items.count() if limit > 0 else 0
+    n_rows = sum(nb.count() for nb in tables.values()) if limit > 0 else 0
+    weight = fusion_local.catalogue_bytes(n_items, n_rows)
+    fits = 0 < limit and weight <= limit
+    details = {"in_place": fits, "items": n_items, "neighbor_rows": n_rows,
+               "broadcast_mb": round(weight / 2**20, 1), "limit_mb": round(limit / 2**20, 1)}
+    log.info("blend: lists %s: the catalogue (%d items, %d neighbour rows, %.0f MB) against "
+             "the broadcast threshold (%.0f MB)", "built in place" if fits else "by keyed joins",
+             n_items, n_rows, weight / 2**20, limit / 2**20)
+    if not fits:
+        return None, details
+    ids = fusion_local.sorted_ids(items)
+    return fusion_local.Catalogue(ids, {name: fusion_local.neighbor_csr(nb, ids)
+                                        for name, nb in tables.items()}), details
+
+
+def lists_in_place(spark: SparkSession, cfg: Config, role: Role,
+                   shared: fusion_local.Catalogue | None, categories: DataFrame | None,
+                   depth: int, wanted: Collection[str] | None = None,
+                   popular_depth: int | None = None,
+                   fused: fusion_local.Fusion | None = None) -> InPlace | None:
+    """:func:`channel_lists` (or, with ``fused``, those lists fused and filled as
+    :func:`~recemb_spark.neighbors.fusion.fuse_filled` fuses them) built in place, each
+    task its users' lists against the broadcast :func:`shared_catalogue` with the
+    popularity rankings of ``role.events`` and the ``categories``; None when ``role.rows``
+    or ``shared`` is None (the caller takes the keyed path). The same rows either way."""
+    if role.rows is None or shared is None:
+        return None
+    b = cfg.blend
+
+    def on(name: str) -> bool:
+        return wanted is None or name in wanted
+
+    liked = role.events.filter(F.col("rating") >= F.lit(cfg.liked_min_rating))
+    ranked_by = {"popular": liked}
+    if "recent" in b.channels and on("recent"):
+        ranked_by["recent"] = fusion.recent_events(liked, b.recent_days)
+    cats = categories if "category" in b.channels and on("category") else None
+    tables = {name: csr for name, csr in shared.neighbors.items() if on(name)}
+    catalogue = fusion_local.with_rankings(fusion_local.Catalogue(shared.ids, tables),
+                                           ranked_by, cats)
+    bc = role.events.sparkSession.sparkContext.broadcast(catalogue)
+    lists = {f"{m}_user": lst.filter(F.col("rank") <= depth) if m in role.ranked else lst
+             for m, lst in role.user_lists.items() if on(f"{m}_user")}
+    plan = fusion_local.Plan(tuple(lists), tuple(tables), tuple(ranked_by), cats is not None,
+                             depth, popular_depth or depth, b.last_items, b.categories)
+    users = fusion_local.with_lists(role.rows, lists)
+    return InPlace(fusion_local.lists_in_place(users, bc, plan, fused), bc)
+
+
+def published_rows(ratings: DataFrame, min_rating: float) -> DataFrame:
+    """``(user_id, history, exclude)``: every user with an event, their liked items (rating
+    >= ``min_rating``) oldest first (as :func:`~recemb_spark.neighbors.fusion.liked_histories`
+    orders them) and every item they rated. One aggregation."""
+    liked = F.col("rating") >= F.lit(min_rating)
+    return (ratings.groupBy("user_id")
+            .agg(F.array_sort(F.collect_list(F.when(liked, event_struct()))).alias("_h"),
+                 F.collect_list("item_id").alias("exclude"))
+            .select("user_id", F.transform("_h", lambda e: e["item_id"]).alias("history"),
+                    "exclude"))
 
 
 def _similarity(cfg: Config) -> dict[str, str]:
@@ -217,7 +312,10 @@ def heldout_role(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str,
     exclude = _pairs(cases.select("user_id", F.explode("history").alias("item_id")), None,
                      cfg.evaluate.exclude_history)
     lists = _vector_lists(spark, wh, cfg, run_date, user_models, users, exclude, depth)
-    return Role(train, users, exclude, lists)
+    rows = cases.select("user_id", "history", (
+        F.col("history") if cfg.evaluate.exclude_history
+        else F.array().cast("array<string>")).alias("exclude"))
+    return Role(train, users, exclude, lists, rows=rows)
 
 
 def half_of(seed: int) -> Column:
@@ -367,14 +465,21 @@ def channel_names(cfg: Config, user_models: list[str], neighbors: dict[str, Data
 
 def heldout_lists(spark: SparkSession, wh: Warehouse, cfg: Config, run_date: str,
                   train: DataFrame, cases: DataFrame, user_models: list[str],
-                  neighbors: dict[str, DataFrame], categories: DataFrame | None) -> DataFrame:
+                  neighbors: dict[str, DataFrame], categories: DataFrame | None,
+                  shared: fusion_local.Catalogue | None = None
+                  ) -> tuple[DataFrame, InPlace | None]:
     """Every channel's lists for the held-out ``cases`` (:func:`holdout_cases`), from the
     training data only, ``max(evaluate.ks, blend.depth)`` deep: what the evaluation scores
     and, cut to ``blend.depth``, what the weight search reads for its sampled users (a
-    user's lists do not depend on the other users asked)."""
+    user's lists do not depend on the other users asked). Built in place against ``shared``
+    (:func:`shared_catalogue`; then also returned as :class:`InPlace`), else by keyed
+    joins."""
     depth = max(max(cfg.evaluate.ks), cfg.blend.depth)
     role = heldout_role(spark, wh, cfg, run_date, train, cases, user_models, depth)
-    return channel_lists(cfg, role, neighbors, categories, depth)
+    local = lists_in_place(spark, cfg, role, shared, categories, depth)
+    if local is not None:
+        return local.lists, local
+    return channel_lists(cfg, role, neighbors, categories, depth), None
 
 
 def evaluate(train: DataFrame, held: Heldout, cfg: Config, names: list[str], choice: Choice,
@@ -453,13 +558,16 @@ def run(ctx: StageContext) -> None:
     # each half's blend scored with the weights of the other half. A validation split
     # inside the training data leaks into every trained channel (on taobao-head ALS's
     # fold-in found 99.6% of the validation targets and none of the held-out items)
-    held = None
+    # the ids and neighbour tables every set of lists reads, when they fit a broadcast
+    with res.timed("catalogue"):
+        shared, res.details["catalogue"] = shared_catalogue(spark, cfg, ratings, neighbors)
+    held, local = None, None
     if n_holdout:  # every held-out user's lists, built once: the search and the evaluation
         with res.timed("heldout_lists"):
             cases = holdout_cases(train, holdout, cfg.liked_min_rating).persist()
-            held = Heldout(holdout, cases, heldout_lists(
-                spark, wh, cfg, run_date, train, cases, user_models, neighbors,
-                categories).persist())
+            chans, local = heldout_lists(spark, wh, cfg, run_date, train, cases, user_models,
+                                         neighbors, categories, shared)
+            held = Heldout(holdout, cases, chans.persist())
             res.details["heldout_list_rows"] = held.lists.count()
     choice = choose_weights(spark, wh, cfg, run_date, train, user_models, neighbors,
                             categories, res, held)
@@ -472,6 +580,8 @@ def run(ctx: StageContext) -> None:
             evaluate(train, held, cfg, channel_names(cfg, user_models, neighbors, categories),
                      choice, res)
         held.unpersist()
+        if local is not None:
+            local.broadcast.unpersist()
     with res.timed("publish"):
         users = ratings.select("user_id").distinct().persist()
         n_users = users.count()
@@ -481,13 +591,22 @@ def run(ctx: StageContext) -> None:
         ranked = excluded_already(wh, run_date, lists)
         # only the channels with a weight; popularity, when it only fills, as deep as a fill
         # can reach (k items past the at most k fused)
-        chans = channel_lists(cfg, Role(ratings, users, ratings.select("user_id", "item_id"),
-                                        lists, ranked), neighbors, categories, b.depth,
-                              wanted, None if "popular" in wanted else min(b.depth, 2 * b.k))
-        top = fusion.fuse_filled(chans, weights, rr_k, b.k, "popular",
-                                 fuse_partitions(spark, n_users * (len(wanted) + 1) * b.depth))
+        role = Role(ratings, users, ratings.select("user_id", "item_id"), lists, ranked,
+                    rows=published_rows(ratings, cfg.liked_min_rating))
+        popular_depth = None if "popular" in wanted else min(b.depth, 2 * b.k)
+        published = lists_in_place(spark, cfg, role, shared, categories, b.depth, wanted,
+                                   popular_depth, fusion_local.Fusion(weights, rr_k, b.k))
+        if published is not None:
+            top = published.lists
+        else:
+            chans = channel_lists(cfg, role, neighbors, categories, b.depth, wanted,
+                                  popular_depth)
+            top = fusion.fuse_filled(chans, weights, rr_k, b.k, "popular", fuse_partitions(
+                spark, n_users * (len(wanted) + 1) * b.depth))
         res.rows["user_candidates_blend"] = wh.write(top.withColumn("method", F.lit(MODEL)),
                                                      "user_candidates", run_date, model=MODEL)
+        if published is not None:
+            published.broadcast.unpersist()
         written = wh.read("user_candidates", run_date, model=MODEL)
         listed = one_row(written.groupBy("user_id").count().agg(
             F.count(F.lit(1)).alias("listed"),
