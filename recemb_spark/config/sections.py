@@ -718,7 +718,9 @@ class AnnConfig:
         None,
         "exact top-k, ivf, ALS's norm bound, banded lsh, evaluation scoring and user pooling "
         "broadcast the item matrix when it weighs at most this (MiB per Python worker: items x "
-        "(8 x dim + 100) B, plus 8 B per lsh band), else shard it; null = auto (1/8 of "
+        "(8 x dim + 100) B, plus 8 B per lsh band), else shard it; so do the side-token "
+        "interleave its side table ((items + side tokens) x 100 B) and the blend its lists' "
+        "catalogue (items x 132 B + 12 B per neighbour row); null = auto (1/8 of "
         "spark.executor.pyspark.memory / cores, else of spark.executor.memory / cores; local: of "
         "spark.driver.memory, at most 4g); "
         "0 = never broadcast",
