@@ -33,7 +33,7 @@ from pyspark.sql import functions as F
 from ..ids import event_struct
 from ..metrics import metric_row
 from ..neighbors import blocks
-from ..neighbors.topk import QUERY_BLOCK, collect_matrix, exclusions, unit_rows
+from ..neighbors.topk import QUERY_BLOCK, categories_of, collect_matrix, exclusions, unit_rows
 from . import counted
 from .holdout import last_liked, without_holdout
 from .ranks import CategoryBonus, OrderRanks, heldout_targets, rank_block
@@ -359,9 +359,9 @@ def _broadcast_totals(spark: SparkSession, data: DataFrame, item_vectors: DataFr
     categories = None
     if mode == "category":  # category index per item: O(catalogue)
         assert item_categories is not None, "mode 'category' needs item_categories"
-        names = {r["item_id"]: r["category"] for r in item_categories.collect()}
-        codes = {c: i for i, c in enumerate(sorted({c for c in names.values() if c}))}
-        categories = np.array([codes.get(names.get(i), -1) for i in item_ids], np.int32)
+        codes, _ = categories_of(item_categories.filter(F.col("category") != ""),
+                                 pa.array(item_ids, pa.string()))
+        categories = codes.astype(np.int32)
     bc = spark.sparkContext.broadcast((ids, matrix, categories))
 
     def run(part: Iterable[Any]) -> Iterator[_Partial]:

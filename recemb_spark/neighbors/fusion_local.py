@@ -35,7 +35,7 @@ from pyspark.sql import functions as F
 
 from .blocks import BYTES_PER_ID
 from .fusion import SCORE_RESOLUTION
-from .topk import list_positions, positions
+from .topk import categories_of, list_positions, positions
 
 #: bytes a worker holds per broadcast neighbour row (an int32 column and a float64 score)
 NEIGHBOR_ROW_BYTES = 12
@@ -378,20 +378,6 @@ def popularity_order(counts: DataFrame, ids: pa.Array) -> tuple[np.ndarray, np.n
     n = t.column("n").to_numpy().astype(np.int64)
     order = np.lexsort((item, -n))
     return item[order], n[order]
-
-
-def categories_of(categories: DataFrame, ids: pa.Array) -> tuple[np.ndarray, int]:
-    """Each item's category index (-1 for none; categories numbered in string order) from
-    ``categories (item_id, category)``, and the number of categories."""
-    t = categories.select("item_id", "category").toArrow()
-    item = positions(t.column("item_id").combine_chunks(), ids)
-    names = t.column("category").combine_chunks().cast(pa.string())
-    distinct = pc.unique(names)
-    distinct = distinct.take(pc.sort_indices(distinct))
-    code = positions(names, distinct)
-    out = np.full(len(ids), -1, np.int64)
-    out[item[item >= 0]] = code[item >= 0]
-    return out, len(distinct)
 
 
 def with_rankings(cat: Catalogue, liked: dict[str, DataFrame],

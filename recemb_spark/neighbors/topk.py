@@ -436,6 +436,21 @@ def positions(values: pa.Array, ids: pa.Array) -> np.ndarray:
     return found.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+def categories_of(categories: DataFrame, ids: pa.Array) -> tuple[np.ndarray, int]:
+    """Each of ``ids``' category index (-1 for none; categories numbered in string order,
+    null ones left out) from ``categories (item_id, category)``, collected through Arrow, and
+    the number of categories. Assumes one category per item."""
+    t = categories.select("item_id", "category").toArrow()
+    item = positions(t.column("item_id").combine_chunks(), ids)
+    names = t.column("category").combine_chunks().cast(pa.string())
+    distinct = pc.drop_null(pc.unique(names))
+    distinct = distinct.take(pc.sort_indices(distinct))
+    code = positions(names, distinct)
+    out = np.full(len(ids), -1, np.int64)
+    out[item[item >= 0]] = code[item >= 0]
+    return out, len(distinct)
+
+
 def list_positions(lists: pa.Array, ids: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For an Arrow ``list<string>`` array: ``(lengths, rows, cols)`` as int64 — each list's
     length (0 for null), and for every value of ``lists.flatten()`` its row and its position
