@@ -152,7 +152,7 @@ def shared_catalogue(spark: SparkSession, cfg: Config, events: DataFrame,
     items = reduce(DataFrame.unionByName, [
         events.select("item_id"),
         *[nb.select(F.col(c).alias("item_id")) for nb in tables.values()
-          for c in ("item_id", "neighbor_id")]]).distinct()
+          for c in ("item_id", "neighbor_id")]]).distinct().persist()  # counted, then collected
     n_items = items.count() if limit > 0 else 0
     n_rows = sum(nb.count() for nb in tables.values()) if limit > 0 else 0
     weight = fusion_local.catalogue_bytes(n_items, n_rows)
@@ -163,8 +163,10 @@ def shared_catalogue(spark: SparkSession, cfg: Config, events: DataFrame,
              "the broadcast threshold (%.0f MB)", "built in place" if fits else "by keyed joins",
              n_items, n_rows, weight / 2**20, limit / 2**20)
     if not fits:
+        items.unpersist()
         return None, details
     ids = fusion_local.sorted_ids(items)
+    items.unpersist()
     return fusion_local.Catalogue(ids, {name: fusion_local.neighbor_csr(nb, ids)
                                         for name, nb in tables.items()}), details
 
