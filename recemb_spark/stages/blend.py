@@ -196,7 +196,7 @@ def lists_in_place(spark: SparkSession, cfg: Config, role: Role,
     tables = {name: csr for name, csr in shared.neighbors.items() if on(name)}
     catalogue = fusion_local.with_rankings(fusion_local.Catalogue(shared.ids, tables),
                                            ranked_by, cats)
-    bc = role.events.sparkSession.sparkContext.broadcast(catalogue)
+    bc = spark.sparkContext.broadcast(catalogue)
     lists = {f"{m}_user": lst.filter(F.col("rank") <= depth) if m in role.ranked else lst
              for m, lst in role.user_lists.items() if on(f"{m}_user")}
     plan = fusion_local.Plan(tuple(lists), tuple(tables), tuple(ranked_by), cats is not None,
