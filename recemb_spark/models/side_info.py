@@ -21,7 +21,7 @@ from pyspark.ml.stat import Summarizer
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from ..neighbors.topk import list_positions
+from ..neighbors.topk import list_positions, run_positions
 from ..rows import one_row
 from ..vectors import unit_vectors
 from .subsample import keep_probabilities, subsample_sentences
@@ -133,7 +133,7 @@ def interleave_batch(batch: pa.RecordBatch, ids: pa.Array, lists: pa.Array,
     idx[starts] = np.arange(n)
     if s.sum():
         tok = np.repeat(np.arange(n), s)
-        within = np.arange(int(s.sum())) - np.repeat(np.cumsum(s) - s, s)
+        within = run_positions(s)
         idx[np.repeat(starts + 1, s) + within] = n + side_off[pos[tok]] + within
     values = pa.concat_arrays([flat.cast(pa.string()), pc.list_flatten(lists).cast(pa.string())])
     sums = np.concatenate([[0], np.cumsum(out_counts)])

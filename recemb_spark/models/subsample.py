@@ -10,7 +10,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from ..neighbors.topk import list_positions
+from ..neighbors.topk import list_positions, run_positions
 
 _HASH = "_subsample_hash"
 
@@ -47,7 +47,7 @@ def drop_tokens(lists: pa.Array, sentence_keys: np.ndarray, tokens: pa.Array,
     position ``p`` of row ``r`` stays when ``uniform(key[r] ^ p * odd) < keep[token]`` (1 for a
     token not in ``tokens``). Null rows stay null."""
     lengths, rows, idx = list_positions(lists, tokens)
-    pos = np.arange(len(rows), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    pos = run_positions(lengths)
     p = np.where(idx >= 0, keep[np.maximum(idx, 0)], 1.0)
     draw = uniform(sentence_keys[rows] ^ (pos.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93)))
     kept = draw < p

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .topk import first_of, merge_candidates
+from .topk import first_of, merge_candidates, run_positions
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 # scores per batched multiply (batch x queries x items), ~32 MB of float32
@@ -268,7 +268,7 @@ def score_band(q: np.ndarray, x: np.ndarray, qb: np.ndarray, buckets: Buckets, k
             qidx[q_slot[lo:hi] - g0, q_pos[sel]] = qs[sel]
             cnt = buckets.count[bids[gs]]
             rep = np.repeat(np.arange(len(gs)), cnt)
-            within = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+            within = run_positions(cnt)
             iidx = np.full((len(gs), b), -1, np.int64)
             iidx[rep, within] = buckets.order[np.repeat(buckets.start[bids[gs]], cnt) + within]
             s = np.matmul(q[np.maximum(qidx, 0)], x[np.maximum(iidx, 0)].transpose(0, 2, 1))

@@ -35,7 +35,7 @@ from pyspark.sql import functions as F
 
 from .blocks import BYTES_PER_ID
 from .fusion import SCORE_RESOLUTION
-from .topk import categories_of, list_positions, positions
+from .topk import categories_of, first_of, list_positions, positions, run_positions
 
 #: bytes a worker holds per broadcast neighbour row (an int32 column and a float64 score)
 NEIGHBOR_ROW_BYTES = 12
@@ -62,8 +62,7 @@ class Csr:
         size = self.offsets[rows + 1] - start
         n = size if counts is None else np.minimum(size, counts)
         which = np.repeat(np.arange(len(rows)), n)
-        within = np.arange(len(which)) - np.repeat(np.cumsum(n) - n, n)
-        return which, start[which] + within
+        return which, start[which] + run_positions(n)
 
 
 def csr_of(rows: np.ndarray, cols: np.ndarray, n_rows: int, order_by: np.ndarray,
@@ -138,10 +137,7 @@ def rank_in_order(user: np.ndarray) -> np.ndarray:
     """1-based ranks of rows sorted by user: 1 at each user's first row, then 2, 3, ..."""
     if len(user) == 0:
         return np.zeros(0, np.int64)
-    new = np.ones(len(user), bool)
-    new[1:] = user[1:] != user[:-1]
-    starts = np.flatnonzero(new)
-    return np.arange(len(user)) - np.repeat(starts, np.diff(np.append(starts, len(user)))) + 1
+    return run_positions(np.diff(np.append(first_of(user), len(user)))) + 1
 
 
 def first_per_user(order: np.ndarray, user: np.ndarray, item: np.ndarray, depth: int
@@ -192,7 +188,7 @@ def channel_rows(batch: pa.RecordBatch, cat: Catalogue, plan: Plan) -> Rows:
         ranking = cat.rankings[name]
         take = np.minimum(len(ranking), depth + ex_len)
         u = np.repeat(users, take)
-        i = ranking[np.arange(len(u)) - np.repeat(np.cumsum(take) - take, take)]
+        i = ranking[run_positions(take)]
         keep = unseen(u, i)
         parts.append(first_per_user(np.arange(int(keep.sum())), u[keep], i[keep], depth))
     if plan.category:

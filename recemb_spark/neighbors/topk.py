@@ -110,6 +110,14 @@ def first_of(sorted_keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(new)
 
 
+def run_positions(lengths: np.ndarray) -> np.ndarray:
+    """For runs of ``lengths`` elements laid end to end: each element's position within its
+    run (0, 1, ... per run; int64)."""
+    lengths = np.asarray(lengths, np.int64)
+    return np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths,
+                                                                     lengths)
+
+
 def best_per_row(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
                  k: int) -> tuple[np.ndarray, np.ndarray]:
     """From scattered candidates ``(row, col, score)``, no ``(row, col)`` twice (as
@@ -185,7 +193,7 @@ def merge_candidates(best_i: np.ndarray, best_v: np.ndarray, rows: np.ndarray,
         width = int(count[chunk[-1]])
         n = count[chunk]
         local = np.repeat(np.arange(len(chunk)), n)
-        pos = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+        pos = run_positions(n)
         src = np.repeat(starts[chunk], n) + pos
         top_i = np.full((len(chunk), width), -1, np.int64)
         top_v = np.full(top_i.shape, -np.inf, np.float32)
