@@ -176,8 +176,7 @@ def channel_rows(batch: pa.RecordBatch, cat: Catalogue, plan: Plan) -> Rows:
         keep = unseen(u, i)
         parts.append(first_per_user(np.arange(int(keep.sum())), u[keep], i[keep], plan.depth))
     h_len, h_u, h_i = list_positions(batch.column("history"), cat.ids)
-    starts = np.cumsum(h_len) - h_len
-    back = h_len[h_u] - 1 - (np.arange(len(h_u)) - starts[h_u])  # 0 = the latest item
+    back = h_len[h_u] - 1 - run_positions(h_len)  # 0 = the latest item
     latest = (back < plan.last_items) & (h_i >= 0)
     for name in plan.item:
         parts.append(_neighbor_rows(cat.neighbors[name], h_u[latest], h_i[latest],
@@ -234,8 +233,7 @@ def _category_rows(category_of: np.ndarray, by_category: Csr, h_u: np.ndarray,
     u, c, b = h_u[has], c[has], back[has]
     order = np.lexsort((b, c, u))  # per (user, category) its latest item first
     u, c, b = u[order], c[order], b[order]
-    first = np.ones(len(u), bool)
-    first[1:] = (u[1:] != u[:-1]) | (c[1:] != c[:-1])
+    first = first_of(u * (len(by_category.offsets) - 1) + c)
     u, c, b = u[first], c[first], b[first]
     gu, gc, g = first_per_user(np.lexsort((c, b, u)), u, c, n_groups)
     which, pos = by_category.expand(gc, depth + ex_len[gu])
