@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 
-from recemb_spark.evaluation.scoring import score_model
+from recemb_spark.evaluation.scoring import collect_items, score_model
 from recemb_spark.models.users import pool_user_vectors, pooling_path
 from recemb_spark.neighbors import blocks
 from recemb_spark.neighbors.exact import exact_path, exact_top_k, user_candidates
@@ -138,12 +138,20 @@ def test_sharded_scoring_gives_the_broadcast_figures_in_every_mode(spark, small_
             dict(item_vectors=items, mode="user", user_vectors=users, similarity="dot"),
             dict(item_vectors=pop, mode="constant", segments=segments),
             dict(item_vectors=pop, mode="category", item_categories=cats)]
+    # one collection (and one broadcast per normalisation) shared by every mode of its items
+    shared = {id(items): collect_items(items), id(pop): collect_items(pop)}
     for kw in runs:
         want = score_model(spark, cases, ks=[2, 5], model="m", catalogue_size=45,
                            path="broadcast", **kw)
         got = score_model(spark, cases, ks=[2, 5], model="m", catalogue_size=45,
                           path="sharded", **kw)
         assert got == want, kw.get("mode", "item")
+        once = score_model(spark, cases, ks=[2, 5], model="m", catalogue_size=45,
+                           path="broadcast", collected=shared[id(kw["item_vectors"])], **kw)
+        assert once == want, kw.get("mode", "item")
+    assert sorted(shared[id(items)].broadcasts) == [False, True]  # dot: raw, cosine: unit
+    for c in shared.values():
+        c.release()
         values = {(r["metric"], r["k"]): r["value"] for r in want}
         if kw.get("mode", "user") == "user" and "similarity" not in kw:  # case "tie": rank 1
             hr = values[("user_hr" if kw.get("mode") == "user" else "hr", 2)]

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from pyspark import Broadcast
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -298,7 +299,8 @@ def score_model(spark: SparkSession, cases: DataFrame, item_vectors: DataFrame, 
                 item_categories: DataFrame | None = None,
                 path: str | None = None,
                 broadcast_max_mb: float | None = None,
-                numbered: DataFrame | None = None) -> list[dict[str, Any]]:
+                numbered: DataFrame | None = None,
+                collected: Collected | None = None) -> list[dict[str, Any]]:
     """Metrics rows ``{model, metric, k, value}`` for one model and query mode.
 
     ``path="broadcast"``: the item matrix (O(catalogue x dim)) is collected and broadcast
@@ -321,6 +323,8 @@ def score_model(spark: SparkSession, cases: DataFrame, item_vectors: DataFrame, 
     ``numbered``: the sharded path's
     :func:`~recemb_spark.neighbors.blocks.number_items` of ``item_vectors``, when the caller
     scores several query modes on the same items (numbered once, persisted by the caller).
+    ``collected``: the broadcast path's :func:`collect_items` of ``item_vectors``, likewise
+    (collected and broadcast once; released by the caller).
     """
     dot = mode == "user" and similarity == "dot"
     normalise = mode not in ("constant", "category") and not dot
@@ -334,7 +338,7 @@ def score_model(spark: SparkSession, cases: DataFrame, item_vectors: DataFrame, 
     path = path or scoring_path(spark, item_vectors, broadcast_max_mb)
     if path == "broadcast":
         total = _broadcast_totals(spark, data, item_vectors, ks_sorted, mode, normalise, dot,
-                                  item_categories)
+                                  item_categories, collected)
     elif path == "sharded":
         total = _sharded_totals(data, item_vectors, ks_sorted, mode, normalise, dot,
                                 item_categories, segments is not None, numbered)
@@ -350,19 +354,56 @@ def score_model(spark: SparkSession, cases: DataFrame, item_vectors: DataFrame, 
     return out
 
 
+@dataclass
+class Collected:
+    """An item matrix on the driver for several broadcast-path scorings of the same items
+    (:func:`collect_items`): the ids in natural order, their positions, the vectors as
+    stored, and one broadcast per normalisation, made on first use. :meth:`release`
+    unpersists them."""
+
+    ids: list[str]
+    index: dict[str, int]
+    raw: np.ndarray
+    broadcasts: dict[bool, Broadcast[Any]] = field(default_factory=dict)
+
+    def broadcast(self, spark: SparkSession, normalise: bool) -> Broadcast[Any]:
+        """``(index, matrix, None)`` broadcast, the matrix's rows unit-length when
+        ``normalise``: made once per value of ``normalise``."""
+        if normalise not in self.broadcasts:
+            matrix = unit_rows(self.raw) if normalise else self.raw
+            self.broadcasts[normalise] = spark.sparkContext.broadcast(
+                (self.index, matrix, None))
+        return self.broadcasts[normalise]
+
+    def release(self) -> None:
+        """Unpersist the broadcasts (the executors drop their copies)."""
+        for bc in self.broadcasts.values():
+            bc.unpersist()
+        self.broadcasts.clear()
+
+
+def collect_items(item_vectors: DataFrame) -> Collected:
+    """``item_vectors (item_id, vector)`` collected to the driver once
+    (:func:`~recemb_spark.neighbors.topk.collect_matrix`, O(catalogue x dim)), for
+    :func:`score_model`'s ``collected``."""
+    ids, raw = collect_matrix(item_vectors, normalise=False)
+    return Collected(ids, {item: i for i, item in enumerate(ids)}, raw)
+
+
 def _broadcast_totals(spark: SparkSession, data: DataFrame, item_vectors: DataFrame,
                       ks: list[int], mode: str, normalise: bool, dot: bool,
-                      item_categories: DataFrame | None) -> _Totals:
-    """:func:`score_model`'s sums with the item matrix (and ids) broadcast."""
-    item_ids, matrix = collect_matrix(item_vectors, normalise=normalise)
-    ids = {item: i for i, item in enumerate(item_ids)}
-    categories = None
+                      item_categories: DataFrame | None,
+                      collected: Collected | None = None) -> _Totals:
+    """:func:`score_model`'s sums with the item matrix (and ids) broadcast: ``collected``'s,
+    else collected here for this call."""
+    items = collect_items(item_vectors) if collected is None else collected
     if mode == "category":  # category index per item: O(catalogue)
         assert item_categories is not None, "mode 'category' needs item_categories"
         codes, _ = categories_of(item_categories.filter(F.col("category") != ""),
-                                 pa.array(item_ids, pa.string()))
-        categories = codes.astype(np.int32)
-    bc = spark.sparkContext.broadcast((ids, matrix, categories))
+                                 pa.array(items.ids, pa.string()))
+        bc = spark.sparkContext.broadcast((items.index, items.raw, codes.astype(np.int32)))
+    else:
+        bc = items.broadcast(spark, normalise)
 
     def run(part: Iterable[Any]) -> Iterator[_Partial]:
         ids_, matrix_, categories_ = bc.value
@@ -374,8 +415,11 @@ def _broadcast_totals(spark: SparkSession, data: DataFrame, item_vectors: DataFr
     # scores (the totals do not depend on how the cases are cut)
     spread = data.repartition(spark.sparkContext.defaultParallelism)
     partials = spread.rdd.mapPartitions(run).collect()
-    bc.unpersist()
-    total = _Partial(_Counts.zero(), {}, np.zeros(len(item_ids), bool))  # no partition: 0
+    if mode == "category":
+        bc.unpersist()
+    if collected is None:
+        items.release()
+    total = _Partial(_Counts.zero(), {}, np.zeros(len(items.ids), bool))  # no partition: 0
     for p in partials:
         total = total.merge(p)
     return _Totals(total.total, total.segments, int(total.covered.sum()))

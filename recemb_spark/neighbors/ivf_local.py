@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -46,9 +47,9 @@ class ListedItems:
     starts: np.ndarray
     centroids: np.ndarray
 
-    @property
+    @cached_property
     def column_of(self) -> np.ndarray:
-        """The column of ``mt`` of every ``item_idx``."""
+        """The column of ``mt`` of every ``item_idx`` (computed once per worker's copy)."""
         out = np.empty(len(self.number), np.int64)
         out[self.number] = np.arange(len(self.number))
         return out

@@ -22,6 +22,7 @@ from ..errors import StageError
 from ..evaluation.holdout import Fingerprint, fingerprint, resolve_protocol, without_holdout
 from ..evaluation.popularity import popularity_segments
 from ..evaluation.scoring import (
+    collect_items,
     format_metrics,
     heldout_in_history,
     holdout_cases,
@@ -89,13 +90,18 @@ def _popularity(spark: SparkSession, wh: Warehouse, cfg: Config, res: StageResul
         popularity = popularity_vectors(train, cfg.liked_min_rating).persist()
         path = scoring_path(spark, popularity, cfg.ann.broadcast_max_mb)
         res.details["popularity_scoring_path"] = path
+        collected = collect_items(popularity) if path == "broadcast" else None
         res.metrics += score_model(spark, cases, popularity, ks, "popularity", catalogue,
-                                   mode="constant", segments=segments, path=path)
+                                   mode="constant", segments=segments, path=path,
+                                   collected=collected)
         categories = item_categories(wh, run_date)
         if categories is not None:
             res.metrics += score_model(spark, cases, popularity, ks, "popularity_category",
                                        catalogue, mode="category", segments=segments,
-                                       item_categories=categories, path=path)
+                                       item_categories=categories, path=path,
+                                       collected=collected)
+        if collected is not None:
+            collected.release()
         popularity.unpersist()
     return segments
 
@@ -111,16 +117,21 @@ def _score_queries(spark: SparkSession, cfg: Config, res: StageResult, cases: Da
     path = scoring_path(spark, items, cfg.ann.broadcast_max_mb)
     res.details[f"{name}_scoring_path"] = path
     numbered = blocks.number_items(items).persist() if path == "sharded" else None
+    collected = collect_items(items) if path == "broadcast" else None
     try:
         res.metrics += score_model(spark, cases, items, ks, name, catalogue,
-                                   segments=segments, path=path, numbered=numbered)
+                                   segments=segments, path=path, numbered=numbered,
+                                   collected=collected)
         if cfg.evaluate.user_query:
             res.metrics += score_model(spark, cases, items, ks, name, catalogue, mode="user",
                                        user_vectors=users_for(path), similarity=similarity,
-                                       segments=segments, path=path, numbered=numbered)
+                                       segments=segments, path=path, numbered=numbered,
+                                       collected=collected)
     finally:
         if numbered is not None:
             numbered.unpersist()
+        if collected is not None:
+            collected.release()
 
 
 def _stored_users(wh: Warehouse, run_date: str, name: str, needed: str,
