@@ -32,6 +32,12 @@ def test_nearest_lists_best_first_ties_by_number():
     x = np.array([[0.1, 0.9, 0.5], [0.5, 0.5, 0.0]], np.float32)
     assert ivf.nearest_lists(x, cent, 3).tolist() == [[1, 2, 0], [0, 1, 2]]
     assert ivf.nearest_lists(x, cent, 2, chunk=1).tolist() == [[1, 2], [0, 1]]
+    assert ivf.nearest_lists(x, cent, 1, chunk=1).tolist() == [[1], [0]]  # tie: list 0
+    rng = np.random.default_rng(3)  # the nearest alone is the first of the full order
+    pts, many = rng.normal(size=(500, 4)).astype(np.float32), rng.normal(size=(9, 4))
+    many = np.vstack([many, many[:2]]).astype(np.float32)  # lists 9, 10 tie with 0, 1
+    assert (ivf.nearest_lists(pts, many, 1, chunk=7)[:, 0]
+            == ivf.nearest_lists(pts, many, 11)[:, 0]).all()
     assert ivf.n_lists_for(722_000) == 241 and ivf.n_lists_for(10) == 1
     assert ivf.n_lists_for(10**9) == ivf.MAX_LISTS
 

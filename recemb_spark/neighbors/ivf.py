@@ -117,6 +117,9 @@ def nearest_lists(x: np.ndarray, centroids: np.ndarray, n: int,
     out = np.zeros((len(x), n), np.int32)
     for r0 in range(0, len(x), chunk):
         s = x[r0:r0 + chunk] @ centroids.T
+        if n == 1:  # the nearest only (k-means, the items' lists): argmax takes the first
+            out[r0:r0 + chunk, 0] = np.argmax(s, axis=1)  # of tied lists, as the sort does
+            continue
         if n < s.shape[1]:
             part = np.argpartition(-s, n - 1, axis=1)[:, :n]
         else:
