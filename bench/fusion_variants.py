@@ -43,10 +43,14 @@ from common import write_json  # noqa: E402
 from quality import DATASETS  # noqa: E402
 from scale import RUN_DATE  # noqa: E402
 
+from recemb_spark.config import BlendConfig  # noqa: E402
 from recemb_spark.neighbors import fusion  # noqa: E402
+from recemb_spark.stages.blend import search  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-K = 10
+#: the stage's defaults: what it searches and publishes (k, grid, rr_k values, rounds)
+BLEND = BlendConfig()
+K = BLEND.k
 #: rank buckets of the learned score: [1], [2], [3], [4, 5], [6, 10], [11, 20], [21, 50]
 EDGES = np.array([1, 2, 3, 4, 6, 11, 21, 51])
 MIDDLES = np.array([1, 2, 3, 4.5, 8, 15.5, 35.5])
@@ -132,25 +136,18 @@ def rrf_hits(cases: Cases, w: np.ndarray, rr_k: float) -> int:
     return sum(int(fusion.fused_hits(r, t, w[None], np.array([rr_k]), K)[0]) for r, t in cases)
 
 
-def rrf_search(cases: Cases, channels: int) -> tuple[np.ndarray, float]:
-    """The stage's coordinate search with the default grid (``blend.weight_grid``,
-    ``rr_k`` 20 then ``rr_k_grid``, 2 rounds)."""
-    chosen = [(r, t) for r, t in cases if t >= 0]
-
-    def hits_of(weights: np.ndarray, rr_ks: np.ndarray) -> np.ndarray:
-        total = np.zeros(len(weights), np.int64)
-        for r, t in chosen:
-            total += fusion.fused_hits(r, t, weights, rr_ks, K)
-        return total
-
-    best, _, _ = fusion.coordinate_search(hits_of, channels, [0.0, 0.25, 0.5, 1.0, 2.0, 4.0],
-                                          [20.0, 5.0, 60.0], 2)
-    return best[:-1], float(best[-1])
+def rrf_search(cases: Cases, names: list[str]) -> tuple[np.ndarray, float]:
+    """The stage's own weight search (:func:`recemb_spark.stages.blend.search`, the default
+    ``blend`` settings) on ``cases``: the weights in ``names`` order and rr_k."""
+    found = search([(0, r, t) for r, t in cases], names, BLEND)
+    return np.array([found.weights[n] for n in names]), found.rr_k
 
 
-def bagged(cases: Cases, channels: int, seed: int, n: int = 5) -> tuple[np.ndarray, float]:
+def bagged(cases: Cases, names: list[str], seed: int, n: int = 5) -> tuple[np.ndarray, float]:
+    """:func:`rrf_search` on ``n`` bootstrap samples of ``cases``: the weights (each set
+    scaled to a maximum of 1) averaged, the median rr_k."""
     rng = np.random.default_rng(seed)
-    found = [rrf_search([cases[i] for i in rng.integers(0, len(cases), len(cases))], channels)
+    found = [rrf_search([cases[i] for i in rng.integers(0, len(cases), len(cases))], names)
              for _ in range(n)]
     return (np.mean([w / max(w.max(), 1e-12) for w, _ in found], axis=0),
             float(np.median([k for _, k in found])))
@@ -169,10 +166,10 @@ def variants(path: Path) -> dict[str, Any]:
     hits = {"search": 0, "equal": 0, "bagged": 0, "softmax": 0, "softmax_rrf_prior": 0}
     for h in (0, 1):
         fit_on, score_on = halves[1 - h], halves[h]
-        w, rr_k = rrf_search(fit_on, channels)
+        w, rr_k = rrf_search(fit_on, names)
         hits["search"] += rrf_hits(score_on, w, rr_k)
         hits["equal"] += rrf_hits(score_on, np.ones(channels), 20.0)
-        w, rr_k = bagged(fit_on, channels, seed=h)
+        w, rr_k = bagged(fit_on, names, seed=h)
         hits["bagged"] += rrf_hits(score_on, w, rr_k)
         hits["softmax"] += linear_hits(score_on, fit_softmax(fit_on, 10.0, prior=False))
         hits["softmax_rrf_prior"] += linear_hits(score_on, fit_softmax(fit_on, 15.0,
