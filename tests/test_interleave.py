@@ -103,3 +103,48 @@ def test_rebuild_carries_a_sentence_across_batches():
                batch([2, 5], [["e"], ["f", "y"]])]
     out = [r for b in rebuild_sentences(iter(batches), name="w") for r in b.to_pylist()]
     assert out == [{"w": ["a", "b", "x"]}, {"w": ["c", "d", "e"]}, {"w": ["f", "y"]}]
+
+
+def runs_once(sentences, side):
+    """The interleave without repeats, written out: an item's side tokens follow it unless
+    the token before it in the sentence has the same side list."""
+    lists = {r["item_id"]: r["side"] for r in side.collect()}
+    out = []
+    for r in sentences.collect():
+        previous, tokens = None, []
+        for token in r["items"] or []:
+            mine = lists.get(token)
+            tokens += [token, *(mine if mine and mine != previous else [])]
+            previous = mine
+        if tokens:
+            out.append(tokens)
+    return sorted(out)
+
+
+def test_without_repeats_a_run_of_one_side_list_carries_it_once(spark):
+    """``repeat=False``: both paths (broadcast and keyed) leave out the side tokens of an
+    item whose list equals the previous token's (an item without side tokens breaks a run);
+    subsampling then drops side tokens only."""
+    rng = np.random.default_rng(5)
+    side = spark.createDataFrame(
+        [(f"i{v}", [f"side:c{v % 3}"] if v % 4 else [f"side:c{v % 3}", "side:x"])
+         for v in range(40) if v % 7], "item_id string, side array<string>")
+    sentences = spark.createDataFrame(
+        [([f"i{v}" for v in 3 * rng.integers(0, 13, rng.integers(1, 20))
+           + rng.integers(0, 2, 1)],) for _ in range(80)]
+        + [([],), (None,), (["i3", "i3", "nope", "i3"],)], "items array<string>")
+    want = runs_once(sentences, side)
+    assert ["i3", "side:c0", "i3", "nope", "i3", "side:c0"] in want
+    for limit in (10**9, 0):
+        got = interleave_side_tokens(sentences, side, 0.0, 1, broadcast_limit=limit,
+                                     repeat=False)
+        assert sorted(r["items"] for r in got.collect()) == want
+    full = interleave_side_tokens(sentences, side, 0.0, 1)
+    n_side = sum(t.startswith("side:") for r in full.collect() for t in r["items"])
+    assert sum(t.startswith("side:") for r in want for t in r) < 0.6 * n_side
+    sub = interleave_side_tokens(sentences, side, 1e-2, 1, broadcast_limit=10**9,
+                                 repeat=False).collect()
+    kept = [t for r in sub for t in r["items"]]
+    assert sorted(t for t in kept if not t.startswith("side:")) == sorted(
+        t for r in want for t in r if not t.startswith("side:"))
+    assert len(kept) < sum(len(r) for r in want)

@@ -280,7 +280,7 @@ class Word2VecConfig:
         0,
         "training epochs; 0 = auto: ~150k token updates, 5..25 (5 from 30k tokens up; "
         "yoochoose: 20 epochs lost 0.05 HR@10 against 5); fewer on corpora past 25M token "
-        "updates, keeping >= 300 updates per item",
+        "updates (at least 1)",
         ge=0,
     )
     num_partitions: int = setting(
@@ -542,6 +542,14 @@ class SideInfoConfig:
         "subsampling threshold for side tokens (frequent categories are dropped more often); 0 "
         "= keep all",
         ge=0, lt=1,
+    )
+    repeat: bool = setting(
+        True,
+        "true: every item is followed by its side tokens; false: an item whose side tokens "
+        "equal the previous item's in the sentence gets none, so a run of one category "
+        "carries its token once (generated 5M-event log: 39% fewer tokens, HR@10 item2vec "
+        "0.213 -> 0.235, DeepWalk 0.128 -> 0.195; taobao-head, whose held-out items are nearly "
+        "all cold: DeepWalk 0.166 -> 0.138)"
     )
 
 

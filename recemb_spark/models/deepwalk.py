@@ -81,7 +81,8 @@ def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataF
         by_node = side.join(node_ids, "item_id").select(F.col("node").alias("item_id"), "side")
         sentences = interleave_side_tokens(
             tokens, by_node, cfg.side_info.sample, cfg.walks.seed,
-            broadcast_limit=broadcast_limit(spark, cfg.ann.broadcast_max_mb)).persist()
+            broadcast_limit=broadcast_limit(spark, cfg.ann.broadcast_max_mb),
+            repeat=cfg.side_info.repeat).persist()
     node_vectors, vocab = train_word2vec(sentences, w2v, sample, section="deepwalk")
     vocab.update(tuned)
     node_vectors, side_vectors = split_vectors(node_vectors)

@@ -97,7 +97,8 @@ def train_item2vec(spark: SparkSession, cfg: Config, ratings: DataFrame,
         return TrainedModel(vectors, details={**details, **tuned})
     sentences = interleave_side_tokens(
         sequences.select("items"), side, cfg.side_info.sample, w2v.seed,
-        broadcast_limit=broadcast_limit(spark, cfg.ann.broadcast_max_mb)).persist()
+        broadcast_limit=broadcast_limit(spark, cfg.ann.broadcast_max_mb),
+        repeat=cfg.side_info.repeat).persist()
     vectors, details = train_word2vec(sentences, w2v, sample, section="item2vec")
     items, side_vectors = split_vectors(vectors)
     marked, counts = with_cold_items(items, side_vectors, side)

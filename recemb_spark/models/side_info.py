@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.ml.stat import Summarizer
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from ..neighbors.topk import list_positions, run_positions
@@ -53,8 +53,12 @@ def side_bytes(rows: int, tokens: int) -> int:
 
 
 def interleave_side_tokens(sentences: DataFrame, side: DataFrame, sample: float, seed: int,
-                           input_col: str = "items", broadcast_limit: int = 0) -> DataFrame:
+                           input_col: str = "items", broadcast_limit: int = 0,
+                           repeat: bool = True) -> DataFrame:
     """Sentences with each item followed by its side tokens: ``(input_col array<string>)``.
+    With ``repeat`` false an item whose side tokens equal those of the item before it in the
+    sentence gets none (a run of one category carries its token once; lists compared by
+    ``xxhash64``, :func:`side_keys`).
 
     ``broadcast_limit`` (bytes; 0 = never): when ``side`` holds one row per item and weighs at
     most that (:func:`side_bytes`), it is collected and broadcast and each task interleaves
@@ -70,36 +74,51 @@ def interleave_side_tokens(sentences: DataFrame, side: DataFrame, sample: float,
     them back into lists: a task holds one Arrow batch and the one sentence it is rebuilding
     (a sentence is never split across partitions nor merged with another). Side tokens are
     then subsampled at ``sample`` (0 = keep all); item tokens are never dropped here."""
+    keyed = side_keys(side)
     if broadcast_limit > 0 and _side_fits(side, broadcast_limit):
-        table = side.select("item_id", "side").toArrow()
+        table = keyed.toArrow()
         bc = sentences.sparkSession.sparkContext.broadcast(
-            (table.column("item_id").combine_chunks(), table.column("side").combine_chunks()))
+            (table.column("item_id").combine_chunks(), table.column("side").combine_chunks(),
+             None if repeat else table.column("_key").to_numpy()))
 
         def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            ids, lists = bc.value
+            ids, lists, keys = bc.value
             for batch in batches:
                 if batch.num_rows:
-                    yield interleave_batch(batch, ids, lists, input_col)
+                    yield interleave_batch(batch, ids, lists, input_col, keys)
 
         grouped = sentences.select(input_col).mapInArrow(run, f"{input_col} array<string>")
     else:
         numbered = (sentences.select(F.monotonically_increasing_id().alias("_s"), input_col)
                     .select("_s", F.posexplode(input_col).alias("_p", "item_id")))
-        joined = numbered.join(side.select("item_id", "side"), "item_id", "left")
-        tokens = F.concat(F.array("item_id"),
-                          F.coalesce("side", F.array().cast("array<string>")))
-        rows = (joined.select("_s", "_p", tokens.alias("_t"))
-                .repartition("_s").sortWithinPartitions("_s", "_p"))
+        joined = numbered.join(keyed, "item_id", "left")
+        none = F.array().cast("array<string>")
+        side_col = F.coalesce("side", none)
+        if repeat:
+            rows = joined.repartition("_s")
+        else:  # the window partitions by sentence and sorts by position: the same shuffle
+            previous = F.lag("_key").over(Window.partitionBy("_s").orderBy("_p"))
+            side_col = F.when(previous == F.col("_key"), none).otherwise(side_col)
+            rows = joined
+        rows = (rows.select("_s", "_p", F.concat(F.array("item_id"), side_col).alias("_t"))
+                .sortWithinPartitions("_s", "_p"))
         grouped = rows.mapInArrow(partial(rebuild_sentences, name=input_col),
                                   f"{input_col} array<string>")
     if sample <= 0:
         return grouped
-    counts = interleaved_token_counts(sentences, side, input_col).persist()
+    counts = (interleaved_token_counts(sentences, side, input_col) if repeat
+              else token_counts(grouped, input_col)).persist()
     total = one_row(counts.agg(F.sum("count")))[0] or 0
     keep = {t: p for t, p in keep_probabilities(counts, sample, total).items()
             if t.startswith(SIDE_PREFIX)}
     counts.unpersist()
     return subsample_sentences(grouped, keep, seed, input_col)
+
+
+def side_keys(side: DataFrame) -> DataFrame:
+    """``(item_id, side, _key)``: ``side`` with a 64-bit hash of each item's side list (equal
+    lists, equal keys; distinct lists collide with probability ~ lists^2 / 2^64)."""
+    return side.select("item_id", "side", F.xxhash64("side").alias("_key"))
 
 
 def _side_fits(side: DataFrame, limit: int) -> bool:
@@ -113,20 +132,26 @@ def _side_fits(side: DataFrame, limit: int) -> bool:
 
 
 def interleave_batch(batch: pa.RecordBatch, ids: pa.Array, lists: pa.Array,
-                     name: str) -> pa.RecordBatch:
+                     name: str, keys: np.ndarray | None = None) -> pa.RecordBatch:
     """``batch``'s first column (``list<string>`` sentences) with each token followed by its
     side tokens: ``lists[i]`` for the token equal to ``ids[i]`` (ids distinct; a token not in
-    ``ids`` gets none). One ``list<string>`` column ``name``; empty and null sentences are
-    left out (as the keyed interleave, which explodes them into no rows, leaves them)."""
+    ``ids`` gets none). With ``keys`` (``keys[i]``: :func:`side_keys`' key of ``lists[i]``) a
+    token whose key equals the previous token's in the same sentence gets none. One
+    ``list<string>`` column ``name``; empty and null sentences are left out (as the keyed
+    interleave, which explodes them into no rows, leaves them)."""
     col = batch.column(0)
     col = col.filter(pc.greater(pc.list_value_length(col).fill_null(0), 0))
-    lengths, _, pos = list_positions(col, ids)
+    lengths, rows, pos = list_positions(col, ids)
     flat = pc.list_flatten(col)
     n = len(flat)
     side_off = lists.offsets.to_numpy().astype(np.int64) - int(lists.offsets[0].as_py())
     found = pos >= 0
     s = np.zeros(n, np.int64)
     s[found] = side_off[pos[found] + 1] - side_off[pos[found]]
+    if keys is not None and n > 1:
+        key = keys[np.maximum(pos, 0)]
+        repeated = (rows[1:] == rows[:-1]) & found[1:] & found[:-1] & (key[1:] == key[:-1])
+        s[1:][repeated] = 0
     out_counts = 1 + s
     starts = np.cumsum(out_counts) - out_counts
     idx = np.empty(int(out_counts.sum()), np.int64)

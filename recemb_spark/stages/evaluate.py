@@ -91,18 +91,20 @@ def _popularity(spark: SparkSession, wh: Warehouse, cfg: Config, res: StageResul
         path = scoring_path(spark, popularity, cfg.ann.broadcast_max_mb)
         res.details["popularity_scoring_path"] = path
         collected = collect_items(popularity) if path == "broadcast" else None
-        res.metrics += score_model(spark, cases, popularity, ks, "popularity", catalogue,
-                                   mode="constant", segments=segments, path=path,
-                                   collected=collected)
-        categories = item_categories(wh, run_date)
-        if categories is not None:
-            res.metrics += score_model(spark, cases, popularity, ks, "popularity_category",
-                                       catalogue, mode="category", segments=segments,
-                                       item_categories=categories, path=path,
+        try:
+            res.metrics += score_model(spark, cases, popularity, ks, "popularity", catalogue,
+                                       mode="constant", segments=segments, path=path,
                                        collected=collected)
-        if collected is not None:
-            collected.release()
-        popularity.unpersist()
+            categories = item_categories(wh, run_date)
+            if categories is not None:
+                res.metrics += score_model(spark, cases, popularity, ks,
+                                           "popularity_category", catalogue, mode="category",
+                                           segments=segments, item_categories=categories,
+                                           path=path, collected=collected)
+        finally:
+            if collected is not None:
+                collected.release()
+            popularity.unpersist()
     return segments
 
 
