@@ -7,6 +7,7 @@ from pyspark.sql import functions as F
 from recemb_spark.models.side_info import (
     interleave_side_tokens,
     interleaved_token_counts,
+    mark_once,
     rebuild_sentences,
 )
 from recemb_spark.models.word2vec import token_counts
@@ -106,45 +107,60 @@ def test_rebuild_carries_a_sentence_across_batches():
 
 
 def runs_once(sentences, side):
-    """The interleave without repeats, written out: an item's side tokens follow it unless
-    the token before it in the sentence has the same side list."""
-    lists = {r["item_id"]: r["side"] for r in side.collect()}
+    """The interleave with ``once`` marks, written out: an item's side tokens follow it unless
+    it is marked once and the token before it in the sentence has the same side list."""
+    rows = side.collect()
+    lists = {r["item_id"]: r["side"] for r in rows}
+    once = {r["item_id"] for r in rows if r["once"]}
     out = []
     for r in sentences.collect():
         previous, tokens = None, []
         for token in r["items"] or []:
             mine = lists.get(token)
-            tokens += [token, *(mine if mine and mine != previous else [])]
+            dropped = token in once and mine == previous
+            tokens += [token, *(mine if mine and not dropped else [])]
             previous = mine
         if tokens:
             out.append(tokens)
     return sorted(out)
 
 
-def test_without_repeats_a_run_of_one_side_list_carries_it_once(spark):
-    """``repeat=False``: both paths (broadcast and keyed) leave out the side tokens of an
-    item whose list equals the previous token's (an item without side tokens breaks a run);
-    subsampling then drops side tokens only."""
+def test_items_marked_once_carry_a_run_of_one_side_list_once(spark):
+    """Items marked ``once`` (:func:`mark_once`) lose their side tokens after a token with the
+    same side list, on both paths (broadcast and keyed); unmarked items keep them, an item
+    without side tokens breaks a run; subsampling then drops side tokens only."""
     rng = np.random.default_rng(5)
     side = spark.createDataFrame(
-        [(f"i{v}", [f"side:c{v % 3}"] if v % 4 else [f"side:c{v % 3}", "side:x"])
-         for v in range(40) if v % 7], "item_id string, side array<string>")
+        [(f"i{v}", [f"side:c{v % 3}"] if v % 4 else [f"side:c{v % 3}", "side:x"], v % 5 > 0)
+         for v in range(40) if v % 7], "item_id string, side array<string>, once boolean")
     sentences = spark.createDataFrame(
         [([f"i{v}" for v in 3 * rng.integers(0, 13, rng.integers(1, 20))
            + rng.integers(0, 2, 1)],) for _ in range(80)]
-        + [([],), (None,), (["i3", "i3", "nope", "i3"],)], "items array<string>")
+        + [([],), (None,), (["i3", "i3", "nope", "i3", "i15", "i3"],)], "items array<string>")
     want = runs_once(sentences, side)
-    assert ["i3", "side:c0", "i3", "nope", "i3", "side:c0"] in want
+    # i3 is marked once, i15 (same category) is not: it keeps its token after i3's
+    assert ["i3", "side:c0", "i3", "nope", "i3", "side:c0", "i15", "side:c0", "i3"] in want
     for limit in (10**9, 0):
-        got = interleave_side_tokens(sentences, side, 0.0, 1, broadcast_limit=limit,
-                                     repeat=False)
+        got = interleave_side_tokens(sentences, side, 0.0, 1, broadcast_limit=limit)
         assert sorted(r["items"] for r in got.collect()) == want
-    full = interleave_side_tokens(sentences, side, 0.0, 1)
+    full = interleave_side_tokens(sentences, side.drop("once"), 0.0, 1)
     n_side = sum(t.startswith("side:") for r in full.collect() for t in r["items"])
-    assert sum(t.startswith("side:") for r in want for t in r) < 0.6 * n_side
-    sub = interleave_side_tokens(sentences, side, 1e-2, 1, broadcast_limit=10**9,
-                                 repeat=False).collect()
+    assert sum(t.startswith("side:") for r in want for t in r) < 0.7 * n_side
+    sub = interleave_side_tokens(sentences, side, 1e-2, 1, broadcast_limit=10**9).collect()
     kept = [t for r in sub for t in r["items"]]
     assert sorted(t for t in kept if not t.startswith("side:")) == sorted(
         t for r in want for t in r if not t.startswith("side:"))
     assert len(kept) < sum(len(r) for r in want)
+
+
+def test_mark_once_counts_the_items_in_the_sequences(spark):
+    side = spark.createDataFrame([("a", ["side:x"]), ("b", ["side:x"]), ("c", ["side:y"])],
+                                 "item_id string, side array<string>")
+    sequences = spark.createDataFrame([(["a", "b", "a"],), (["a", "b"],)],
+                                      "items array<string>")
+    marked = mark_once(side, sequences, 2)
+    assert sorted((r["item_id"], r["once"]) for r in marked.collect()) == [
+        ("a", True), ("b", True), ("c", False)]
+    assert sorted(r["item_id"] for r in mark_once(side, sequences, 3).collect()
+                  if r["once"]) == ["a"]
+    assert mark_once(side, sequences, 0) is side

@@ -11,7 +11,7 @@ from ..config import Config
 from ..io.warehouse import checkpoint_dir
 from ..neighbors.blocks import broadcast_limit
 from .graph import edge_weights, transition_probabilities
-from .side_info import interleave_side_tokens, split_vectors, with_cold_items
+from .side_info import interleave_side_tokens, mark_once, split_vectors, with_cold_items
 from .tune import tune_word2vec
 from .walks import (
     alias_table_bytes,
@@ -76,14 +76,18 @@ def train(spark: SparkSession, cfg: Config, ratings: DataFrame, sequences: DataF
         w2v, sample, tuned = tune_word2vec(
             spark, lambda seqs: validation_walks(spark, cfg, ratings, seqs), sequences, w2v,
             sample, w2v.tune_seconds, train_word2vec)
-    sentences = tokens
-    if side is not None:  # side tokens keyed by walk node
-        by_node = side.join(node_ids, "item_id").select(F.col("node").alias("item_id"), "side")
+    sentences, by_node = tokens, None
+    if side is not None:  # side tokens keyed by walk node, marked by the items' events
+        marked = mark_once(side, sequences, cfg.side_info.once_from)
+        by_node = marked.join(node_ids, "item_id").select(
+            F.col("node").alias("item_id"), *[c for c in marked.columns if c != "item_id"]
+        ).persist()
         sentences = interleave_side_tokens(
             tokens, by_node, cfg.side_info.sample, cfg.walks.seed,
-            broadcast_limit=broadcast_limit(spark, cfg.ann.broadcast_max_mb),
-            repeat=cfg.side_info.repeat).persist()
+            broadcast_limit=broadcast_limit(spark, cfg.ann.broadcast_max_mb)).persist()
     node_vectors, vocab = train_word2vec(sentences, w2v, sample, section="deepwalk")
+    if by_node is not None:
+        by_node.unpersist()
     vocab.update(tuned)
     node_vectors, side_vectors = split_vectors(node_vectors)
     vectors = (node_vectors.withColumnRenamed("item_id", "node").join(node_ids, "node")

@@ -19,7 +19,7 @@ from ..interactions import rated_items
 from ..io.warehouse import checkpoint_dir
 from ..neighbors.blocks import broadcast_limit
 from ..stages import stage_named
-from .side_info import interleave_side_tokens, split_vectors, with_cold_items
+from .side_info import interleave_side_tokens, mark_once, split_vectors, with_cold_items
 from .tune import tune_word2vec
 from .users import pool_user_vectors
 from .word2vec import train_word2vec
@@ -95,11 +95,12 @@ def train_item2vec(spark: SparkSession, cfg: Config, ratings: DataFrame,
     if side is None:
         vectors, details = train_word2vec(sequences, w2v, sample, section="item2vec")
         return TrainedModel(vectors, details={**details, **tuned})
+    marked = mark_once(side, sequences, cfg.side_info.once_from).persist()
     sentences = interleave_side_tokens(
-        sequences.select("items"), side, cfg.side_info.sample, w2v.seed,
-        broadcast_limit=broadcast_limit(spark, cfg.ann.broadcast_max_mb),
-        repeat=cfg.side_info.repeat).persist()
+        sequences.select("items"), marked, cfg.side_info.sample, w2v.seed,
+        broadcast_limit=broadcast_limit(spark, cfg.ann.broadcast_max_mb)).persist()
     vectors, details = train_word2vec(sentences, w2v, sample, section="item2vec")
+    marked.unpersist()
     items, side_vectors = split_vectors(vectors)
     marked, counts = with_cold_items(items, side_vectors, side)
     sentences.unpersist()

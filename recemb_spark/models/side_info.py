@@ -54,11 +54,12 @@ def side_bytes(rows: int, tokens: int) -> int:
 
 def interleave_side_tokens(sentences: DataFrame, side: DataFrame, sample: float, seed: int,
                            input_col: str = "items", broadcast_limit: int = 0,
-                           repeat: bool = True) -> DataFrame:
+) -> DataFrame:
     """Sentences with each item followed by its side tokens: ``(input_col array<string>)``.
-    With ``repeat`` false an item whose side tokens equal those of the item before it in the
-    sentence gets none (a run of one category carries its token once; lists compared by
-    ``xxhash64``, :func:`side_keys`).
+    When ``side`` has a boolean ``once`` column (:func:`mark_once`), an item marked true
+    whose side tokens equal those of the item just before it in the sentence gets none (a
+    run of one category carries its token once; lists compared by ``xxhash64``,
+    :func:`side_keys`).
 
     ``broadcast_limit`` (bytes; 0 = never): when ``side`` holds one row per item and weighs at
     most that (:func:`side_bytes`), it is collected and broadcast and each task interleaves
@@ -75,11 +76,13 @@ def interleave_side_tokens(sentences: DataFrame, side: DataFrame, sample: float,
     (a sentence is never split across partitions nor merged with another). Side tokens are
     then subsampled at ``sample`` (0 = keep all); item tokens are never dropped here."""
     keyed = side_keys(side)
+    repeat = "once" not in side.columns
     if broadcast_limit > 0 and _side_fits(side, broadcast_limit):
         table = keyed.toArrow()
         bc = sentences.sparkSession.sparkContext.broadcast(
             (table.column("item_id").combine_chunks(), table.column("side").combine_chunks(),
-             None if repeat else table.column("_key").to_numpy()))
+             None if repeat else (table.column("_key").to_numpy(),
+                                  table.column("_once").to_numpy(zero_copy_only=False))))
 
         def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             ids, lists, keys = bc.value
@@ -98,7 +101,8 @@ def interleave_side_tokens(sentences: DataFrame, side: DataFrame, sample: float,
             rows = joined.repartition("_s")
         else:  # the window partitions by sentence and sorts by position: the same shuffle
             previous = F.lag("_key").over(Window.partitionBy("_s").orderBy("_p"))
-            side_col = F.when(previous == F.col("_key"), none).otherwise(side_col)
+            side_col = F.when(F.col("_once") & (previous == F.col("_key")), none).otherwise(
+                side_col)
             rows = joined
         rows = (rows.select("_s", "_p", F.concat(F.array("item_id"), side_col).alias("_t"))
                 .sortWithinPartitions("_s", "_p"))
@@ -106,19 +110,40 @@ def interleave_side_tokens(sentences: DataFrame, side: DataFrame, sample: float,
                                   f"{input_col} array<string>")
     if sample <= 0:
         return grouped
-    counts = (interleaved_token_counts(sentences, side, input_col) if repeat
-              else token_counts(grouped, input_col)).persist()
-    total = one_row(counts.agg(F.sum("count")))[0] or 0
+    if repeat:
+        counts = interleaved_token_counts(sentences, side, input_col).persist()
+        total = one_row(counts.agg(F.sum("count")))[0] or 0
+    else:  # which side tokens are written depends on their neighbours: counted as written
+        only_side = F.filter(input_col, lambda t: t.startswith(SIDE_PREFIX))
+        counts = token_counts(grouped.select(only_side.alias(input_col)), input_col).persist()
+        items = one_row(sentences.agg(F.sum(F.coalesce(F.size(input_col), F.lit(0)))))[0]
+        total = (items or 0) + (one_row(counts.agg(F.sum("count")))[0] or 0)
     keep = {t: p for t, p in keep_probabilities(counts, sample, total).items()
             if t.startswith(SIDE_PREFIX)}
     counts.unpersist()
     return subsample_sentences(grouped, keep, seed, input_col)
 
 
+def mark_once(side: DataFrame, sequences: DataFrame, once_from: int) -> DataFrame:
+    """``side`` with ``once``: whether the item occurs at least ``once_from`` times in
+    ``sequences (items array<string>)`` (such an item's side tokens are written once per run
+    of equal side lists, :func:`interleave_side_tokens`); ``side`` unchanged when
+    ``once_from`` is 0 (every occurrence keeps its side tokens)."""
+    if once_from <= 0:
+        return side
+    counts = token_counts(sequences.select("items"))
+    return (side.join(counts, "item_id", "left")
+            .select("item_id", "side", (F.coalesce("count", F.lit(0)) >= once_from)
+                    .alias("once")))
+
+
 def side_keys(side: DataFrame) -> DataFrame:
-    """``(item_id, side, _key)``: ``side`` with a 64-bit hash of each item's side list (equal
-    lists, equal keys; distinct lists collide with probability ~ lists^2 / 2^64)."""
-    return side.select("item_id", "side", F.xxhash64("side").alias("_key"))
+    """``(item_id, side, _key, _once)``: ``side`` with a 64-bit hash of each item's side list
+    (equal lists, equal keys; distinct lists collide with probability ~ lists^2 / 2^64) and
+    its ``once`` mark (false when ``side`` has none)."""
+    once = F.coalesce("once", F.lit(False)) if "once" in side.columns else F.lit(False)
+    return side.select("item_id", "side", F.xxhash64("side").alias("_key"),
+                       once.alias("_once"))
 
 
 def _side_fits(side: DataFrame, limit: int) -> bool:
@@ -132,11 +157,13 @@ def _side_fits(side: DataFrame, limit: int) -> bool:
 
 
 def interleave_batch(batch: pa.RecordBatch, ids: pa.Array, lists: pa.Array,
-                     name: str, keys: np.ndarray | None = None) -> pa.RecordBatch:
+                     name: str, keys: tuple[np.ndarray, np.ndarray] | None = None
+                     ) -> pa.RecordBatch:
     """``batch``'s first column (``list<string>`` sentences) with each token followed by its
     side tokens: ``lists[i]`` for the token equal to ``ids[i]`` (ids distinct; a token not in
-    ``ids`` gets none). With ``keys`` (``keys[i]``: :func:`side_keys`' key of ``lists[i]``) a
-    token whose key equals the previous token's in the same sentence gets none. One
+    ``ids`` gets none). With ``keys`` (``(key, once)``: :func:`side_keys`' key and mark of
+    ``lists[i]``) a token marked once whose key equals the previous token's in the same
+    sentence gets none. One
     ``list<string>`` column ``name``; empty and null sentences are left out (as the keyed
     interleave, which explodes them into no rows, leaves them)."""
     col = batch.column(0)
@@ -149,8 +176,9 @@ def interleave_batch(batch: pa.RecordBatch, ids: pa.Array, lists: pa.Array,
     s = np.zeros(n, np.int64)
     s[found] = side_off[pos[found] + 1] - side_off[pos[found]]
     if keys is not None and n > 1:
-        key = keys[np.maximum(pos, 0)]
-        repeated = (rows[1:] == rows[:-1]) & found[1:] & found[:-1] & (key[1:] == key[:-1])
+        at = np.maximum(pos, 0)
+        key, once = keys[0][at], keys[1][at] & found
+        repeated = (rows[1:] == rows[:-1]) & once[1:] & found[:-1] & (key[1:] == key[:-1])
         s[1:][repeated] = 0
     out_counts = 1 + s
     starts = np.cumsum(out_counts) - out_counts
