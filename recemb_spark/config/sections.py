@@ -547,7 +547,10 @@ class SideInfoConfig:
         10,
         "an item seen at least this often in the sequences gets no side tokens where the item "
         "before it in the sentence has the same ones (a run of one category carries its token "
-        "once); rarer items keep them at every occurrence; 0 = every item at every occurrence",
+        "once); rarer items keep them at every occurrence; 0 = every item at every occurrence "
+        "(HR@10 item / user query, generated 5M-event log: item2vec 0.213 / 0.204 -> 0.247 / "
+        "0.240, DeepWalk 0.128 / 0.125 -> 0.153 / 0.139; taobao-head unchanged; 1 cost its "
+        "cold items: DeepWalk user 0.166 -> 0.129)",
         ge=0,
     )
 

@@ -95,12 +95,12 @@ def train_item2vec(spark: SparkSession, cfg: Config, ratings: DataFrame,
     if side is None:
         vectors, details = train_word2vec(sequences, w2v, sample, section="item2vec")
         return TrainedModel(vectors, details={**details, **tuned})
-    marked = mark_once(side, sequences, cfg.side_info.once_from).persist()
+    side_marked = mark_once(side, sequences, cfg.side_info.once_from).persist()
     sentences = interleave_side_tokens(
-        sequences.select("items"), marked, cfg.side_info.sample, w2v.seed,
+        sequences.select("items"), side_marked, cfg.side_info.sample, w2v.seed,
         broadcast_limit=broadcast_limit(spark, cfg.ann.broadcast_max_mb)).persist()
     vectors, details = train_word2vec(sentences, w2v, sample, section="item2vec")
-    marked.unpersist()
+    side_marked.unpersist()
     items, side_vectors = split_vectors(vectors)
     marked, counts = with_cold_items(items, side_vectors, side)
     sentences.unpersist()

@@ -53,8 +53,7 @@ def side_bytes(rows: int, tokens: int) -> int:
 
 
 def interleave_side_tokens(sentences: DataFrame, side: DataFrame, sample: float, seed: int,
-                           input_col: str = "items", broadcast_limit: int = 0,
-) -> DataFrame:
+                           input_col: str = "items", broadcast_limit: int = 0) -> DataFrame:
     """Sentences with each item followed by its side tokens: ``(input_col array<string>)``.
     When ``side`` has a boolean ``once`` column (:func:`mark_once`), an item marked true
     whose side tokens equal those of the item just before it in the sentence gets none (a
@@ -163,9 +162,8 @@ def interleave_batch(batch: pa.RecordBatch, ids: pa.Array, lists: pa.Array,
     side tokens: ``lists[i]`` for the token equal to ``ids[i]`` (ids distinct; a token not in
     ``ids`` gets none). With ``keys`` (``(key, once)``: :func:`side_keys`' key and mark of
     ``lists[i]``) a token marked once whose key equals the previous token's in the same
-    sentence gets none. One
-    ``list<string>`` column ``name``; empty and null sentences are left out (as the keyed
-    interleave, which explodes them into no rows, leaves them)."""
+    sentence gets none. One ``list<string>`` column ``name``; empty and null sentences are
+    left out (as the keyed interleave, which explodes them into no rows, leaves them)."""
     col = batch.column(0)
     col = col.filter(pc.greater(pc.list_value_length(col).fill_null(0), 0))
     lengths, rows, pos = list_positions(col, ids)
