@@ -74,8 +74,8 @@ def interleave_side_tokens(sentences: DataFrame, side: DataFrame, sample: float,
     them back into lists: a task holds one Arrow batch and the one sentence it is rebuilding
     (a sentence is never split across partitions nor merged with another). Side tokens are
     then subsampled at ``sample`` (0 = keep all); item tokens are never dropped here."""
-    keyed = side_keys(side)
     repeat = "once" not in side.columns
+    keyed = side.select("item_id", "side") if repeat else side_keys(side)
     if broadcast_limit > 0 and _side_fits(side, broadcast_limit):
         table = keyed.toArrow()
         bc = sentences.sparkSession.sparkContext.broadcast(
@@ -137,12 +137,11 @@ def mark_once(side: DataFrame, sequences: DataFrame, once_from: int) -> DataFram
 
 
 def side_keys(side: DataFrame) -> DataFrame:
-    """``(item_id, side, _key, _once)``: ``side`` with a 64-bit hash of each item's side list
-    (equal lists, equal keys; distinct lists collide with probability ~ lists^2 / 2^64) and
-    its ``once`` mark (false when ``side`` has none)."""
-    once = F.coalesce("once", F.lit(False)) if "once" in side.columns else F.lit(False)
+    """``(item_id, side, _key, _once)``: a side table marked by :func:`mark_once` with a
+    64-bit hash of each item's side list (equal lists, equal keys; distinct lists collide
+    with probability ~ lists^2 / 2^64) and its ``once`` mark (null as false)."""
     return side.select("item_id", "side", F.xxhash64("side").alias("_key"),
-                       once.alias("_once"))
+                       F.coalesce("once", F.lit(False)).alias("_once"))
 
 
 def _side_fits(side: DataFrame, limit: int) -> bool:
